@@ -1,0 +1,39 @@
+"""Qwen3-Omni Captioner app: detailed captions of any audio.
+
+    python app_captioner.py                          # GPU: Qwen3-Omni-30B-A3B-Captioner; no GPU: tiny model
+    python app_captioner.py -c Qwen/Qwen3-Omni-30B-A3B-Captioner --use-transformers
+"""
+
+from __future__ import annotations
+
+import logging
+
+import app
+from backends.checkpoints import CAPTIONER, TINY_CAPTIONER
+
+DEFAULT_PORT = 7861
+
+
+def main(argv: list[str] | None = None) -> None:
+    import gradio as gr
+
+    from backends import build_backend
+    from backends.checkpoints import resolve_checkpoint
+    from ui import caption, header_markdown, queue_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
+    checkpoint = resolve_checkpoint(args.checkpoint, default=CAPTIONER, tiny_default=TINY_CAPTIONER)
+    args.no_audio = True  # captions are text
+    with build_backend(args.backend, checkpoint, **app.backend_options(args, checkpoint.random_weights)) as backend:
+        with gr.Blocks(title="Qwen3-Omni Captioner") as demo:
+            gr.Markdown(header_markdown(backend.info))
+            caption.build(backend)
+        demo.queue(**queue_settings(backend.info)).launch(
+            server_name=args.server_name, server_port=args.server_port, share=args.share,
+            inbrowser=args.inbrowser, show_error=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""All media decoding and validation of the app, in one place.
+
+Images with Pillow, audio with soundfile (PyAV for compressed formats), video with
+PyAV (frames at a fixed rate plus the sound track). No decord, torchcodec or ffmpeg
+binary is needed. Every failure is a ``MediaError`` naming the file and the problem,
+which the UI shows as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backends.request import MediaKind
+
+INPUT_SAMPLE_RATE = 16_000
+"""The audio encoder listens at 16 kHz mono."""
+
+EXTENSIONS: dict[MediaKind, frozenset[str]] = {
+    "image": frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}),
+    "audio": frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".oga"}),
+    "video": frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}),
+}
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Refuse media the model can't take in, before it reaches the engine."""
+
+    max_file_mb: float = 200.0
+    max_audio_s: float = 600.0
+    max_video_s: float = 300.0
+    video_fps: float = 2.0
+    max_video_frames: int = 128
+    max_image_pixels: int = 1280 * 28 * 28 * 4
+
+
+DEFAULT_LIMITS = MediaLimits()
+
+
+class MediaError(ValueError):
+    """A file can't be used; ``str(err)`` is a message fit for the user."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{Path(path).name}: {problem}")
+
+
+@dataclass(frozen=True, eq=False)
+class VideoClip:
+    frames: np.ndarray
+    """uint8 array (T, H, W, 3), sampled at ``fps``."""
+    fps: float
+    audio: np.ndarray | None
+    """The sound track at 16 kHz mono float32, or None when the file has none."""
+
+
+def kind_of(path: str | os.PathLike) -> MediaKind:
+    """The media kind a file's extension announces (webm counts as video if it has frames)."""
+    suffix = Path(path).suffix.lower()
+    for kind in ("image", "video", "audio"):
+        if suffix in EXTENSIONS[kind]:  # type: ignore[index]
+            if suffix == ".webm" and kind == "video" and not _has_video_stream(path):
+                return "audio"
+            return kind  # type: ignore[return-value]
+    raise MediaError(path, f"unsupported file type '{suffix or '(none)'}'")
+
+
+def _check_file(path: str | os.PathLike, limits: MediaLimits) -> None:
+    if not os.path.isfile(path):
+        raise MediaError(path, "file not found")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MediaError(path, "the file is empty")
+    if size > limits.max_file_mb * 1e6:
+        raise MediaError(path, f"file is {size / 1e6:.0f} MB, the limit is {limits.max_file_mb:.0f} MB")
+
+
+def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
+    """An RGB ``PIL.Image``, downscaled to ``limits.max_image_pixels`` (the processor
+    would do the same later, after holding the full image in memory)."""
+    from PIL import Image, UnidentifiedImageError
+
+    _check_file(path, limits)
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (4096, 4096))  # JPEG: decode at reduced size when huge
+            image = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise MediaError(path, f"not a readable image ({err.__class__.__name__})") from err
+    if image.width * image.height > limits.max_image_pixels:
+        scale = (limits.max_image_pixels / (image.width * image.height)) ** 0.5
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+    return image
+
+
+def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Mono float32 samples at 16 kHz."""
+    _check_file(path, limits)
+    samples, rate = _read_with_soundfile(path)
+    if samples is None:
+        samples = _decode_audio_track(path)
+        if samples is None:
+            raise MediaError(path, "not a readable audio file")
+    else:
+        samples = resample(samples, rate, INPUT_SAMPLE_RATE)
+    if samples.size == 0:
+        raise MediaError(path, "the audio has no samples")
+    seconds = samples.size / INPUT_SAMPLE_RATE
+    if seconds > limits.max_audio_s:
+        raise MediaError(path, f"audio is {seconds:.0f} s long, the limit is {limits.max_audio_s:.0f} s")
+    return samples
+
+
+def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> VideoClip:
+    """Frames sampled at ``limits.video_fps`` (at most ``max_video_frames``) and the sound track."""
+    import av
+
+    _check_file(path, limits)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(path, "the file has no video stream")
+            stream = container.streams.video[0]
+            duration = _duration_s(container, stream)
+            if duration is not None and duration > limits.max_video_s:
+                raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
+            frames = _sample_frames(container, stream, limits)
+    except av.FFmpegError as err:
+        raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
+    if not frames:
+        raise MediaError(path, "the video has no frames")
+    # The vision encoder groups frames in pairs (temporal patch 2): keep an even count.
+    if len(frames) % 2:
+        frames.append(frames[-1])
+    return VideoClip(np.stack(frames), limits.video_fps, _decode_audio_track(path))
+
+
+def _duration_s(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _sample_frames(container, stream, limits: MediaLimits) -> list[np.ndarray]:
+    frames, next_t = [], 0.0
+    for frame in container.decode(stream):
+        t = float(frame.pts * stream.time_base) if frame.pts is not None else next_t
+        if t + 1e-6 < next_t:
+            continue
+        frames.append(frame.to_ndarray(format="rgb24"))
+        next_t += 1.0 / limits.video_fps
+        if len(frames) >= limits.max_video_frames:
+            break
+    return frames
+
+
+def _has_video_stream(path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video)
+    except (av.FFmpegError, OSError):
+        return False
+
+
+def _read_with_soundfile(path) -> tuple[np.ndarray | None, int]:
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        return None, 0
+    return data.mean(axis=1), rate
+
+
+def _decode_audio_track(path) -> np.ndarray | None:
+    """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_SAMPLE_RATE)
+            chunks = []
+            for frame in container.decode(container.streams.audio[0]):
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    except (av.FFmpegError, OSError):
+        return None
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float32 at ``target`` Hz (soxr, high quality)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if rate == target or samples.size == 0:
+        return samples
+    import soxr
+
+    return soxr.resample(samples, rate, target).astype(np.float32)
+
+
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """float32 [-1, 1] → int16, what browsers and Gradio's streaming audio expect."""
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)

@@ -1,0 +1,333 @@
+"""Qwen3-Omni in this process through transformers: the stock path that can speak.
+
+The model runs in a worker thread (``generate`` blocks); events cross into asyncio
+through a queue filled with ``loop.call_soon_threadsafe``. A ``threading.Event`` checked
+by stopping criteria on both the thinker and the talker is how closing the stream
+stops the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import numpy as np
+
+from backends import media
+from backends.base import Backend, BackendInfo
+from backends.checkpoints import Checkpoint, detect_kind
+from backends.conversation import build_prompt_inputs
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics
+from backends.reasoning import ReasoningSplitter
+from backends.request import ChatRequest
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_SECOND = 12.5
+"""One talker step is one 80 ms codec frame."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint can't be served (e.g. weights missing): refuse rather than speak noise."""
+
+
+@dataclass(frozen=True)
+class TransformersOptions:
+    audio_output: bool = True
+    """False drops the talker and code2wav at load time (~10 GB less on the real model)."""
+    attn_implementation: str = "auto"
+    """"auto": flash_attention_2 when flash-attn imports on CUDA, else sdpa."""
+    device: str = "auto"
+    max_speech_seconds: float = 300.0
+    """Caps the talker (a random tiny talker rarely stops by itself)."""
+    media_limits: media.MediaLimits = media.DEFAULT_LIMITS
+
+
+class TransformersBackend(Backend):
+    """Example::
+
+        backend = TransformersBackend(resolve_checkpoint("tiny"))
+        async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),))): print(event)
+    """
+
+    def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions()):
+        import torch
+
+        self.checkpoint, self.options = checkpoint, options
+        self.model, self.processor = _load(checkpoint, options)
+        self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
+        config = self.model.config
+        speakers = tuple(config.talker_config.speaker_id) if self.model.has_talker else ()
+        device = str(next(self.model.thinker.parameters()).device)
+        if device.startswith("cuda"):
+            device = f"{device} ({torch.cuda.get_device_name(self.model.thinker.device)})"
+        self.info = BackendInfo(
+            backend="transformers",
+            model=checkpoint.name,
+            kind=detect_kind(checkpoint, config),
+            device=device,
+            speakers=speakers,
+            random_weights=checkpoint.random_weights,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(event: Event) -> None:
+            if stop.is_set():
+                return  # nobody listens any more (and the loop may be gone)
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the event loop closed under us
+                stop.set()
+
+        worker = threading.Thread(target=self._run, args=(request, emit, stop), daemon=True, name="omni-generate")
+        worker.start()
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            stop.set()  # the stream was closed (Stop, closed tab) or finished: end the worker
+
+    def _run(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
+        with self._lock:
+            if stop.is_set():
+                return emit(Done("cancelled"))
+            try:
+                self._generate(request, emit, stop)
+            except Exception as err:  # never let a worker die silently: the UI would wait forever
+                log.exception("generation failed")
+                emit(Error(f"Generation failed: {err}", "generation"))
+                emit(Done("error"))
+
+    def _generate(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
+        import torch
+        from transformers import set_seed
+
+        started = time.perf_counter()
+        try:
+            inputs = self._encode(request)
+        except media.MediaError as err:
+            emit(Error(str(err), "input"))
+            return emit(Done("error"))
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        speak = request.return_audio and self.info.can_speak
+        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit, started)
+        stopping = _StopOnEvent(stop)
+        if request.sampling.seed is not None:
+            set_seed(request.sampling.seed)
+        kwargs = self._generate_kwargs(request, speak, streamer, stopping)
+        try:
+            with torch.inference_mode():
+                result = self.model.generate(**inputs, **kwargs)
+        except Exception as err:
+            if stop.is_set():
+                return emit(Done("cancelled"))
+            if not (speak and streamer.ended):
+                raise
+            # Stock generate() can fail inside the talker (very short replies): the text stands.
+            log.exception("speech generation failed")
+            streamer.flush()
+            emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text reply is kept.", "speech"))
+            emit(self._metrics(streamer, started, prompt_tokens, None))
+            return emit(Done(_finish_reason(streamer, request, stop)))
+        streamer.flush()
+        wav = None
+        if speak and not stop.is_set():
+            wav = _waveform(result)
+            if wav is None:
+                emit(Error("Speech generation returned no usable audio; the text reply is kept.", "speech"))
+            else:
+                emit(AudioChunk(wav))
+        emit(self._metrics(streamer, started, prompt_tokens, wav))
+        emit(Done(_finish_reason(streamer, request, stop)))
+
+    def _encode(self, request: ChatRequest) -> dict:
+        prompt = build_prompt_inputs(request, self.options.media_limits)
+        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=text, return_tensors="pt", padding=True, **prompt.processor_kwargs())
+        inputs = inputs.to(self.model.thinker.device)
+        for key, value in inputs.items():  # features follow the model's dtype (bf16 on GPU)
+            if value.is_floating_point():
+                inputs[key] = value.to(self.model.thinker.dtype)
+        return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
+
+    def _generate_kwargs(self, request: ChatRequest, speak: bool, streamer, stopping) -> dict:
+        sampling = request.sampling
+        kwargs = {
+            "return_audio": speak,
+            "thinker_max_new_tokens": sampling.max_new_tokens,
+            "thinker_eos_token_id": self.model.config.im_end_token_id,
+            "thinker_do_sample": not sampling.greedy,
+            "thinker_streamer": streamer,
+            "thinker_stopping_criteria": [stopping],
+        }
+        if not sampling.greedy:
+            kwargs.update(thinker_temperature=sampling.temperature, thinker_top_p=sampling.top_p, thinker_top_k=sampling.top_k)
+        if speak:
+            speaker = request.speaker or self.info.speakers[0]
+            if speaker.lower() not in self.info.speakers:
+                raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
+            kwargs.update(
+                speaker=speaker,
+                talker_max_new_tokens=max(1, int(self.options.max_speech_seconds * FRAMES_PER_SECOND)),
+                talker_stopping_criteria=[stopping],
+            )
+        return kwargs
+
+    def _metrics(self, streamer: _TextStreamer, started: float, prompt_tokens: int, wav: np.ndarray | None) -> Metrics:
+        total = time.perf_counter() - started
+        ttft = None if streamer.first_token_at is None else streamer.first_token_at - started
+        decode_s = (streamer.last_token_at or 0) - (streamer.first_token_at or 0)
+        tokens_per_s = (streamer.tokens - 1) / decode_s if streamer.tokens > 1 and decode_s > 0 else None
+        audio_s = 0.0 if wav is None else len(wav) / OUTPUT_SAMPLE_RATE
+        speech_s = total - (streamer.last_token_at or started) + started  # time after the thinker finished
+        return Metrics(
+            time_to_first_token_s=ttft,
+            prompt_tokens=prompt_tokens,
+            output_tokens=streamer.tokens,
+            tokens_per_s=tokens_per_s,
+            time_to_first_audio_s=total if wav is not None else None,
+            audio_seconds=audio_s,
+            talker_frames_per_s=audio_s * FRAMES_PER_SECOND / speech_s if audio_s and speech_s > 0 else None,
+            real_time_factor=speech_s / audio_s if audio_s else None,
+            total_s=total,
+        )
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        _free_accelerator_memory()
+
+
+def _load(checkpoint: Checkpoint, options: TransformersOptions):
+    import torch
+    from transformers import AutoConfig, Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
+
+    on_gpu = torch.cuda.is_available() and options.device in ("auto", "cuda")
+    config = AutoConfig.from_pretrained(checkpoint.path)
+    if not options.audio_output:
+        config.enable_audio_output = False  # the talker is never built: its weights are skipped
+    load_kwargs = {
+        "config": config,
+        "dtype": torch.bfloat16 if on_gpu else torch.float32,
+        "attn_implementation": _attention(options.attn_implementation, on_gpu),
+        "output_loading_info": True,
+    }
+    if on_gpu:
+        load_kwargs["device_map"] = "auto"
+    model, loading = Qwen3OmniMoeForConditionalGeneration.from_pretrained(checkpoint.path, **load_kwargs)
+    missing = sorted(loading.get("missing_keys", ()))
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
+    if model.has_talker:
+        # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
+        # thinker config has; without it audio + image/video input with speech crashes.
+        model.talker.config.audio_config = model.config.thinker_config.audio_config
+    model.eval()
+    return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
+
+
+def _attention(requested: str, on_gpu: bool) -> str:
+    if requested != "auto":
+        return requested
+    if on_gpu:
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threading.Event) -> str:
+    if stop.is_set():
+        return "cancelled"
+    return "length" if streamer.tokens >= request.sampling.max_new_tokens else "stop"
+
+
+def _waveform(result) -> np.ndarray | None:
+    """The talker's waveform from generate()'s ``(sequences, wav)``; None if unusable."""
+    if not isinstance(result, tuple) or len(result) < 2 or result[1] is None:
+        return None
+    wav = result[1]
+    wav = wav[0] if isinstance(wav, list) else wav
+    samples = wav.reshape(-1).float().cpu().numpy()
+    if samples.size == 0 or not np.isfinite(samples).all():
+        return None
+    return samples
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _StopOnEvent:
+    """A StoppingCriteria that ends generation once the stream is closed."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _TextStreamer:
+    """transformers streamer contract (``put``/``end``): decodes new tokens into events."""
+
+    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None], started: float):
+        self.tokenizer, self.splitter, self.emit = tokenizer, splitter, emit
+        self.ids: list[int] = []
+        self.text = ""
+        self.prompt_seen = False
+        self.ended = False
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.started = started
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        now = time.perf_counter()
+        self.first_token_at = self.first_token_at or now
+        self.last_token_at = now
+        self.ids.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+            return
+        delta, self.text = text[len(self.text) :], text
+        for event in self.splitter.feed(delta):
+            self.emit(event)
+
+    def end(self) -> None:
+        self.ended = True
+
+    def flush(self) -> None:
+        for event in self.splitter.feed(self.tokenizer.decode(self.ids, skip_special_tokens=True)[len(self.text) :]):
+            self.emit(event)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        for event in self.splitter.flush():
+            self.emit(event)

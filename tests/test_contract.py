@@ -1,0 +1,77 @@
+"""The pure pieces of the backend contract: reasoning split, reply accumulation, CLI mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import app
+from backends.events import AudioChunk, Done, Error, Metrics, ReasoningDelta, TextDelta
+from backends.reasoning import ReasoningSplitter
+from ui.reply import ReplyState
+
+
+def _split(pieces: list[str], thinking: bool) -> tuple[str, str]:
+    splitter = ReasoningSplitter(starts_in_reasoning=thinking)
+    events = [e for piece in pieces for e in splitter.feed(piece)] + splitter.flush()
+    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    return reasoning, text
+
+
+@pytest.mark.parametrize("pieces", [
+    ["<think>two plus two</think>\n\nFour."],
+    ["<th", "ink>two plus", " two</th", "ink>", "\n\nFour."],
+    list("<think>two plus two</think>\n\nFour."),
+])
+def test_reasoning_is_split_from_the_reply_even_when_tags_arrive_in_pieces(pieces):
+    assert _split(pieces, thinking=False) == ("two plus two", "Four.")
+
+
+def test_thinking_checkpoint_starts_inside_reasoning_without_an_opening_tag():
+    assert _split(["weigh it", "</think>Yes."], thinking=True) == ("weigh it", "Yes.")
+
+
+def test_a_think_tag_in_the_middle_of_a_reply_is_plain_text():
+    assert _split(["Use <think> tags like this."], thinking=False) == ("", "Use <think> tags like this.")
+
+
+def test_reply_state_builds_messages_a_user_can_read():
+    reply = ReplyState()
+    for event in [ReasoningDelta("hmm"), TextDelta("Hel"), TextDelta("lo"),
+                  AudioChunk(np.zeros(1920, np.float32)), AudioChunk(np.ones(3840, np.float32)),
+                  Error("Speech failed; the text reply is kept.", "speech"),
+                  Metrics(time_to_first_token_s=0.1, output_tokens=2, tokens_per_s=20.0, audio_seconds=0.24),
+                  Done("stop")]:
+        reply.handle(event)
+    messages = reply.messages("/tmp/reply.wav")
+    assert messages[0]["metadata"]["title"] == "Thinking" and messages[0]["metadata"]["status"] == "done"
+    assert messages[1]["content"] == "Hello"
+    assert messages[2]["content"]["path"] == "/tmp/reply.wav"
+    assert "Speech failed" in messages[3]["content"]
+    assert reply.audio().shape == (5760,)
+    assert "first token 0.10 s" in reply.status() and "20.0 tok/s" in reply.status()
+
+
+def test_input_errors_are_told_apart_from_failures_after_text():
+    refused = ReplyState()
+    refused.handle(Error("clip.wav: not a readable audio file", "input"))
+    refused.handle(Done("error"))
+    assert refused.input_rejected
+    partial = ReplyState()
+    partial.handle(TextDelta("Half an ans"))
+    partial.handle(Error("Generation failed: boom"))
+    assert not partial.input_rejected and partial.messages()[0]["content"] == "Half an ans"
+
+
+def test_official_demo_command_lines_map_onto_ours():
+    args = app.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Instruct", "--use-transformers", "--generate-audio",
+                           "--flash-attn2"])
+    assert args.checkpoint == "Qwen/Qwen3-Omni-30B-A3B-Instruct"
+    assert args.backend == "transformers" and args.attn_implementation == "flash_attention_2"
+    assert app.backend_options(args, random_weights=False)["audio_output"] is True
+    args = app.parse_args(["--checkpoint-path", "/models/omni", "--server-port", "8901", "--no-audio", "--cpu-only"])
+    assert args.checkpoint == "/models/omni" and args.server_port == 8901
+    options = app.backend_options(args, random_weights=True)
+    assert options["audio_output"] is False and options["device"] == "cpu"
+    assert not app.parse_args([]).share  # share links are opt-in

@@ -1,0 +1,157 @@
+"""The Transformers backend on the tiny checkpoint: real model classes, real media files."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from backends import build_backend
+from backends.checkpoints import Checkpoint, resolve_checkpoint
+from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from backends.transformers_backend import CheckpointError
+
+GREEDY = Sampling(temperature=0, max_new_tokens=12)
+SAMPLES_PER_FRAME = 1920  # 80 ms at 24 kHz
+
+
+def collect(backend, request: ChatRequest) -> list:
+    async def run():
+        return [event async for event in backend.stream(request)]
+
+    return asyncio.run(run())
+
+
+def text_of(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def test_all_four_modalities_in_streams_text_and_a_24khz_reply(instruct_backend, speech_path, image_path, video_path):
+    turn = Turn.user(MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path)),
+                     MediaPart("video", str(video_path)), "What do you see and hear?")
+    events = collect(instruct_backend, ChatRequest(turns=(turn,), speaker="chelsie", sampling=GREEDY))
+
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 1, "text should arrive token by token, not in one piece"
+    audio = [e for e in events if isinstance(e, AudioChunk)]
+    assert len(audio) == 1 and audio[0].sample_rate == 24_000
+    samples = audio[0].samples
+    # The talker is capped at 2 s = 25 codec frames; code2wav trims a few samples per decode chunk.
+    assert 0 < samples.size <= 25 * SAMPLES_PER_FRAME and samples.size > SAMPLES_PER_FRAME
+    assert np.isfinite(samples).all() and samples.std() > 0
+    metrics = next(e for e in events if isinstance(e, Metrics))
+    assert metrics.prompt_tokens > 50 and metrics.output_tokens == 12
+    assert metrics.audio_seconds == pytest.approx(samples.size / 24_000)
+    assert isinstance(events[-1], Done) and events[-1].finish_reason == "length"
+    assert not [e for e in events if isinstance(e, Error)]
+
+
+def test_the_talker_audio_config_workaround_is_what_makes_audio_plus_image_speak(instruct_backend, speech_path,
+                                                                                   image_path):
+    turn = Turn.user(MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path)), "Describe both.")
+    request = ChatRequest(turns=(turn,), sampling=GREEDY)
+    talker_config = instruct_backend.model.talker.config
+    saved = talker_config.audio_config
+    del talker_config.audio_config  # what a plain from_pretrained() leaves on transformers 5.x
+    try:
+        broken = collect(instruct_backend, request)
+    finally:
+        talker_config.audio_config = saved
+    assert any(isinstance(e, Error) and e.stage == "speech" for e in broken)
+    fixed = collect(instruct_backend, request)
+    assert any(isinstance(e, AudioChunk) for e in fixed) and not any(isinstance(e, Error) for e in fixed)
+    assert text_of(fixed) == text_of(broken)  # the text reply survived the talker crash
+
+
+def test_greedy_replies_are_reproducible_and_speakers_change_the_voice(instruct_backend):
+    request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=GREEDY, speaker="ethan")
+    first, second = collect(instruct_backend, request), collect(instruct_backend, request)
+    assert text_of(first) == text_of(second) != ""
+    seeded = Sampling(temperature=0.9, max_new_tokens=12, seed=7)
+    voices = {}
+    for speaker in instruct_backend.info.speakers:
+        events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Say hello."),), sampling=seeded,
+                                                       speaker=speaker))
+        voices[speaker] = next(e for e in events if isinstance(e, AudioChunk)).samples
+    assert len({v.tobytes() for v in voices.values()}) == len(voices), "each speaker should sound different"
+
+
+def test_speech_off_gives_text_only(instruct_backend):
+    events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY, return_audio=False))
+    assert text_of(events) and not any(isinstance(e, AudioChunk) for e in events)
+
+
+@pytest.mark.parametrize("max_new_tokens, speech_seconds, failure", [
+    (1, 2.0, "must match the size"),          # stock generate(): a one-token reply breaks the talker prompt
+    (12, 0.08, "non-empty TensorList"),       # stock generate(): a talker that stops on its first step
+])
+def test_a_speech_failure_keeps_the_text_reply(instruct_backend, max_new_tokens, speech_seconds, failure, monkeypatch):
+    monkeypatch.setattr(instruct_backend, "options",
+                        type(instruct_backend.options)(max_speech_seconds=speech_seconds))
+    events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi"),),
+                                                   sampling=Sampling(temperature=0, max_new_tokens=max_new_tokens)))
+    errors = [e for e in events if isinstance(e, Error)]
+    assert len(errors) == 1 and errors[0].stage == "speech" and failure in errors[0].message
+    assert "text reply is kept" in errors[0].message
+    assert text_of(events) and isinstance(events[-1], Done) and events[-1].finish_reason != "error"
+
+
+def test_closing_the_stream_stops_generation_and_the_next_turn_works(instruct_backend):
+    long = ChatRequest(turns=(Turn.user("Tell me a long story."),), sampling=Sampling(max_new_tokens=2000))
+
+    async def start_then_close():
+        stream = instruct_backend.stream(long)
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+        await stream.aclose()
+        return time.perf_counter()
+
+    closed_at = asyncio.run(start_then_close())
+    assert instruct_backend._lock.acquire(timeout=5), "the worker kept the engine after the stream was closed"
+    released_after = time.perf_counter() - closed_at
+    instruct_backend._lock.release()
+    assert released_after < 0.5
+    events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi again"),), sampling=GREEDY))
+    assert text_of(events) and events[-1].finish_reason == "length"
+
+
+def test_unreadable_media_is_refused_with_the_file_name(instruct_backend, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    events = collect(instruct_backend, ChatRequest(turns=(Turn.user(MediaPart("audio", str(broken)), "hi"),)))
+    assert [type(e) for e in events] == [Error, Done]
+    assert events[0].stage == "input" and "broken.wav" in events[0].message
+
+
+def test_thinker_only_checkpoint_answers_in_text(captioner_backend, speech_path):
+    info = captioner_backend.info
+    assert info.kind == "captioner" and not info.can_speak and not captioner_backend.model.has_talker
+    events = collect(captioner_backend, ChatRequest(turns=(Turn.user(MediaPart("audio", str(speech_path))),),
+                                                    sampling=GREEDY, return_audio=True))
+    assert text_of(events) and not any(isinstance(e, (AudioChunk, Error)) for e in events)
+
+
+def test_no_audio_never_builds_the_talker(tiny_cache):
+    with build_backend("transformers", resolve_checkpoint("tiny"), audio_output=False) as backend:
+        assert not backend.model.has_talker and not backend.info.can_speak
+        assert not hasattr(backend.model, "talker")
+
+
+def test_a_checkpoint_with_missing_weights_is_refused_by_name(tiny_cache, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    source = resolve_checkpoint("tiny")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(source.path, damaged)
+    for weights in damaged.glob("*.safetensors"):
+        tensors = load_file(weights)
+        dropped = [name for name in tensors if ".experts." in name and name.startswith("talker.")]
+        save_file({k: v for k, v in tensors.items() if k not in dropped}, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing") as refused:
+        build_backend("transformers", Checkpoint("damaged", str(damaged)))
+    assert "talker." in str(refused.value) and "experts" in str(refused.value)

@@ -1,0 +1,42 @@
+"""Gradio Blocks built from the backend contract; no model class is imported here."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backends.base import Backend, BackendInfo
+from ui import caption, chat
+
+TITLE = "Qwen3-Omni"
+
+
+def header_markdown(info: BackendInfo) -> str:
+    voice = f"speaks ({', '.join(info.speakers)})" if info.can_speak else "text only"
+    lines = [
+        f"## {TITLE}",
+        f"**Model** `{info.model}` ({info.kind}) · **Backend** {info.backend} · **Device** {info.device} · **Speech** {voice}",
+    ]
+    if info.random_weights:
+        lines.append(
+            "> ⚠️ **Tiny random-weight model.** No real weights are loaded on this machine, so every answer "
+            "and every spoken reply is random noise. The app itself works end to end; run it on a GPU with "
+            "`-c Qwen/Qwen3-Omni-30B-A3B-Instruct` (or a local folder) for real answers."
+        )
+    return "\n\n".join(lines)
+
+
+def build_demo(backend: Backend) -> gr.Blocks:
+    """The full app: header, then one tab per task."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(header_markdown(backend.info), elem_id="header")
+        with gr.Tab("Chat", id="chat"):
+            chat.build(backend)
+        with gr.Tab("Caption", id="caption"):
+            caption.build(backend)
+    return demo
+
+
+def queue_settings(info: BackendInfo) -> dict:
+    """Queue sized on purpose: the engine runs ``max_concurrency`` requests at once and we let
+    a bounded number wait, so a crowd gets a clear "queue full" instead of an endless wait."""
+    return {"default_concurrency_limit": info.max_concurrency, "max_size": 16 * info.max_concurrency}

@@ -1,0 +1,237 @@
+"""The Chat tab: multimodal turns in, streamed text and the spoken reply out.
+
+Layout first, then the handlers, then the wiring, as in Gradio's own demos. The
+conversation lives in a per-session ``ChatSession`` (``gr.State``); the engine is
+shared, and every model-bound event uses the ``MODEL_QUEUE`` concurrency id.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from backends.base import Backend
+from backends.media import MediaError, kind_of
+from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
+from ui.reply import ReplyState
+
+log = logging.getLogger(__name__)
+
+MODEL_QUEUE = "model"
+"""One concurrency id for every event that runs the model: they share its slots."""
+
+# The Qwen3-Omni README's recommended system prompt for spoken replies.
+VOICE_ASSISTANT_PROMPT = (
+    "You are Qwen-Omni, a smart voice assistant created by Alibaba Qwen. You are a virtual voice assistant with no "
+    "gender or age.\nYou are communicating with the user.\nIn user messages, “I/me/my/we/our” refer to the user and "
+    "“you/your” refer to the assistant. In your replies, address the user as “you/your” and yourself as “I/me/my”; "
+    "never mirror the user’s pronouns—always shift perspective. Keep original pronouns only in direct quotes; if a "
+    "reference is unclear, ask a brief clarifying question.\nInteract with users using short(no more than 50 words), "
+    "brief, straightforward language, maintaining a natural tone.\nNever use formal phrasing, mechanical expressions, "
+    "bullet points, overly structured language. \nYour output must consist only of the spoken content you want the "
+    "user to hear. \nDo not include any descriptions of actions, emotions, sounds, or voice changes. \nDo not use "
+    "asterisks, brackets, parentheses, or any other symbols to indicate tone or actions. \nYou must answer users' "
+    "audio or text questions, do not directly describe the video content. \nYou should communicate in the same "
+    "language strictly as the user unless they request otherwise.\nWhen you are uncertain (e.g., you can't see/hear "
+    "clearly, don't understand, or the user makes a comment rather than asking a question), use appropriate "
+    "questions to guide the user to continue the conversation.\nKeep replies concise and conversational, as if "
+    "talking face-to-face."
+)
+
+
+@dataclass
+class ChatSession:
+    """One browser session's conversation (deep-copyable: Gradio copies the initial value)."""
+
+    turns: list[Turn] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
+    """What the Chatbot shows: the turns plus notes (errors, stops), in Gradio's messages format."""
+    use_audio_in_video: bool | None = None
+    """Fixed by the first turn: changing it mid-conversation corrupts the model's positions."""
+
+
+@dataclass(frozen=True)
+class ChatParts:
+    chatbot: gr.Chatbot
+    textbox: gr.MultimodalTextbox
+    session: gr.State
+
+
+def build(backend: Backend) -> ChatParts:
+    info = backend.info
+    replies_dir = tempfile.mkdtemp(prefix="omni-replies-")
+    session = gr.State(ChatSession())
+
+    chatbot = gr.Chatbot(label="Conversation", height=520, buttons=["copy"], elem_id="chatbot")
+    textbox = gr.MultimodalTextbox(
+        placeholder="Type a message, attach images / audio / video, or record with the microphone…",
+        file_types=["image", "audio", "video"],
+        file_count="multiple",
+        sources=["upload", "microphone"],
+        label="Message",
+        show_label=False,
+        elem_id="chat-input",
+    )
+    with gr.Row():
+        stop_button = gr.Button("⏹ Stop", variant="stop", size="sm")
+        retry_button = gr.Button("🔄 Retry", size="sm")
+        clear_button = gr.Button("🗑 Clear", size="sm")
+    status = gr.Markdown("Ready.", label="Status", elem_id="chat-status")
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            speaker = gr.Dropdown(
+                list(info.speakers), value=_default_speaker(info.speakers),
+                label="Speaker", visible=info.can_speak,
+            )
+            speak = gr.Checkbox(info.can_speak, label="Speak the reply", interactive=info.can_speak,
+                                info=None if info.can_speak else "This checkpoint answers in text only.")
+            use_audio_in_video = gr.Checkbox(True, label="Listen to the sound of videos",
+                                             info="Fixed once the conversation has started.")
+        system_prompt = gr.Textbox("", label="System prompt", lines=3, placeholder="(none)")
+        voice_preset = gr.Button("Use the voice-assistant prompt", size="sm")
+        with gr.Row():
+            temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label="Temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label="Top-p")
+            top_k = gr.Slider(1, 200, 20, step=1, label="Top-k")
+            max_tokens = gr.Slider(1, 8192, 64 if info.random_weights else 1024, step=1, label="Max new tokens")
+            seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
+    settings = [system_prompt, speaker, speak, use_audio_in_video, temperature, top_p, top_k, max_tokens, seed]
+
+    def make_request(chat: ChatSession, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens,
+                     seed) -> ChatRequest:
+        return ChatRequest(
+            turns=tuple(chat.turns),
+            system_prompt=system_prompt or "",
+            speaker=speaker,
+            sampling=Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens),
+                              None if seed is None or int(seed) < 0 else int(seed)),
+            return_audio=bool(speak) and info.can_speak,
+            use_audio_in_video=bool(chat.use_audio_in_video),
+        )
+
+    async def respond(chat: ChatSession, message: dict | None, request: ChatRequest):
+        """Stream one reply into ``chat``; yields the outputs of chat/retry."""
+        reply = ReplyState()
+        shown = len(chat.messages)
+        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(interactive=False)
+        try:
+            async for event in backend.stream(request):
+                reply.handle(event)
+                chat.messages[shown:] = reply.messages()
+                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox()
+        finally:
+            _finish_turn(chat, reply, shown, message, replies_dir)
+        # A refused input gives the message back to the textbox so nothing typed is lost.
+        textbox_value = message if reply.input_rejected else None
+        yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), gr.Checkbox()
+
+    async def chat(message, chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
+                   temperature, top_p, top_k, max_tokens, seed):
+        """Send one user turn (text + files) and stream the reply."""
+        message = _normalize_message(message)
+        try:
+            parts = _user_parts(message)
+        except MediaError as err:
+            raise gr.Error(str(err)) from err
+        if chat_session.use_audio_in_video is None:
+            chat_session.use_audio_in_video = bool(use_audio_in_video)
+        chat_session.turns.append(Turn("user", parts))
+        chat_session.messages.extend(_user_messages(parts))
+        request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
+        async for outputs in respond(chat_session, message, request):
+            yield outputs
+
+    async def retry(chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
+                    temperature, top_p, top_k, max_tokens, seed):
+        """Generate the last reply again (e.g. with another speaker or seed)."""
+        if not chat_session.turns:
+            raise gr.Error("Nothing to retry yet.")
+        if chat_session.turns[-1].role == "assistant":
+            chat_session.turns.pop()
+        last_user = max(i for i, m in enumerate(chat_session.messages) if m["role"] == "user")
+        del chat_session.messages[last_user + 1 :]
+        request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
+        async for outputs in respond(chat_session, None, request):
+            yield outputs
+
+    def clear():
+        return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", gr.Checkbox(interactive=True)
+
+    def stop():
+        return gr.MultimodalTextbox(interactive=True), "Stopped."
+
+    outputs = [chatbot, session, textbox, status, use_audio_in_video]
+    chat_event = textbox.submit(
+        chat, [textbox, session, *settings], outputs,
+        api_name="chat", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
+    )
+    retry_event = retry_button.click(
+        retry, [session, *settings], outputs,
+        api_name="retry", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
+    )
+    stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
+    clear_button.click(clear, None, outputs, api_name="clear", queue=False)
+    voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
+    return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
+
+
+def _default_speaker(speakers: tuple[str, ...]) -> str | None:
+    """Ethan is stock generate()'s default voice; otherwise the checkpoint's first."""
+    return "ethan" if "ethan" in speakers else (speakers[0] if speakers else None)
+
+
+def _normalize_message(message) -> dict:
+    if message is None:
+        return {"text": "", "files": []}
+    if isinstance(message, str):
+        return {"text": message, "files": []}
+    files = [f if isinstance(f, str) else (f.get("path") or "") for f in message.get("files") or []]
+    return {"text": message.get("text") or "", "files": files}
+
+
+def _user_parts(message: dict) -> tuple:
+    if not message["text"].strip() and not message["files"]:
+        raise MediaError("message", "type something or attach a file first")
+    # Media first, then the question: the order the Qwen3-Omni cookbooks use.
+    media = tuple(MediaPart(kind_of(path), path) for path in message["files"])
+    text = (TextPart(message["text"]),) if message["text"].strip() else ()
+    return media + text
+
+
+def _user_messages(parts: tuple) -> list[dict]:
+    return [
+        {"role": "user", "content": {"path": p.path}} if isinstance(p, MediaPart) else {"role": "user", "content": p.text}
+        for p in parts
+    ]
+
+
+def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None, replies_dir: str) -> None:
+    """Record the reply (even a stopped or partial one) so the next turn sees it."""
+    if reply.finish_reason is None:  # closed without Done: the user pressed Stop
+        reply.finish_reason = "cancelled"
+    if reply.input_rejected and message is not None:
+        del chat.turns[-1]  # the turn never reached the model; its message goes back to the textbox
+        del chat.messages[shown - len(_user_messages(_user_parts(message))) :]
+        chat.messages.extend(reply.messages())
+        return
+    audio_path = _save_audio(reply, replies_dir)
+    extra = (MediaPart("audio", audio_path),) if audio_path else ()
+    chat.turns.append(Turn.assistant(reply.text, *extra))
+    chat.messages[shown:] = reply.messages(audio_path)
+
+
+def _save_audio(reply: ReplyState, replies_dir: str) -> str | None:
+    samples = reply.audio()
+    if samples is None or samples.size == 0:
+        return None
+    import soundfile
+
+    path = tempfile.NamedTemporaryFile(dir=replies_dir, suffix=".wav", delete=False).name
+    soundfile.write(path, samples, reply.sample_rate)
+    return path
+
+
+__all__ = ["ChatParts", "ChatSession", "MODEL_QUEUE", "VOICE_ASSISTANT_PROMPT", "build"]
