@@ -1,7 +1,7 @@
 """A tiny random-weight Qwen3-Omni checkpoint, built offline, for tests and CPU-only machines.
 
 Same architecture, files and processor classes as the real checkpoints (so every code path,
-vLLM's included, runs for real), but ~0.67 M parameters and a ~1k-token byte-level BPE trained
+vLLM's included, runs for real), but ~0.7 M parameters and a ~1k-token byte-level BPE trained
 here on a built-in corpus. Nothing is downloaded. "instruct" = thinker (audio + vision
 encoders) + talker + code2wav; "captioner" = thinker only (``enable_audio_output=False``, only
 ``thinker.*`` weights), the shape of the Thinking and Captioner checkpoints. Builds are
@@ -22,7 +22,7 @@ from typing import Literal
 TinyKind = Literal["instruct", "captioner"]
 
 # Bump whenever the build changes: the cache folder name carries it, so old builds are ignored.
-TINY_CHECKPOINT_VERSION = 1
+TINY_CHECKPOINT_VERSION = 2
 _SEED = 1234
 _MARKER = "tiny_checkpoint.json"  # written last; a folder without it is not a finished build
 # Random init draws from torch's global RNG: two builds in one process at once would interleave
@@ -109,7 +109,8 @@ def ensure_tiny_checkpoint(kind: TinyKind = "instruct", cache_dir: str | os.Path
     tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-building-", dir=root))
     try:
         build_tiny_checkpoint(kind, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp and safetensors make them private
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if final.exists() and not (final / _MARKER).is_file():
             shutil.rmtree(final)  # not made by us (we only ever rename finished builds)
         try:
@@ -198,12 +199,8 @@ def _train_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
         ]
     )
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=1024, initial_alphabet=alphabet, show_progress=False)
     lines = _CORPUS.splitlines() * 2 + list(_ROLE_WORDS) * 8  # one word per line: no leading space
     bpe.train_from_iterator(lines, trainer)
     model = json.loads(bpe.to_str())["model"]
@@ -219,21 +216,13 @@ def _build_tokenizer():
     for name in _ADDED_TOKENS:
         vocab[name] = len(vocab)
     tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        model_max_length=32768,
-        **_NAMED_TOKENS,
+        vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        model_max_length=32768, **_NAMED_TOKENS,
     )
     tokenizer.add_tokens(
         [AddedToken(name, special=name not in _NOT_SPECIAL, normalized=False) for name in _ADDED_TOKENS]
     )
-    for word in _ROLE_WORDS:
-        if len(tokenizer.encode(word, add_special_tokens=False)) != 1:
-            raise RuntimeError(f"tiny tokenizer: {word!r} must be a single token")
-    return tokenizer
+    return tokenizer  # _token_ids() checks that role words and markers are single tokens
 
 
 def _build_processor():
@@ -250,11 +239,7 @@ def _build_processor():
     )
     audio = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, return_attention_mask=True)
     return Qwen3OmniMoeProcessor(
-        image_processor=image_processor,
-        video_processor=video_processor,
-        feature_extractor=audio,
-        tokenizer=_build_tokenizer(),
-        chat_template=CHAT_TEMPLATE,
+        image_processor, video_processor, audio, _build_tokenizer(), chat_template=CHAT_TEMPLATE
     )
 
 
@@ -286,7 +271,8 @@ def _token_ids(tokenizer) -> dict[str, int]:
     names = dict(
         im_start="<|im_start|>", im_end="<|im_end|>", endoftext="<|endoftext|>",
         system="system", user="user", assistant="assistant",
-        vision_start="<|vision_start|>", vision_end="<|vision_end|>", image="<|image_pad|>", video="<|video_pad|>",
+        vision_start="<|vision_start|>", vision_end="<|vision_end|>",
+        image="<|image_pad|>", video="<|video_pad|>",
         audio_start="<|audio_start|>", audio_end="<|audio_end|>", audio="<|audio_pad|>",
         tts_pad="<tts_pad>", tts_bos="<tts_text_bos>", tts_eos="<tts_text_eod>",
         think_start="<think>", think_end="</think>",
@@ -295,17 +281,6 @@ def _token_ids(tokenizer) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- model
-
-
-def _codec_ids() -> dict[str, int]:
-    """Talker codec ids at the real checkpoint's offsets above the codebook (2048 there)."""
-    offsets = {"codec_pad_id": 100, "codec_bos_id": 101, "codec_eos_token_id": 102, "codec_nothink_id": 107,
-               "codec_think_bos_id": 108, "codec_think_eos_id": 109}
-    return {key: _CODEBOOK_SIZE + offset for key, offset in offsets.items()}
-
-
-def _speaker_ids() -> dict[str, int]:
-    return {"chelsie": _CODEBOOK_SIZE + 253, "ethan": _CODEBOOK_SIZE + 254, "aiden": _CODEBOOK_SIZE + 255}
 
 
 def _thinker_config(ids: dict[str, int], vocab_size: int) -> dict:
@@ -365,8 +340,17 @@ def _talker_config(ids: dict[str, int], thinker_hidden: int) -> dict:
         "audio_token_id": ids["audio"], "image_token_id": ids["image"], "video_token_id": ids["video"],
         "audio_start_token_id": ids["audio_start"], "audio_end_token_id": ids["audio_end"],
         "vision_start_token_id": ids["vision_start"], "position_id_per_seconds": 13, "seconds_per_chunk": 2,
-        "spatial_merge_size": 2, "speaker_id": _speaker_ids(), **_codec_ids(),
+        "spatial_merge_size": 2, **_codec_ids(),
     }
+
+
+def _codec_ids() -> dict:
+    """Talker codec and speaker ids at the real checkpoint's offsets above its codebook (2048)."""
+    offsets = {"codec_pad_id": 100, "codec_bos_id": 101, "codec_eos_token_id": 102, "codec_nothink_id": 107,
+               "codec_think_bos_id": 108, "codec_think_eos_id": 109}
+    speakers = {"chelsie": 253, "ethan": 254, "aiden": 255}
+    ids = {key: _CODEBOOK_SIZE + offset for key, offset in offsets.items()}
+    return {**ids, "speaker_id": {name: _CODEBOOK_SIZE + offset for name, offset in speakers.items()}}
 
 
 def _code2wav_config() -> dict:
@@ -404,7 +388,7 @@ def _build_model(config):
 
     model = Qwen3OmniMoeForConditionalGeneration._from_config(config, dtype=torch.float32)
     if model.has_talker:
-        _init_talker_experts(model.talker, std=config.initializer_range)
+        _init_talker(model.talker, std=config.initializer_range)
         _init_code2wav_convs(model.code2wav)
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -415,10 +399,17 @@ def _build_model(config):
     return model.eval()
 
 
-def _init_talker_experts(talker, std: float) -> None:
-    """The talker's MoE experts are allocated with torch.empty and no _init_weights covers
-    them (transformers only initialises the thinker's expert class), so random init leaves
-    uninitialised memory there (NaN, huge values) and a zero router: fill them like the thinker's."""
+def _init_talker(talker, std: float) -> None:
+    """Fix two things random init gets wrong for the talker.
+
+    Its MoE experts are allocated with torch.empty and no _init_weights covers them
+    (transformers only initialises the thinker's expert class): uninitialised memory (NaN, huge
+    values) and a zero router; fill them like the thinker's. And with std 0.02 its attention
+    output is negligible next to the residual stream, so the talker ignores its prompt and every
+    speaker gives the same codes: draw the attention projections variance-preserving instead.
+    """
+    import math
+
     import torch
 
     with torch.no_grad():
@@ -427,6 +418,9 @@ def _init_talker_experts(talker, std: float) -> None:
                 layer.mlp.experts.gate_up_proj.normal_(0.0, std)
                 layer.mlp.experts.down_proj.normal_(0.0, std)
                 layer.mlp.gate.weight.normal_(0.0, std)
+            attention = layer.self_attn
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj):
+                proj.weight.normal_(0.0, 1.0 / math.sqrt(proj.weight.shape[1]))
 
 
 def _init_code2wav_convs(code2wav) -> None:

@@ -83,7 +83,7 @@ def build(backend: Backend) -> ChatParts:
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             speaker = gr.Dropdown(
-                list(info.speakers), value=_default_speaker(info.speakers),
+                list(info.speakers) or [""], value=_default_speaker(info.speakers),
                 label="Speaker", visible=info.can_speak,
             )
             speak = gr.Checkbox(info.can_speak, label="Speak the reply", interactive=info.can_speak,
@@ -105,7 +105,7 @@ def build(backend: Backend) -> ChatParts:
         return ChatRequest(
             turns=tuple(chat.turns),
             system_prompt=system_prompt or "",
-            speaker=speaker,
+            speaker=speaker or None,
             sampling=Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens),
                               None if seed is None or int(seed) < 0 else int(seed)),
             return_audio=bool(speak) and info.can_speak,
@@ -178,9 +178,9 @@ def build(backend: Backend) -> ChatParts:
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
 
 
-def _default_speaker(speakers: tuple[str, ...]) -> str | None:
-    """Ethan is stock generate()'s default voice; otherwise the checkpoint's first."""
-    return "ethan" if "ethan" in speakers else (speakers[0] if speakers else None)
+def _default_speaker(speakers: tuple[str, ...]) -> str:
+    """Ethan is stock generate()'s default voice; otherwise the checkpoint's first ("" when mute)."""
+    return "ethan" if "ethan" in speakers else (speakers[0] if speakers else "")
 
 
 def _normalize_message(message) -> dict:

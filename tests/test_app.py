@@ -1,0 +1,135 @@
+"""The app through its public API: a launched server driven by gradio_client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import soundfile
+from gradio_client import Client, handle_file
+
+from backends.events import TextDelta
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from ui import build_demo, queue_settings
+
+GREEDY = {"temperature": 0, "max_tokens": 12}
+
+
+def launch(backend):
+    demo = build_demo(backend)
+    demo.queue(**queue_settings(backend.info)).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, show_error=True
+    )
+    return demo
+
+
+@pytest.fixture(scope="module")
+def server(instruct_backend):
+    demo = launch(instruct_backend)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def captioner_server(captioner_backend):
+    demo = launch(captioner_backend)
+    yield demo.local_url
+    demo.close()
+
+
+def assistant_texts(conversation) -> list[str]:
+    return [part["text"] for m in conversation if m["role"] == "assistant"
+            for part in m["content"] if part.get("type") == "text"]
+
+
+def audio_files(conversation) -> list[str]:
+    return [part["file"] for m in conversation if m["role"] == "assistant"
+            for part in m["content"] if part.get("type") == "file"]
+
+
+def last_reply(conversation) -> str:
+    """The text of the assistant's answer to the last user message (notes after it excluded)."""
+    last_user = max(i for i, m in enumerate(conversation) if m["role"] == "user")
+    return assistant_texts(conversation[last_user + 1 :])[0]
+
+
+def direct_reply(backend, turns, **kwargs) -> str:
+    async def run():
+        request = ChatRequest(turns=tuple(turns), sampling=Sampling(temperature=0, max_new_tokens=12), **kwargs)
+        return "".join([e.text async for e in backend.stream(request) if isinstance(e, TextDelta)])
+
+    return asyncio.run(run())
+
+
+def test_a_multimodal_turn_streams_text_and_returns_playable_speech(server, speech_path, image_path, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    job = client.submit({"text": "What is in the picture and the recording?",
+                         "files": [handle_file(str(image_path)), handle_file(str(speech_path))]},
+                        speaker="aiden", **GREEDY, api_name="/chat")
+    updates = [outputs[0] for outputs in job]
+    reply_lengths = [len("".join(assistant_texts(c))) for c in updates]
+    assert len(set(reply_lengths)) > 2, "the reply text should grow over several updates"
+    conversation, _message, status, _ = job.outputs()[-1]
+    files = audio_files(conversation)
+    assert len(files) == 1
+    samples, rate = soundfile.read(files[0])
+    assert rate == 24_000 and 0 < len(samples) <= 25 * 1920  # capped at 2 s in the fixture
+    assert "reply tokens" in status and "speech" in status
+
+
+def test_the_second_turn_sees_the_first_even_with_reply_audio_in_history(server, instruct_backend, image_path,
+                                                                        tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    first, *_ = client.predict({"text": "Remember this image.", "files": [handle_file(str(image_path))]},
+                               **GREEDY, api_name="/chat")
+    assert audio_files(first), "the first reply's audio sits in the history"
+    second, *_ = client.predict({"text": "What did I show you?", "files": []}, **GREEDY, api_name="/chat")
+    first_reply = last_reply(first)
+    # What the model says to the whole conversation, asked directly: equal only if the history reached it.
+    turns = [Turn.user(MediaPart("image", str(image_path)), "Remember this image."), Turn.assistant(first_reply),
+             Turn.user("What did I show you?")]
+    with_history = direct_reply(instruct_backend, turns)
+    without_history = direct_reply(instruct_backend, turns[-1:])
+    assert with_history != without_history
+    assert last_reply(second) == with_history.strip()
+
+
+def test_text_only_mode_and_clear(server, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    conversation, *_ = client.predict({"text": "Hi", "files": []}, speak=False, **GREEDY, api_name="/chat")
+    assert assistant_texts(conversation) and not audio_files(conversation)
+    cleared, *_ = client.predict(api_name="/clear")
+    assert cleared == []
+
+
+def test_thinker_only_checkpoint_answers_through_the_app(captioner_server, speech_path, tmp_path):
+    client = Client(captioner_server, verbose=False, download_files=str(tmp_path))
+    conversation, *_ = client.predict({"text": "", "files": [handle_file(str(speech_path))]}, **GREEDY,
+                                      api_name="/chat")
+    assert assistant_texts(conversation) and not audio_files(conversation)
+
+
+def test_an_unreadable_file_is_named_and_the_message_comes_back(server, image_path, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    message = {"text": "Look at both", "files": [handle_file(str(image_path)), handle_file(str(broken))]}
+    conversation, returned, *_ = client.predict(message, **GREEDY, api_name="/chat")
+    assert any("broken.mp4" in text for text in assistant_texts(conversation))
+    returned = returned.get("value", returned)  # an update dict: the textbox is enabled again too
+    assert returned["text"] == "Look at both" and len(returned["files"]) == 2  # nothing typed or attached is lost
+    after, *_ = client.predict({"text": "Hello", "files": []}, **GREEDY, api_name="/chat")
+    assert last_reply(after)  # the next turn answers
+
+
+def test_stop_ends_the_reply_and_the_next_turn_works(server, instruct_backend, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    job = client.submit({"text": "Tell me a long story", "files": []}, max_tokens=4000, api_name="/chat")
+    for outputs in job:
+        if assistant_texts(outputs[0]):
+            break
+    job.cancel()
+    assert instruct_backend._lock.acquire(timeout=5), "the engine kept generating after Stop"
+    instruct_backend._lock.release()
+    conversation, *_ = client.predict({"text": "Short answer please", "files": []}, **GREEDY, api_name="/chat")
+    assert last_reply(conversation)
