@@ -133,3 +133,14 @@ def test_stop_ends_the_reply_and_the_next_turn_works(server, instruct_backend, t
     instruct_backend._lock.release()
     conversation, *_ = client.predict({"text": "Short answer please", "files": []}, **GREEDY, api_name="/chat")
     assert last_reply(conversation)
+
+
+def test_retry_regenerates_the_last_reply_with_another_speaker(server, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    first, *_ = client.predict({"text": "Say something", "files": []}, speaker="chelsie", temperature=0.9, seed=3,
+                               max_tokens=8, api_name="/chat")
+    again, *_ = client.predict(speaker="aiden", temperature=0.9, seed=3, max_tokens=8, api_name="/retry")
+    assert [m["role"] for m in again].count("user") == [m["role"] for m in first].count("user") == 1
+    assert last_reply(again) == last_reply(first)  # same seed, same text …
+    first_audio, retry_audio = (soundfile.read(audio_files(c)[0])[0] for c in (first, again))
+    assert first_audio.shape != retry_audio.shape or (first_audio != retry_audio).any()  # … another voice
