@@ -9,21 +9,21 @@ stops the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-import numpy as np
-
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import build_prompt_inputs
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics
+from backends.events import Done, Error, Event, Metrics
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
+from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class TransformersOptions:
     device: str = "auto"
     max_speech_seconds: float = 300.0
     """Caps the talker (a random tiny talker rarely stops by itself)."""
+    talker_do_sample: bool = True
+    first_chunk_frames: int = 4
+    """Codec frames (80 ms each) in the first audio chunk: small, so the first sound comes early."""
+    chunk_frames: int = 25
+    left_context_frames: int | None = None
+    """Frames re-decoded before each chunk; default: code2wav's attention window + 8 (exact output)."""
     media_limits: media.MediaLimits = media.DEFAULT_LIMITS
 
 
@@ -54,11 +60,17 @@ class TransformersBackend(Backend):
         async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),))): print(event)
     """
 
-    def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions()):
+    def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
+                 loaded: tuple | None = None):
+        """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
         import torch
 
         self.checkpoint, self.options = checkpoint, options
-        self.model, self.processor = _load(checkpoint, options)
+        self.model, self.processor = loaded or _load(checkpoint, options)
+        if self.model.has_talker:
+            # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
+            # thinker config has; without it audio + image/video input with speech crashes.
+            self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
         config = self.model.config
         speakers = tuple(config.talker_config.speaker_id) if self.model.has_talker else ()
@@ -110,7 +122,6 @@ class TransformersBackend(Backend):
                 emit(Done("error"))
 
     def _generate(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
-        import torch
         from transformers import set_seed
 
         started = time.perf_counter()
@@ -120,36 +131,34 @@ class TransformersBackend(Backend):
             emit(Error(str(err), "input"))
             return emit(Done("error"))
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        speak = request.return_audio and self.info.can_speak
-        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit, started)
-        stopping = _StopOnEvent(stop)
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)
-        kwargs = self._generate_kwargs(request, speak, streamer, stopping)
-        try:
-            with torch.inference_mode():
-                result = self.model.generate(**inputs, **kwargs)
-        except Exception as err:
-            if stop.is_set():
-                return emit(Done("cancelled"))
-            if not (speak and streamer.ended):
-                raise
-            # Stock generate() can fail inside the talker (very short replies): the text stands.
-            log.exception("speech generation failed")
-            streamer.flush()
-            emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text reply is kept.", "speech"))
-            emit(self._metrics(streamer, started, prompt_tokens, None))
-            return emit(Done(_finish_reason(streamer, request, stop)))
+        speech = self._speech(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak else None
+        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit, started,
+                                 speech.feed if speech else None)
+        with speech.running() if speech else contextlib.nullcontext():
+            try:
+                self.model.thinker.generate(**inputs, **self._thinker_kwargs(request, streamer, _StopOnEvent(stop)))
+            except Exception:
+                if not stop.is_set():
+                    raise
         streamer.flush()
-        wav = None
-        if speak and not stop.is_set():
-            wav = _waveform(result)
-            if wav is None:
-                emit(Error("Speech generation returned no usable audio; the text reply is kept.", "speech"))
-            else:
-                emit(AudioChunk(wav))
-        emit(self._metrics(streamer, started, prompt_tokens, wav))
+        emit(self._metrics(streamer, started, prompt_tokens, speech))
         emit(Done(_finish_reason(streamer, request, stop)))
+
+    def _speech(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float) -> SpeechRun:
+        speaker = request.speaker or self.info.speakers[0]
+        if speaker.lower() not in self.info.speakers:
+            raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
+        options = self.options
+        sampling = TalkerSampling(
+            do_sample=options.talker_do_sample,
+            max_frames=max(1, int(options.max_speech_seconds * FRAMES_PER_SECOND)),
+            seed=request.sampling.seed,
+        )
+        vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
+                                   options.left_context_frames)
+        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started)
 
     def _encode(self, request: ChatRequest) -> dict:
         prompt = build_prompt_inputs(request, self.options.media_limits)
@@ -161,46 +170,30 @@ class TransformersBackend(Backend):
                 inputs[key] = value.to(self.model.thinker.dtype)
         return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
-    def _generate_kwargs(self, request: ChatRequest, speak: bool, streamer, stopping) -> dict:
+    def _thinker_kwargs(self, request: ChatRequest, streamer, stopping) -> dict:
         sampling = request.sampling
         kwargs = {
-            "return_audio": speak,
-            "thinker_max_new_tokens": sampling.max_new_tokens,
-            "thinker_eos_token_id": self.model.config.im_end_token_id,
-            "thinker_do_sample": not sampling.greedy,
-            "thinker_streamer": streamer,
-            "thinker_stopping_criteria": [stopping],
+            "max_new_tokens": sampling.max_new_tokens,
+            "eos_token_id": self.model.config.im_end_token_id,
+            "do_sample": not sampling.greedy,
+            "streamer": streamer,
+            "stopping_criteria": [stopping],
         }
         if not sampling.greedy:
-            kwargs.update(thinker_temperature=sampling.temperature, thinker_top_p=sampling.top_p, thinker_top_k=sampling.top_k)
-        if speak:
-            speaker = request.speaker or self.info.speakers[0]
-            if speaker.lower() not in self.info.speakers:
-                raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
-            kwargs.update(
-                speaker=speaker,
-                talker_max_new_tokens=max(1, int(self.options.max_speech_seconds * FRAMES_PER_SECOND)),
-                talker_stopping_criteria=[stopping],
-            )
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         return kwargs
 
-    def _metrics(self, streamer: _TextStreamer, started: float, prompt_tokens: int, wav: np.ndarray | None) -> Metrics:
-        total = time.perf_counter() - started
+    def _metrics(self, streamer: _TextStreamer, started: float, prompt_tokens: int, speech: SpeechRun | None) -> Metrics:
         ttft = None if streamer.first_token_at is None else streamer.first_token_at - started
         decode_s = (streamer.last_token_at or 0) - (streamer.first_token_at or 0)
-        tokens_per_s = (streamer.tokens - 1) / decode_s if streamer.tokens > 1 and decode_s > 0 else None
-        audio_s = 0.0 if wav is None else len(wav) / OUTPUT_SAMPLE_RATE
-        speech_s = total - (streamer.last_token_at or started) + started  # time after the thinker finished
+        speech_metrics = speech.metrics() if speech else {}
         return Metrics(
             time_to_first_token_s=ttft,
             prompt_tokens=prompt_tokens,
             output_tokens=streamer.tokens,
-            tokens_per_s=tokens_per_s,
-            time_to_first_audio_s=total if wav is not None else None,
-            audio_seconds=audio_s,
-            talker_frames_per_s=audio_s * FRAMES_PER_SECOND / speech_s if audio_s and speech_s > 0 else None,
-            real_time_factor=speech_s / audio_s if audio_s else None,
-            total_s=total,
+            tokens_per_s=(streamer.tokens - 1) / decode_s if streamer.tokens > 1 and decode_s > 0 else None,
+            total_s=time.perf_counter() - started,
+            **speech_metrics,
         )
 
     def close(self) -> None:
@@ -229,10 +222,6 @@ def _load(checkpoint: Checkpoint, options: TransformersOptions):
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
-    if model.has_talker:
-        # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
-        # thinker config has; without it audio + image/video input with speech crashes.
-        model.talker.config.audio_config = model.config.thinker_config.audio_config
     model.eval()
     return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
 
@@ -254,18 +243,6 @@ def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threadin
     if stop.is_set():
         return "cancelled"
     return "length" if streamer.tokens >= request.sampling.max_new_tokens else "stop"
-
-
-def _waveform(result) -> np.ndarray | None:
-    """The talker's waveform from generate()'s ``(sequences, wav)``; None if unusable."""
-    if not isinstance(result, tuple) or len(result) < 2 or result[1] is None:
-        return None
-    wav = result[1]
-    wav = wav[0] if isinstance(wav, list) else wav
-    samples = wav.reshape(-1).float().cpu().numpy()
-    if samples.size == 0 or not np.isfinite(samples).all():
-        return None
-    return samples
 
 
 def _free_accelerator_memory() -> None:
@@ -293,8 +270,9 @@ class _StopOnEvent:
 class _TextStreamer:
     """transformers streamer contract (``put``/``end``): decodes new tokens into events."""
 
-    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None], started: float):
-        self.tokenizer, self.splitter, self.emit = tokenizer, splitter, emit
+    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None], started: float,
+                 feed: TextFeed | None = None):
+        self.tokenizer, self.splitter, self.emit, self.feed = tokenizer, splitter, emit, feed
         self.ids: list[int] = []
         self.text = ""
         self.prompt_seen = False
@@ -314,7 +292,10 @@ class _TextStreamer:
         now = time.perf_counter()
         self.first_token_at = self.first_token_at or now
         self.last_token_at = now
-        self.ids.extend(value.reshape(-1).tolist())
+        new_ids = value.reshape(-1).tolist()
+        self.ids.extend(new_ids)
+        if self.feed is not None:
+            self.feed.extend(new_ids)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
             return
@@ -324,6 +305,8 @@ class _TextStreamer:
 
     def end(self) -> None:
         self.ended = True
+        if self.feed is not None:
+            self.feed.finish()
 
     def flush(self) -> None:
         for event in self.splitter.feed(self.tokenizer.decode(self.ids, skip_special_tokens=True)[len(self.text) :]):

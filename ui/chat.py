@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from backends.base import Backend
-from backends.media import MediaError, kind_of
+from backends.events import AudioChunk
+from backends.media import MediaError, kind_of, pcm16
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.reply import ReplyState
 
@@ -79,6 +80,8 @@ def build(backend: Backend) -> ChatParts:
         stop_button = gr.Button("⏹ Stop", variant="stop", size="sm")
         retry_button = gr.Button("🔄 Retry", size="sm")
         clear_button = gr.Button("🗑 Clear", size="sm")
+    reply_audio = gr.Audio(label="Spoken reply (plays while it is generated)", streaming=True, autoplay=True,
+                           interactive=False, visible=info.can_speak, elem_id="reply-audio")
     status = gr.Markdown("Ready.", label="Status", elem_id="chat-status")
     with gr.Accordion("Settings", open=False):
         with gr.Row():
@@ -116,17 +119,21 @@ def build(backend: Backend) -> ChatParts:
         """Stream one reply into ``chat``; yields the outputs of chat/retry."""
         reply = ReplyState()
         shown = len(chat.messages)
-        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(interactive=False)
+        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
+            interactive=False), None
         try:
             async for event in backend.stream(request):
                 reply.handle(event)
                 chat.messages[shown:] = reply.messages()
-                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox()
+                # New speech goes to the streaming player as 16-bit PCM; None adds nothing to it.
+                chunk = (event.sample_rate, pcm16(event.samples)) if isinstance(event, AudioChunk) else None
+                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), chunk
         finally:
             _finish_turn(chat, reply, shown, message, replies_dir)
         # A refused input gives the message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.input_rejected else None
-        yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), gr.Checkbox()
+        yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
+            gr.Checkbox(), None
 
     async def chat(message, chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
                    temperature, top_p, top_k, max_tokens, seed):
@@ -158,12 +165,13 @@ def build(backend: Backend) -> ChatParts:
             yield outputs
 
     def clear():
-        return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", gr.Checkbox(interactive=True)
+        return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", \
+            gr.Checkbox(interactive=True), None
 
     def stop():
         return gr.MultimodalTextbox(interactive=True), "Stopped."
 
-    outputs = [chatbot, session, textbox, status, use_audio_in_video]
+    outputs = [chatbot, session, textbox, status, use_audio_in_video, reply_audio]
     chat_event = textbox.submit(
         chat, [textbox, session, *settings], outputs,
         api_name="chat", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,

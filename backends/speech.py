@@ -1,0 +1,358 @@
+"""Streaming speech for Qwen3-Omni: the talker speaks while the thinker is still writing.
+
+Stock ``generate()`` runs the thinker to the end, then the talker, then code2wav. The
+talker only ever needs (a) the thinker's states for the prompt, known right after the
+thinker's prefill, and (b) one new text embedding per step (``trailing_text_hidden``).
+So here the thinker runs as usual (``thinker.generate`` with a streamer) while a talker
+loop of our own consumes its tokens as they come, and code2wav decodes the codec frames
+in chunks. Conditioning, sampling and decoding follow stock ``generate()`` exactly: with
+greedy decoding the codes and the waveform are identical (tests compare them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TalkerSampling:
+    """Stock generate()'s talker defaults; the code predictor follows ``do_sample``."""
+
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    max_frames: int = 4096
+    seed: int | None = None
+
+
+class TextFeed:
+    """The thinker's generated token ids, shared with the talker thread."""
+
+    def __init__(self):
+        self._ids: list[int] = []
+        self._finished = False
+        self._changed = threading.Condition()
+
+    def extend(self, ids: list[int]) -> None:
+        with self._changed:
+            self._ids.extend(ids)
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def spoken_token(self, index: int, stop: threading.Event) -> int | None:
+        """Generated token ``index`` if the talker speaks it, else None (once that is certain).
+
+        Stock generate() feeds the talker every generated token but the last (the thinker
+        never embeds its final token), so token ``index`` counts only once a later one exists.
+        """
+        with self._changed:
+            while len(self._ids) <= index + 1 and not self._finished and not stop.is_set():
+                self._changed.wait(timeout=0.1)
+            return self._ids[index] if len(self._ids) > index + 1 else None
+
+
+@contextmanager
+def capture_prompt_hidden(thinker, layer: int) -> Iterator[dict]:
+    """Keep the output of thinker layer ``layer`` (1-based, as in ``hidden_states``) for the prompt.
+
+    The talker reads it at audio/image/video positions. A forward hook gets it during the
+    thinker's own prefill, so nothing is computed twice and generate() stays stock.
+    """
+    captured: dict = {}
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if "hidden" not in captured and hidden.shape[1] > 1:
+            captured["hidden"] = hidden.detach().clone()  # clone: graph-owned memory may be reused
+
+    handle = thinker.model.layers[layer - 1].register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+class Talker:
+    """The talker + code predictor loop of stock ``generate()``, fed text as it streams in.
+
+    Example::
+
+        talker = Talker(model, inputs, "ethan", TalkerSampling(), feed, captured, stop)
+        for frame in talker.frames():   # LongTensor (num_code_groups,) per 80 ms of speech
+            ...
+    """
+
+    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, feed: TextFeed,
+                 captured: dict, stop: threading.Event):
+        self.model, self.talker, self.config = model, model.talker, model.config
+        self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
+        self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
+        self.device = self.talker.device
+        self.generator = torch.Generator(device=self.device)
+        if sampling.seed is not None:
+            self.generator.manual_seed(sampling.seed)
+        else:
+            self.generator.seed()
+
+    @torch.inference_mode()
+    def frames(self) -> Iterator[torch.Tensor]:
+        first_text = self.feed.spoken_token(0, self.stop)
+        if first_text is None or self.stop.is_set():
+            return  # a reply of one token (or none) has nothing to speak
+        tts_bos, tts_eos, tts_pad = self._text_hidden(
+            [self.config.tts_bos_token_id, self.config.tts_eos_token_id, self.config.tts_pad_token_id]
+        ).split(1, dim=1)
+        embeds, ids = self._prefill_inputs(first_text, tts_bos, tts_eos, tts_pad)
+        attention_mask = torch.ones(ids.shape, dtype=torch.long, device=self.device)
+        out = self.talker(inputs_embeds=embeds, attention_mask=attention_mask, talker_input_ids=ids,
+                          use_cache=True, output_hidden_states=True, **self._rope_inputs())
+        processors = self._codec_processors()
+        generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
+        text_ended = False
+        for step in range(self.sampling.max_frames):
+            token = self._sample(out.logits[:, -1], generated, processors)
+            generated = torch.cat([generated, token], dim=1)
+            if token.item() == self.config.talker_config.codec_eos_token_id or step + 1 >= self.sampling.max_frames:
+                return  # stock generate() never decodes the last sampled token
+            if self.stop.is_set():
+                return
+            codec_embeds, residual = self._code_predictor(out.hidden_states[0][-1][:, -1:], token)
+            yield torch.cat([token[0], residual[0]])
+            next_text = None if text_ended else self.feed.spoken_token(step + 1, self.stop)
+            if next_text is not None:
+                text = self._text_hidden([next_text])
+            else:
+                text, text_ended = (tts_pad if text_ended else tts_eos), True
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((1, 1))], dim=1)
+            out = self.talker(inputs_embeds=codec_embeds + text, attention_mask=attention_mask,
+                              past_key_values=out.past_key_values, use_cache=True, output_hidden_states=True,
+                              generation_step=step)
+
+    def _text_hidden(self, token_ids: list[int]) -> torch.Tensor:
+        ids = torch.tensor([token_ids], device=self.model.thinker.device)
+        return self.talker.text_projection(self.model.thinker.get_input_embeddings()(ids)).to(self.device)
+
+    def _prefill_inputs(self, first_text: int, tts_bos, tts_eos, tts_pad) -> tuple[torch.Tensor, torch.Tensor]:
+        """The talker's prompt: every user turn (text embeddings, audio/vision hidden states),
+        then the assistant header with the speaker and the first text token, as stock does."""
+        cfg, thinker_cfg = self.config, self.config.thinker_config
+        input_ids = self.inputs["input_ids"]
+        length = input_ids.shape[1]
+        thinker_embed = self.model.thinker.get_input_embeddings()(input_ids)
+        multimodal = (input_ids == thinker_cfg.audio_token_id) | (input_ids == thinker_cfg.image_token_id) | (
+            input_ids == thinker_cfg.video_token_id)
+        user_parts = self.model._get_talker_user_parts(0, length, multimodal, self.captured["hidden"], thinker_embed)
+        # A position belongs to the role named right after the <|im_start|> that precedes it.
+        positions = torch.arange(length, device=input_ids.device)
+        starts = torch.where(input_ids[0] == cfg.im_start_token_id, positions, -1).cummax(0).values.clamp_min(0)
+        user = input_ids[0, (starts + 1).clamp_max(length - 1)] == cfg.user_token_id
+        header = (input_ids[0, :-1] == cfg.im_start_token_id) & (input_ids[0, 1:] == cfg.assistant_token_id)
+        assistant_start = int(header.nonzero()[-1])
+        with_first = torch.cat([thinker_embed, self.model.thinker.get_input_embeddings()(
+            torch.tensor([[first_text]], device=input_ids.device))], dim=1)
+        assistant_embeds, assistant_ids, _ = self.model._get_talker_assistant_parts(
+            assistant_start, length + 1, self.speaker_id, with_first, tts_pad, tts_bos, tts_eos)
+        embeds = torch.cat([user_parts[:, user].to(self.device), assistant_embeds.to(self.device)], dim=1)
+        ids = torch.cat([input_ids[:, user].to(self.device), assistant_ids.to(self.device)], dim=1)
+        return embeds, ids
+
+    def _rope_inputs(self) -> dict:
+        """What the talker's 3D rope needs; like stock, it gets no use_audio_in_video."""
+        keys = ("image_grid_thw", "video_grid_thw", "video_second_per_grid")
+        rope = {key: self.inputs[key] for key in keys if self.inputs.get(key) is not None}
+        if self.inputs.get("feature_attention_mask") is not None:
+            rope["audio_feature_lengths"] = self.inputs["feature_attention_mask"].sum(dim=1)
+        return rope
+
+    def _codec_processors(self) -> LogitsProcessorList:
+        talker_cfg = self.config.talker_config
+        vocab = talker_cfg.text_config.vocab_size
+        # Stock suppresses the special codec block except EOS: the talker must only emit codes.
+        suppressed = [i for i in range(vocab - 1024, vocab) if i != talker_cfg.codec_eos_token_id]
+        processors = LogitsProcessorList([
+            RepetitionPenaltyLogitsProcessor(self.sampling.repetition_penalty),
+            SuppressTokensLogitsProcessor(suppressed, device=self.device),
+        ])
+        if self.sampling.do_sample:
+            processors += _warpers(self.sampling.temperature, self.sampling.top_k, self.sampling.top_p)
+        return processors
+
+    def _code_predictor(self, talker_hidden: torch.Tensor, token: torch.Tensor):
+        """The 15 residual codes of one frame, and the summed codec embedding the talker reads next."""
+        predictor = self.talker.code_predictor
+        token_embed = self.talker.get_input_embeddings()(token)
+        warpers = _warpers(1.0, 50, 0.8) if self.sampling.do_sample else LogitsProcessorList()
+        out = predictor(inputs_embeds=torch.cat([talker_hidden, token_embed], dim=1), use_cache=True)
+        codes, embeds = [], token_embed
+        for group in range(1, self.config.talker_config.num_code_groups):
+            code = self._sample(out.logits[:, -1], None, warpers)
+            codes.append(code)
+            embeds = embeds + predictor.get_input_embeddings()[group - 1](code)
+            if group + 1 < self.config.talker_config.num_code_groups:
+                out = predictor(input_ids=code, past_key_values=out.past_key_values, use_cache=True,
+                                generation_steps=group)
+        return embeds, torch.cat(codes, dim=1)
+
+    def _sample(self, logits: torch.Tensor, generated: torch.Tensor | None, processors) -> torch.Tensor:
+        scores = processors(generated if generated is not None else logits.new_empty((1, 0), dtype=torch.long),
+                            logits.float())
+        if not self.sampling.do_sample:
+            return scores.argmax(dim=-1, keepdim=True)
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=self.generator)
+
+
+def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
+
+
+CONV_REACH_FRAMES = 8
+"""Frames of left context code2wav's convolutions need beyond the attention window (4 measured, 2x margin)."""
+
+
+class StreamingVocoder:
+    """code2wav in chunks whose concatenation equals one decode of all frames.
+
+    A decode of F frames yields ``F * upsample - trim`` samples, and its first samples never
+    change when more frames follow (code2wav is causal). So each chunk re-decodes
+    ``left_context`` earlier frames and keeps only the samples after what was already sent.
+    The context must cover the transformer's sliding window plus the convolutions' reach
+    (measured: window + 4 frames is exact to 1e-6; with stock's 25 frames a long reply
+    drifts by ~1% of its peak). Stock ``chunked_decode`` also cuts ``trim`` samples out at
+    every chunk boundary.
+    """
+
+    def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None):
+        self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
+        window = getattr(code2wav.config, "sliding_window", None) or 72
+        self.left_context = window + CONV_REACH_FRAMES if left_context is None else left_context
+        self.upsample = int(code2wav.total_upsample)
+        self.frames: list[torch.Tensor] = []
+        self.sent_frames = 0  # frames whose audio has been returned (up to their trimmed tail)
+        self.trim: int | None = None
+
+    def push(self, frame: torch.Tensor) -> torch.Tensor | None:
+        """Add one frame of codes; returns new samples when a chunk is complete."""
+        self.frames.append(frame)
+        due = self.first_chunk if self.sent_frames == 0 else self.chunk
+        return self._decode() if len(self.frames) - self.sent_frames >= due else None
+
+    def flush(self) -> torch.Tensor | None:
+        return self._decode() if len(self.frames) > self.sent_frames else None
+
+    @torch.inference_mode()
+    def _decode(self) -> torch.Tensor:
+        start = max(0, self.sent_frames - self.left_context)
+        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.code2wav.device)
+        wav = self.code2wav(codes)[0, 0]
+        if self.trim is None:
+            self.trim = (len(self.frames) - start) * self.upsample - wav.shape[-1]
+        begin = 0 if self.sent_frames == 0 else (self.sent_frames - start) * self.upsample - self.trim
+        self.sent_frames = len(self.frames)
+        return wav[begin:].float()
+
+
+class SpeechRun:
+    """The talker thread of one reply: codec frames → audio chunks → ``AudioChunk`` events.
+
+    Example::
+
+        speech = SpeechRun(model, inputs, "ethan", TalkerSampling(), StreamingVocoder(model.code2wav), emit, stop)
+        with speech.running():           # captures the prompt states, starts the talker
+            model.thinker.generate(**inputs, streamer=<something that calls speech.feed.extend>)
+        speech.metrics()
+    """
+
+    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, vocoder: StreamingVocoder,
+                 emit, stop: threading.Event, started: float | None = None):
+        self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
+        self.emit, self.stop = emit, stop
+        self.feed = TextFeed()
+        self.started = time.perf_counter() if started is None else started
+        self.frames = 0
+        self.samples = 0
+        self.talker_started: float | None = None
+        self.first_audio_at: float | None = None
+        self.finished_at: float | None = None
+        self.codes: list[torch.Tensor] = []
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        layer = self.model.config.talker_config.accept_hidden_layer
+        with capture_prompt_hidden(self.model.thinker, layer) as captured:
+            worker = threading.Thread(target=self._run, args=(captured,), daemon=True, name="omni-talker")
+            worker.start()
+            try:
+                yield
+            finally:
+                self.feed.finish()
+                worker.join()  # the reply is done when its speech is
+
+    def _run(self, captured: dict) -> None:
+        try:
+            talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop)
+            for frame in talker.frames():
+                if self.talker_started is None:
+                    self.talker_started = time.perf_counter()
+                self.frames += 1
+                self.codes.append(frame)
+                self._send(self.vocoder.push(frame))
+            self._send(self.vocoder.flush())
+        except Exception as err:  # speech is extra: the text reply goes on without it
+            if not self.stop.is_set():
+                log.exception("speech generation failed")
+                self.emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text reply is kept.",
+                                "speech"))
+        finally:
+            self.finished_at = time.perf_counter()
+
+    def _send(self, wav: torch.Tensor | None) -> None:
+        if wav is None or wav.numel() == 0 or self.stop.is_set():
+            return
+        samples = wav.cpu().numpy()
+        self.first_audio_at = self.first_audio_at or time.perf_counter()
+        self.samples += samples.size
+        self.emit(AudioChunk(samples))
+
+    def metrics(self) -> dict:
+        """The speech fields of ``events.Metrics``."""
+        audio_s = self.samples / OUTPUT_SAMPLE_RATE
+        talker_s = (self.finished_at or 0) - (self.talker_started or self.started)
+        return {
+            "time_to_first_audio_s": None if self.first_audio_at is None else self.first_audio_at - self.started,
+            "audio_seconds": audio_s,
+            "talker_frames_per_s": self.frames / talker_s if self.frames and talker_s > 0 else None,
+            "real_time_factor": talker_s / audio_s if audio_s else None,
+        }

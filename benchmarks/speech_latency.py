@@ -1,0 +1,259 @@
+"""Stock ``generate()`` vs our streaming backend on one prompt, side by side in one process.
+
+    python benchmarks/speech_latency.py                 # tiny checkpoint on this machine (CPU)
+    python benchmarks/speech_latency.py --full-size     # GPU: full-size Qwen3-Omni with random weights
+
+The full-size model is built from ``shared/qwen3-omni-30b-a3b-instruct.config.json`` (bf16, random weights,
+token ids remapped to the tiny offline tokenizer, image processor set to the real pixel limits). Prompt:
+10 s of audio + a 448x448 image + a short question; 64 text tokens and ~6 s of speech. Prints a Markdown
+table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.checkpoints import Checkpoint  # noqa: E402
+from backends.events import AudioChunk, Metrics, TextDelta  # noqa: E402
+from backends.request import ChatRequest, MediaPart, Sampling, Turn  # noqa: E402
+
+TEXT_TOKENS = 64
+SPEECH_FRAMES = 75  # 6 s at 12.5 frames/s
+REAL_CONFIG = Path(__file__).with_name("qwen3-omni-30b-a3b-instruct.config.json")  # the published config.json
+
+
+def make_prompt_files(folder: Path) -> tuple[Path, Path]:
+    import soundfile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    t = np.arange(10 * 16_000) / 16_000
+    speechlike = 0.3 * np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 3 * t)) * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    soundfile.write(folder / "ten_seconds.wav", (speechlike + 0.01 * rng.standard_normal(t.size)).astype(np.float32),
+                    16_000)
+    Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(folder / "image.png")
+    return folder / "ten_seconds.wav", folder / "image.png"
+
+
+def full_size_config(tiny_path: Path):
+    """The real architecture, with its text token ids moved to the tiny tokenizer's (codec ids stay)."""
+    from transformers import AutoConfig
+
+    tiny = json.loads((tiny_path / "config.json").read_text())
+    real = json.loads(REAL_CONFIG.read_text())
+    for section in (None, "thinker_config", "talker_config"):
+        source, target = (tiny, real) if section is None else (tiny[section], real[section])
+        for key in target:
+            if key.endswith("token_id") and key in source and not key.startswith("codec"):
+                target[key] = source[key]
+    folder = Path(tempfile.mkdtemp())
+    (folder / "config.json").write_text(json.dumps(real))
+    return AutoConfig.from_pretrained(folder)
+
+
+def full_size_backend(tiny_path: Path):
+    """A TransformersBackend around a full-size random-weight model (GPU)."""
+    from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
+
+    from backends.transformers_backend import TransformersBackend, TransformersOptions
+
+    config = full_size_config(tiny_path)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen3OmniMoeForConditionalGeneration._from_config(config, dtype=torch.bfloat16,
+                                                                  attn_implementation="sdpa")
+        for name, param in model.named_parameters():  # random init leaves some expert weights as raw memory
+            if not torch.isfinite(param).all() or param.abs().max() > 1e3:
+                param.data.normal_(0, 0.02)
+    model.eval()
+    processor = Qwen3OmniMoeProcessor.from_pretrained(tiny_path)
+    # The tiny processor keeps images small; the benchmark wants the real checkpoint's pixel limits.
+    processor.image_processor.min_pixels, processor.image_processor.max_pixels = 128 * 32 * 32, 16384 * 32 * 32
+    processor.image_processor.size = {"shortest_edge": 128 * 32 * 32, "longest_edge": 16384 * 32 * 32}
+    checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
+    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5)
+    return TransformersBackend(checkpoint, options, loaded=(model, processor))
+
+
+def tiny_backend():
+    from backends import build_backend
+    from backends.checkpoints import resolve_checkpoint
+
+    return build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=SPEECH_FRAMES / 12.5)
+
+
+def run_stock(backend, request: ChatRequest) -> dict:
+    """transformers' own generate(): text streamed, speech only at the end."""
+    from transformers import TextIteratorStreamer
+
+    model = backend.model
+    inputs = backend._encode(request)
+    streamer = TextIteratorStreamer(backend.processor.tokenizer, skip_prompt=True)
+    token_times: list[float] = []
+    started = time.perf_counter()
+    result: dict = {}
+
+    def generate():
+        result["out"] = model.generate(**inputs, speaker=request.speaker, return_audio=True,
+                                       thinker_max_new_tokens=TEXT_TOKENS, thinker_min_new_tokens=TEXT_TOKENS,
+                                       thinker_eos_token_id=model.config.im_end_token_id, thinker_do_sample=False,
+                                       talker_max_new_tokens=SPEECH_FRAMES, thinker_streamer=streamer)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    for _ in streamer:
+        token_times.append(time.perf_counter())
+    worker.join()
+    done = time.perf_counter()
+    wav = result["out"][1].reshape(-1)
+    audio_s = wav.numel() / 24_000
+    thinker_end = token_times[-1] if token_times else started
+    return {
+        "ttft": token_times[0] - started,
+        "tok_s": (len(token_times) - 1) / (thinker_end - token_times[0]),
+        "first_audio": done - started,
+        "total": done - started,
+        "audio_s": audio_s,
+        "rtf": (done - thinker_end) / audio_s if audio_s else float("nan"),
+    }
+
+
+def run_streaming(backend, request: ChatRequest) -> dict:
+    async def collect():
+        started = time.perf_counter()
+        first_text = first_audio = None
+        metrics = None
+        async for event in backend.stream(request):
+            now = time.perf_counter()
+            if isinstance(event, TextDelta) and first_text is None:
+                first_text = now - started
+            elif isinstance(event, AudioChunk) and first_audio is None:
+                first_audio = now - started
+            elif isinstance(event, Metrics):
+                metrics = event
+        return first_text, first_audio, time.perf_counter() - started, metrics
+
+    first_text, first_audio, total, metrics = asyncio.run(collect())
+    return {"ttft": first_text, "tok_s": metrics.tokens_per_s, "first_audio": first_audio, "total": total,
+            "audio_s": metrics.audio_seconds, "rtf": metrics.real_time_factor}
+
+
+def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int]:
+    """Share of equal codec codes between stock generate() and the streaming loop (greedy)."""
+    from dataclasses import replace
+
+    from backends import speech
+
+    frames: list[torch.Tensor] = []
+    original_frames = speech.Talker.frames
+
+    def recording(self):
+        for frame in original_frames(self):
+            frames.append(frame.cpu())
+            yield frame
+
+    model, inputs = backend.model, backend._encode(request)
+    stock_codes = {}
+    chunked_decode = model.code2wav.chunked_decode
+
+    def record(codes, **kwargs):
+        stock_codes["codes"] = codes
+        return chunked_decode(codes, **kwargs)
+
+    model.code2wav.chunked_decode = record
+    model.generate(**inputs, speaker=request.speaker, return_audio=True, thinker_do_sample=False,
+                                  talker_do_sample=False, thinker_max_new_tokens=TEXT_TOKENS,
+                                  talker_max_new_tokens=SPEECH_FRAMES,
+                                  thinker_eos_token_id=model.config.im_end_token_id)
+    del model.code2wav.chunked_decode
+    speech.Talker.frames = recording
+    backend.options = replace(backend.options, talker_do_sample=False)
+    try:
+        async def run():
+            return [e async for e in backend.stream(request)]
+
+        asyncio.run(run())
+    finally:
+        speech.Talker.frames = original_frames
+    ours = torch.stack(frames)
+    stock = stock_codes["codes"][0].T.cpu()
+    n = min(len(ours), len(stock))
+    return (ours[:n] == stock[:n]).float().mean().item(), n
+
+
+def stop_latency(backend, request: ChatRequest) -> float:
+    """Seconds from closing the stream (Stop) to the engine being free, during speech."""
+
+    async def stop_after_first_audio():
+        stream = backend.stream(request)
+        async for event in stream:
+            if isinstance(event, AudioChunk):
+                break
+        await stream.aclose()
+        return time.perf_counter()
+
+    stopped = asyncio.run(stop_after_first_audio())
+    backend._lock.acquire()
+    backend._lock.release()
+    return time.perf_counter() - stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full-size", action="store_true")
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+
+    from backends.tiny_checkpoint import ensure_tiny_checkpoint
+
+    tiny_path = ensure_tiny_checkpoint("instruct")
+    started = time.perf_counter()
+    backend = full_size_backend(tiny_path) if args.full_size else tiny_backend()
+    print(f"model ready in {time.perf_counter() - started:.1f} s on {backend.info.device}", flush=True)
+    audio, image = make_prompt_files(Path(tempfile.mkdtemp()))
+    request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),
+                                           "What do you hear, and what is in the picture?"),),
+                          speaker="ethan", sampling=Sampling(temperature=0, max_new_tokens=TEXT_TOKENS))
+    print("prompt tokens:", backend._encode(request)["input_ids"].shape[1], flush=True)
+    on_gpu = torch.cuda.is_available() and args.full_size
+    results: dict[str, list[dict]] = {"stock generate()": [], "streaming backend": []}
+    peaks: dict[str, float] = {}
+    for run in range(args.runs + 1):  # the first round warms up both paths
+        for name, runner in (("stock generate()", run_stock), ("streaming backend", run_streaming)):
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats()
+            measured = runner(backend, request)
+            if on_gpu:
+                peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated() / 1e9)
+            print(name, "warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in measured.items()},
+                  flush=True)
+            if run:
+                results[name].append(measured)
+    print("\n| path | TTFT | thinker tok/s | first audio | whole reply | speech | speech RTF | peak GPU mem |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        peak = f"{peaks[name]:.1f} GB" if name in peaks else "n/a"
+        print(f"| {name} | {med['ttft']:.3f} s | {med['tok_s']:.1f} | {med['first_audio']:.2f} s | "
+              f"{med['total']:.2f} s | {med['audio_s']:.2f} s | {med['rtf']:.2f} | {peak} |")
+    print(f"\nstop during speech frees the engine in {stop_latency(backend, request) * 1000:.0f} ms", flush=True)
+    agreement, frames = greedy_agreement(backend, request)
+    print(f"greedy codec codes equal to stock generate(): {agreement:.1%} of {frames} frames x 16 codebooks")
+
+
+if __name__ == "__main__":
+    main()
