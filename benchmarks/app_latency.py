@@ -1,14 +1,17 @@
-"""Time to first token through the app (gradio_client) vs a direct backend call, side by side.
+"""What the app adds on top of the backend: first text and first audio, backend vs gradio_client.
 
     .venv/bin/python benchmarks/app_latency.py [--checkpoint tiny] [--runs 10]
 
-Alternates the two paths on the same warm backend so machine noise hits both alike.
+One warm backend is wrapped so every request records when the backend yielded its first
+TextDelta and first AudioChunk; a gradio_client on the same machine records when the same
+request's first assistant text and first streamed audio reached it. The difference is the
+app's share (queue, our handler, Gradio's audio encoding, server-sent events, the client).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import multiprocessing
 import os
 import statistics
 import sys
@@ -18,65 +21,97 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-
-def direct_ttft(backend, request) -> float:
-    from backends.events import TextDelta
-
-    async def run():
-        started = time.perf_counter()
-        first = None
-        async for event in backend.stream(request):
-            if first is None and isinstance(event, TextDelta):
-                first = time.perf_counter() - started
-        return first
-
-    return asyncio.run(run())
+from backends.base import Backend  # noqa: E402
+from backends.events import AudioChunk, TextDelta  # noqa: E402
 
 
-def app_ttft(client, text: str, max_tokens: int) -> float:
-    started = time.perf_counter()
-    job = client.submit({"text": text, "files": []}, speak=False, temperature=0, max_tokens=max_tokens,
-                        api_name="/chat")
-    first = None
-    for conversation, *_ in job:
-        if first is None and any(m["role"] == "assistant" for m in conversation):
-            first = time.perf_counter() - started
-    client.predict(api_name="/clear")
-    return first
+class Timed(Backend):
+    """Pass-through backend that timestamps each stream's first text and first audio."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.info = inner, inner.info
+        self.first_text: float | None = None
+        self.first_audio: float | None = None
+
+    async def stream(self, request):
+        self.first_text = self.first_audio = None
+        async for event in self.inner.stream(request):
+            now = time.monotonic()
+            if isinstance(event, TextDelta) and self.first_text is None:
+                self.first_text = now
+            if isinstance(event, AudioChunk) and self.first_audio is None:
+                self.first_audio = now
+            yield event
+
+
+def client_process(url: str, runs: int, max_tokens: int, speak: bool, results) -> None:
+    """A separate process, as a browser would be: times each turn's first text and first audio."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    for _ in range(runs + 1):  # the first turn warms up
+        started = time.monotonic()
+        job = client.submit({"text": "Describe a sunny day at the beach.", "files": []}, temperature=0,
+                            max_tokens=max_tokens, speak=speak, api_name="/chat")
+        first_text = first_audio = None
+        for conversation, _message, _status, _lock, audio in job:
+            now = time.monotonic()
+            if first_text is None and any(m["role"] == "assistant" for m in conversation):
+                first_text = now
+            # The streamed audio is an HLS playlist; the first update whose playlist lists a segment
+            # is when a browser's player can start.
+            if first_audio is None and isinstance(audio, str) and "#EXTINF" in Path(audio).read_text():
+                first_audio = now
+        client.predict(api_name="/clear")
+        results.put((started, first_text, first_audio))
 
 
 def main() -> None:
-    from gradio_client import Client
-
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
-    from backends.request import ChatRequest, Sampling, Turn
     from ui import build_demo, queue_settings
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", default="tiny")
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=40)
+    parser.add_argument("--no-speech", action="store_true", help="text only: the talker's CPU share out of the way")
     args = parser.parse_args()
 
-    text = "Describe a sunny day at the beach."
-    with build_backend("transformers", resolve_checkpoint(args.checkpoint)) as backend:
-        demo = build_demo(backend)
-        demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
-        client = Client(demo.local_url, verbose=False)
-        request = ChatRequest(turns=(Turn.user(text),), return_audio=False,
-                              sampling=Sampling(temperature=0, max_new_tokens=args.max_tokens))
-        direct_ttft(backend, request), app_ttft(client, text, args.max_tokens)  # warm-up
-        direct, app = [], []
-        for _ in range(args.runs):
-            direct.append(direct_ttft(backend, request))
-            app.append(app_ttft(client, text, args.max_tokens))
-        demo.close()
-    d, a = statistics.median(direct), statistics.median(app)
-    print(f"checkpoint={args.checkpoint} runs={args.runs}")
-    print(f"direct backend TTFT median {d * 1000:.1f} ms (min {min(direct) * 1000:.1f})")
-    print(f"through the app TTFT median {a * 1000:.1f} ms (min {min(app) * 1000:.1f})")
-    print(f"app adds {(a - d) * 1000:.1f} ms (ratio {a / d:.2f}x)")
+    inner = build_backend("transformers", resolve_checkpoint(args.checkpoint), max_speech_seconds=3.0)
+    backend = Timed(inner)
+    demo = build_demo(backend)
+    demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    client = context.Process(target=client_process, args=(demo.local_url, args.runs, args.max_tokens,
+                                                            not args.no_speech, results))
+    client.start()
+    rows = []
+    for turn in range(args.runs + 1):
+        started, client_text, client_audio = results.get(timeout=120)
+        spoke = client_audio is not None and backend.first_audio is not None
+        if turn and (spoke or args.no_speech):  # the backend's stamps of this turn are still in place
+            rows.append((backend.first_text - started, client_text - started,
+                         backend.first_audio - started if spoke else None,
+                         client_audio - started if spoke else None))
+    client.join()
+    demo.close()
+    inner.close()
+
+    def ms(values) -> str:
+        return f"{statistics.median(values) * 1000:.0f} ms"
+
+    backend_text, client_text, backend_audio, client_audio = zip(*rows)
+    print(f"checkpoint={args.checkpoint} turns={len(rows)} of {args.runs} (medians, from submit; turns whose "
+          "random talker stopped before speaking are left out)")
+    print("| | backend | gradio_client | the app adds |")
+    print("|---|---|---|---|")
+    print(f"| first text | {ms(backend_text)} | {ms(client_text)} | "
+          f"{ms([c - b for b, c in zip(backend_text, client_text)])} |")
+    if not args.no_speech:
+        print(f"| first audio | {ms(backend_audio)} | {ms(client_audio)} | "
+              f"{ms([c - b for b, c in zip(backend_audio, client_audio)])} |")
 
 
 if __name__ == "__main__":

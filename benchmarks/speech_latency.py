@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.checkpoints import Checkpoint  # noqa: E402
-from backends.events import AudioChunk, Metrics, TextDelta  # noqa: E402
+from backends.events import AudioChunk, Error, Metrics, TextDelta  # noqa: E402
 from backends.request import ChatRequest, MediaPart, Sampling, Turn  # noqa: E402
 
 TEXT_TOKENS = 64
@@ -79,6 +79,10 @@ def full_size_backend(tiny_path: Path):
         for name, param in model.named_parameters():  # random init leaves some expert weights as raw memory
             if not torch.isfinite(param).all() or param.abs().max() > 1e3:
                 param.data.normal_(0, 0.02)
+        # Random weights pick from 152k token ids the tiny tokenizer can't spell: zero the rows it lacks so
+        # greedy decoding stays inside its vocabulary (their logits become 0, below the best real one).
+        tiny_vocab = json.loads((tiny_path / "config.json").read_text())["thinker_config"]["text_config"]["vocab_size"]
+        model.thinker.lm_head.weight.data[tiny_vocab:] = 0
     model.eval()
     processor = Qwen3OmniMoeProcessor.from_pretrained(tiny_path)
     # The tiny processor keeps images small; the benchmark wants the real checkpoint's pixel limits.
@@ -145,10 +149,12 @@ def run_streaming(backend, request: ChatRequest) -> dict:
                 first_audio = now - started
             elif isinstance(event, Metrics):
                 metrics = event
+            elif isinstance(event, Error):
+                print("  backend error:", event.stage, event.message, flush=True)
         return first_text, first_audio, time.perf_counter() - started, metrics
 
     first_text, first_audio, total, metrics = asyncio.run(collect())
-    return {"ttft": first_text, "tok_s": metrics.tokens_per_s, "first_audio": first_audio, "total": total,
+    return {"ttft": metrics.time_to_first_token_s, "tok_s": metrics.tokens_per_s, "first_audio": first_audio, "total": total,
             "audio_s": metrics.audio_seconds, "rtf": metrics.real_time_factor}
 
 
@@ -239,8 +245,8 @@ def main() -> None:
             measured = runner(backend, request)
             if on_gpu:
                 peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated() / 1e9)
-            print(name, "warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in measured.items()},
-                  flush=True)
+            print(name, "warm-up" if run == 0 else f"run {run}",
+                  {k: None if v is None else round(v, 3) for k, v in measured.items()}, flush=True)
             if run:
                 results[name].append(measured)
     print("\n| path | TTFT | thinker tok/s | first audio | whole reply | speech | speech RTF | peak GPU mem |")

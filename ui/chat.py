@@ -7,19 +7,27 @@ shared, and every model-bound event uses the ``MODEL_QUEUE`` concurrency id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 import gradio as gr
+import numpy as np
 
 from backends.base import Backend
-from backends.events import AudioChunk
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, ReasoningDelta, TextDelta
 from backends.media import MediaError, kind_of, pcm16
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.reply import ReplyState
 
 log = logging.getLogger(__name__)
+
+TEXT_UPDATES_PER_S = 12
+"""Reply text is redrawn at most this often; faster adds load, not readability."""
+AUDIO_FLUSH_S = 0.3
+"""After a speech chunk, keep nudging Gradio's audio encoder this long so the chunk goes out at once."""
 
 MODEL_QUEUE = "model"
 """One concurrency id for every event that runs the model: they share its slots."""
@@ -119,21 +127,36 @@ def build(backend: Backend) -> ChatParts:
         """Stream one reply into ``chat``; yields the outputs of chat/retry."""
         reply = ReplyState()
         shown = len(chat.messages)
+        events = _EventPump(backend.stream(request))
+        last_text_update = flush_audio_until = 0.0
         yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
-            interactive=False), None
+            interactive=False), gr.skip()
         try:
-            async for event in backend.stream(request):
+            while True:
+                event = await events.next(timeout=max(0.0, flush_audio_until - time.monotonic()) or None)
+                if event is _EventPump.END:
+                    break
+                if event is _EventPump.IDLE:  # see AUDIO_FLUSH_S
+                    yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), _EMPTY_AUDIO
+                    continue
                 reply.handle(event)
+                if isinstance(event, AudioChunk):
+                    flush_audio_until = time.monotonic() + AUDIO_FLUSH_S
+                elif isinstance(event, (TextDelta, ReasoningDelta)):
+                    # Gradio sends one update at a time: coalesce text so speech never queues behind it.
+                    if time.monotonic() - last_text_update < 1 / TEXT_UPDATES_PER_S:
+                        continue
+                    last_text_update = time.monotonic()
                 chat.messages[shown:] = reply.messages()
-                # New speech goes to the streaming player as 16-bit PCM; None adds nothing to it.
-                chunk = (event.sample_rate, pcm16(event.samples)) if isinstance(event, AudioChunk) else None
-                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), chunk
+                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), \
+                    _player(event, flushing=time.monotonic() < flush_audio_until)
         finally:
+            await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             _finish_turn(chat, reply, shown, message, replies_dir)
         # A refused input gives the message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.input_rejected else None
         yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
-            gr.Checkbox(), None
+            gr.Checkbox(), gr.skip()
 
     async def chat(message, chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
                    temperature, top_p, top_k, max_tokens, seed):
@@ -184,6 +207,54 @@ def build(backend: Backend) -> ChatParts:
     clear_button.click(clear, None, outputs, api_name="clear", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
+
+
+_EMPTY_AUDIO = (OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
+
+
+def _player(event, flushing: bool):
+    """What one update gives the streaming player.
+
+    New speech goes in as 16-bit PCM. Gradio's encoder (an ffmpeg process) returns a chunk's
+    audio only on a later update, so while ``flushing`` an empty chunk collects it. Otherwise
+    skip the player: even a None costs a pass through the encoder and lags every text update.
+    """
+    if isinstance(event, AudioChunk):
+        return event.sample_rate, pcm16(event.samples)
+    return _EMPTY_AUDIO if flushing else gr.skip()
+
+
+class _EventPump:
+    """Reads a backend stream in a task, so waiting for its next event can time out safely
+    (a timeout on the stream itself would cancel, and so stop, the engine)."""
+
+    END, IDLE = object(), object()
+
+    def __init__(self, stream):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(stream))
+
+    async def _pump(self, stream) -> None:
+        try:
+            async for event in stream:
+                self._queue.put_nowait(event)
+        finally:
+            self._queue.put_nowait(self.END)
+
+    async def next(self, timeout: float | None = None):
+        """The next event, ``END`` after the last, or ``IDLE`` if ``timeout`` passed first."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return self.IDLE
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()  # cancels inside the backend's stream: its finally stops the engine
+        try:
+            await self._task  # re-raises what broke the backend, if anything
+        except asyncio.CancelledError:
+            pass
 
 
 def _default_speaker(speakers: tuple[str, ...]) -> str:
