@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,10 +159,8 @@ def run_streaming(backend, request: ChatRequest) -> dict:
             "audio_s": metrics.audio_seconds, "rtf": metrics.real_time_factor}
 
 
-def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int]:
+def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int, int]:
     """Share of equal codec codes between stock generate() and the streaming loop (greedy)."""
-    from dataclasses import replace
-
     from backends import speech
 
     frames: list[torch.Tensor] = []
@@ -198,7 +197,9 @@ def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int]:
     ours = torch.stack(frames)
     stock = stock_codes["codes"][0].T.cpu()
     n = min(len(ours), len(stock))
-    return (ours[:n] == stock[:n]).float().mean().item(), n
+    equal_frames = (ours[:n] == stock[:n]).all(dim=1)
+    first_diff = int((~equal_frames).nonzero()[0]) if not equal_frames.all() else n
+    return (ours[:n] == stock[:n]).float().mean().item(), n, first_diff
 
 
 def stop_latency(backend, request: ChatRequest) -> float:
@@ -218,10 +219,22 @@ def stop_latency(backend, request: ChatRequest) -> float:
     return time.perf_counter() - stopped
 
 
+def print_table(results: dict[str, list[dict]], peaks: dict[str, float]) -> None:
+    print("\n| path | TTFT | thinker tok/s | first audio | whole reply | speech | speech RTF | peak GPU mem |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        peak = f"{peaks[name]:.1f} GB" if name in peaks else "n/a"
+        print(f"| {name} | {med['ttft']:.3f} s | {med['tok_s']:.1f} | {med['first_audio']:.2f} s | "
+              f"{med['total']:.2f} s | {med['audio_s']:.2f} s | {med['rtf']:.2f} | {peak} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-size", action="store_true")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--first-chunk", type=int, nargs="*", default=[], help="also time these first-chunk sizes")
+    parser.add_argument("--skip-stock", action="store_true", help="only the agreement and first-chunk checks")
     args = parser.parse_args()
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
@@ -238,7 +251,7 @@ def main() -> None:
     on_gpu = torch.cuda.is_available() and args.full_size
     results: dict[str, list[dict]] = {"stock generate()": [], "streaming backend": []}
     peaks: dict[str, float] = {}
-    for run in range(args.runs + 1):  # the first round warms up both paths
+    for run in range(0 if args.skip_stock else args.runs + 1):  # the first round warms up both paths
         for name, runner in (("stock generate()", run_stock), ("streaming backend", run_streaming)):
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
@@ -249,16 +262,19 @@ def main() -> None:
                   {k: None if v is None else round(v, 3) for k, v in measured.items()}, flush=True)
             if run:
                 results[name].append(measured)
-    print("\n| path | TTFT | thinker tok/s | first audio | whole reply | speech | speech RTF | peak GPU mem |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        peak = f"{peaks[name]:.1f} GB" if name in peaks else "n/a"
-        print(f"| {name} | {med['ttft']:.3f} s | {med['tok_s']:.1f} | {med['first_audio']:.2f} s | "
-              f"{med['total']:.2f} s | {med['audio_s']:.2f} s | {med['rtf']:.2f} | {peak} |")
+    if args.skip_stock:
+        run_streaming(backend, request)  # warm-up
+    else:
+        print_table(results, peaks)
     print(f"\nstop during speech frees the engine in {stop_latency(backend, request) * 1000:.0f} ms", flush=True)
-    agreement, frames = greedy_agreement(backend, request)
-    print(f"greedy codec codes equal to stock generate(): {agreement:.1%} of {frames} frames x 16 codebooks")
+    agreement, frames, first_diff = greedy_agreement(backend, request)
+    print(f"greedy codec codes equal to stock generate(): {agreement:.1%} of {frames} frames x 16 codebooks; "
+          f"frames 0..{first_diff - 1} identical")
+    for first_chunk in args.first_chunk:
+        backend.options = replace(backend.options, first_chunk_frames=first_chunk, talker_do_sample=True)
+        runs = [run_streaming(backend, request) for _ in range(args.runs)]
+        print(f"first chunk {first_chunk} frames: first audio median "
+              f"{statistics.median(r['first_audio'] for r in runs):.2f} s", flush=True)
 
 
 if __name__ == "__main__":
