@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 
@@ -14,7 +13,7 @@ from backends import speech
 from backends.events import AudioChunk, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.speech import StreamingVocoder
-from tests.test_transformers_backend import collect, text_of
+from tests.test_transformers_backend import collect, seconds_to_free_engine, text_of
 
 TALKER_STEPS = 30
 
@@ -141,20 +140,7 @@ def test_a_seed_reproduces_text_and_voice_despite_two_threads(instruct_backend):
 
 def test_stop_during_speech_frees_the_engine_within_half_a_second(instruct_backend):
     request = ChatRequest(turns=(Turn.user("Talk for a long time."),), sampling=Sampling(max_new_tokens=2000))
-
-    async def stop_after_first_audio():
-        stream = instruct_backend.stream(request)
-        async for event in stream:
-            if isinstance(event, AudioChunk):
-                break
-        await stream.aclose()
-        return time.perf_counter()
-
-    stopped_at = asyncio.run(stop_after_first_audio())
-    assert instruct_backend._lock.acquire(timeout=5)
-    released_after = time.perf_counter() - stopped_at
-    instruct_backend._lock.release()
-    assert released_after < 0.5
+    assert seconds_to_free_engine(instruct_backend, request, close_after=AudioChunk) < 0.5
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=Sampling(temperature=0,
                                                                                                 max_new_tokens=8)))
     assert text_of(events) and any(isinstance(e, AudioChunk) for e in events)

@@ -116,22 +116,26 @@ def test_a_speech_failure_keeps_the_text_reply(instruct_backend, monkeypatch):
     assert text_of(events) and events[-1].finish_reason == "length"
 
 
-def test_closing_the_stream_stops_generation_and_the_next_turn_works(instruct_backend):
-    long = ChatRequest(turns=(Turn.user("Tell me a long story."),), sampling=Sampling(max_new_tokens=2000))
+def seconds_to_free_engine(backend, request: ChatRequest, close_after: type) -> float:
+    """Close the stream at its first ``close_after`` event (what Stop does); time until the engine is free."""
 
     async def start_then_close():
-        stream = instruct_backend.stream(long)
+        stream = backend.stream(request)
         async for event in stream:
-            if isinstance(event, TextDelta):
+            if isinstance(event, close_after):
                 break
         await stream.aclose()
         return time.perf_counter()
 
     closed_at = asyncio.run(start_then_close())
-    assert instruct_backend._lock.acquire(timeout=5), "the worker kept the engine after the stream was closed"
-    released_after = time.perf_counter() - closed_at
-    instruct_backend._lock.release()
-    assert released_after < 0.5
+    assert backend._lock.acquire(timeout=5), "the worker kept the engine after the stream was closed"
+    backend._lock.release()
+    return time.perf_counter() - closed_at
+
+
+def test_closing_the_stream_stops_generation_and_the_next_turn_works(instruct_backend):
+    long = ChatRequest(turns=(Turn.user("Tell me a long story."),), sampling=Sampling(max_new_tokens=2000))
+    assert seconds_to_free_engine(instruct_backend, long, close_after=TextDelta) < 0.5
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi again"),), sampling=GREEDY))
     assert text_of(events) and events[-1].finish_reason == "length"
 

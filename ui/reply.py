@@ -86,6 +86,8 @@ class ReplyState:
             parts.append(f"speech {m.audio_seconds:.1f} s")
             if m.time_to_first_audio_s is not None:
                 parts.append(f"first audio {m.time_to_first_audio_s:.2f} s")
+            if m.talker_frames_per_s is not None:
+                parts.append(f"talker {m.talker_frames_per_s:.1f} frames/s")
             if m.real_time_factor is not None:
                 parts.append(f"RTF {m.real_time_factor:.2f}")
         if m.total_s is not None:
