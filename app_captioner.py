@@ -15,20 +15,16 @@ DEFAULT_PORT = 7861
 
 
 def main(argv: list[str] | None = None) -> None:
-    import gradio as gr
-
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
-    from ui import caption, header_markdown, queue_settings
+    from ui import build_captioner_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
     checkpoint = resolve_checkpoint(args.checkpoint, default=CAPTIONER, tiny_default=TINY_CAPTIONER)
     args.no_audio = True  # captions are text
     with build_backend(args.backend, checkpoint, **app.backend_options(args, checkpoint.random_weights)) as backend:
-        with gr.Blocks(title="Qwen3-Omni Captioner") as demo:
-            gr.Markdown(header_markdown(backend.info))
-            caption.build(backend)
+        demo = build_captioner_demo(backend)
         demo.queue(**queue_settings(backend.info)).launch(
             server_name=args.server_name, server_port=args.server_port, share=args.share,
             inbrowser=args.inbrowser, show_error=True,

@@ -104,7 +104,8 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     if samples is None:
         samples = _decode_audio_track(path)
         if samples is None:
-            raise MediaError(path, "not a readable audio file")
+            problem = "the video has no sound track" if _has_video_stream(path) else "not a readable audio file"
+            raise MediaError(path, problem)
     else:
         samples = resample(samples, rate, INPUT_SAMPLE_RATE)
     if samples.size == 0:

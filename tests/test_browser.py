@@ -16,17 +16,22 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def page(instruct_backend):
+def browser():
     from playwright.sync_api import sync_playwright
 
-    demo = launch(instruct_backend)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 1100})
-        page = context.new_page()
-        page.goto(demo.local_url)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, instruct_backend):
+    demo = launch(instruct_backend)
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(demo.local_url)
+    yield page
+    page.close()
     demo.close()
 
 
@@ -49,3 +54,40 @@ def test_text_and_image_turn_streams_text_and_plays_the_spoken_reply(page, image
         "() => { const a = document.querySelector('#reply-audio audio');"
         " return a && a.duration > 0 && (a.currentTime > 0 || !a.paused); }", timeout=30_000)
     page.screenshot(path=str(output_dir / "chat-text-image-turn.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def captioner_page(browser, captioner_backend):
+    from ui import build_captioner_demo, queue_settings
+
+    demo = build_captioner_demo(captioner_backend)
+    demo.queue(**queue_settings(captioner_backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(demo.local_url)
+    yield page
+    page.close()
+    demo.close()
+
+
+def test_caption_one_file_then_a_batch(captioner_page, speech_path, video_path, tmp_path, output_dir):
+    from playwright.sync_api import expect
+
+    page = captioner_page
+    expect(page.get_by_text("Captioner** checkpoint".replace("**", ""))).to_be_visible(timeout=30_000)
+    page.locator("#caption-file input[type=file]").set_input_files(str(speech_path))
+    expect(page.locator("#caption-file").get_by_text("speech")).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Caption", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#caption-text textarea').value.length > 10",
+                           timeout=30_000)
+    page.screenshot(path=str(output_dir / "caption-one-file.png"), full_page=True)
+
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio")
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#caption-batch input[type=file]").set_input_files([str(speech_path), str(corrupt),
+                                                                     str(video_path)])
+    expect(page.locator("#caption-batch").get_by_text("corrupt")).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Caption all").click()
+    expect(page.locator("#caption-batch-status")).to_contain_text("3 of 3 files done", timeout=60_000)
+    expect(page.locator("#caption-table")).to_contain_text("not a readable audio file")
+    page.screenshot(path=str(output_dir / "caption-batch.png"), full_page=True)

@@ -130,7 +130,8 @@ def test_speech_starts_while_text_is_still_streaming(instruct_backend):
     assert metrics.talker_frames_per_s > 0 and metrics.real_time_factor > 0 and metrics.audio_seconds > 0
 
 
-def test_a_seed_reproduces_text_and_voice_despite_two_threads(instruct_backend):
+def test_a_seed_reproduces_text_and_voice_despite_two_threads(instruct_backend, monkeypatch):
+    monkeypatch.setattr(instruct_backend, "options", replace(instruct_backend.options, talker_do_sample=True))
     request = ChatRequest(turns=(Turn.user("Sing."),), sampling=Sampling(temperature=1.0, max_new_tokens=24, seed=11))
     first, second = collect(instruct_backend, request), collect(instruct_backend, request)
     audio = [np.concatenate([e.samples for e in run if isinstance(e, AudioChunk)]) for run in (first, second)]

@@ -10,7 +10,7 @@ from ui import caption, chat
 TITLE = "Qwen3-Omni"
 
 
-def header_markdown(info: BackendInfo) -> str:
+def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-30B-A3B-Instruct") -> str:
     voice = f"speaks ({', '.join(info.speakers)})" if info.can_speak else "text only"
     lines = [
         f"## {TITLE}",
@@ -20,7 +20,7 @@ def header_markdown(info: BackendInfo) -> str:
         lines.append(
             "> ⚠️ **Tiny random-weight model.** No real weights are loaded on this machine, so every answer "
             "and every spoken reply is random noise. The app itself works end to end; run it on a GPU with "
-            "`-c Qwen/Qwen3-Omni-30B-A3B-Instruct` (or a local folder) for real answers."
+            f"`-c {real_checkpoint}` (or a local folder) for real answers."
         )
     return "\n\n".join(lines)
 
@@ -33,6 +33,14 @@ def build_demo(backend: Backend) -> gr.Blocks:
             chat.build(backend)
         with gr.Tab("Caption", id="caption"):
             caption.build(backend)
+    return demo
+
+
+def build_captioner_demo(backend: Backend) -> gr.Blocks:
+    """The Captioner app's page: the same Caption tab, alone."""
+    with gr.Blocks(title=f"{TITLE} Captioner") as demo:
+        gr.Markdown(header_markdown(backend.info, "Qwen/Qwen3-Omni-30B-A3B-Captioner"), elem_id="header")
+        caption.build(backend)
     return demo
 
 

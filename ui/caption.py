@@ -1,42 +1,211 @@
-"""The Caption tab (placeholder until the captioner issue lands: one file in, a caption out)."""
+"""The Caption tab: detailed captions of audio (or a video's sound), one file or a whole batch.
+
+Shared by ``app.py`` (a tab) and ``app_captioner.py`` (the whole page). With the Captioner
+checkpoint the audio alone is the prompt; any other checkpoint is asked to describe it.
+Audio longer than the model's window is captioned in consecutive segments, each headed by
+its time range.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 import gradio as gr
+import soundfile
 
 from backends.base import Backend
+from backends.media import INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.chat import MODEL_QUEUE
 from ui.reply import ReplyState
 
-CAPTION_INSTRUCTION = "Describe this audio in detail."
+CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."
+SEGMENT_SECONDS = 30.0
+"""Longer audio is split: the Captioner is made for clips of up to about 30 s."""
+RESULT_COLUMNS = ["file", "duration_s", "caption", "seconds_taken", "error"]
+
+
+@dataclass
+class CaptionRow:
+    file: str
+    duration_s: float | None = None
+    caption: str = ""
+    seconds_taken: float | None = None
+    error: str = ""
 
 
 def build(backend: Backend) -> None:
     info = backend.info
-    note = (
-        "Captioner checkpoint: it needs no instruction." if info.kind == "captioner"
-        else f"This checkpoint is not the Captioner: it is asked to “{CAPTION_INSTRUCTION}”"
+    model_note = (
+        "the **Captioner** checkpoint: the audio alone is its prompt" if info.kind == "captioner"
+        else f"`{info.model}`, which is not the Captioner: it is asked to *{CAPTION_INSTRUCTION.lower()}*"
     )
-    gr.Markdown(f"Caption an audio file. {note}")
-    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio")
-    caption_button = gr.Button("Caption", variant="primary")
-    caption = gr.Textbox(label="Caption", lines=6, buttons=["copy"])
+    gr.Markdown(f"Detailed captions of speech, sounds and music, made by {model_note}. A video's sound track is "
+                f"captioned; audio longer than {SEGMENT_SECONDS:.0f} s is captioned in {SEGMENT_SECONDS:.0f} s "
+                "segments.")
+    with gr.Row():
+        temperature = gr.Slider(0.0, 2.0, 0.7 if info.kind != "captioner" else 0.6, step=0.05,
+                                label="Temperature (0 = greedy)")
+        top_p = gr.Slider(0.05, 1.0, 0.95, step=0.05, label="Top-p")
+        top_k = gr.Slider(1, 200, 20, step=1, label="Top-k")
+        max_tokens = gr.Slider(16, 8192, 64 if info.random_weights else 1024, step=1, label="Max new tokens")
+    instruction = gr.Textbox("", label="Extra instruction (optional)", placeholder="e.g. Focus on the background "
+                             "sounds. / Answer in Chinese.")
+    settings = [instruction, temperature, top_p, top_k, max_tokens]
 
-    async def caption_audio(path: str | None):
-        if not path:
+    with gr.Tab("One file"):
+        with gr.Row():
+            source = gr.File(label="Audio or video file", file_types=["audio", "video"], type="filepath",
+                             elem_id="caption-file")
+            recording = gr.Audio(sources=["microphone"], type="filepath", label="…or record")
+        with gr.Row():
+            caption_button = gr.Button("Caption", variant="primary")
+            stop_button = gr.Button("⏹ Stop", variant="stop")
+        caption = gr.Textbox(label="Caption", lines=10, buttons=["copy"], elem_id="caption-text")
+    with gr.Tab("Batch"):
+        batch_files = gr.File(label="Audio / video files, or a .zip of them", file_count="multiple",
+                              file_types=["audio", "video", ".zip"], type="filepath", elem_id="caption-batch")
+        with gr.Row():
+            batch_button = gr.Button("Caption all", variant="primary")
+            batch_stop = gr.Button("⏹ Stop", variant="stop")
+        batch_status = gr.Markdown("", label="Progress", elem_id="caption-batch-status")
+        table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results", wrap=True, interactive=False,
+                             column_widths=["14%", "8%", "52%", "10%", "16%"], elem_id="caption-table")
+        downloads = gr.File(label="Download (CSV, JSONL)", file_count="multiple", interactive=False)
+
+    async def caption_file(file: str | None, instruction: str, temperature: float, top_p: float, top_k: int,
+                           max_tokens: int):
+        """Caption one audio or video file; streams the caption as it is written."""
+        if not file:
             raise gr.Error("Upload or record an audio file first.")
-        parts: tuple = (MediaPart("audio", path),)
-        if info.kind != "captioner":
-            parts += (TextPart(CAPTION_INSTRUCTION),)
-        request = ChatRequest(turns=(Turn("user", parts),), return_audio=False,
-                              sampling=Sampling(max_new_tokens=64 if info.random_weights else 1024))
-        reply = ReplyState()
-        async for event in backend.stream(request):
-            reply.handle(event)
-            yield reply.text
-        if reply.errors:
-            raise gr.Error("; ".join(e.message for e in reply.errors))
+        sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
+        try:
+            async for text in _caption_stream(backend, file, instruction, sampling):
+                yield text
+        except MediaError as err:
+            raise gr.Error(str(err)) from err
 
-    caption_button.click(caption_audio, audio, caption, api_name="caption", concurrency_id=MODEL_QUEUE,
-                         concurrency_limit=info.max_concurrency)
+    async def caption_batch(files: list[str] | None, instruction: str, temperature: float, top_p: float,
+                            top_k: int, max_tokens: int, progress=gr.Progress()):
+        """Caption many files (or zips of them) one after another; rows fill in as they finish."""
+        paths = _expand(files or [])
+        if not paths:
+            raise gr.Error("Add some audio or video files (or a .zip of them) first.")
+        sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
+        rows: list[CaptionRow] = []
+        out_dir = Path(tempfile.mkdtemp(prefix="captions-"))
+        for index, path in enumerate(paths):
+            progress((index, len(paths)), desc=f"Captioning {Path(path).name}")
+            rows.append(await _caption_row(backend, path, instruction, sampling))
+            yield _table(rows), _write_results(rows, out_dir), f"{len(rows)} of {len(paths)} files done."
+
+    # A recording becomes the file to caption, so /caption has one file input.
+    recording.stop_recording(lambda recorded: recorded, recording, source, api_visibility="private", queue=False)
+    caption_event = caption_button.click(caption_file, [source, *settings], caption, api_name="caption",
+                                         concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency)
+    batch_event = batch_button.click(caption_batch, [batch_files, *settings], [table, downloads, batch_status],
+                                     api_name="caption_batch", concurrency_id=MODEL_QUEUE,
+                                     concurrency_limit=info.max_concurrency)
+    stop_button.click(None, cancels=[caption_event], api_visibility="private")
+    batch_stop.click(lambda: "Stopped: the rows above are kept.", None, batch_status, cancels=[batch_event],
+                     api_visibility="private", queue=False)
+
+
+async def _caption_stream(backend: Backend, path: str, instruction: str, sampling: Sampling):
+    """Yields the caption so far; long audio goes segment by segment, each under its time range."""
+    segments = _segments(path)
+    done = ""
+    for start, end, segment_path in segments:
+        header = f"[{_clock(start)}–{_clock(end)}]\n" if len(segments) > 1 else ""
+        reply = ReplyState()
+        async for event in backend.stream(_request(backend, segment_path, instruction, sampling)):
+            reply.handle(event)
+            yield done + header + reply.text
+        if reply.errors:
+            raise MediaError(path, "; ".join(error.message for error in reply.errors))
+        done += header + reply.text.strip() + ("\n\n" if len(segments) > 1 else "")
+    yield done.strip()
+
+
+def _request(backend: Backend, audio_path: str, instruction: str, sampling: Sampling) -> ChatRequest:
+    parts: tuple = (MediaPart("audio", audio_path),)
+    text = instruction.strip() or ("" if backend.info.kind == "captioner" else CAPTION_INSTRUCTION)
+    if text:
+        parts += (TextPart(text),)
+    return ChatRequest(turns=(Turn("user", parts),), sampling=sampling, return_audio=False)
+
+
+def _segments(path: str) -> list[tuple[float, float, str]]:
+    """(start s, end s, file) pieces of at most SEGMENT_SECONDS; the file itself when it is short."""
+    kind_of(path)  # unsupported types are refused by name before decoding
+    samples = load_audio(path)
+    seconds = samples.size / INPUT_SAMPLE_RATE
+    if seconds <= SEGMENT_SECONDS:
+        return [(0.0, seconds, path)]
+    folder = Path(tempfile.mkdtemp(prefix="caption-segments-"))
+    step = int(SEGMENT_SECONDS * INPUT_SAMPLE_RATE)
+    pieces = []
+    for index, begin in enumerate(range(0, samples.size, step)):
+        piece = folder / f"{Path(path).stem}-{index:03d}.wav"
+        soundfile.write(piece, samples[begin : begin + step], INPUT_SAMPLE_RATE)
+        pieces.append((begin / INPUT_SAMPLE_RATE, min(begin + step, samples.size) / INPUT_SAMPLE_RATE, str(piece)))
+    return pieces
+
+
+async def _caption_row(backend: Backend, path: str, instruction: str, sampling: Sampling) -> CaptionRow:
+    row = CaptionRow(file=Path(path).name)
+    started = time.perf_counter()
+    try:
+        row.duration_s = round(load_audio(path).size / INPUT_SAMPLE_RATE, 2)
+        async for text in _caption_stream(backend, path, instruction, sampling):
+            row.caption = text
+    except MediaError as err:  # one bad file is reported in its row; the batch goes on
+        row.error = err.problem
+    row.seconds_taken = round(time.perf_counter() - started, 2)
+    return row
+
+
+def _expand(files: list[str]) -> list[str]:
+    """The files, with every .zip replaced by the audio/video files inside it (in name order)."""
+    paths: list[str] = []
+    for file in files:
+        if not str(file).lower().endswith(".zip"):
+            paths.append(str(file))
+            continue
+        folder = Path(tempfile.mkdtemp(prefix="caption-zip-"))
+        with zipfile.ZipFile(file) as archive:
+            for member in sorted(archive.namelist()):
+                name = Path(member).name
+                if member.endswith("/") or name.startswith(".") or Path(member).is_absolute() or ".." in Path(
+                        member).parts:
+                    continue  # folders, hidden files and paths that would leave the folder
+                target = folder / name
+                target.write_bytes(archive.read(member))
+                paths.append(str(target))
+    return paths
+
+
+def _table(rows: list[CaptionRow]) -> list[list]:
+    return [[getattr(row, column) for column in RESULT_COLUMNS] for row in rows]
+
+
+def _write_results(rows: list[CaptionRow], folder: Path) -> list[str]:
+    """captions.csv and captions.jsonl with the same rows, rewritten after every file."""
+    csv_path, jsonl_path = folder / "captions.csv", folder / "captions.jsonl"
+    with csv_path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    jsonl_path.write_text("".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows),
+                          encoding="utf-8")
+    return [str(csv_path), str(jsonl_path)]
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"

@@ -1,0 +1,91 @@
+"""The Caption tab and app_captioner.py on the tiny captioner-shaped checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile
+from gradio_client import Client, handle_file
+
+import app
+import app_captioner
+from tests import media_factory
+from ui import build_captioner_demo, queue_settings
+
+
+@pytest.fixture(scope="module")
+def captioner(captioner_backend):
+    demo = build_captioner_demo(captioner_backend)
+    demo.queue(**queue_settings(captioner_backend.info)).launch(prevent_thread_lock=True, quiet=True,
+                                                                show_error=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture
+def client(captioner, tmp_path):
+    return Client(captioner, verbose=False, download_files=str(tmp_path))
+
+
+def test_a_speech_recording_and_a_video_sound_track_are_captioned(client, speech_path, video_path):
+    for path in (speech_path, video_path):
+        caption = client.predict(handle_file(str(path)), temperature=0, api_name="/caption")
+        assert isinstance(caption, str) and caption.strip()
+
+
+def test_long_audio_is_captioned_in_30_second_segments(client, speech_path, tmp_path):
+    speech, rate = soundfile.read(speech_path)
+    long = tmp_path / "long.wav"
+    soundfile.write(long, np.tile(speech, int(np.ceil(65 * rate / len(speech))))[: 65 * rate], rate)
+    caption = client.predict(handle_file(str(long)), temperature=0, max_tokens=16, api_name="/caption")
+    assert [line for line in caption.splitlines() if line.startswith("[")] == [
+        "[00:00–00:30]", "[00:30–01:00]", "[01:00–01:05]"]
+
+
+def test_a_video_without_sound_is_refused_by_name(client, tmp_path):
+    silent = media_factory.test_video(tmp_path / "silent.mp4", with_audio=False)
+    with pytest.raises(Exception, match="silent.mp4: the video has no sound track"):
+        client.predict(handle_file(str(silent)), api_name="/caption")
+
+
+def test_a_batch_reports_the_bad_file_and_goes_on(client, speech_path, video_path, tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio at all")
+    table, downloads, status = client.predict(
+        [handle_file(str(speech_path)), handle_file(str(corrupt)), handle_file(str(video_path))],
+        temperature=0, api_name="/caption_batch")
+    rows = [dict(zip(table["headers"], row)) for row in table["data"]]
+    assert [row["file"] for row in rows] == ["speech.wav", "corrupt.wav", "pattern.mp4"]
+    assert rows[0]["caption"] and rows[2]["caption"] and not rows[0]["error"] and not rows[2]["error"]
+    assert not rows[1]["caption"] and "not a readable audio file" in rows[1]["error"]
+    assert status == "3 of 3 files done."
+    csv_file = next(path for path in downloads if path.endswith(".csv"))
+    jsonl_file = next(path for path in downloads if path.endswith(".jsonl"))
+    with open(csv_file, newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    with open(jsonl_file, encoding="utf-8") as f:
+        jsonl_rows = [json.loads(line) for line in f]
+    assert [r["caption"] for r in csv_rows] == [r["caption"] for r in jsonl_rows] == [r["caption"] for r in rows]
+    assert [r["error"] for r in csv_rows] == [r["error"] for r in jsonl_rows] == [r["error"] for r in rows]
+
+
+def test_a_zip_is_unpacked_safely(client, speech_path, video_path, tmp_path):
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(speech_path, "clips/a_speech.wav")
+        z.write(video_path, "clips/b_video.mp4")
+        z.writestr("../escape.wav", b"RIFF")  # a path leaving the folder is skipped
+        z.writestr("__MACOSX/._a_speech.wav", b"junk")
+    table, *_ = client.predict([handle_file(str(archive))], temperature=0, api_name="/caption_batch")
+    assert [row[0] for row in table["data"]] == ["a_speech.wav", "b_video.mp4"]
+
+
+def test_official_captioner_command_lines_map_onto_ours():
+    args = app.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Captioner", "--use-transformers", "--flash-attn2"],
+                          default_port=app_captioner.DEFAULT_PORT)
+    assert args.checkpoint == "Qwen/Qwen3-Omni-30B-A3B-Captioner" and args.backend == "transformers"
+    assert args.attn_implementation == "flash_attention_2" and args.server_port == 7861
