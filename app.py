@@ -17,6 +17,8 @@ import os
 from backends.checkpoints import INSTRUCT, TINY
 
 DEFAULT_PORT = 7860
+UPLOAD_LIMIT = "200mb"
+"""Gradio refuses bigger uploads before they reach the disk (the media limits say the same)."""
 
 
 def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY,
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             share=args.share,
             inbrowser=args.inbrowser,
             show_error=True,
+            max_file_size=UPLOAD_LIMIT,
         )
 
 

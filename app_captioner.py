@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         demo = build_captioner_demo(backend)
         demo.queue(**queue_settings(backend.info)).launch(
             server_name=args.server_name, server_port=args.server_port, share=args.share,
-            inbrowser=args.inbrowser, show_error=True,
+            inbrowser=args.inbrowser, show_error=True, max_file_size=app.UPLOAD_LIMIT,
         )
 
 

@@ -135,13 +135,13 @@ class Talker:
         generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
         text_ended = False
         for step in range(self.sampling.max_frames):
-            token = self._sample(out.logits[:, -1], generated, processors)
+            token = self._sample(out.logits[:, -1].to(self.device), generated, processors)
             generated = torch.cat([generated, token], dim=1)
             if token.item() == self.config.talker_config.codec_eos_token_id or step + 1 >= self.sampling.max_frames:
                 return  # stock generate() never decodes the last sampled token
             if self.stop.is_set():
                 return
-            codec_embeds, residual = self._code_predictor(out.hidden_states[0][-1][:, -1:], token)
+            codec_embeds, residual = self._code_predictor(out.hidden_states[0][-1][:, -1:].to(self.device), token)
             yield torch.cat([token[0], residual[0]])
             next_text = None if text_ended else self.feed.spoken_token(step + 1, self.stop)
             if next_text is not None:
@@ -163,10 +163,13 @@ class Talker:
         cfg, thinker_cfg = self.config, self.config.thinker_config
         input_ids = self.inputs["input_ids"]
         length = input_ids.shape[1]
-        thinker_embed = self.model.thinker.get_input_embeddings()(input_ids)
+        # With device_map="auto" layer `accept_hidden_layer` may sit on another GPU: gather on input_ids' device,
+        # as stock generate() does.
+        thinker_embed = self.model.thinker.get_input_embeddings()(input_ids).to(input_ids.device)
+        prompt_hidden = self.captured["hidden"].to(input_ids.device)
         multimodal = (input_ids == thinker_cfg.audio_token_id) | (input_ids == thinker_cfg.image_token_id) | (
             input_ids == thinker_cfg.video_token_id)
-        user_parts = self.model._get_talker_user_parts(0, length, multimodal, self.captured["hidden"], thinker_embed)
+        user_parts = self.model._get_talker_user_parts(0, length, multimodal, prompt_hidden, thinker_embed)
         # A position belongs to the role named right after the <|im_start|> that precedes it.
         positions = torch.arange(length, device=input_ids.device)
         starts = torch.where(input_ids[0] == cfg.im_start_token_id, positions, -1).cummax(0).values.clamp_min(0)
@@ -205,14 +208,14 @@ class Talker:
     def _code_predictor(self, talker_hidden: torch.Tensor, token: torch.Tensor):
         """The 15 residual codes of one frame, and the summed codec embedding the talker reads next."""
         predictor = self.talker.code_predictor
-        token_embed = self.talker.get_input_embeddings()(token)
+        token_embed = self.talker.get_input_embeddings()(token).to(self.device)
         warpers = _warpers(1.0, 50, 0.8) if self.sampling.do_sample else LogitsProcessorList()
         out = predictor(inputs_embeds=torch.cat([talker_hidden, token_embed], dim=1), use_cache=True)
         codes, embeds = [], token_embed
         for group in range(1, self.config.talker_config.num_code_groups):
-            code = self._sample(out.logits[:, -1], None, warpers)
+            code = self._sample(out.logits[:, -1].to(self.device), None, warpers)
             codes.append(code)
-            embeds = embeds + predictor.get_input_embeddings()[group - 1](code)
+            embeds = embeds + predictor.get_input_embeddings()[group - 1](code).to(self.device)
             if group + 1 < self.config.talker_config.num_code_groups:
                 out = predictor(input_ids=code, past_key_values=out.past_key_values, use_cache=True,
                                 generation_steps=group)

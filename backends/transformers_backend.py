@@ -130,6 +130,8 @@ class TransformersBackend(Backend):
         except media.MediaError as err:
             emit(Error(str(err), "input"))
             return emit(Done("error"))
+        if stop.is_set():  # Stop while the media was decoded: don't start the prefill
+            return emit(Done("cancelled"))
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)

@@ -144,3 +144,38 @@ def test_retry_regenerates_the_last_reply_with_another_speaker(server, tmp_path)
     assert last_reply(again) == last_reply(first)  # same seed, same text …
     first_audio, retry_audio = (soundfile.read(audio_files(c)[0])[0] for c in (first, again))
     assert first_audio.shape != retry_audio.shape or (first_audio != retry_audio).any()  # … another voice
+
+
+def test_a_turn_that_fails_before_any_text_is_dropped_and_the_message_comes_back(server, instruct_backend,
+                                                                                 monkeypatch, tmp_path):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    first, *_ = client.predict({"text": "Hello", "files": []}, **GREEDY, api_name="/chat")
+    monkeypatch.setattr(instruct_backend.model.thinker, "generate", out_of_memory)
+    failed, returned, *_ = client.predict({"text": "Describe this long video", "files": []}, **GREEDY,
+                                          api_name="/chat")
+    assert any("out of memory" in text for text in assistant_texts(failed))
+    assert [m["role"] for m in failed].count("user") == 1  # the failed turn left the conversation …
+    assert returned.get("value", returned)["text"] == "Describe this long video"  # … and went back to the box
+    monkeypatch.undo()
+    after, *_ = client.predict({"text": "Hi again", "files": []}, **GREEDY, api_name="/chat")
+    assert [m["role"] for m in after].count("user") == 2 and last_reply(after)
+
+
+def test_cancel_then_clear_starts_a_clean_conversation(server, instruct_backend, tmp_path):
+    # What the Clear button does in a browser: cancel the running reply (the page knows its event), then clear.
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    client.predict({"text": "First", "files": []}, **GREEDY, api_name="/chat")
+    job = client.submit({"text": "Tell me a long story", "files": []}, max_tokens=4000, api_name="/chat")
+    for outputs in job:
+        if assistant_texts(outputs[0])[1:]:
+            break
+    job.cancel()
+    cleared, *_ = client.predict(api_name="/clear")
+    assert cleared == []
+    assert instruct_backend._lock.acquire(timeout=5), "Clear should stop the running reply"
+    instruct_backend._lock.release()
+    fresh, *_ = client.predict({"text": "New topic", "files": []}, **GREEDY, api_name="/chat")
+    assert [m["content"][0].get("text") for m in fresh if m["role"] == "user"] == ["New topic"]

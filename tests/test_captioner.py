@@ -78,10 +78,17 @@ def test_a_zip_is_unpacked_safely(client, speech_path, video_path, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.write(speech_path, "clips/a_speech.wav")
         z.write(video_path, "clips/b_video.mp4")
-        z.writestr("../escape.wav", b"RIFF")  # a path leaving the folder is skipped
-        z.writestr("__MACOSX/._a_speech.wav", b"junk")
+        z.write(speech_path, "other/b_video.mp4.wav")
+        z.write(speech_path, "more/a_speech.wav")  # same base name as the first: both are captioned
+        z.writestr("../../escape.wav", (tmp_path / "x").name)  # unpacked by base name only, inside the folder
+        z.writestr("__MACOSX/._a_speech.wav", b"junk")  # hidden files and
+        z.writestr("notes.txt", b"not media")          # what isn't media are skipped
     table, *_ = client.predict([handle_file(str(archive))], temperature=0, api_name="/caption_batch")
-    assert [row[0] for row in table["data"]] == ["a_speech.wav", "b_video.mp4"]
+    rows = {row[0]: row for row in table["data"]}
+    assert sorted(rows) == ["../../escape.wav", "clips/a_speech.wav", "clips/b_video.mp4", "more/a_speech.wav",
+                            "other/b_video.mp4.wav"]
+    assert rows["clips/a_speech.wav"][2] and rows["more/a_speech.wav"][2] and rows["clips/b_video.mp4"][2]
+    assert "not a readable audio file" in rows["../../escape.wav"][4]
 
 
 def test_official_captioner_command_lines_map_onto_ours():

@@ -57,11 +57,11 @@ def test_input_errors_are_told_apart_from_failures_after_text():
     refused = ReplyState()
     refused.handle(Error("clip.wav: not a readable audio file", "input"))
     refused.handle(Done("error"))
-    assert refused.input_rejected
+    assert refused.failed_without_reply
     partial = ReplyState()
     partial.handle(TextDelta("Half an ans"))
     partial.handle(Error("Generation failed: boom"))
-    assert not partial.input_rejected and partial.messages()[0]["content"] == "Half an ans"
+    assert not partial.failed_without_reply and partial.messages()[0]["content"] == "Half an ans"
 
 
 def test_official_demo_command_lines_map_onto_ours():

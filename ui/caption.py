@@ -9,7 +9,9 @@ its time range.
 from __future__ import annotations
 
 import csv
+import asyncio
 import json
+import shutil
 import tempfile
 import time
 import zipfile
@@ -20,7 +22,7 @@ import gradio as gr
 import soundfile
 
 from backends.base import Backend
-from backends.media import INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
+from backends.media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.chat import MODEL_QUEUE
 from ui.reply import ReplyState
@@ -29,6 +31,8 @@ CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), s
 SEGMENT_SECONDS = 30.0
 """Longer audio is split: the Captioner is made for clips of up to about 30 s."""
 RESULT_COLUMNS = ["file", "duration_s", "caption", "seconds_taken", "error"]
+MAX_UNZIPPED_BYTES = 4 * 10**9
+MEDIA_SUFFIXES = EXTENSIONS["audio"] | EXTENSIONS["video"]
 
 
 @dataclass
@@ -94,15 +98,18 @@ def build(backend: Backend) -> None:
     async def caption_batch(files: list[str] | None, instruction: str, temperature: float, top_p: float,
                             top_k: int, max_tokens: int, progress=gr.Progress()):
         """Caption many files (or zips of them) one after another; rows fill in as they finish."""
-        paths = _expand(files or [])
+        try:
+            paths = await asyncio.to_thread(_expand, files or [])
+        except (MediaError, zipfile.BadZipFile) as err:
+            raise gr.Error(f"Can't open the archive: {err}") from err
         if not paths:
             raise gr.Error("Add some audio or video files (or a .zip of them) first.")
         sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
         rows: list[CaptionRow] = []
         out_dir = Path(tempfile.mkdtemp(prefix="captions-"))
-        for index, path in enumerate(paths):
-            progress((index, len(paths)), desc=f"Captioning {Path(path).name}")
-            rows.append(await _caption_row(backend, path, instruction, sampling))
+        for index, (path, name) in enumerate(paths):
+            progress((index, len(paths)), desc=f"Captioning {name}")
+            rows.append(await _caption_row(backend, path, name, instruction, sampling))
             yield _table(rows), _write_results(rows, out_dir), f"{len(rows)} of {len(paths)} files done."
 
     # A recording becomes the file to caption, so /caption has one file input.
@@ -119,7 +126,7 @@ def build(backend: Backend) -> None:
 
 async def _caption_stream(backend: Backend, path: str, instruction: str, sampling: Sampling):
     """Yields the caption so far; long audio goes segment by segment, each under its time range."""
-    segments = _segments(path)
+    segments = await asyncio.to_thread(_segments, path)  # decoding must not freeze other sessions
     done = ""
     for start, end, segment_path in segments:
         header = f"[{_clock(start)}–{_clock(end)}]\n" if len(segments) > 1 else ""
@@ -158,11 +165,11 @@ def _segments(path: str) -> list[tuple[float, float, str]]:
     return pieces
 
 
-async def _caption_row(backend: Backend, path: str, instruction: str, sampling: Sampling) -> CaptionRow:
-    row = CaptionRow(file=Path(path).name)
+async def _caption_row(backend: Backend, path: str, name: str, instruction: str, sampling: Sampling) -> CaptionRow:
+    row = CaptionRow(file=name)
     started = time.perf_counter()
     try:
-        row.duration_s = round(load_audio(path).size / INPUT_SAMPLE_RATE, 2)
+        row.duration_s = round((await asyncio.to_thread(load_audio, path)).size / INPUT_SAMPLE_RATE, 2)
         async for text in _caption_stream(backend, path, instruction, sampling):
             row.caption = text
     except MediaError as err:  # one bad file is reported in its row; the batch goes on
@@ -171,23 +178,29 @@ async def _caption_row(backend: Backend, path: str, instruction: str, sampling: 
     return row
 
 
-def _expand(files: list[str]) -> list[str]:
-    """The files, with every .zip replaced by the audio/video files inside it (in name order)."""
-    paths: list[str] = []
+def _expand(files: list[str]) -> list[tuple[str, str]]:
+    """(path, name to show) for each file, every .zip replaced by the audio/video files inside it."""
+    paths: list[tuple[str, str]] = []
     for file in files:
         if not str(file).lower().endswith(".zip"):
-            paths.append(str(file))
+            paths.append((str(file), Path(file).name))
             continue
         folder = Path(tempfile.mkdtemp(prefix="caption-zip-"))
+        unpacked = 0
         with zipfile.ZipFile(file) as archive:
-            for member in sorted(archive.namelist()):
-                name = Path(member).name
-                if member.endswith("/") or name.startswith(".") or Path(member).is_absolute() or ".." in Path(
-                        member).parts:
-                    continue  # folders, hidden files and paths that would leave the folder
-                target = folder / name
-                target.write_bytes(archive.read(member))
-                paths.append(str(target))
+            for index, member in enumerate(sorted(archive.infolist(), key=lambda m: m.filename)):
+                name = Path(member.filename).name
+                if member.is_dir() or name.startswith(".") or Path(name).suffix.lower() not in MEDIA_SUFFIXES:
+                    continue  # folders, hidden files (e.g. __MACOSX/._x) and what isn't media
+                unpacked += member.file_size
+                if unpacked > MAX_UNZIPPED_BYTES:
+                    raise MediaError(file, f"unpacks to more than {MAX_UNZIPPED_BYTES // 10**9} GB")
+                # Only the base name is used, so no entry can leave the folder; the index keeps
+                # same-named files from different folders apart.
+                target = folder / f"{index:04d}-{name}"
+                with archive.open(member) as source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out)
+                paths.append((str(target), member.filename))
     return paths
 
 

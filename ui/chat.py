@@ -151,12 +151,14 @@ def build(backend: Backend) -> ChatParts:
                 yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), \
                     _player(event, flushing=time.monotonic() < flush_audio_until)
         finally:
-            await events.aclose()  # Stop or a closed tab lands here: the engine stops too
-            _finish_turn(chat, reply, shown, message, replies_dir)
-        # A refused input gives the message back to the textbox so nothing typed is lost.
-        textbox_value = message if reply.input_rejected else None
+            try:
+                await events.aclose()  # Stop or a closed tab lands here: the engine stops too
+            finally:
+                _finish_turn(chat, reply, shown, message, replies_dir)
+        # A turn that produced nothing gives its message back to the textbox so nothing typed is lost.
+        textbox_value = message if reply.failed_without_reply else None
         yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
-            gr.Checkbox(), gr.skip()
+            gr.Checkbox(interactive=not chat.turns), gr.skip()
 
     async def chat(message, chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
                    temperature, top_p, top_k, max_tokens, seed):
@@ -204,7 +206,8 @@ def build(backend: Backend) -> ChatParts:
         api_name="retry", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
     stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
-    clear_button.click(clear, None, outputs, api_name="clear", queue=False)
+    # Clear also cancels a running reply, or its next update would bring the old conversation back.
+    clear_button.click(clear, None, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
 
@@ -244,8 +247,11 @@ class _EventPump:
     async def next(self, timeout: float | None = None):
         """The next event, ``END`` after the last, or ``IDLE`` if ``timeout`` passed first."""
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a Stop that lands
+            # just as an event arrives.
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
+        except TimeoutError:
             return self.IDLE
 
     async def aclose(self) -> None:
@@ -291,10 +297,12 @@ def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict
     """Record the reply (even a stopped or partial one) so the next turn sees it."""
     if reply.finish_reason is None:  # closed without Done: the user pressed Stop
         reply.finish_reason = "cancelled"
-    if reply.input_rejected and message is not None:
-        del chat.turns[-1]  # the turn never reached the model; its message goes back to the textbox
+    if reply.failed_without_reply and message is not None:
+        del chat.turns[-1]  # the turn produced nothing; its message goes back to the textbox
         del chat.messages[shown - len(_user_messages(_user_parts(message))) :]
         chat.messages.extend(reply.messages())
+        if not chat.turns:
+            chat.use_audio_in_video = None  # nothing was said yet: the choice is open again
         return
     audio_path = _save_audio(reply, replies_dir)
     extra = (MediaPart("audio", audio_path),) if audio_path else ()

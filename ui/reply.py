@@ -43,9 +43,10 @@ class ReplyState:
         return self.finish_reason is not None
 
     @property
-    def input_rejected(self) -> bool:
-        """The backend refused the turn's input before generating anything."""
-        return any(e.stage == "input" for e in self.errors) and not self.text
+    def failed_without_reply(self) -> bool:
+        """Nothing was generated and an error says why (a bad file, out of memory, …): the turn
+        should not stay in the conversation, or every later turn would resend what broke it."""
+        return bool(self.errors) and not self.text and not self.reasoning
 
     def audio(self) -> np.ndarray | None:
         return np.concatenate(self.audio_chunks) if self.audio_chunks else None
