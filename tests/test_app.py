@@ -179,3 +179,23 @@ def test_cancel_then_clear_starts_a_clean_conversation(server, instruct_backend,
     instruct_backend._lock.release()
     fresh, *_ = client.predict({"text": "New topic", "files": []}, **GREEDY, api_name="/chat")
     assert [m["content"][0].get("text") for m in fresh if m["role"] == "user"] == ["New topic"]
+
+
+def test_a_thinking_checkpoint_shows_its_reasoning_folded_apart_from_the_answer(captioner_backend, tmp_path):
+    from backends import build_backend
+    from backends.checkpoints import Checkpoint
+
+    # The Thinking checkpoint has the captioner's shape (thinker only); the kind comes from its name.
+    thinking = Checkpoint("Qwen3-Omni-30B-A3B-Thinking (tiny)", captioner_backend.checkpoint.path, True)
+    with build_backend("transformers", thinking) as backend:
+        assert backend.info.kind == "thinking" and not backend.info.can_speak
+        demo = launch(backend)
+        try:
+            client = Client(demo.local_url, verbose=False, download_files=str(tmp_path))
+            conversation, *_ = client.predict({"text": "Why is the sky blue?", "files": []}, **GREEDY,
+                                              api_name="/chat")
+        finally:
+            demo.close()
+    reasoning = [m for m in conversation if m["role"] == "assistant" and (m.get("metadata") or {}).get("title")]
+    assert reasoning and reasoning[0]["metadata"]["title"] == "Thinking"
+    assert reasoning[0]["content"][0]["text"]  # the random model never closes </think>: all of it is reasoning
