@@ -309,7 +309,6 @@ class SpeechRun:
         self.talker_started: float | None = None
         self.first_audio_at: float | None = None
         self.finished_at: float | None = None
-        self.codes: list[torch.Tensor] = []
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -330,7 +329,6 @@ class SpeechRun:
                 if self.talker_started is None:
                     self.talker_started = time.perf_counter()
                 self.frames += 1
-                self.codes.append(frame)
                 self._send(self.vocoder.push(frame))
             self._send(self.vocoder.flush())
         except Exception as err:  # speech is extra: the text reply goes on without it

@@ -136,7 +136,7 @@ class TransformersBackend(Backend):
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)
         speech = self._speech(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak else None
-        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit, started,
+        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit,
                                  speech.feed if speech else None)
         with speech.running() if speech else contextlib.nullcontext():
             try:
@@ -272,16 +272,14 @@ class _StopOnEvent:
 class _TextStreamer:
     """transformers streamer contract (``put``/``end``): decodes new tokens into events."""
 
-    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None], started: float,
+    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None],
                  feed: TextFeed | None = None):
         self.tokenizer, self.splitter, self.emit, self.feed = tokenizer, splitter, emit, feed
         self.ids: list[int] = []
         self.text = ""
         self.prompt_seen = False
-        self.ended = False
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
-        self.started = started
 
     @property
     def tokens(self) -> int:
@@ -306,13 +304,11 @@ class _TextStreamer:
             self.emit(event)
 
     def end(self) -> None:
-        self.ended = True
-        if self.feed is not None:
-            self.feed.finish()
+        """Nothing to do: SpeechRun.running() finishes the talker's feed when generate() returns."""
 
     def flush(self) -> None:
-        for event in self.splitter.feed(self.tokenizer.decode(self.ids, skip_special_tokens=True)[len(self.text) :]):
-            self.emit(event)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        for event in self.splitter.flush():
+        """Emit what put() held back (an incomplete character, a possible tag) once generation ended."""
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        delta, self.text = text[len(self.text) :], text
+        for event in self.splitter.feed(delta) + self.splitter.flush():
             self.emit(event)

@@ -124,9 +124,11 @@ def build(backend: Backend) -> None:
                      api_visibility="private", queue=False)
 
 
-async def _caption_stream(backend: Backend, path: str, instruction: str, sampling: Sampling):
+async def _caption_stream(backend: Backend, path: str, instruction: str, sampling: Sampling,
+                          segments: list[tuple[float, float, str]] | None = None):
     """Yields the caption so far; long audio goes segment by segment, each under its time range."""
-    segments = await asyncio.to_thread(_segments, path)  # decoding must not freeze other sessions
+    if segments is None:
+        segments = await asyncio.to_thread(_segments, path)  # decoding must not freeze other sessions
     done = ""
     for start, end, segment_path in segments:
         header = f"[{_clock(start)}–{_clock(end)}]\n" if len(segments) > 1 else ""
@@ -169,8 +171,9 @@ async def _caption_row(backend: Backend, path: str, name: str, instruction: str,
     row = CaptionRow(file=name)
     started = time.perf_counter()
     try:
-        row.duration_s = round((await asyncio.to_thread(load_audio, path)).size / INPUT_SAMPLE_RATE, 2)
-        async for text in _caption_stream(backend, path, instruction, sampling):
+        segments = await asyncio.to_thread(_segments, path)
+        row.duration_s = round(segments[-1][1], 2)  # the last segment ends where the audio does
+        async for text in _caption_stream(backend, path, instruction, sampling, segments):
             row.caption = text
     except MediaError as err:  # one bad file is reported in its row; the batch goes on
         row.error = err.problem

@@ -298,8 +298,8 @@ def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict
     if reply.finish_reason is None:  # closed without Done: the user pressed Stop
         reply.finish_reason = "cancelled"
     if reply.failed_without_reply and message is not None:
-        del chat.turns[-1]  # the turn produced nothing; its message goes back to the textbox
-        del chat.messages[shown - len(_user_messages(_user_parts(message))) :]
+        failed = chat.turns.pop()  # the turn produced nothing; its message goes back to the textbox
+        del chat.messages[shown - len(failed.parts) :]  # one chat message per part
         chat.messages.extend(reply.messages())
         if not chat.turns:
             chat.use_audio_in_video = None  # nothing was said yet: the choice is open again
