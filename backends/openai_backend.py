@@ -79,7 +79,6 @@ class OpenAIBackend(Backend):
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
         import httpx
-        import openai
 
         self.options = options
         api_key = options.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"

@@ -11,6 +11,7 @@ greedy decoding the codes and the waveform are identical (tests compare them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -63,6 +64,11 @@ class TextFeed:
         with self._changed:
             self._finished = True
             self._changed.notify_all()
+
+    def wait_finished(self, stop: threading.Event) -> None:
+        with self._changed:
+            while not self._finished and not stop.is_set():
+                self._changed.wait(timeout=0.1)
 
     def spoken_token(self, index: int, stop: threading.Event) -> int | None:
         """Generated token ``index`` if the talker speaks it, else None (once that is certain).
@@ -299,10 +305,10 @@ class SpeechRun:
     """
 
     def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, vocoder: StreamingVocoder,
-                 emit, stop: threading.Event, started: float | None = None):
+                 emit, stop: threading.Event, started: float | None = None, feed: TextFeed | None = None):
         self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
         self.emit, self.stop = emit, stop
-        self.feed = TextFeed()
+        self.feed = feed or TextFeed()
         self.started = time.perf_counter() if started is None else started
         self.frames = 0
         self.samples = 0
@@ -311,9 +317,12 @@ class SpeechRun:
         self.finished_at: float | None = None
 
     @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self, prompt_hidden: torch.Tensor | None = None) -> Iterator[None]:
+        """``prompt_hidden``: the prompt's states at the talker's layer, when no thinker.generate()
+        runs inside this block to capture them (the hybrid backend computes them itself)."""
         layer = self.model.config.talker_config.accept_hidden_layer
-        with capture_prompt_hidden(self.model.thinker, layer) as captured:
+        given = contextlib.nullcontext({"hidden": prompt_hidden}) if prompt_hidden is not None else None
+        with given or capture_prompt_hidden(self.model.thinker, layer) as captured:
             worker = threading.Thread(target=self._run, args=(captured,), daemon=True, name="omni-talker")
             worker.start()
             try:

@@ -19,7 +19,7 @@ from typing import AsyncIterator, Callable
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import build_prompt_inputs
+from backends.conversation import PromptInputs, build_prompt_inputs
 from backends.events import Done, Error, Event, Metrics
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -66,7 +66,7 @@ class TransformersBackend(Backend):
         import torch
 
         self.checkpoint, self.options = checkpoint, options
-        self.model, self.processor = loaded or _load(checkpoint, options)
+        self.model, self.processor = loaded or load_model(checkpoint, options)
         if self.model.has_talker:
             # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
             # thinker config has; without it audio + image/video input with speech crashes.
@@ -126,7 +126,7 @@ class TransformersBackend(Backend):
 
         started = time.perf_counter()
         try:
-            inputs = self._encode(request)
+            inputs = self.encode(build_prompt_inputs(request, self.options.media_limits))
         except media.MediaError as err:
             emit(Error(str(err), "input"))
             return emit(Done("error"))
@@ -135,7 +135,8 @@ class TransformersBackend(Backend):
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)
-        speech = self._speech(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak else None
+        speech = self.speech_run(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak \
+            else None
         streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit,
                                  speech.feed if speech else None)
         with speech.running() if speech else contextlib.nullcontext():
@@ -148,7 +149,9 @@ class TransformersBackend(Backend):
         emit(self._metrics(streamer, started, prompt_tokens, speech))
         emit(Done(_finish_reason(streamer, request, stop)))
 
-    def _speech(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float) -> SpeechRun:
+    def speech_run(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float,
+                   feed: TextFeed | None = None) -> SpeechRun:
+        """The talker side of one reply; ``feed`` gets the reply's token ids (else the thinker's streamer fills it)."""
         speaker = request.speaker or self.info.speakers[0]
         if speaker.lower() not in self.info.speakers:
             raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
@@ -160,10 +163,10 @@ class TransformersBackend(Backend):
         )
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
                                    options.left_context_frames)
-        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started)
+        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed)
 
-    def _encode(self, request: ChatRequest) -> dict:
-        prompt = build_prompt_inputs(request, self.options.media_limits)
+    def encode(self, prompt: PromptInputs) -> dict:
+        """The model's inputs (token ids, features, grids) for a decoded conversation."""
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=text, return_tensors="pt", padding=True, **prompt.processor_kwargs())
         inputs = inputs.to(self.model.thinker.device)
@@ -203,7 +206,8 @@ class TransformersBackend(Backend):
         _free_accelerator_memory()
 
 
-def _load(checkpoint: Checkpoint, options: TransformersOptions):
+def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_layers: int | None = None):
+    """``(model, processor)``; ``thinker_layers`` builds only that many thinker layers (the rest is skipped)."""
     import torch
     from transformers import AutoConfig, Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
 
@@ -211,6 +215,8 @@ def _load(checkpoint: Checkpoint, options: TransformersOptions):
     config = AutoConfig.from_pretrained(checkpoint.path)
     if not options.audio_output:
         config.enable_audio_output = False  # the talker is never built: its weights are skipped
+    if thinker_layers is not None:
+        config.thinker_config.text_config.num_hidden_layers = thinker_layers
     load_kwargs = {
         "config": config,
         "dtype": torch.bfloat16 if on_gpu else torch.float32,

@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import build_prompt_inputs
+from backends.conversation import PromptInputs, build_prompt_inputs
 from backends.events import Done, Error, Event, Metrics
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -34,6 +34,10 @@ INSTALL_HINT = (
 
 class BackendUnavailable(RuntimeError):
     """The backend's package is missing; the message names the install command."""
+
+
+class EngineInputError(ValueError):
+    """vLLM refused the request itself (too long, too many media items); the message is for the user."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,8 @@ class VLLMEngine:
             return f"cuda × {tp} ({torch.cuda.get_device_name(0)})"
         return "cpu"
 
-    def prompt(self, request: ChatRequest) -> dict:
-        """vLLM's prompt dict: template text + decoded media. Raises ``media.MediaError``."""
-        prompt = build_prompt_inputs(request, self.options.media_limits)
+    def engine_prompt(self, prompt: PromptInputs) -> dict:
+        """vLLM's prompt dict for a decoded conversation: template text + media."""
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
         data: dict = {}
         if prompt.images:
@@ -175,6 +178,8 @@ class VLLMEngine:
                 if isinstance(item, BaseException):
                     if isinstance(item, asyncio.CancelledError):
                         break
+                    if isinstance(item, (ValueError, *_client_errors())):
+                        raise EngineInputError(_user_message(str(item))) from item
                     raise item
                 finished = finished or item.finish_reason is not None
                 yield item
@@ -188,6 +193,21 @@ class VLLMEngine:
         if engine is not None:
             engine.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """vLLM's own "bad request" errors (not ValueErrors in vLLM 0.32)."""
+    from vllm import exceptions
+
+    client_error = getattr(exceptions, "VLLMClientError", None)
+    return (client_error,) if client_error else ()
+
+
+def _user_message(message: str) -> str:
+    if "may be provided in one prompt" in message:
+        return (f"{message} The whole conversation counts: press Clear, or start the app with a higher "
+                "--limit-mm-per-prompt.")
+    return message
 
 
 class VLLMBackend(Backend):
@@ -212,17 +232,18 @@ class VLLMBackend(Backend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         try:
-            engine_prompt = await asyncio.to_thread(self.engine.prompt, request)  # decoding is slow: off the loop
+            # Decoding media is slow: off the event loop.
+            prompt = await asyncio.to_thread(build_prompt_inputs, request, self.engine.options.media_limits)
         except media.MediaError as err:
             yield Error(str(err), "input")
             yield Done("error")
             return
         reply = TextReply(ReasoningSplitter(self.info.reasons))
         try:
-            async for delta in self.engine.generate(request, engine_prompt):
+            async for delta in self.engine.generate(request, self.engine.engine_prompt(prompt)):
                 for event in reply.add(delta):
                     yield event
-        except ValueError as err:  # vLLM refuses the input (too long, too many media items)
+        except EngineInputError as err:
             yield Error(f"The engine refused this request: {err}", "input")
             yield Done("error")
             return

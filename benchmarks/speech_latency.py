@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.checkpoints import Checkpoint  # noqa: E402
+from backends.conversation import build_prompt_inputs  # noqa: E402
 from backends.events import AudioChunk, Error, Metrics, TextDelta  # noqa: E402
 from backends.request import ChatRequest, MediaPart, Sampling, Turn  # noqa: E402
 
@@ -106,7 +107,7 @@ def run_stock(backend, request: ChatRequest) -> dict:
     from transformers import TextIteratorStreamer
 
     model = backend.model
-    inputs = backend._encode(request)
+    inputs = backend.encode(build_prompt_inputs(request, backend.options.media_limits))
     streamer = TextIteratorStreamer(backend.processor.tokenizer, skip_prompt=True)
     token_times: list[float] = []
     started = time.perf_counter()
@@ -171,7 +172,7 @@ def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int, int]:
             frames.append(frame.cpu())
             yield frame
 
-    model, inputs = backend.model, backend._encode(request)
+    model, inputs = backend.model, backend.encode(build_prompt_inputs(request, backend.options.media_limits))
     stock_codes = {}
     chunked_decode = model.code2wav.chunked_decode
 
@@ -247,7 +248,7 @@ def main() -> None:
     request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),
                                            "What do you hear, and what is in the picture?"),),
                           speaker="ethan", sampling=Sampling(temperature=0, max_new_tokens=TEXT_TOKENS))
-    print("prompt tokens:", backend._encode(request)["input_ids"].shape[1], flush=True)
+    print("prompt tokens:", backend.encode(build_prompt_inputs(request, backend.options.media_limits))["input_ids"].shape[1], flush=True)
     on_gpu = torch.cuda.is_available() and args.full_size
     results: dict[str, list[dict]] = {"stock generate()": [], "streaming backend": []}
     peaks: dict[str, float] = {}

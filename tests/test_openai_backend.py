@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from backends.events import AudioChunk, Error, Metrics, TextDelta
+from backends.events import AudioChunk, Metrics, TextDelta
 from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions, ServerError
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.omni_server import MODEL, RATE, OmniServer

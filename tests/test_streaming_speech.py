@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from backends import speech
+from backends.conversation import build_prompt_inputs
 from backends.events import AudioChunk, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.speech import StreamingVocoder
@@ -51,7 +52,7 @@ def slow_thinker(monkeypatch):
 def stock_generate(backend, request: ChatRequest):
     """Codes and waveform from transformers' own generate() for the same inputs."""
     model = backend.model
-    inputs = backend._encode(request)
+    inputs = backend.encode(build_prompt_inputs(request, backend.options.media_limits))
     recorded = {}
     chunked_decode = model.code2wav.chunked_decode
 

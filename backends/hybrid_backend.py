@@ -1,0 +1,175 @@
+"""vLLM Thinker + Transformers Talker: fast text from vLLM, speech from the real talker classes.
+
+vLLM (in this process) writes the reply; each new token id goes to the talker as it
+arrives, exactly as the Transformers thinker's would (``backends.speech``). The
+Transformers side loads only what the talker reads: the thinker's embeddings, its audio
+and vision encoders and its layers up to ``talker_config.accept_hidden_layer`` (half of
+the real model's 48), then the talker and code2wav. It runs one pass over the prompt for
+the states the talker conditions on. With greedy decoding on both sides the codec codes
+equal stock ``generate()``'s (tests check it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import AsyncIterator
+
+from backends import media
+from backends.base import Backend, BackendInfo
+from backends.checkpoints import Checkpoint
+from backends.conversation import PromptInputs, build_prompt_inputs
+from backends.events import Done, Error, Event
+from backends.reasoning import ReasoningSplitter
+from backends.request import ChatRequest
+from backends.speech import TextFeed, capture_prompt_hidden
+from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
+from backends.vllm_backend import EngineInputError, TextReply, VLLMEngine, VLLMOptions
+
+log = logging.getLogger(__name__)
+
+
+class TalkerSide:
+    """The Transformers half: a thinker cut at the talker's layer, the talker and code2wav."""
+
+    def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
+                 loaded: tuple | None = None):
+        if loaded is None:
+            from transformers import AutoConfig
+
+            layers = AutoConfig.from_pretrained(checkpoint.path).talker_config.accept_hidden_layer
+            loaded = load_model(checkpoint, options, thinker_layers=layers)
+        self.backend = TransformersBackend(checkpoint, options, loaded=loaded)
+        self.model = self.backend.model
+        self.layer = self.model.config.talker_config.accept_hidden_layer
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return self.backend.info.speakers
+
+    def prompt_states(self, inputs: dict):
+        """One pass of the cut thinker over the prompt: the states the talker reads at media positions."""
+        import torch
+
+        with torch.inference_mode(), capture_prompt_hidden(self.model.thinker, self.layer) as captured:
+            self.model.thinker(**inputs, use_cache=False)
+        return captured["hidden"]
+
+    def speak(self, request: ChatRequest, prompt: PromptInputs, feed: TextFeed, emit, stop: threading.Event,
+              started: float) -> dict:
+        """Speak the tokens arriving in ``feed`` until it is finished; returns the speech metrics."""
+        inputs = self.backend.encode(prompt)
+        hidden = self.prompt_states(inputs)
+        speech = self.backend.speech_run(request, inputs, emit, stop, started, feed)
+        with speech.running(prompt_hidden=hidden):
+            feed.wait_finished(stop)
+        return speech.metrics()
+
+
+class HybridBackend(Backend):
+    """Example::
+
+        backend = HybridBackend(resolve_checkpoint("tiny"), VLLMOptions(enforce_eager=True))
+        async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),), speaker="ethan")): ...
+    """
+
+    def __init__(self, checkpoint: Checkpoint, vllm_options: VLLMOptions = VLLMOptions(),
+                 talker_options: TransformersOptions = TransformersOptions(), *,
+                 engine: VLLMEngine | None = None, talker: TalkerSide | None = None):
+        self.engine = engine or VLLMEngine(checkpoint, vllm_options)
+        self.talker = talker or TalkerSide(checkpoint, talker_options)
+        if not self.talker.speakers:
+            self.close()
+            raise ValueError(f"{checkpoint.name} has no talker, so the hybrid backend has nothing to add: "
+                             "use --backend vllm for text (Thinking and Captioner checkpoints don't speak).")
+        self.media_limits = vllm_options.media_limits
+        self._speaking = threading.Lock()  # one talker at a time; text from vLLM is batched as usual
+        self.info = BackendInfo(
+            backend="hybrid",
+            model=checkpoint.name,
+            kind="instruct",
+            device=f"vLLM {self.engine.device} + Transformers {self.talker.backend.info.device}",
+            speakers=self.talker.speakers,
+            random_weights=checkpoint.random_weights,
+            max_concurrency=vllm_options.max_num_seqs,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        try:
+            prompt = await asyncio.to_thread(build_prompt_inputs, request, self.media_limits)
+        except media.MediaError as err:
+            yield Error(str(err), "input")
+            yield Done("error")
+            return
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        feed = TextFeed()
+        reply = TextReply(ReasoningSplitter(self.info.reasons))
+        speech_metrics: dict = {}
+
+        def emit(event: Event) -> None:  # from the talker thread
+            if not stop.is_set():
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def speak() -> None:
+            with self._speaking:
+                if stop.is_set():
+                    return
+                try:
+                    speech_metrics.update(self.talker.speak(request, prompt, feed, emit, stop, started))
+                except Exception as err:  # speech is extra: the text reply goes on without it
+                    log.exception("hybrid speech failed")
+                    emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text is kept.",
+                               "speech"))
+
+        speaking = None
+        if request.return_audio and self.info.can_speak:
+            speaking = loop.run_in_executor(None, speak)
+        text = asyncio.create_task(self._text(request, prompt, reply, feed, events))
+        try:
+            while not (text.done() and (speaking is None or speaking.done()) and events.empty()):
+                getter = asyncio.ensure_future(events.get())
+                waiting = {getter, text} | ({speaking} if speaking is not None else set())
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            failure = text.result()
+        finally:
+            stop.set()  # a closed stream (Stop, closed tab) ends the talker…
+            feed.finish()
+            text.cancel()  # …and aborts the vLLM request
+        if failure is not None:
+            yield failure
+            yield Done("error")
+            return
+        for event in reply.flush():
+            yield event
+        yield reply.metrics(started, **speech_metrics)
+        yield Done("length" if reply.finish_reason == "length" else "stop")
+
+    async def _text(self, request: ChatRequest, prompt: PromptInputs, reply: TextReply, feed: TextFeed,
+                    events: asyncio.Queue) -> Error | None:
+        """vLLM's side: text events out, token ids to the talker. Returns the error that ended it, if any."""
+        try:
+            async for delta in self.engine.generate(request, self.engine.engine_prompt(prompt)):
+                feed.extend(delta.token_ids)
+                for event in reply.add(delta):
+                    events.put_nowait(event)
+        except EngineInputError as err:
+            return Error(f"The engine refused this request: {err}", "input")
+        except Exception as err:
+            log.exception("vLLM generation failed")
+            return Error(f"Generation failed: {err}", "generation")
+        finally:
+            feed.finish()
+        return None
+
+    def close(self) -> None:
+        self.engine.close()
+        self.talker.backend.close()
