@@ -2,7 +2,9 @@
 
     python app.py                                   # GPU: Qwen3-Omni-30B-A3B-Instruct; no GPU: tiny random model
     python app.py -c Qwen/Qwen3-Omni-30B-A3B-Thinking
-    python app.py -c /models/Qwen3-Omni-30B-A3B-Instruct --server-name 0.0.0.0
+    python app.py --backend vllm -tp 2              # fast text from vLLM in this process
+    python app.py --backend hybrid                  # vLLM writes, the Transformers talker speaks
+    python app.py --backend openai --api-base http://gpu-box:8000/v1   # a `vllm serve` / vLLM-Omni server
 
 The official demo's command lines work too (`python app.py -c <ckpt> --use-transformers
 --generate-audio --flash-attn2`).
@@ -11,10 +13,13 @@ The official demo's command lines work too (`python app.py -c <ckpt> --use-trans
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 
 from backends.checkpoints import INSTRUCT, TINY
+
+BACKENDS = ("transformers", "vllm", "hybrid", "openai")
 
 DEFAULT_PORT = 7860
 UPLOAD_LIMIT = "200mb"
@@ -27,7 +32,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("-c", "--checkpoint", "--checkpoint-path", dest="checkpoint", default=None,
                         help=f"hub id or local folder (default: {default_checkpoint} with a GPU, "
                         f"else '{tiny}', a tiny random-weight model built offline)")
-    parser.add_argument("--backend", choices=["transformers"], default="transformers")
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers",
+                        help="transformers: in this process, speaks (default) | vllm: vLLM in this process, text | "
+                        "hybrid: vLLM text + Transformers talker | openai: any OpenAI-compatible server")
     parser.add_argument("--server-name", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--server-port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", default_port)))
     parser.add_argument("--flash-attn2", action="store_true", help="force flash_attention_2 (default: auto)")
@@ -38,6 +45,24 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
+    server = parser.add_argument_group("--backend openai")
+    server.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"))
+    server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
+    server.add_argument("--model", default=None, help="served model name (default: the server's first)")
+    server.add_argument("--server-speech", choices=["auto", "on", "off"], default="auto",
+                        help="ask the server for speech (vLLM-Omni, SGLang-Omni); auto falls back to text")
+    server.add_argument("--video-audio", choices=["auto", "processor", "separate"], default="auto",
+                        help="send a video's sound via mm_processor_kwargs, or as its own audio part "
+                        "(auto: the first, the second if the server refuses it)")
+    engine = parser.add_argument_group("--backend vllm | hybrid")
+    engine.add_argument("-tp", "--tensor-parallel-size", type=int, default=None, help="default: every visible GPU")
+    engine.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="vLLM's share of each GPU (default 0.9; hybrid on one GPU: what the talker leaves)")
+    engine.add_argument("--max-model-len", type=int, default=None, help="default 32768 (4096 for the tiny model)")
+    engine.add_argument("--max-num-seqs", type=int, default=8, help="requests batched together (= users at once)")
+    engine.add_argument("--limit-mm-per-prompt", type=json.loads, default=None,
+                        help='media per conversation, e.g. \'{"image": 3, "audio": 3, "video": 3}\'')
+    engine.add_argument("--enforce-eager", action="store_true", help="no torch.compile/CUDA graphs (faster start)")
     # Accepted for the official web_demo.py command lines: Transformers is our speaking backend
     # and speech is on whenever the checkpoint can speak.
     parser.add_argument("--use-transformers", action="store_true", help=argparse.SUPPRESS)
@@ -51,24 +76,48 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
 
 
 def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
-    max_speech = args.max_speech_seconds or (4.0 if random_weights else 300.0)
-    return {
+    """The options of ``args.backend``, as ``backends.build_backend`` takes them."""
+    if args.backend == "openai":
+        return {"api_base": args.api_base, "api_key": args.api_key, "model": args.model,
+                "speech": "off" if args.no_audio else args.server_speech, "video_audio": args.video_audio}
+    talker = {
         "audio_output": not args.no_audio,
         "attn_implementation": args.attn_implementation,
         "device": "cpu" if args.cpu_only else "auto",
-        "max_speech_seconds": max_speech,
+        "max_speech_seconds": args.max_speech_seconds or (4.0 if random_weights else 300.0),
     }
+    if args.backend == "transformers":
+        return talker
+    engine = {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_model_len": args.max_model_len or (4096 if random_weights else 32768),
+        "max_num_seqs": args.max_num_seqs,
+        # The tiny model on a CPU starts in half the time without torch.compile.
+        "enforce_eager": args.enforce_eager or random_weights,
+    }
+    if args.limit_mm_per_prompt:
+        engine["limit_mm_per_prompt"] = args.limit_mm_per_prompt
+    return {"engine": engine, "talker": talker} if args.backend == "hybrid" else engine
+
+
+def backend_from_args(args: argparse.Namespace, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY):
+    """Start the backend the command line asks for (a server needs no local checkpoint)."""
+    from backends import build_backend
+    from backends.checkpoints import resolve_checkpoint
+
+    if args.backend == "openai":
+        return build_backend("openai", None, **backend_options(args, random_weights=False))
+    checkpoint = resolve_checkpoint(args.checkpoint, default=default_checkpoint, tiny_default=tiny)
+    return build_backend(args.backend, checkpoint, **backend_options(args, checkpoint.random_weights))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from backends import build_backend
-    from backends.checkpoints import resolve_checkpoint
     from ui import build_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    with build_backend(args.backend, checkpoint, **backend_options(args, checkpoint.random_weights)) as backend:
+    with backend_from_args(args) as backend:
         demo = build_demo(backend)
         demo.queue(**queue_settings(backend.info)).launch(
             server_name=args.server_name,

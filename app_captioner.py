@@ -2,6 +2,7 @@
 
     python app_captioner.py                          # GPU: Qwen3-Omni-30B-A3B-Captioner; no GPU: tiny model
     python app_captioner.py -c Qwen/Qwen3-Omni-30B-A3B-Captioner --use-transformers
+    python app_captioner.py --backend vllm          # or --backend openai --api-base http://host:8000/v1
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ DEFAULT_PORT = 7861
 
 
 def main(argv: list[str] | None = None) -> None:
-    from backends import build_backend
-    from backends.checkpoints import resolve_checkpoint
     from ui import build_captioner_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
-    checkpoint = resolve_checkpoint(args.checkpoint, default=CAPTIONER, tiny_default=TINY_CAPTIONER)
     args.no_audio = True  # captions are text
-    with build_backend(args.backend, checkpoint, **app.backend_options(args, checkpoint.random_weights)) as backend:
+    if args.backend == "hybrid":
+        args.backend = "vllm"  # the Captioner has no talker: the hybrid's speech half has nothing to do
+    with app.backend_from_args(args, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER) as backend:
         demo = build_captioner_demo(backend)
         demo.queue(**queue_settings(backend.info)).launch(
             server_name=args.server_name, server_port=args.server_port, share=args.share,

@@ -9,16 +9,44 @@ from __future__ import annotations
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "vllm", "hybrid", "openai")
 
 
-def build_backend(name: str, checkpoint: Checkpoint, **options) -> Backend:
-    """Start the engine ``name`` on ``checkpoint``; heavy imports happen only here."""
+def build_backend(name: str, checkpoint: Checkpoint | None, **options) -> Backend:
+    """Start the engine ``name`` on ``checkpoint`` (``openai``: none, the server has it).
+
+    Heavy imports happen only here, so a missing optional package (vLLM) fails only when asked for.
+    """
     if name == "transformers":
         from backends.transformers_backend import TransformersBackend, TransformersOptions
 
-        return TransformersBackend(checkpoint, TransformersOptions(**options))
+        return TransformersBackend(_needs(checkpoint, name), TransformersOptions(**options))
+    if name == "vllm":
+        from backends.vllm_backend import VLLMBackend, VLLMOptions
+
+        return VLLMBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options)))
+    if name == "hybrid":
+        from backends.hybrid_backend import HybridBackend
+        from backends.transformers_backend import TransformersOptions
+        from backends.vllm_backend import VLLMOptions
+
+        return HybridBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options.get("engine", {}))),
+                             TransformersOptions(**options.get("talker", {})))
+    if name == "openai":
+        from backends.openai_backend import OpenAIBackend, OpenAIOptions
+
+        return OpenAIBackend(OpenAIOptions(**{k: v for k, v in options.items() if v is not None}))
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _needs(checkpoint: Checkpoint | None, name: str) -> Checkpoint:
+    if checkpoint is None:
+        raise ValueError(f"the {name} backend runs a local checkpoint: pass one")
+    return checkpoint
+
+
+def _engine_options(options: dict) -> dict:
+    return {k: v for k, v in options.items() if v is not None}  # unset CLI values keep VLLMOptions' defaults
 
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "Checkpoint", "build_backend"]

@@ -32,6 +32,8 @@ class BackendInfo:
     """True for the tiny offline checkpoint: its answers are noise."""
     max_concurrency: int = 1
     """How many requests the engine runs at once; the UI sizes its queue to this."""
+    speech_note: str = ""
+    """A caveat about speech the header shows (e.g. a server may answer in text only)."""
 
     @property
     def can_speak(self) -> bool:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import AsyncIterator
 
 from backends import media
@@ -68,6 +69,31 @@ class TalkerSide:
         return speech.metrics()
 
 
+def place_on_gpus(engine: VLLMOptions, talker: TransformersOptions) -> tuple[VLLMOptions, TransformersOptions]:
+    """With several GPUs vLLM keeps the first ones and the talker side gets the next; with one they share it."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if not gpus or talker.device != "auto":
+        return engine, talker
+    tp = engine.tensor_parallel_size
+    if tp is None:  # the largest power of two that still leaves the talker a GPU of its own
+        tp = 1
+        while tp * 2 <= max(1, gpus - 1):
+            tp *= 2
+    return replace(engine, tensor_parallel_size=tp), replace(talker, device=f"cuda:{tp if gpus > tp else 0}")
+
+
+def leave_room_for_talker(engine: VLLMOptions, talker: TransformersOptions) -> VLLMOptions:
+    """On a shared GPU vLLM may take only what the loaded talker side left (minus room for its activations)."""
+    import torch
+
+    if engine.gpu_memory_utilization is not None or talker.device != "cuda:0":
+        return engine
+    free, total = torch.cuda.mem_get_info(0)
+    return replace(engine, gpu_memory_utilization=round(free / total - 0.05, 2))
+
+
 class HybridBackend(Backend):
     """Example::
 
@@ -78,8 +104,10 @@ class HybridBackend(Backend):
     def __init__(self, checkpoint: Checkpoint, vllm_options: VLLMOptions = VLLMOptions(),
                  talker_options: TransformersOptions = TransformersOptions(), *,
                  engine: VLLMEngine | None = None, talker: TalkerSide | None = None):
-        self.engine = engine or VLLMEngine(checkpoint, vllm_options)
+        vllm_options, talker_options = place_on_gpus(vllm_options, talker_options)
+        # The talker side loads first, so a vLLM sharing its GPU can be told what is left.
         self.talker = talker or TalkerSide(checkpoint, talker_options)
+        self.engine = engine or VLLMEngine(checkpoint, leave_room_for_talker(vllm_options, talker_options))
         if not self.talker.speakers:
             self.close()
             raise ValueError(f"{checkpoint.name} has no talker, so the hybrid backend has nothing to add: "

@@ -57,9 +57,11 @@ class OpenAIOptions:
     speech: Literal["auto", "on", "off"] = "auto"
     """auto: ask for speech, fall back to text (with a note) if the server sends none."""
     speakers: tuple[str, ...] = QWEN3_OMNI_SPEAKERS
-    video_audio: Literal["processor", "separate"] = "processor"
+    video_audio: Literal["auto", "processor", "separate"] = "auto"
     """How a video's sound reaches the model: "processor" sets mm_processor_kwargs.use_audio_in_video;
-    "separate" sends the sound track as its own audio part (for servers that ignore that flag)."""
+    "separate" sends the sound track as its own audio part; "auto" tries the first and falls back to the
+    second if the server refuses per-request processor settings (`vllm serve` does, unless started
+    with --trust-request-mm-kwargs)."""
     kind: CheckpointKind | None = None
     """Else guessed from the model name ("Thinking" reasons, "Captioner" captions)."""
     timeout_s: float = 600.0
@@ -90,6 +92,7 @@ class OpenAIBackend(Backend):
         model = options.model or _first_model(options.api_base, api_key, options.connect_timeout_s)
         self.model = model
         self._server_speaks = options.speech != "off"
+        self._video_audio = "separate" if options.video_audio == "separate" else "processor"
         self._encoded: OrderedDict[tuple, str] = OrderedDict()  # data: URLs of recent files, resent each turn
         self.info = BackendInfo(
             backend="openai",
@@ -98,6 +101,8 @@ class OpenAIBackend(Backend):
             device="remote server",
             speakers=options.speakers if options.speech != "off" and _kind_from_name(model) == "instruct" else (),
             max_concurrency=options.max_concurrency,
+            speech_note="if the server speaks (vLLM-Omni, SGLang-Omni; `vllm serve` answers in text)"
+            if options.speech == "auto" else "",
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -115,14 +120,21 @@ class OpenAIBackend(Backend):
         reply = _Reply(ReasoningSplitter(self.info.reasons))
         stream = None
         try:
-            try:
-                stream = await self._client().chat.completions.create(**self._body(request, messages, want_audio))
-            except openai.BadRequestError as err:
-                if not (want_audio and self.options.speech == "auto" and "modalit" in _server_message(err).lower()):
-                    raise
-                self._server_speaks = want_audio = False  # a text-only server that refuses the audio request
-                yield Error(NO_SPEECH_NOTE, "speech")
-                stream = await self._client().chat.completions.create(**self._body(request, messages, False))
+            while stream is None:
+                try:
+                    stream = await self._client().chat.completions.create(**self._body(request, messages, want_audio))
+                except openai.BadRequestError as err:
+                    refused = _server_message(err).lower()
+                    if want_audio and self.options.speech == "auto" and "modalit" in refused:
+                        self._server_speaks = want_audio = False  # a text-only server refusing the audio request
+                        yield Error(NO_SPEECH_NOTE, "speech")
+                    elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
+                            and self.options.video_audio == "auto":
+                        log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
+                        self._video_audio = "separate"
+                        messages = self._messages(request)
+                    else:
+                        raise
             async for chunk in stream:
                 for event in reply.read(chunk):
                     yield event
@@ -205,7 +217,7 @@ class OpenAIBackend(Backend):
 
     def _sends_video_with_sound(self, request: ChatRequest) -> bool:
         has_video = any(p.kind == "video" for t in request.turns if t.role == "user" for p in t.media)
-        return has_video and request.use_audio_in_video and self.options.video_audio == "processor"
+        return has_video and request.use_audio_in_video and self._video_audio == "processor"
 
     def _messages(self, request: ChatRequest) -> list[dict]:
         messages: list[dict] = []
@@ -236,7 +248,7 @@ class OpenAIBackend(Backend):
             return [{"type": "audio_url", "audio_url": {"url": url}}]
         url = self._cached(part, lambda: _video_url(part.path, limits))
         content = [{"type": "video_url", "video_url": {"url": url}}]
-        if use_audio_in_video and self.options.video_audio == "separate":
+        if use_audio_in_video and self._video_audio == "separate":
             sound = self._cached(part, lambda: _video_sound_url(part.path, limits), suffix="sound")
             if sound:  # a silent video sends no sound part
                 content.append({"type": "audio_url", "audio_url": {"url": sound}})

@@ -42,6 +42,7 @@ class TransformersOptions:
     attn_implementation: str = "auto"
     """"auto": flash_attention_2 when flash-attn imports on CUDA, else sdpa."""
     device: str = "auto"
+    """auto | cpu | cuda | cuda:N"""
     max_speech_seconds: float = 300.0
     """Caps the talker (a random tiny talker rarely stops by itself)."""
     talker_do_sample: bool = True
@@ -211,7 +212,7 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
     import torch
     from transformers import AutoConfig, Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
 
-    on_gpu = torch.cuda.is_available() and options.device in ("auto", "cuda")
+    on_gpu = torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
     config = AutoConfig.from_pretrained(checkpoint.path)
     if not options.audio_output:
         config.enable_audio_output = False  # the talker is never built: its weights are skipped
@@ -223,8 +224,8 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
         "attn_implementation": _attention(options.attn_implementation, on_gpu),
         "output_loading_info": True,
     }
-    if on_gpu:
-        load_kwargs["device_map"] = "auto"
+    if on_gpu:  # "auto" spreads the model over every GPU; "cuda:N" keeps it on one
+        load_kwargs["device_map"] = {"": options.device} if options.device.startswith("cuda:") else "auto"
     model, loading = Qwen3OmniMoeForConditionalGeneration.from_pretrained(checkpoint.path, **load_kwargs)
     missing = sorted(loading.get("missing_keys", ()))
     if missing:

@@ -44,7 +44,8 @@ class EngineInputError(ValueError):
 class VLLMOptions:
     tensor_parallel_size: int | None = None
     """None: every visible GPU (1 on a CPU)."""
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None
+    """vLLM's share of each GPU's memory; None: 0.9."""
     max_model_len: int | None = 32768
     max_num_seqs: int = 8
     """Requests batched together; the UI lets this many users generate at once."""
@@ -95,7 +96,7 @@ class VLLMEngine:
             model=self.checkpoint.path,
             served_model_name=self.checkpoint.name,
             tensor_parallel_size=options.tensor_parallel_size or max(1, gpus),
-            gpu_memory_utilization=options.gpu_memory_utilization,
+            gpu_memory_utilization=options.gpu_memory_utilization or 0.9,
             max_model_len=options.max_model_len,
             max_num_seqs=options.max_num_seqs,
             limit_mm_per_prompt=options.limit_mm_per_prompt,

@@ -67,13 +67,13 @@ def full_size_config(tiny_path: Path):
     return AutoConfig.from_pretrained(folder)
 
 
-def full_size_backend(tiny_path: Path):
-    """A TransformersBackend around a full-size random-weight model (GPU)."""
+def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
+    """``(model, processor)``: full-size, random bf16 weights, on the GPU; ``thinker_layers`` cuts the thinker."""
     from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
 
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
-
     config = full_size_config(tiny_path)
+    if thinker_layers is not None:
+        config.thinker_config.text_config.num_hidden_layers = thinker_layers
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Qwen3OmniMoeForConditionalGeneration._from_config(config, dtype=torch.bfloat16,
@@ -90,6 +90,14 @@ def full_size_backend(tiny_path: Path):
     # The tiny processor keeps images small; the benchmark wants the real checkpoint's pixel limits.
     processor.image_processor.min_pixels, processor.image_processor.max_pixels = 128 * 32 * 32, 16384 * 32 * 32
     processor.image_processor.size = {"shortest_edge": 128 * 32 * 32, "longest_edge": 16384 * 32 * 32}
+    return model, processor
+
+
+def full_size_backend(tiny_path: Path):
+    """A TransformersBackend around a full-size random-weight model (GPU)."""
+    from backends.transformers_backend import TransformersBackend, TransformersOptions
+
+    model, processor = full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5)
     return TransformersBackend(checkpoint, options, loaded=(model, processor))

@@ -21,7 +21,7 @@ import soundfile
 MODEL = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 RATE = 24_000
 Shape = Literal["vllm-omni", "sglang-omni", "text-only"]
-Fault = Literal[None, "400", "500", "refuse-audio", "stall", "cut", "error-event", "no-finish"]
+Fault = Literal[None, "400", "500", "refuse-audio", "refuse-mm-kwargs", "stall", "cut", "error-event", "no-finish"]
 
 
 class OmniServer:
@@ -121,6 +121,9 @@ class OmniServer:
                     return self._json(500, _error("EngineCore encountered an issue", 500))
                 if fault == "refuse-audio" and "audio" in (body.get("modalities") or []):
                     return self._json(400, _error("Unsupported output modalities: ['audio']", 400))
+                if fault == "refuse-mm-kwargs" and "mm_processor_kwargs" in body:  # what `vllm serve` 0.32 says
+                    return self._json(400, _error("Per-request mm_processor_kwargs are disabled by default. Use "
+                                                  "--trust-request-mm-kwargs only when clients are trusted.", 400))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")

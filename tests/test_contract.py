@@ -75,3 +75,32 @@ def test_official_demo_command_lines_map_onto_ours():
     options = app.backend_options(args, random_weights=True)
     assert options["audio_output"] is False and options["device"] == "cpu"
     assert not app.parse_args([]).share  # share links are opt-in
+
+
+def test_each_backend_takes_its_settings_from_the_command_line():
+    from backends.openai_backend import OpenAIOptions
+    from backends.transformers_backend import TransformersOptions
+    from backends.vllm_backend import VLLMOptions
+
+    args = app.parse_args(["--backend", "vllm", "-tp", "2", "--gpu-memory-utilization", "0.8", "--max-num-seqs", "16",
+                           "--limit-mm-per-prompt", '{"image": 5, "audio": 2, "video": 1}'])
+    engine = VLLMOptions(**app.backend_options(args, random_weights=False))
+    assert (engine.tensor_parallel_size, engine.gpu_memory_utilization, engine.max_num_seqs) == (2, 0.8, 16)
+    assert engine.limit_mm_per_prompt == {"image": 5, "audio": 2, "video": 1} and engine.max_model_len == 32768
+    assert not engine.enforce_eager
+    hybrid = app.backend_options(app.parse_args(["--backend", "hybrid", "--max-speech-seconds", "30"]), True)
+    assert VLLMOptions(**hybrid["engine"]).enforce_eager  # the tiny model on a CPU: no torch.compile
+    assert TransformersOptions(**hybrid["talker"]).max_speech_seconds == 30
+    args = app.parse_args(["--backend", "openai", "--api-base", "http://gpu-box:8000/v1", "--model", "qwen",
+                           "--video-audio", "separate", "--no-audio"])
+    server = OpenAIOptions(**app.backend_options(args, random_weights=False))
+    assert (server.api_base, server.model, server.video_audio, server.speech) == (
+        "http://gpu-box:8000/v1", "qwen", "separate", "off")
+
+
+def test_the_queue_lets_as_many_users_generate_as_the_engine_batches():
+    from backends.base import BackendInfo
+    from ui import queue_settings
+
+    info = BackendInfo(backend="vllm", model="m", kind="instruct", device="cpu", max_concurrency=8)
+    assert queue_settings(info)["default_concurrency_limit"] == 8

@@ -101,6 +101,19 @@ def test_a_videos_sound_can_travel_as_its_own_audio_part(omni, video_path):
     assert "mm_processor_kwargs" not in sent
 
 
+def test_a_server_refusing_processor_settings_gets_the_videos_sound_as_an_audio_part(omni, video_path):
+    omni.fault = "refuse-mm-kwargs"
+    backend = backend_for(omni)
+    for _ in range(2):
+        events = collect(backend, ask(MediaPart("video", str(video_path)), "Hm?", use_audio_in_video=True))
+        assert text_of(events) == HELLO and not errors_of(events)
+    first, retried, later = omni.requests
+    assert first["mm_processor_kwargs"] == {"use_audio_in_video": True}
+    for body in (retried, later):  # remembered: later turns don't ask again
+        assert "mm_processor_kwargs" not in body
+        assert [p["type"] for p in body["messages"][0]["content"]] == ["video_url", "audio_url", "text"]
+
+
 def test_a_text_only_server_degrades_to_text_with_a_note_once():
     with OmniServer("text-only") as server:
         backend = backend_for(server)

@@ -12,9 +12,12 @@ TITLE = "Qwen3-Omni"
 
 def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-30B-A3B-Instruct") -> str:
     voice = f"speaks ({', '.join(info.speakers)})" if info.can_speak else "text only"
+    if info.speech_note:
+        voice += f" {info.speech_note}"
     lines = [
         f"## {TITLE}",
-        f"**Model** `{info.model}` ({info.kind}) · **Backend** {info.backend} · **Device** {info.device} · **Speech** {voice}",
+        f"**Model** `{info.model}` ({info.kind}) · **Backend** {info.backend} · **Device** {info.device} · "
+        f"**Speech** {voice} · **Users at once** {info.max_concurrency}",
     ]
     if info.random_weights:
         lines.append(
