@@ -227,3 +227,23 @@ def test_the_app_on_vllm_answers_through_the_api_and_shows_the_backend(vllm_back
         assert vllm_backend.info.max_concurrency == OPTIONS.max_num_seqs
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize("name", ["vllm", "hybrid"])
+def test_the_caption_page_works_on_vllm_and_hybrid_with_the_same_caption_as_transformers(
+        name, vllm_backend, hybrid, instruct_backend, speech_path, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from ui import build_captioner_demo, queue_settings
+
+    captions = {}
+    for label, backend in (("transformers", instruct_backend), (name, {"vllm": vllm_backend, "hybrid": hybrid}[name])):
+        demo = build_captioner_demo(backend)
+        demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True, show_error=True)
+        try:
+            client = Client(demo.local_url, verbose=False, download_files=str(tmp_path))
+            captions[label] = client.predict(handle_file(str(speech_path)), temperature=0, max_tokens=24,
+                                             api_name="/caption")
+        finally:
+            demo.close()
+    assert captions[name].strip() and captions[name] == captions["transformers"]

@@ -99,16 +99,8 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
                             "--server-port", str(port)], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 90
-        while True:
-            assert app.poll() is None, app.stdout.read()
-            try:
-                page = urllib.request.urlopen(url, timeout=2).read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the app did not come up"
-                time.sleep(0.5)
+        url = wait_for_app(app, port)
+        page = urllib.request.urlopen(url, timeout=5).read().decode()
         assert "Backend** openai" in page and "tiny @ " + api_base in page
         client = Client(url, verbose=False, download_files=str(tmp_path))
         conversation, *_ = client.predict({"text": "What is it?", "files": [handle_file(str(image_path))]},
@@ -118,3 +110,32 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
     finally:
         app.terminate()
         app.wait(timeout=30)
+
+
+def test_app_captioner_py_captions_through_a_server(api_base, speech_path, tmp_path):
+    with socket_port() as port:
+        pass
+    app = subprocess.Popen([sys.executable, "app_captioner.py", "--backend", "openai", "--api-base", api_base,
+                            "--server-port", str(port)], cwd=ROOT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = wait_for_app(app, port)
+        caption = Client(url, verbose=False, download_files=str(tmp_path)).predict(
+            handle_file(str(speech_path)), temperature=0, max_tokens=16, api_name="/caption")
+        assert isinstance(caption, str) and caption.strip()
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def wait_for_app(app: subprocess.Popen, port: int) -> str:
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        assert app.poll() is None, app.stdout.read()
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return url
+        except OSError:
+            assert time.monotonic() < deadline, "the app did not come up"
+            time.sleep(0.5)

@@ -98,7 +98,8 @@ def build(backend: Backend) -> ChatParts:
                 label="Speaker", visible=info.can_speak,
             )
             speak = gr.Checkbox(info.can_speak, label="Speak the reply", interactive=info.can_speak,
-                                info=None if info.can_speak else "This checkpoint answers in text only.")
+                                info=None if info.can_speak else f"Text only: the {info.backend} backend with this "
+                                "checkpoint doesn't speak.")
             use_audio_in_video = gr.Checkbox(True, label="Listen to the sound of videos",
                                              info="Fixed once the conversation has started.")
         system_prompt = gr.Textbox("", label="System prompt", lines=3, placeholder="(none)")
