@@ -4,6 +4,7 @@
     python app.py -c Qwen/Qwen3-Omni-30B-A3B-Thinking
     python app.py --backend vllm -tp 2              # fast text from vLLM in this process
     python app.py --backend hybrid                  # vLLM writes, the Transformers talker speaks
+    python app.py --backend hybrid --api-base http://gpu-box:8000/v1   # …with the text from a vLLM server
     python app.py --backend openai --api-base http://gpu-box:8000/v1   # a `vllm serve` / vLLM-Omni server
 
 The official demo's command lines work too (`python app.py -c <ckpt> --use-transformers
@@ -22,6 +23,7 @@ from backends.checkpoints import INSTRUCT, TINY
 BACKENDS = ("transformers", "vllm", "hybrid", "openai")
 
 DEFAULT_PORT = 7860
+DEFAULT_API_BASE = "http://127.0.0.1:8000/v1"
 UPLOAD_LIMIT = "200mb"
 """Gradio refuses bigger uploads before they reach the disk (the media limits say the same)."""
 
@@ -45,8 +47,10 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
-    server = parser.add_argument_group("--backend openai")
-    server.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"))
+    server = parser.add_argument_group("--backend openai (and hybrid with a server)")
+    server.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL"),
+                        help="the server's /v1 URL (default http://127.0.0.1:8000/v1); with --backend hybrid: "
+                        "take the text from this vLLM server")
     server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
     server.add_argument("--model", default=None, help="served model name (default: the server's first)")
     server.add_argument("--server-speech", choices=["auto", "on", "off"], default="auto",
@@ -77,9 +81,10 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
 
 def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     """The options of ``args.backend``, as ``backends.build_backend`` takes them."""
+    server = {"api_base": args.api_base or DEFAULT_API_BASE, "api_key": args.api_key, "model": args.model,
+              "speech": "off" if args.no_audio else args.server_speech, "video_audio": args.video_audio}
     if args.backend == "openai":
-        return {"api_base": args.api_base, "api_key": args.api_key, "model": args.model,
-                "speech": "off" if args.no_audio else args.server_speech, "video_audio": args.video_audio}
+        return server
     talker = {
         "audio_output": not args.no_audio,
         "attn_implementation": args.attn_implementation,
@@ -98,7 +103,9 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     }
     if args.limit_mm_per_prompt:
         engine["limit_mm_per_prompt"] = args.limit_mm_per_prompt
-    return {"engine": engine, "talker": talker} if args.backend == "hybrid" else engine
+    if args.backend == "hybrid":
+        return {"engine": engine, "talker": talker, **({"server": server} if args.api_base else {})}
+    return engine
 
 
 def backend_from_args(args: argparse.Namespace, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY):

@@ -30,8 +30,12 @@ def build_backend(name: str, checkpoint: Checkpoint | None, **options) -> Backen
         from backends.transformers_backend import TransformersOptions
         from backends.vllm_backend import VLLMOptions
 
+        from backends.openai_backend import OpenAIOptions
+
+        server = options.get("server")
         return HybridBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options.get("engine", {}))),
-                             TransformersOptions(**options.get("talker", {})))
+                             TransformersOptions(**options.get("talker", {})),
+                             server=OpenAIOptions(**_engine_options(server)) if server else None)
     if name == "openai":
         from backends.openai_backend import OpenAIBackend, OpenAIOptions
 

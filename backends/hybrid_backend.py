@@ -1,6 +1,6 @@
 """vLLM Thinker + Transformers Talker: fast text from vLLM, speech from the real talker classes.
 
-vLLM (in this process) writes the reply; each new token id goes to the talker as it
+vLLM (in this process, or a `vllm serve` elsewhere) writes the reply; each new token id goes to the talker as it
 arrives, exactly as the Transformers thinker's would (``backends.speech``). The
 Transformers side loads only what the talker reads: the thinker's embeddings, its audio
 and vision encoders and its layers up to ``talker_config.accept_hidden_layer`` (half of
@@ -27,7 +27,9 @@ from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.speech import TextFeed, capture_prompt_hidden
 from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
-from backends.vllm_backend import EngineInputError, TextReply, VLLMEngine, VLLMOptions
+from backends.openai_backend import OpenAIBackend, OpenAIOptions, ServerFailure
+from backends.tokens import TextReply
+from backends.vllm_backend import EngineInputError, VLLMEngine, VLLMOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +105,33 @@ class HybridBackend(Backend):
 
     def __init__(self, checkpoint: Checkpoint, vllm_options: VLLMOptions = VLLMOptions(),
                  talker_options: TransformersOptions = TransformersOptions(), *,
-                 engine: VLLMEngine | None = None, talker: TalkerSide | None = None):
-        vllm_options, talker_options = place_on_gpus(vllm_options, talker_options)
+                 server: OpenAIOptions | None = None, engine: VLLMEngine | None = None,
+                 talker: TalkerSide | None = None):
+        """``server``: take the text from a vLLM server (``vllm serve``) instead of a vLLM in this process."""
+        if server is None:
+            vllm_options, talker_options = place_on_gpus(vllm_options, talker_options)
         # The talker side loads first, so a vLLM sharing its GPU can be told what is left.
         self.talker = talker or TalkerSide(checkpoint, talker_options)
-        self.engine = engine or VLLMEngine(checkpoint, leave_room_for_talker(vllm_options, talker_options))
+        if server is not None:
+            self.text_source: VLLMEngine | OpenAIBackend = OpenAIBackend(replace(server, speech="off"))
+            text_device, concurrency = f"vLLM server {server.api_base}", server.max_concurrency
+        else:
+            self.text_source = engine or VLLMEngine(checkpoint, leave_room_for_talker(vllm_options, talker_options))
+            text_device, concurrency = f"vLLM {self.text_source.device}", vllm_options.max_num_seqs
         if not self.talker.speakers:
             self.close()
             raise ValueError(f"{checkpoint.name} has no talker, so the hybrid backend has nothing to add: "
                              "use --backend vllm for text (Thinking and Captioner checkpoints don't speak).")
         self.media_limits = vllm_options.media_limits
-        self._speaking = threading.Lock()  # one talker at a time; text from vLLM is batched as usual
+        self._speaking = threading.Lock()  # one talker at a time; the text side batches as usual
         self.info = BackendInfo(
             backend="hybrid",
             model=checkpoint.name,
             kind="instruct",
-            device=f"vLLM {self.engine.device} + Transformers {self.talker.backend.info.device}",
+            device=f"{text_device} + Transformers {self.talker.backend.info.device}",
             speakers=self.talker.speakers,
             random_weights=checkpoint.random_weights,
-            max_concurrency=vllm_options.max_num_seqs,
+            max_concurrency=concurrency,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -183,21 +193,26 @@ class HybridBackend(Backend):
 
     async def _text(self, request: ChatRequest, prompt: PromptInputs, reply: TextReply, feed: TextFeed,
                     events: asyncio.Queue) -> Error | None:
-        """vLLM's side: text events out, token ids to the talker. Returns the error that ended it, if any."""
+        """The text side: text events out, token ids to the talker. Returns the error that ended it, if any."""
         try:
-            async for delta in self.engine.generate(request, self.engine.engine_prompt(prompt)):
+            async for delta in self.text_source.tokens(request, prompt):
                 feed.extend(delta.token_ids)
                 for event in reply.add(delta):
                     events.put_nowait(event)
-        except EngineInputError as err:
+        except ServerFailure as failure:
+            return failure.error
+        except (EngineInputError, media.MediaError) as err:
             return Error(f"The engine refused this request: {err}", "input")
         except Exception as err:
             log.exception("vLLM generation failed")
             return Error(f"Generation failed: {err}", "generation")
         finally:
             feed.finish()
+        if reply.text_seen and not reply.token_ids and request.return_audio:
+            events.put_nowait(Error("The text server sent no token ids, so there is nothing to speak: the hybrid "
+                                    "backend needs a vLLM server (it asks for return_token_ids).", "speech"))
         return None
 
     def close(self) -> None:
-        self.engine.close()
+        self.text_source.close()
         self.talker.backend.close()

@@ -31,6 +31,7 @@ from backends.base import Backend, BackendInfo, CheckpointKind
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, ReasoningDelta
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest, MediaPart, TextPart
+from backends.tokens import TokenDelta
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ NO_SPEECH_NOTE = (
 
 class ServerError(RuntimeError):
     """The server can't be used (unreachable at start, no model); the message says what to do."""
+
+
+class ServerFailure(RuntimeError):
+    """A request failed at the server; ``error`` is the event to show."""
+
+    def __init__(self, error: Error):
+        super().__init__(error.message)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -106,9 +115,6 @@ class OpenAIBackend(Backend):
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        import httpx
-        import openai
-
         started = time.perf_counter()
         try:
             messages = self._messages(request)
@@ -120,47 +126,17 @@ class OpenAIBackend(Backend):
         reply = _Reply(ReasoningSplitter(self.info.reasons))
         stream = None
         try:
-            while stream is None:
-                try:
-                    stream = await self._client().chat.completions.create(**self._body(request, messages, want_audio))
-                except openai.BadRequestError as err:
-                    refused = _server_message(err).lower()
-                    if want_audio and self.options.speech == "auto" and "modalit" in refused:
-                        self._server_speaks = want_audio = False  # a text-only server refusing the audio request
-                        yield Error(NO_SPEECH_NOTE, "speech")
-                    elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
-                            and self.options.video_audio == "auto":
-                        log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
-                        self._video_audio = "separate"
-                        messages = self._messages(request)
-                    else:
-                        raise
+            stream, want_audio, notes = await self._open(request, messages, want_audio)
+            for note in notes:
+                yield note
             async for chunk in stream:
                 for event in reply.read(chunk):
                     yield event
-        except openai.APITimeoutError:
-            yield Error(f"The model server sent nothing for {self.options.timeout_s:.0f} s; gave up. "
-                        + _kept(reply), "backend")
-            yield Done("error")
-            return
-        except (openai.APIConnectionError, httpx.HTTPError) as err:
-            if stream is None:
-                message, stage = f"Can't reach the model server at {self.options.api_base} ({_cause(err)}). " \
-                                 "Is it running?", "backend"
-            else:
-                message, stage = f"The connection to the model server broke mid-reply ({_cause(err)}). " \
-                                 + _kept(reply), "generation"
-            yield Error(message, stage)  # type: ignore[arg-type]
-            yield Done("error")
-            return
-        except openai.APIStatusError as err:
-            verb = "refused the request" if err.status_code < 500 else "failed"
-            yield Error(f"The model server {verb} (HTTP {err.status_code}): {_server_message(err)}", "backend")
-            yield Done("error")
-            return
-        except openai.APIError as err:  # an error event inside the stream
-            yield Error(f"The model server reported an error mid-reply: {_server_message(err)}. " + _kept(reply),
-                        "generation")
+        except Exception as err:
+            failure = self._failure(err, reply_started=stream is not None, has_text=bool(reply.text))
+            if failure is None:
+                raise
+            yield failure
             yield Done("error")
             return
         finally:
@@ -169,7 +145,7 @@ class OpenAIBackend(Backend):
         for event in reply.flush():
             yield event
         if reply.finish_reason is None:  # the body ended without a finish (SGLang-Omni on a crash)
-            yield Error("The model server ended the reply early. " + _kept(reply), "generation")
+            yield Error("The model server ended the reply early. " + _kept(bool(reply.text)), "generation")
             yield Done("error")
             return
         if want_audio and not reply.audio_samples and self.options.speech == "auto" and reply.text:
@@ -177,6 +153,91 @@ class OpenAIBackend(Backend):
             yield Error(NO_SPEECH_NOTE, "speech")
         yield reply.metrics(started)
         yield Done("length" if reply.finish_reason == "length" else "stop")
+
+    async def tokens(self, request: ChatRequest, prompt=None) -> AsyncIterator[TokenDelta]:
+        """The hybrid backend's text source: text with its token ids (vLLM's ``return_token_ids``).
+
+        Raises ``media.MediaError`` for a bad file and ``ServerFailure`` for everything the server does wrong.
+        """
+        messages = self._messages(request)
+        stream = None
+        text_seen = False
+        try:
+            stream, _, _ = await self._open(request, messages, False, {"return_token_ids": True})
+            prompt_tokens = 0
+            async for chunk in stream:
+                extra = chunk.model_extra or {}
+                prompt_tokens = prompt_tokens or len(extra.get("prompt_token_ids") or ())
+                if chunk.usage is not None:
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    if not chunk.choices:  # the closing usage chunk
+                        yield TokenDelta("", [], prompt_tokens, None)
+                for choice in chunk.choices:
+                    ids = (choice.model_extra or {}).get("token_ids") or []
+                    text = choice.delta.content or ""
+                    text_seen = text_seen or bool(text)
+                    yield TokenDelta(text, list(ids), prompt_tokens, choice.finish_reason)
+        except Exception as err:
+            failure = self._failure(err, reply_started=stream is not None, has_text=text_seen)
+            if failure is None:
+                raise
+            raise ServerFailure(failure) from err
+        finally:
+            if stream is not None:
+                await stream.close()
+
+    @property
+    def device(self) -> str:
+        return f"server {self.options.api_base}"
+
+    async def _open(self, request: ChatRequest, messages: list[dict], want_audio: bool, extra: dict | None = None):
+        """Start the streamed completion, adapting once to what a server refuses.
+
+        Returns the stream, whether speech is still asked for, and notes for the user.
+        """
+        import openai
+
+        notes: list[Event] = []
+        while True:
+            body = self._body(request, messages, want_audio)
+            if extra:
+                body["extra_body"] = {**body.get("extra_body", {}), **extra}
+            try:
+                return await self._client().chat.completions.create(**body), want_audio, notes
+            except openai.BadRequestError as err:
+                refused = _server_message(err).lower()
+                if want_audio and self.options.speech == "auto" and "modalit" in refused:
+                    self._server_speaks = want_audio = False  # a text-only server refusing the audio request
+                    notes.append(Error(NO_SPEECH_NOTE, "speech"))
+                elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
+                        and self.options.video_audio == "auto":
+                    log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
+                    self._video_audio = "separate"
+                    messages = self._messages(request)
+                else:
+                    raise
+
+    def _failure(self, err: Exception, *, reply_started: bool, has_text: bool) -> Error | None:
+        """The user's message for what went wrong with the server; None for anything else."""
+        import httpx
+        import openai
+
+        if isinstance(err, openai.APITimeoutError):
+            return Error(f"The model server sent nothing for {self.options.timeout_s:.0f} s; gave up. "
+                         + _kept(has_text), "backend")
+        if isinstance(err, (openai.APIConnectionError, httpx.HTTPError)):
+            if not reply_started:
+                return Error(f"Can't reach the model server at {self.options.api_base} ({_cause(err)}). "
+                             "Is it running?", "backend")
+            return Error(f"The connection to the model server broke mid-reply ({_cause(err)}). " + _kept(has_text),
+                         "generation")
+        if isinstance(err, openai.APIStatusError):
+            verb = "refused the request" if err.status_code < 500 else "failed"
+            return Error(f"The model server {verb} (HTTP {err.status_code}): {_server_message(err)}", "backend")
+        if isinstance(err, openai.APIError):  # an error event inside the stream
+            return Error(f"The model server reported an error mid-reply: {_server_message(err)}. " + _kept(has_text),
+                         "generation")
+        return None
 
     def _client(self):
         """The AsyncOpenAI client of the running event loop (its connection pool belongs to one loop)."""
@@ -425,5 +486,5 @@ def _cause(err: BaseException) -> str:
     return str(err) or err.__class__.__name__
 
 
-def _kept(reply: _Reply) -> str:
-    return "The text so far is kept." if reply.text else "Nothing was generated."
+def _kept(has_text: bool) -> str:
+    return "The text so far is kept." if has_text else "Nothing was generated."

@@ -20,9 +20,10 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, build_prompt_inputs
-from backends.events import Done, Error, Event, Metrics
+from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
+from backends.tokens import TextReply, TokenDelta
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,6 @@ class VLLMOptions:
     enforce_eager: bool = False
     """Skip torch.compile / CUDA graphs: starts faster, decodes slower."""
     media_limits: media.MediaLimits = media.DEFAULT_LIMITS
-
-
-@dataclass
-class TokenDelta:
-    """What the engine adds to a reply in one step."""
-
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    finish_reason: str | None
 
 
 class VLLMEngine:
@@ -135,6 +126,10 @@ class VLLMEngine:
             engine_prompt["mm_processor_kwargs"] = {"use_audio_in_video": prompt.use_audio_in_video,
                                                     "fps": prompt.video_fps, "do_sample_frames": False}
         return engine_prompt
+
+    def tokens(self, request: ChatRequest, prompt: PromptInputs) -> AsyncIterator[TokenDelta]:
+        """The hybrid backend's text source: this engine's reply to a decoded conversation."""
+        return self.generate(request, self.engine_prompt(prompt))
 
     def sampling_params(self, request: ChatRequest):
         from vllm import SamplingParams
@@ -260,40 +255,3 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.engine.close()
-
-
-class TextReply:
-    """Token deltas → text/reasoning events, with the timings of the reply."""
-
-    def __init__(self, splitter: ReasoningSplitter):
-        self.splitter = splitter
-        self.token_ids: list[int] = []
-        self.prompt_tokens = 0
-        self.finish_reason: str | None = None
-        self.first_token_at: float | None = None
-        self.last_token_at: float | None = None
-
-    def add(self, delta: TokenDelta) -> list[Event]:
-        if delta.token_ids:
-            now = time.perf_counter()
-            self.first_token_at = self.first_token_at or now
-            self.last_token_at = now
-        self.token_ids.extend(delta.token_ids)
-        self.prompt_tokens = self.prompt_tokens or delta.prompt_tokens
-        self.finish_reason = delta.finish_reason or self.finish_reason
-        return self.splitter.feed(delta.text) if delta.text else []
-
-    def flush(self) -> list[Event]:
-        return self.splitter.flush()
-
-    def metrics(self, started: float, **speech) -> Metrics:
-        tokens = len(self.token_ids)
-        decode_s = (self.last_token_at or 0) - (self.first_token_at or 0)
-        return Metrics(
-            time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - started,
-            prompt_tokens=self.prompt_tokens,
-            output_tokens=tokens,
-            tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
-            total_s=time.perf_counter() - started,
-            **speech,
-        )

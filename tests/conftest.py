@@ -69,3 +69,22 @@ def captioner_backend(tiny_cache):
 
     with build_backend("transformers", resolve_checkpoint("tiny-captioner")) as backend:
         yield backend
+
+
+@pytest.fixture
+def talker_frames(monkeypatch) -> list:
+    """Records the codec frames every talker loop produces during the test."""
+    import torch
+
+    from backends import speech
+
+    frames: list[torch.Tensor] = []
+    original = speech.Talker.frames
+
+    def recording(self):
+        for frame in original(self):
+            frames.append(frame.clone())
+            yield frame
+
+    monkeypatch.setattr(speech.Talker, "frames", recording)
+    return frames

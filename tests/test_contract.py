@@ -90,7 +90,9 @@ def test_each_backend_takes_its_settings_from_the_command_line():
     assert not engine.enforce_eager
     hybrid = app.backend_options(app.parse_args(["--backend", "hybrid", "--max-speech-seconds", "30"]), True)
     assert VLLMOptions(**hybrid["engine"]).enforce_eager  # the tiny model on a CPU: no torch.compile
-    assert TransformersOptions(**hybrid["talker"]).max_speech_seconds == 30
+    assert TransformersOptions(**hybrid["talker"]).max_speech_seconds == 30 and "server" not in hybrid
+    remote = app.backend_options(app.parse_args(["--backend", "hybrid", "--api-base", "http://gpu-box:8000/v1"]), False)
+    assert OpenAIOptions(**remote["server"]).api_base == "http://gpu-box:8000/v1"
     args = app.parse_args(["--backend", "openai", "--api-base", "http://gpu-box:8000/v1", "--model", "qwen",
                            "--video-audio", "separate", "--no-audio"])
     server = OpenAIOptions(**app.backend_options(args, random_weights=False))

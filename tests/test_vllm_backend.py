@@ -59,21 +59,6 @@ def hybrid(engine, talker):
     return HybridBackend(resolve_checkpoint("tiny"), OPTIONS, engine=engine, talker=talker)
 
 
-@pytest.fixture
-def recorded_frames(monkeypatch):
-    """The codec frames the talker produced."""
-    frames: list[torch.Tensor] = []
-    original = speech.Talker.frames
-
-    def recording(self):
-        for frame in original(self):
-            frames.append(frame.clone())
-            yield frame
-
-    monkeypatch.setattr(speech.Talker, "frames", recording)
-    return frames
-
-
 def unfinished(engine: VLLMEngine) -> int:
     return engine.engine.get_num_unfinished_requests()
 
@@ -158,7 +143,7 @@ def test_the_talker_side_loads_only_the_thinker_layers_the_talker_reads(talker, 
 
 
 @pytest.mark.parametrize("name", ["text", "audio+image", "video with its sound", "multi-turn"])
-def test_hybrid_speaks_vllms_text_with_stock_generates_codes(hybrid, instruct_backend, recorded_frames, name,
+def test_hybrid_speaks_vllms_text_with_stock_generates_codes(hybrid, instruct_backend, talker_frames, name,
                                                             speech_path, image_path, video_path):
     request = prompts(speech_path, image_path, video_path)[name]
     events = collect(hybrid, request)
@@ -166,15 +151,15 @@ def test_hybrid_speaks_vllms_text_with_stock_generates_codes(hybrid, instruct_ba
     assert text_of(events) == text_of(collect(instruct_backend, replace(request, return_audio=False)))
     audio = audio_of(events)
     assert audio.size and (audio.size + CODE2WAV_TAIL) % SAMPLES_PER_FRAME == 0
-    assert (audio.size + CODE2WAV_TAIL) // SAMPLES_PER_FRAME == len(recorded_frames)
+    assert (audio.size + CODE2WAV_TAIL) // SAMPLES_PER_FRAME == len(talker_frames)
     stock_codes, stock_wav = stock_generate(instruct_backend, request)
-    assert torch.equal(torch.stack(recorded_frames), stock_codes), "codec codes differ from stock generate()"
+    assert torch.equal(torch.stack(talker_frames), stock_codes), "codec codes differ from stock generate()"
     assert audio.shape == stock_wav.shape and np.abs(audio - stock_wav).max() <= 1e-4 * np.abs(stock_wav).max()
     metrics = next(e for e in events if isinstance(e, Metrics))
     assert metrics.audio_seconds == pytest.approx(audio.size / 24_000) and metrics.time_to_first_audio_s > 0
 
 
-def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talker, instruct_backend, recorded_frames,
+def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talker, instruct_backend, talker_frames,
                                                                           speech_path, image_path, video_path):
     import threading
 
@@ -184,7 +169,7 @@ def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talke
     with pytest.MonkeyPatch.context() as patch:  # record what the Transformers thinker hands its own talker
         patch.setattr(speech.TextFeed, "extend", lambda self, new: (ids.extend(new), original_extend(self, new)))
         collect(instruct_backend, replace(request, return_audio=True))
-    recorded_frames.clear()
+    talker_frames.clear()
     feed = speech.TextFeed()
     feed.extend(ids)
     feed.finish()
@@ -192,8 +177,8 @@ def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talke
     prompt = build_prompt_inputs(request)
     talker.speak(request, prompt, feed, chunks.append, threading.Event(), time.perf_counter())
     stock_codes, _ = stock_generate(instruct_backend, request)
-    assert torch.equal(torch.stack(recorded_frames), stock_codes)
-    assert sum(c.samples.size for c in chunks if isinstance(c, AudioChunk)) == len(recorded_frames) * 1920 - 555
+    assert torch.equal(torch.stack(talker_frames), stock_codes)
+    assert sum(c.samples.size for c in chunks if isinstance(c, AudioChunk)) == len(talker_frames) * 1920 - 555
 
 
 def test_stop_during_hybrid_speech_frees_both_engines(hybrid, engine):

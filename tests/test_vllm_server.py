@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 
 from backends.checkpoints import resolve_checkpoint
 from backends.events import Metrics, TextDelta
+from backends.hybrid_backend import HybridBackend
+from backends.transformers_backend import TransformersOptions
 from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from tests.streams import collect, errors_of, finish_of, text_of
+from tests.streams import audio_of, collect, errors_of, finish_of, text_of
+from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import requests_running, socket_port, vllm_server
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
@@ -89,6 +94,21 @@ def test_stop_closes_the_stream_and_the_server_aborts_and_keeps_serving(backend,
     assert requests_running(api_base) == 0, "the server should abort the request whose stream was closed"
     events = collect(backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     assert metrics_of(events).output_tokens == 12
+
+
+@pytest.mark.parametrize("name", ["audio+image", "multi-turn"])
+def test_hybrid_with_its_text_from_the_server_speaks_stock_generates_codes(api_base, instruct_backend, talker_frames,
+                                                                          name, speech_path, image_path, video_path):
+    options = TransformersOptions(talker_do_sample=False, max_speech_seconds=TALKER_STEPS / 12.5)
+    hybrid = HybridBackend(resolve_checkpoint("tiny"), talker_options=options, server=OpenAIOptions(api_base=api_base))
+    assert hybrid.info.can_speak and f"vLLM server {api_base}" in hybrid.info.device
+    request = prompts(speech_path, image_path, video_path)[name]
+    events = collect(hybrid, request)
+    assert not errors_of(events) and finish_of(events) == "length"
+    assert text_of(events) == text_of(collect(instruct_backend, replace(request, return_audio=False)))
+    stock_codes, stock_wav = stock_generate(instruct_backend, request)
+    assert torch.equal(torch.stack(talker_frames), stock_codes), "codec codes differ from stock generate()"
+    assert audio_of(events).shape == stock_wav.shape
 
 
 def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_path, tmp_path):
