@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backends.base import Backend, BackendInfo
-from ui import caption, chat
+from ui import caption, chat, live
 
 TITLE = "Qwen3-Omni"
 
@@ -34,6 +34,8 @@ def build_demo(backend: Backend) -> gr.Blocks:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
         with gr.Tab("Chat", id="chat"):
             chat.build(backend)
+        with gr.Tab("Live", id="live"):
+            live.build(backend)
         with gr.Tab("Caption", id="caption"):
             caption.build(backend)
     return demo

@@ -24,7 +24,7 @@ import soundfile
 from backends.base import Backend
 from backends.media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
-from ui.chat import MODEL_QUEUE
+from ui.streaming import MODEL_QUEUE
 from ui.reply import ReplyState
 
 CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."

@@ -7,30 +7,22 @@ shared, and every model-bound event uses the ``MODEL_QUEUE`` concurrency id.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
 
 import gradio as gr
-import numpy as np
 
 from backends.base import Backend
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, ReasoningDelta, TextDelta
-from backends.media import MediaError, kind_of, pcm16
+from backends.events import AudioChunk, ReasoningDelta, TextDelta
+from backends.media import MediaError, kind_of
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.reply import ReplyState
+from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update
 
 log = logging.getLogger(__name__)
 
-TEXT_UPDATES_PER_S = 12
-"""Reply text is redrawn at most this often; faster adds load, not readability."""
-AUDIO_FLUSH_S = 0.3
-"""After a speech chunk, keep nudging Gradio's audio encoder this long so the chunk goes out at once."""
-
-MODEL_QUEUE = "model"
-"""One concurrency id for every event that runs the model: they share its slots."""
 
 # The Qwen3-Omni README's recommended system prompt for spoken replies.
 VOICE_ASSISTANT_PROMPT = (
@@ -94,7 +86,7 @@ def build(backend: Backend) -> ChatParts:
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             speaker = gr.Dropdown(
-                list(info.speakers) or [""], value=_default_speaker(info.speakers),
+                list(info.speakers) or [""], value=default_speaker(info.speakers),
                 label="Speaker", visible=info.can_speak,
             )
             speak = gr.Checkbox(info.can_speak, label="Speak the reply", interactive=info.can_speak,
@@ -128,17 +120,17 @@ def build(backend: Backend) -> ChatParts:
         """Stream one reply into ``chat``; yields the outputs of chat/retry."""
         reply = ReplyState()
         shown = len(chat.messages)
-        events = _EventPump(backend.stream(request))
+        events = EventPump(backend.stream(request))
         last_text_update = flush_audio_until = 0.0
         yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
             interactive=False), gr.skip()
         try:
             while True:
                 event = await events.next(timeout=max(0.0, flush_audio_until - time.monotonic()) or None)
-                if event is _EventPump.END:
+                if event is EventPump.END:
                     break
-                if event is _EventPump.IDLE:  # see AUDIO_FLUSH_S
-                    yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), _EMPTY_AUDIO
+                if event is EventPump.IDLE:  # see AUDIO_FLUSH_S
+                    yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), EMPTY_AUDIO
                     continue
                 reply.handle(event)
                 if isinstance(event, AudioChunk):
@@ -150,7 +142,7 @@ def build(backend: Backend) -> ChatParts:
                     last_text_update = time.monotonic()
                 chat.messages[shown:] = reply.messages()
                 yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), \
-                    _player(event, flushing=time.monotonic() < flush_audio_until)
+                    player_update(event, flushing=time.monotonic() < flush_audio_until)
         finally:
             try:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too
@@ -213,58 +205,7 @@ def build(backend: Backend) -> ChatParts:
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
 
 
-_EMPTY_AUDIO = (OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
-
-
-def _player(event, flushing: bool):
-    """What one update gives the streaming player.
-
-    New speech goes in as 16-bit PCM. Gradio's encoder (an ffmpeg process) returns a chunk's
-    audio only on a later update, so while ``flushing`` an empty chunk collects it. Otherwise
-    skip the player: even a None costs a pass through the encoder and lags every text update.
-    """
-    if isinstance(event, AudioChunk):
-        return event.sample_rate, pcm16(event.samples)
-    return _EMPTY_AUDIO if flushing else gr.skip()
-
-
-class _EventPump:
-    """Reads a backend stream in a task, so waiting for its next event can time out safely
-    (a timeout on the stream itself would cancel, and so stop, the engine)."""
-
-    END, IDLE = object(), object()
-
-    def __init__(self, stream):
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._pump(stream))
-
-    async def _pump(self, stream) -> None:
-        try:
-            async for event in stream:
-                self._queue.put_nowait(event)
-        finally:
-            self._queue.put_nowait(self.END)
-
-    async def next(self, timeout: float | None = None):
-        """The next event, ``END`` after the last, or ``IDLE`` if ``timeout`` passed first."""
-        try:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a Stop that lands
-            # just as an event arrives.
-            async with asyncio.timeout(timeout):
-                return await self._queue.get()
-        except TimeoutError:
-            return self.IDLE
-
-    async def aclose(self) -> None:
-        if not self._task.done():
-            self._task.cancel()  # cancels inside the backend's stream: its finally stops the engine
-        try:
-            await self._task  # re-raises what broke the backend, if anything
-        except asyncio.CancelledError:
-            pass
-
-
-def _default_speaker(speakers: tuple[str, ...]) -> str:
+def default_speaker(speakers: tuple[str, ...]) -> str:
     """Ethan is stock generate()'s default voice; otherwise the checkpoint's first ("" when mute)."""
     return "ethan" if "ethan" in speakers else (speakers[0] if speakers else "")
 
@@ -322,4 +263,4 @@ def _save_audio(reply: ReplyState, replies_dir: str) -> str | None:
     return path
 
 
-__all__ = ["ChatParts", "ChatSession", "MODEL_QUEUE", "VOICE_ASSISTANT_PROMPT", "build"]
+__all__ = ["ChatParts", "ChatSession", "VOICE_ASSISTANT_PROMPT", "build"]

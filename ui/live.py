@@ -1,0 +1,247 @@
+"""The Live tab: talk to the model through the microphone (and webcam) and hear it answer.
+
+The microphone streams 0.5 s chunks to this session's turn detector (silero-vad, see
+``ui.turn_taking``). When a turn ends, a hidden counter changes and the reply event, on
+the model queue like every model-bound event, answers it: speech streams into an
+autoplaying player, text into the transcript. Talking over a reply stops it (barge-in):
+the engine is cancelled and the new turn is heard. Webcam frames (about one a second)
+are kept for a few seconds; the latest goes with the turn when the camera is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import gradio as gr
+import numpy as np
+import soundfile
+
+from backends.base import Backend
+from backends.events import AudioChunk
+from backends.media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
+from ui.reply import ReplyState
+from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update
+from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+
+log = logging.getLogger(__name__)
+
+FRAME_SECONDS = 4.0
+"""Webcam frames older than this are dropped."""
+FRAME_MAX_SIDE = 448
+SESSION_TTL_S = 15 * 60
+"""A session silent this long (tab closed, mic off) frees its audio, frames and files."""
+POLL_S = 0.1
+"""How often a playing reply checks for barge-in."""
+PHASES = {
+    "idle": "⏸ Press **Record** on the microphone to start talking.",
+    "listening": "🎙 **Listening…** talk, then pause.",
+    "hearing": "🗣 **Hearing you…**",
+    "thinking": "💭 **Thinking…**",
+    "speaking": "🔊 **Speaking…** (talk to interrupt)",
+}
+
+
+@dataclass
+class LiveSession:
+    """One browser session's live conversation (deep-copyable until first used)."""
+
+    turns: list[Turn] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
+    phase: str = "idle"
+    turn_id: int = 0
+    pending: list[Turn] = field(default_factory=list)
+    """Finished user turns not answered yet."""
+    barge_in: bool = False
+    frames: deque = field(default_factory=lambda: deque(maxlen=16))
+    detector: TurnDetector | None = None
+    resampler: StreamResampler | None = None
+    silence_ms: int = 600
+    folder: str | None = None
+
+    def hear(self, rate: int, data: np.ndarray, silence_ms: int) -> None:
+        """One microphone chunk: run the turn detector, queue finished turns, flag barge-in."""
+        if self.detector is None or silence_ms != self.silence_ms:
+            self.detector, self.silence_ms = TurnDetector(TurnSettings(silence_ms=int(silence_ms))), int(silence_ms)
+        if self.resampler is None or self.resampler.rate != rate:
+            self.resampler = StreamResampler(rate)
+        if self.phase == "idle":
+            self.phase = "listening"
+        for event in self.detector.push(self.resampler(to_float_mono(data))):
+            if isinstance(event, SpeechStarted) and self.phase in ("thinking", "speaking"):
+                self.barge_in = True  # the reply stops; what the user says now is the next turn
+            elif isinstance(event, TurnEnded):
+                self.pending.append(self._user_turn(event.audio))
+                self.turn_id += 1
+
+    def see(self, frame: np.ndarray) -> None:
+        from PIL import Image
+
+        image = Image.fromarray(frame)
+        image.thumbnail((FRAME_MAX_SIDE, FRAME_MAX_SIDE))
+        now = time.monotonic()
+        self.frames.append((now, image))
+        while self.frames and now - self.frames[0][0] > FRAME_SECONDS:
+            self.frames.popleft()
+
+    def _user_turn(self, audio: np.ndarray) -> Turn:
+        folder = self._folder()
+        index = len(self.turns) + len(self.pending)
+        audio_path = f"{folder}/turn-{index:03d}.wav"
+        soundfile.write(audio_path, audio, INPUT_SAMPLE_RATE)
+        parts: list = [MediaPart("audio", audio_path)]
+        if self.frames:  # the camera is on: what it saw as the user finished
+            image_path = f"{folder}/turn-{index:03d}.png"
+            self.frames[-1][1].save(image_path)
+            parts.insert(0, MediaPart("image", image_path))
+        return Turn("user", tuple(parts))
+
+    def _folder(self) -> str:
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="omni-live-")
+        return self.folder
+
+    def indicator(self) -> str:
+        phase = self.phase
+        if phase == "listening" and self.detector is not None and self.detector.in_speech:
+            phase = "hearing"
+        return PHASES[phase]
+
+    def stop_listening(self) -> None:
+        self.detector, self.resampler, self.phase = None, None, "idle"
+        self.frames.clear()
+
+    def close(self) -> None:
+        """Free everything the session holds (Gradio calls this when the session expires)."""
+        self.stop_listening()
+        self.pending.clear()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def build(backend: Backend) -> None:
+    info = backend.info
+    live = gr.State(LiveSession(), time_to_live=SESSION_TTL_S, delete_callback=LiveSession.close)
+    if not info.can_speak:
+        gr.Markdown(f"ℹ️ The {info.backend} backend with `{info.model}` answers in text only: replies appear in the "
+                    "transcript, unspoken.")
+    indicator = gr.Markdown(PHASES["idle"], elem_id="live-state")
+    with gr.Row():
+        with gr.Column(scale=1):
+            mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                           elem_id="live-mic")
+            camera_on = gr.Checkbox(False, label="Camera on")
+            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", visible=False,
+                              elem_id="live-cam")
+        with gr.Column(scale=2):
+            reply_audio = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False,
+                                   visible=info.can_speak, elem_id="live-reply")
+            transcript = gr.Chatbot(label="Transcript", height=380, elem_id="live-transcript")
+            clear = gr.Button("🗑 New conversation", size="sm")
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            speaker = gr.Dropdown(list(info.speakers) or [""], value=default_speaker(info.speakers), label="Speaker",
+                                  visible=info.can_speak)
+            silence_ms = gr.Slider(200, 2000, 600, step=50, label="Pause that ends your turn (ms)")
+        system_prompt = gr.Textbox(VOICE_ASSISTANT_PROMPT, label="System prompt", lines=3)
+    turn = gr.Number(0, visible=False, elem_id="live-turn")  # changes when a turn is complete
+
+    def hear(chunk, session: LiveSession, silence):
+        if chunk is not None:
+            rate, data = chunk
+            session.hear(rate, data, int(silence))
+        return session, session.indicator(), session.turn_id
+
+    def see(frame, session: LiveSession, on: bool):
+        if frame is not None and on:
+            session.see(frame)
+        return session
+
+    def stopped(session: LiveSession):
+        session.stop_listening()
+        return session, session.indicator()
+
+    async def respond(_turn, session: LiveSession, speaker_name, prompt):
+        max_tokens = 64 if info.random_weights else 512
+        async for outputs in answer(backend, session, speaker_name, prompt, max_tokens):
+            yield outputs
+
+    def new_conversation(session: LiveSession):
+        session.turns.clear()
+        session.messages.clear()
+        session.pending.clear()
+        return session, [], session.indicator()
+
+    mic.stream(hear, [mic, live, silence_ms], [live, indicator, turn], stream_every=0.5,
+               concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    mic.stop_recording(stopped, live, [live, indicator], api_visibility="private", queue=False)
+    camera.stream(see, [camera, live, camera_on], live, stream_every=1.0, concurrency_limit=None,
+                  show_progress="hidden", api_visibility="private")
+    camera_on.change(lambda on: gr.Image(visible=on), camera_on, camera, api_visibility="private", queue=False)
+    # always_last: a turn that ends while a reply runs (barge-in) is answered as soon as that reply stops.
+    turn.change(respond, [turn, live, speaker, system_prompt], [transcript, indicator, reply_audio],
+                concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency, trigger_mode="always_last",
+                show_progress="hidden", api_visibility="private")
+    clear.click(new_conversation, live, [live, transcript, indicator], api_visibility="private", queue=False)
+
+
+async def answer(backend: Backend, session: LiveSession, speaker: str | None, system_prompt: str,
+                 max_new_tokens: int):
+    """Answer the waiting turn(s); yields (transcript, indicator, player update). Stops early on barge-in."""
+    if not session.pending:
+        return
+    for user_turn in session.pending:
+        session.turns.append(user_turn)
+        session.messages.extend({"role": "user", "content": {"path": p.path}} for p in user_turn.media)
+    session.pending.clear()
+    session.phase, session.barge_in = "thinking", False
+    request = ChatRequest(turns=tuple(session.turns), system_prompt=system_prompt or "", speaker=speaker or None,
+                          sampling=Sampling(max_new_tokens=max_new_tokens), return_audio=backend.info.can_speak,
+                          use_audio_in_video=False)
+    reply, shown = ReplyState(), len(session.messages)
+    events = EventPump(backend.stream(request))
+    flush_until = 0.0
+    yield session.messages, session.indicator(), gr.skip()
+    try:
+        while not session.barge_in:
+            wait = max(0.0, flush_until - time.monotonic()) or POLL_S
+            event = await events.next(timeout=wait)
+            if event is EventPump.END:
+                break
+            if event is EventPump.IDLE:
+                if time.monotonic() < flush_until:
+                    yield session.messages, session.indicator(), EMPTY_AUDIO
+                continue
+            reply.handle(event)
+            if isinstance(event, AudioChunk):
+                session.phase, flush_until = "speaking", time.monotonic() + AUDIO_FLUSH_S
+            session.messages[shown:] = reply.messages()
+            yield session.messages, session.indicator(), player_update(event, time.monotonic() < flush_until)
+    finally:
+        await events.aclose()  # barge-in, a closed tab or the end: the engine stops
+        interrupted = session.barge_in
+        if reply.text:  # an empty reply (interrupted at once, failed) leaves nothing to remember
+            session.turns.append(Turn.assistant(reply.text))
+        audio_path = _save_reply(reply, session._folder())
+        session.messages[shown:] = reply.messages(audio_path)
+        if interrupted:
+            session.messages.append({"role": "assistant", "content": "✋ Interrupted."})
+        session.phase = "listening" if session.detector is not None else "idle"
+        session.barge_in = False
+    yield session.messages, session.indicator(), gr.skip()
+
+
+def _save_reply(reply: ReplyState, folder: str) -> str | None:
+    samples = reply.audio()
+    if samples is None or samples.size == 0:
+        return None
+    path = tempfile.NamedTemporaryFile(dir=folder, suffix=".wav", delete=False).name
+    soundfile.write(path, samples, reply.sample_rate)
+    return path

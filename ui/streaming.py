@@ -1,0 +1,68 @@
+"""Streaming a backend's reply into Gradio: shared by the Chat and Live tabs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import gradio as gr
+import numpy as np
+
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk
+from backends.media import pcm16
+
+MODEL_QUEUE = "model"
+"""One concurrency id for every event that runs the model: they share its slots."""
+TEXT_UPDATES_PER_S = 12
+"""Reply text is redrawn at most this often; faster adds load, not readability."""
+AUDIO_FLUSH_S = 0.3
+"""After a speech chunk, keep nudging Gradio's audio encoder this long so the chunk goes out at once."""
+
+EMPTY_AUDIO = (OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
+
+
+def player_update(event, flushing: bool):
+    """What one update gives the streaming player.
+
+    New speech goes in as 16-bit PCM. Gradio's encoder (an ffmpeg process) returns a chunk's
+    audio only on a later update, so while ``flushing`` an empty chunk collects it. Otherwise
+    skip the player: even a None costs a pass through the encoder and lags every text update.
+    """
+    if isinstance(event, AudioChunk):
+        return event.sample_rate, pcm16(event.samples)
+    return EMPTY_AUDIO if flushing else gr.skip()
+
+
+class EventPump:
+    """Reads a backend stream in a task, so waiting for its next event can time out safely
+    (a timeout on the stream itself would cancel, and so stop, the engine)."""
+
+    END, IDLE = object(), object()
+
+    def __init__(self, stream):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(stream))
+
+    async def _pump(self, stream) -> None:
+        try:
+            async for event in stream:
+                self._queue.put_nowait(event)
+        finally:
+            self._queue.put_nowait(self.END)
+
+    async def next(self, timeout: float | None = None):
+        """The next event, ``END`` after the last, or ``IDLE`` if ``timeout`` passed first."""
+        try:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a Stop that lands
+            # just as an event arrives.
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
+        except TimeoutError:
+            return self.IDLE
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()  # cancels inside the backend's stream: its finally stops the engine
+        try:
+            await self._task  # re-raises what broke the backend, if anything
+        except asyncio.CancelledError:
+            pass
