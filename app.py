@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="cap on one spoken reply (default 300 s; 4 s for the tiny model)")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
+    parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
+                        help="require a login (repeatable; or $QWEN_OMNI_AUTH / $QWEN_OMNI_AUTH_FILE)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
     server = parser.add_argument_group("--backend openai (and hybrid with a server)")
     server.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL"),
@@ -108,6 +110,37 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     return engine
 
 
+def launch_settings(args: argparse.Namespace) -> dict:
+    """``Blocks.launch`` keywords: where to listen, who may enter, how big an upload may be."""
+    return {
+        "server_name": args.server_name,
+        "server_port": args.server_port,
+        "share": args.share,
+        "inbrowser": args.inbrowser,
+        "show_error": True,  # messages reach the user; tracebacks stay in the server log
+        "max_file_size": UPLOAD_LIMIT,
+        "auth": read_auth(args.auth),
+    }
+
+
+def read_auth(pairs: list[str] | None) -> list[tuple[str, str]] | None:
+    """``user:password`` pairs from --auth, or from $QWEN_OMNI_AUTH (comma-separated) / a file named by
+    $QWEN_OMNI_AUTH_FILE (one pair per line), so passwords need not appear in the process list."""
+    entries = list(pairs or [])
+    if os.environ.get("QWEN_OMNI_AUTH"):
+        entries += os.environ["QWEN_OMNI_AUTH"].split(",")
+    if os.environ.get("QWEN_OMNI_AUTH_FILE"):
+        with open(os.environ["QWEN_OMNI_AUTH_FILE"], encoding="utf-8") as file:
+            entries += [line.strip() for line in file if line.strip() and not line.startswith("#")]
+    credentials = []
+    for entry in entries:
+        user, sep, password = entry.strip().partition(":")
+        if not sep or not user or not password:
+            raise SystemExit(f"--auth wants user:password, got {user or entry!r}")
+        credentials.append((user, password))
+    return credentials or None
+
+
 def backend_from_args(args: argparse.Namespace, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY):
     """Start the backend the command line asks for (a server needs no local checkpoint)."""
     from backends import build_backend
@@ -126,14 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with backend_from_args(args) as backend:
         demo = build_demo(backend)
-        demo.queue(**queue_settings(backend.info)).launch(
-            server_name=args.server_name,
-            server_port=args.server_port,
-            share=args.share,
-            inbrowser=args.inbrowser,
-            show_error=True,
-            max_file_size=UPLOAD_LIMIT,
-        )
+        demo.queue(**queue_settings(backend.info)).launch(**launch_settings(args))
 
 
 if __name__ == "__main__":

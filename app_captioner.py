@@ -25,10 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         args.backend = "vllm"  # the Captioner has no talker: the hybrid's speech half has nothing to do
     with app.backend_from_args(args, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER) as backend:
         demo = build_captioner_demo(backend)
-        demo.queue(**queue_settings(backend.info)).launch(
-            server_name=args.server_name, server_port=args.server_port, share=args.share,
-            inbrowser=args.inbrowser, show_error=True, max_file_size=app.UPLOAD_LIMIT,
-        )
+        demo.queue(**queue_settings(backend.info)).launch(**app.launch_settings(args))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ def build_prompt_inputs(request: ChatRequest, limits: media.MediaLimits = media.
     if request.system_prompt.strip():
         prompt.messages.append({"role": "system", "content": [{"type": "text", "text": request.system_prompt}]})
     for turn in request.turns:
+        if turn.role == "user" and len(turn.media) > limits.max_items_per_turn:
+            raise media.MediaError(turn.media[limits.max_items_per_turn].path,
+                                   f"one message takes at most {limits.max_items_per_turn} files; "
+                                   f"this one has {len(turn.media)}")
         if turn.role == "assistant":
             prompt.messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.text}]})
             continue
@@ -90,3 +94,46 @@ def _name(path: str) -> str:
     from pathlib import Path
 
     return Path(path).name
+
+
+def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
+                   limits: media.MediaLimits = media.DEFAULT_LIMITS) -> tuple[PromptInputs, object, list[str]]:
+    """Build the prompt, leaving out the oldest exchanges while it is too long for the model.
+
+    ``count_tokens(prompt) -> (inputs, length)`` encodes a candidate. Returns the prompt, the
+    inputs and notes for the user (what was left out; files the model heard as silence).
+    Raises ``media.MediaError`` when even the last message alone doesn't fit.
+    """
+    from dataclasses import replace
+
+    budget = context_tokens - request.sampling.max_new_tokens
+    turns, first = request.turns, 0
+    while True:
+        kept = turns[first:]
+        too_many_files = sum(len(t.media) for t in kept if t.role == "user") > limits.max_items_per_conversation
+        if not too_many_files:
+            prompt = build_prompt_inputs(replace(request, turns=kept), limits)
+            inputs, length = count_tokens(prompt)
+            if length <= budget:
+                break
+        later_user = next((i for i in range(first + 1, len(turns)) if turns[i].role == "user"), None)
+        if later_user is None:
+            last = turns[-1]
+            biggest = max(last.media, key=lambda p: _size(p.path)).path if last.media else "message"
+            raise media.MediaError(biggest, f"this message needs {length} tokens with its files, and the model takes "
+                                   f"{budget} ({context_tokens} minus {request.sampling.max_new_tokens} kept for the "
+                                   "reply): use shorter audio or video, or fewer files")
+        first = later_user
+    notes = list(prompt.notes)
+    if first:
+        files = sum(len(t.media) for t in turns[:first] if t.role == "user")
+        what = f"the first {first} messages" + (f" and their {files} file{'s' * (files > 1)}" if files else "")
+        notes.insert(0, f"The conversation outgrew the model's context ({context_tokens} tokens with "
+                        f"{request.sampling.max_new_tokens} kept for the reply), so {what} were left out.")
+    return prompt, inputs, notes
+
+
+def _size(path: str) -> int:
+    import os
+
+    return os.path.getsize(path) if os.path.exists(path) else 0

@@ -62,6 +62,14 @@ class Metrics:
     type: Literal["metrics"] = "metrics"
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not an error (older turns left out to fit, a silent video)."""
+
+    message: str
+    type: Literal["notice"] = "notice"
+
+
 ErrorStage = Literal["input", "generation", "speech", "backend"]
 
 
@@ -88,7 +96,7 @@ class Done:
     type: Literal["done"] = "done"
 
 
-Event = Union[TextDelta, ReasoningDelta, AudioChunk, Metrics, Error, Done]
+Event = Union[TextDelta, ReasoningDelta, AudioChunk, Metrics, Notice, Error, Done]
 
 __all__ = [
     "OUTPUT_SAMPLE_RATE",
@@ -99,6 +107,7 @@ __all__ = [
     "Event",
     "FinishReason",
     "Metrics",
+    "Notice",
     "ReasoningDelta",
     "TextDelta",
 ]

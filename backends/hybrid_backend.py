@@ -22,7 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, build_prompt_inputs
-from backends.events import Done, Error, Event
+from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.speech import TextFeed, capture_prompt_hidden
@@ -142,6 +142,8 @@ class HybridBackend(Backend):
             yield Error(str(err), "input")
             yield Done("error")
             return
+        for note in prompt.notes:
+            yield Notice(note)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()

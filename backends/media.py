@@ -32,10 +32,15 @@ class MediaLimits:
 
     max_file_mb: float = 200.0
     max_audio_s: float = 600.0
+    min_audio_s: float = 0.1
+    """Shorter audio (a truncated file, a tap on Record) has nothing to hear, and breaks the audio encoder."""
     max_video_s: float = 300.0
     video_fps: float = 2.0
     max_video_frames: int = 128
     max_image_pixels: int = 1280 * 28 * 28 * 4
+    max_items_per_turn: int = 10
+    max_items_per_conversation: int = 32
+    """Older turns are left out (and the user told) beyond this many media files."""
 
 
 DEFAULT_LIMITS = MediaLimits()
@@ -104,13 +109,19 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     if samples is None:
         samples = _decode_audio_track(path)
         if samples is None:
-            problem = "the video has no sound track" if _has_video_stream(path) else "not a readable audio file"
+            problem = "not a readable audio file"
+            if _has_video_stream(path):  # a silent video, or a picture behind an audio name
+                is_video = Path(path).suffix.lower() in EXTENSIONS["video"]
+                problem = "the video has no sound track" if is_video else problem + " (it holds pictures, no sound)"
             raise MediaError(path, problem)
     else:
         samples = resample(samples, rate, INPUT_SAMPLE_RATE)
     if samples.size == 0:
         raise MediaError(path, "the audio has no samples")
     seconds = samples.size / INPUT_SAMPLE_RATE
+    if seconds < limits.min_audio_s:
+        raise MediaError(path, f"the audio is only {seconds * 1000:.0f} ms long; it takes at least "
+                         f"{limits.min_audio_s * 1000:.0f} ms")
     if seconds > limits.max_audio_s:
         raise MediaError(path, f"audio is {seconds:.0f} s long, the limit is {limits.max_audio_s:.0f} s")
     return samples

@@ -19,8 +19,8 @@ from typing import AsyncIterator, Callable
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, build_prompt_inputs
-from backends.events import Done, Error, Event, Metrics
+from backends.conversation import PromptInputs, fit_to_context
+from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
@@ -52,6 +52,8 @@ class TransformersOptions:
     left_context_frames: int | None = None
     """Frames re-decoded before each chunk; default: code2wav's attention window + 8 (exact output)."""
     media_limits: media.MediaLimits = media.DEFAULT_LIMITS
+    max_context_tokens: int | None = None
+    """Prompt + reply; None: the model's own (65,536 for Qwen3-Omni). Longer conversations lose their oldest turns."""
 
 
 class TransformersBackend(Backend):
@@ -127,10 +129,12 @@ class TransformersBackend(Backend):
 
         started = time.perf_counter()
         try:
-            inputs = self.encode(build_prompt_inputs(request, self.options.media_limits))
+            _, inputs, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits)
         except media.MediaError as err:
             emit(Error(str(err), "input"))
             return emit(Done("error"))
+        for note in notes:
+            emit(Notice(note))
         if stop.is_set():  # Stop while the media was decoded: don't start the prefill
             return emit(Done("cancelled"))
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -165,6 +169,14 @@ class TransformersBackend(Backend):
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
                                    options.left_context_frames)
         return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed)
+
+    @property
+    def context_tokens(self) -> int:
+        return self.options.max_context_tokens or self.model.config.thinker_config.text_config.max_position_embeddings
+
+    def _count_tokens(self, prompt: PromptInputs) -> tuple[dict, int]:
+        inputs = self.encode(prompt)
+        return inputs, int(inputs["input_ids"].shape[1])
 
     def encode(self, prompt: PromptInputs) -> dict:
         """The model's inputs (token ids, features, grids) for a decoded conversation."""

@@ -20,7 +20,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, build_prompt_inputs
-from backends.events import Done, Error, Event
+from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.tokens import TextReply, TokenDelta
@@ -234,6 +234,8 @@ class VLLMBackend(Backend):
             yield Error(str(err), "input")
             yield Done("error")
             return
+        for note in prompt.notes:
+            yield Notice(note)
         reply = TextReply(ReasoningSplitter(self.info.reasons))
         try:
             async for delta in self.engine.generate(request, self.engine.engine_prompt(prompt)):

@@ -8,6 +8,7 @@ shared, and every model-bound event uses the ``MODEL_QUEUE`` concurrency id.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_P
 
 log = logging.getLogger(__name__)
 
+
+SESSION_TTL_S = 6 * 3600
+"""A conversation untouched this long is dropped with its files (a closed tab's too)."""
 
 # The Qwen3-Omni README's recommended system prompt for spoken replies.
 VOICE_ASSISTANT_PROMPT = (
@@ -52,6 +56,18 @@ class ChatSession:
     """What the Chatbot shows: the turns plus notes (errors, stops), in Gradio's messages format."""
     use_audio_in_video: bool | None = None
     """Fixed by the first turn: changing it mid-conversation corrupts the model's positions."""
+    folder: str | None = None
+    """This session's reply audio files; removed when the session ends, expires or is cleared."""
+
+    def replies_folder(self) -> str:
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="omni-replies-")
+        return self.folder
+
+    def close(self) -> None:
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +79,7 @@ class ChatParts:
 
 def build(backend: Backend) -> ChatParts:
     info = backend.info
-    replies_dir = tempfile.mkdtemp(prefix="omni-replies-")
-    session = gr.State(ChatSession())
+    session = gr.State(ChatSession(), time_to_live=SESSION_TTL_S, delete_callback=ChatSession.close)
 
     chatbot = gr.Chatbot(label="Conversation", height=520, buttons=["copy"], elem_id="chatbot")
     textbox = gr.MultimodalTextbox(
@@ -147,7 +162,7 @@ def build(backend: Backend) -> ChatParts:
             try:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             finally:
-                _finish_turn(chat, reply, shown, message, replies_dir)
+                _finish_turn(chat, reply, shown, message)
         # A turn that produced nothing gives its message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.failed_without_reply else None
         yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
@@ -182,7 +197,8 @@ def build(backend: Backend) -> ChatParts:
         async for outputs in respond(chat_session, None, request):
             yield outputs
 
-    def clear():
+    def clear(chat_session: ChatSession):
+        chat_session.close()
         return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", \
             gr.Checkbox(interactive=True), None
 
@@ -200,7 +216,7 @@ def build(backend: Backend) -> ChatParts:
     )
     stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
     # Clear also cancels a running reply, or its next update would bring the old conversation back.
-    clear_button.click(clear, None, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
+    clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
 
@@ -235,7 +251,7 @@ def _user_messages(parts: tuple) -> list[dict]:
     ]
 
 
-def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None, replies_dir: str) -> None:
+def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None) -> None:
     """Record the reply (even a stopped or partial one) so the next turn sees it."""
     if reply.finish_reason is None:  # closed without Done: the user pressed Stop
         reply.finish_reason = "cancelled"
@@ -246,7 +262,7 @@ def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict
         if not chat.turns:
             chat.use_audio_in_video = None  # nothing was said yet: the choice is open again
         return
-    audio_path = _save_audio(reply, replies_dir)
+    audio_path = _save_audio(reply, chat.replies_folder())
     extra = (MediaPart("audio", audio_path),) if audio_path else ()
     chat.turns.append(Turn.assistant(reply.text, *extra))
     chat.messages[shown:] = reply.messages(audio_path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.events import AudioChunk, Done, Error, Event, Metrics, ReasoningDelta, TextDelta
+from backends.events import AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta, TextDelta
 
 
 @dataclass
@@ -20,6 +20,7 @@ class ReplyState:
     audio_chunks: list[np.ndarray] = field(default_factory=list)
     sample_rate: int = 24_000
     errors: list[Error] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
     metrics: Metrics | None = None
     finish_reason: str | None = None
 
@@ -35,6 +36,8 @@ class ReplyState:
             self.metrics = event
         elif isinstance(event, Error):
             self.errors.append(event)
+        elif isinstance(event, Notice):
+            self.notices.append(event.message)
         elif isinstance(event, Done):
             self.finish_reason = event.finish_reason
 
@@ -53,7 +56,7 @@ class ReplyState:
 
     def messages(self, audio_path: str | None = None) -> list[dict]:
         """Chatbot messages (Gradio's messages format) for this reply so far."""
-        out: list[dict] = []
+        out: list[dict] = [{"role": "assistant", "content": f"ℹ️ {notice}"} for notice in self.notices]
         if self.reasoning:
             status = "done" if self.text or self.done else "pending"
             out.append({"role": "assistant", "content": self.reasoning, "metadata": {"title": "Thinking", "status": status}})

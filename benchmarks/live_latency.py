@@ -1,0 +1,122 @@
+"""Live tab: from the end of the user's speech to the first reply audio in the browser, and how it splits.
+
+    .venv/bin/python benchmarks/live_latency.py [--runs 5]
+
+Chromium (headless, fake devices) plays a spoken question into the Live tab's microphone once
+per run; the page stamps when Record was clicked and when the reply player first has audio.
+The app is wrapped to stamp when the turn was detected and when the backend yielded its
+first audio chunk. All clocks are this machine's wall clock.
+
+- VAD wait: end of speech (Record click + the speech's end in the WAV) → turn detected.
+  It is the configured pause plus the microphone's 0.5 s chunking.
+- model: turn detected → the backend's first audio chunk (queue, prompt, thinker, talker, code2wav).
+- encoding/transport: first audio chunk → the browser's player has audio (Gradio's encoder, HLS, the page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from benchmarks.app_latency import Timed  # noqa: E402
+from ui import live  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+LEAD_IN_S = 1.0
+
+
+def question_wav(folder: Path) -> tuple[Path, float]:
+    """A spoken question after 1 s of silence, then silence; returns the file and when the speech ends."""
+    from tests import media_factory
+
+    speech, rate = soundfile.read(media_factory.speech_wav(folder / "q.wav", "What is the weather like today?"))
+    loud = np.flatnonzero(np.abs(speech) > 0.02)
+    speech = speech[: loud[-1] + 1]
+    path = folder / "user.wav"
+    soundfile.write(path, np.concatenate([np.zeros(int(LEAD_IN_S * rate)), speech, np.zeros(20 * rate)]), rate)
+    return path, LEAD_IN_S + len(speech) / rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from backends import build_backend
+    from backends.checkpoints import resolve_checkpoint
+    from ui import build_demo, queue_settings
+
+    detected: list[float] = []
+    original_hear = live.LiveSession.hear
+
+    def stamped_hear(self, rate, data, silence_ms):
+        before = self.turn_id
+        original_hear(self, rate, data, silence_ms)
+        if self.turn_id > before:
+            detected.append(time.time())
+
+    live.LiveSession.hear = stamped_hear
+    backend = Timed(build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=3.0))
+    first_audio: list[float] = []
+    inner_stream = backend.stream
+
+    async def stamped_stream(request):
+        async for event in inner_stream(request):
+            if backend.first_audio is not None and len(first_audio) < len(detected):
+                first_audio.append(time.time() - (time.monotonic() - backend.first_audio))
+            yield event
+
+    backend.stream = stamped_stream
+    demo = build_demo(backend)
+    demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    wav, speech_end = question_wav(Path(tempfile.mkdtemp()))
+    rows = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                             args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        for run in range(args.runs + 1):  # the first run warms up
+            context = browser.new_context(permissions=["microphone"])
+            page = context.new_page()
+            page.goto(demo.local_url)
+            page.get_by_role("tab", name="Live").click()
+            page.locator("#live-state").get_by_text("Press").wait_for(timeout=30_000)
+            clicked = page.evaluate("() => Date.now() / 1000")
+            page.locator("#live-mic").get_by_role("button", name="Record").click()
+            heard = page.wait_for_function(
+                "() => { const a = document.querySelector('#live-reply audio');"
+                " return a && a.duration > 0 ? Date.now() / 1000 : null; }", timeout=120_000).json_value()
+            end_of_speech = clicked + speech_end
+            row = {"vad": detected[-1] - end_of_speech, "model": first_audio[-1] - detected[-1],
+                   "transport": heard - first_audio[-1], "total": heard - end_of_speech}
+            print("warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in row.items()}, flush=True)
+            if run:
+                rows.append(row)
+            context.close()
+        browser.close()
+    demo.close()
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    pause_s = live.TurnSettings().silence_ms / 1000
+    overhead = med["total"] - pause_s
+    print(f"\n| end of speech → turn detected | → first audio chunk (model) | → audio in the browser | total |"
+          f"\n|---|---|---|---|\n| {med['vad'] * 1000:.0f} ms | {med['model'] * 1000:.0f} ms | "
+          f"{med['transport'] * 1000:.0f} ms | {med['total'] * 1000:.0f} ms |")
+    print(f"\nmedians of {len(rows)} runs; beyond the {pause_s * 1000:.0f} ms pause: {overhead * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Inputs that fight back, many users at once, long conversations, logins: the app keeps serving."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import replace
+
+import pytest
+from gradio_client import Client, handle_file
+
+import app
+from backends import media
+from backends.events import Error, Notice
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from tests import bad_inputs
+from tests.streams import collect, errors_of, finish_of, text_of
+from tests.test_app import GREEDY, assistant_texts, last_reply, launch
+
+QUICK = Sampling(temperature=0, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory, speech_path, image_path, video_path):
+    return bad_inputs.refused(tmp_path_factory.mktemp("refused"), speech_path, image_path, video_path)
+
+
+@pytest.fixture(scope="module")
+def accepted(tmp_path_factory):
+    return bad_inputs.accepted(tmp_path_factory.mktemp("accepted"))
+
+
+@pytest.fixture(scope="module")
+def server(instruct_backend):
+    demo = launch(instruct_backend)
+    yield demo.local_url
+    demo.close()
+
+
+def test_every_bad_file_is_refused_by_the_backend_with_its_name_and_problem(instruct_backend, refused):
+    for name, (path, expected) in refused.items():
+        try:
+            kind = media.kind_of(path)
+        except media.MediaError as err:  # the UI refuses these before any backend sees them
+            assert str(err) == f"{name}: {expected}"
+            continue
+        events = collect(instruct_backend, ChatRequest(turns=(Turn.user(MediaPart(kind, str(path)), "What?"),),
+                                                       sampling=QUICK, return_audio=False))
+        (error,) = errors_of(events)
+        assert error.stage == "input" and error.message.startswith(f"{name}: ") and expected in error.message, name
+        assert finish_of(events) == "error"
+
+
+def test_odd_but_usable_files_get_a_reply(instruct_backend, accepted):
+    for name, path in accepted.items():
+        request = ChatRequest(turns=(Turn.user(MediaPart(media.kind_of(path), str(path)), "What?"),), sampling=QUICK,
+                              return_audio=False, use_audio_in_video=True)
+        events = collect(instruct_backend, request)
+        assert text_of(events) and not errors_of(events), name
+        if name == "no-sound.mp4":  # told, not silently patched
+            assert [e.message for e in events if isinstance(e, Notice)] == [
+                "no-sound.mp4 has no sound track; the model heard silence for it."]
+
+
+def test_through_the_api_a_bad_file_leaves_the_conversation_and_the_message_intact(server, refused, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    before, *_ = client.predict({"text": "Hello", "files": []}, **GREEDY, api_name="/chat")
+    for name, (path, expected) in refused.items():
+        try:
+            conversation, returned, *_ = client.predict({"text": f"About {name}", "files": [handle_file(str(path))]},
+                                                        **GREEDY, api_name="/chat")
+        except Exception as err:  # refused before the turn started: the client gets the message
+            # Gradio itself turns away types outside the textbox's file_types (the browser's picker hides them).
+            assert f"{name}: {expected}" in str(err) or (name == "notes.txt" and "Invalid file type" in str(err))
+            continue
+        assert any(name in text and expected in text for text in assistant_texts(conversation)), name
+        assert [m["role"] for m in conversation].count("user") == 1, "the failed turn is not kept"
+        returned = returned.get("value", returned)
+        assert returned["text"] == f"About {name}" and len(returned["files"]) == 1, "nothing typed is lost"
+    after, *_ = client.predict({"text": "Still there?", "files": []}, **GREEDY, api_name="/chat")
+    assert [m["role"] for m in after].count("user") == 2 and last_reply(after)
+
+
+def test_malformed_api_calls_get_an_error_and_the_app_keeps_serving(server, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    for bad in ({"text": "", "files": []}, {"files": ["/etc/passwd"]}, 42):
+        with pytest.raises(Exception):
+            client.predict(bad, **GREEDY, api_name="/chat")
+    with pytest.raises(Exception):
+        client.predict({"text": "Hi", "files": []}, temperature="hot", api_name="/chat")
+    conversation, *_ = client.predict({"text": "Hi", "files": []}, **GREEDY, api_name="/chat")
+    assert last_reply(conversation)
+
+
+def test_eight_users_at_once_each_see_only_their_own_conversation(server, tmp_path):
+    def user(number: int) -> list[str]:
+        client = Client(server, verbose=False, download_files=str(tmp_path / str(number)))
+        for turn in range(2):
+            conversation, *_ = client.predict({"text": f"user-{number} turn-{turn}", "files": []}, speak=False,
+                                              **GREEDY, api_name="/chat")
+        return [m["content"][0]["text"] for m in conversation if m["role"] == "user"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        histories = list(pool.map(user, range(8)))
+    for number, history in enumerate(histories):
+        assert history == [f"user-{number} turn-0", f"user-{number} turn-1"]
+
+
+def test_a_conversation_too_long_for_the_context_drops_its_oldest_turns_and_says_so(instruct_backend, image_path,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(instruct_backend, "options", replace(instruct_backend.options, max_context_tokens=70))
+    turns = []
+    for i in range(3):
+        turns += [Turn.user(MediaPart("image", str(image_path)), f"Picture {i}?"), Turn.assistant(f"Answer {i}.")]
+    events = collect(instruct_backend, ChatRequest(turns=tuple(turns[:-1]), sampling=QUICK, return_audio=False))
+    (notice,) = [e for e in events if isinstance(e, Notice)]
+    assert notice.message.endswith("outgrew the model's context (70 tokens with 6 kept for the reply), so the "
+                                   "first 2 messages and their 1 file were left out.")
+    assert text_of(events) and finish_of(events) == "length"
+
+    alone = collect(instruct_backend, ChatRequest(turns=(Turn.user(MediaPart("image", str(image_path)), "Hm?"),),
+                                                  sampling=replace(QUICK, max_new_tokens=50), return_audio=False))
+    (error,) = [e for e in alone if isinstance(e, Error)]
+    assert error.message.startswith(f"{image_path.name}: this message needs 25 tokens with its files, and the "
+                                    "model takes 20 (70 minus 50 kept for the reply)")
+
+
+def test_too_many_files_in_one_message_are_refused_with_the_limit(instruct_backend, image_path):
+    turn = Turn.user(*[MediaPart("image", str(image_path))] * 11, "So many")
+    (error,) = errors_of(collect(instruct_backend, ChatRequest(turns=(turn,), sampling=QUICK)))
+    assert "one message takes at most 10 files; this one has 11" in error.message
+
+
+def test_a_login_keeps_strangers_out(instruct_backend, monkeypatch, tmp_path):
+    monkeypatch.setenv("QWEN_OMNI_AUTH", "alice:wonderland")
+    args = app.parse_args(["--auth", "bob:builder"])
+    auth = app.launch_settings(args)["auth"]
+    assert auth == [("bob", "builder"), ("alice", "wonderland")]
+    demo = launch(instruct_backend, auth=auth)
+    try:
+        with pytest.raises(Exception):
+            Client(demo.local_url, verbose=False)
+        with pytest.raises(Exception):
+            Client(demo.local_url, auth=("alice", "guess"), verbose=False)
+        client = Client(demo.local_url, auth=("alice", "wonderland"), verbose=False, download_files=str(tmp_path))
+        conversation, *_ = client.predict({"text": "Hi", "files": []}, **GREEDY, api_name="/chat")
+        assert last_reply(conversation)
+    finally:
+        demo.close()
