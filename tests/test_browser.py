@@ -87,6 +87,15 @@ def test_text_and_image_turn_streams_text_and_plays_the_spoken_reply(page, image
     page.screenshot(path=str(output_dir / "chat-text-image-turn.png"), full_page=True)
 
 
+def test_a_clicked_example_fills_the_message_box(page, output_dir):
+    from playwright.sync_api import expect
+
+    page.locator("#chat-examples").get_by_text("Image question").click()
+    expect(page.locator("#chat-input textarea")).to_have_value("What shapes and colours are in this picture?")
+    expect(page.locator("#chat-input img").first).to_be_visible(timeout=15_000)
+    page.screenshot(path=str(output_dir / "chat-example.png"), full_page=True)
+
+
 @pytest.fixture(scope="module")
 def captioner_page(browser, captioner_backend):
     from ui import build_captioner_demo, queue_settings

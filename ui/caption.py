@@ -25,6 +25,7 @@ from backends.base import Backend
 from backends.media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
+from ui import examples
 from ui.reply import ReplyState
 
 CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."
@@ -72,6 +73,8 @@ def build(backend: Backend) -> None:
             caption_button = gr.Button("Caption", variant="primary")
             stop_button = gr.Button("⏹ Stop", variant="stop")
         caption = gr.Textbox(label="Caption", lines=10, buttons=["copy"], elem_id="caption-text")
+        if examples.available():
+            gr.Examples(examples.caption_examples(), inputs=source, label="Examples")
     with gr.Tab("Batch"):
         batch_files = gr.File(label="Audio / video files, or a .zip of them", file_count="multiple",
                               file_types=["audio", "video", ".zip"], type="filepath", elem_id="caption-batch")

@@ -19,6 +19,7 @@ from backends.base import Backend
 from backends.events import AudioChunk, ReasoningDelta, TextDelta
 from backends.media import MediaError, kind_of
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
+from ui import examples
 from ui.reply import ReplyState
 from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update
 
@@ -98,6 +99,9 @@ def build(backend: Backend) -> ChatParts:
     reply_audio = gr.Audio(label="Spoken reply (plays while it is generated)", streaming=True, autoplay=True,
                            interactive=False, visible=info.can_speak, elem_id="reply-audio")
     status = gr.Markdown("Ready.", label="Status", elem_id="chat-status")
+    if examples.available():
+        gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
+                    label="Examples (click one, then press Enter)", elem_id="chat-examples")
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             speaker = gr.Dropdown(

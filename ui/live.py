@@ -26,6 +26,7 @@ from backends.events import AudioChunk
 from backends.media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
+from ui import examples
 from ui.reply import ReplyState
 from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
@@ -133,6 +134,7 @@ def build(backend: Backend) -> None:
         gr.Markdown(f"ℹ️ The {info.backend} backend with `{info.model}` answers in text only: replies appear in the "
                     "transcript, unspoken.")
     indicator = gr.Markdown(PHASES["idle"], elem_id="live-state")
+    gr.Markdown(examples.LIVE_TIPS)
     with gr.Row():
         with gr.Column(scale=1):
             mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",

@@ -1,0 +1,37 @@
+"""Clickable examples built from assets/examples/ (made by scripts/make_assets.py): Qwen3-Omni cookbook tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+CHAT = [
+    # (label, prompt, files)
+    ("Speech recognition", "Transcribe this recording.", ["question-en.wav"]),
+    ("Translation", "Translate what is said into English.", ["question-zh.wav"]),
+    ("Music", "Describe this music: instruments, key and mood.", ["chord.wav"]),
+    ("Image question", "What shapes and colours are in this picture?", ["shapes.png"]),
+    ("Video description", "Describe what happens in this video.", ["pattern-with-tone.mp4"]),
+    ("Audio-visual question", "What sound plays while the pattern is on screen?", ["pattern-with-tone.mp4"]),
+]
+CAPTION = ["chord.wav", "question-en.wav", "question-zh.wav", "pattern-with-tone.mp4"]
+LIVE_TIPS = ("Try: *“What do you see?”* with the camera on · *“Tell me a short joke.”* · ask in Chinese: "
+             "*“今天天气怎么样？”* · talk over the answer to interrupt it.")
+
+
+def chat_examples() -> list[dict]:
+    return [{"text": prompt, "files": [str(EXAMPLES_DIR / name) for name in files]} for _, prompt, files in CHAT]
+
+
+def chat_labels() -> list[str]:
+    return [label for label, _, _ in CHAT]
+
+
+def caption_examples() -> list[list[str]]:
+    return [[str(EXAMPLES_DIR / name)] for name in CAPTION]
+
+
+def available() -> bool:
+    """False in a checkout without the assets (the tabs then show no examples)."""
+    return all((EXAMPLES_DIR / name).is_file() for _, _, files in CHAT for name in files)
