@@ -28,6 +28,14 @@ UPLOAD_LIMIT = "200mb"
 """Gradio refuses bigger uploads before they reach the disk (the media limits say the same)."""
 
 
+def default_server_name() -> str:
+    """Listen on this machine only, unless the platform routes traffic to us (and says so)."""
+    if os.environ.get("GRADIO_SERVER_NAME"):
+        return os.environ["GRADIO_SERVER_NAME"]
+    hosted = os.environ.get("SYSTEM") == "spaces" or "MODELSCOPE_ENVIRONMENT" in os.environ
+    return "0.0.0.0" if hosted else "127.0.0.1"
+
+
 def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY,
                default_port: int = DEFAULT_PORT) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +45,8 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--backend", choices=BACKENDS, default="transformers",
                         help="transformers: in this process, speaks (default) | vllm: vLLM in this process, text | "
                         "hybrid: vLLM text + Transformers talker | openai: any OpenAI-compatible server")
-    parser.add_argument("--server-name", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--server-name", default=default_server_name(),
+                        help="default 127.0.0.1 (this machine only); 0.0.0.0 on Spaces and ModelScope studios")
     parser.add_argument("--server-port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", default_port)))
     parser.add_argument("--flash-attn2", action="store_true", help="force flash_attention_2 (default: auto)")
     parser.add_argument("--attn-implementation", default="auto", help="auto | flash_attention_2 | sdpa | eager")

@@ -49,6 +49,10 @@ def resolve_checkpoint(requested: str | None, *, default: str = INSTRUCT, tiny_d
     path = os.path.expanduser(requested)
     if os.path.isdir(path):
         return Checkpoint(requested, path)
+    if os.environ.get("QWEN_OMNI_HUB") == "modelscope":  # ModelScope studios reach ModelScope, not the HF hub
+        from modelscope import snapshot_download
+
+        return Checkpoint(requested, snapshot_download(requested))
     return Checkpoint(requested, requested)
 
 
