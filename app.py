@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="cap on one spoken reply (default 300 s; 4 s for the tiny model)")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
+    parser.add_argument("--feedback-file", default=os.environ.get("QWEN_OMNI_FEEDBACK"), metavar="PATH",
+                        help="turn on 👍/👎 and comments on replies, appended to this JSONL file")
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
                         help="require a login (repeatable; or $QWEN_OMNI_AUTH / $QWEN_OMNI_AUTH_FILE)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     with backend_from_args(args) as backend:
-        demo = build_demo(backend)
+        demo = build_demo(backend, args.feedback_file)
         demo.queue(**queue_settings(backend.info)).launch(**launch_settings(args))
 
 

@@ -15,8 +15,8 @@ from ui import build_demo, queue_settings
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
 
-def launch(backend, **settings):
-    demo = build_demo(backend)
+def launch(backend, feedback_file=None, **settings):
+    demo = build_demo(backend, feedback_file)
     demo.queue(**queue_settings(backend.info)).launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, show_error=True, **settings
     )

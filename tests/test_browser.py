@@ -162,3 +162,30 @@ def test_live_a_spoken_question_on_camera_gets_a_spoken_answer(media_browser, in
     finally:
         context.close()
         demo.close()
+
+
+def test_an_evaluator_rates_a_reply_and_the_settings_are_logged(browser, instruct_backend, tmp_path, output_dir):
+    import json
+
+    from playwright.sync_api import expect
+
+    log = tmp_path / "feedback.jsonl"
+    demo = launch(instruct_backend, feedback_file=str(log))
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    try:
+        page.goto(demo.local_url)
+        textbox = page.locator("#chat-input textarea")
+        textbox.fill("Rate this answer")
+        textbox.press("Enter")
+        expect(page.locator("#chat-status")).to_contain_text("reply tokens", timeout=60_000)
+        page.locator("#feedback-comment textarea").fill("Too random")
+        page.locator("#chatbot").get_by_role("button", name="Like", exact=True).first.click()
+        expect(page.locator("#feedback-comment textarea")).to_have_value("", timeout=10_000)  # sent
+        page.screenshot(path=str(output_dir / "chat-feedback.png"), full_page=True)
+        (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+        assert entry["rating"] == "up" and entry["comment"] == "Too random" and entry["reply"]
+        assert entry["model"] == "tiny" and entry["backend"] == "transformers" and entry["speaker"] == "ethan"
+        assert entry["sampling"]["max_new_tokens"] == 64 and entry["conversation"][0]["text"] == "Rate this answer"
+    finally:
+        page.close()
+        demo.close()

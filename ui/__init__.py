@@ -6,6 +6,7 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from ui import caption, chat, live
+from ui.feedback import FeedbackLog
 
 TITLE = "Qwen3-Omni"
 
@@ -28,12 +29,12 @@ def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-3
     return "\n\n".join(lines)
 
 
-def build_demo(backend: Backend) -> gr.Blocks:
-    """The full app: header, then one tab per task."""
+def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
+    """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
         with gr.Tab("Chat", id="chat"):
-            chat.build(backend)
+            chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
         with gr.Tab("Live", id="live"):
             live.build(backend)
         with gr.Tab("Caption", id="caption"):

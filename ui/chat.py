@@ -20,6 +20,7 @@ from backends.events import AudioChunk, ReasoningDelta, TextDelta
 from backends.media import MediaError, kind_of
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui import examples
+from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.reply import ReplyState
 from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update
 
@@ -59,6 +60,8 @@ class ChatSession:
     """Fixed by the first turn: changing it mid-conversation corrupts the model's positions."""
     folder: str | None = None
     """This session's reply audio files; removed when the session ends, expires or is cleared."""
+    settings: dict[int, dict] = field(default_factory=dict)
+    """Chat message index → what produced that reply (for feedback)."""
 
     def replies_folder(self) -> str:
         if self.folder is None:
@@ -78,7 +81,7 @@ class ChatParts:
     session: gr.State
 
 
-def build(backend: Backend) -> ChatParts:
+def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
     info = backend.info
     session = gr.State(ChatSession(), time_to_live=SESSION_TTL_S, delete_callback=ChatSession.close)
 
@@ -167,6 +170,8 @@ def build(backend: Backend) -> ChatParts:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             finally:
                 _finish_turn(chat, reply, shown, message)
+                for index in range(shown, len(chat.messages)):
+                    chat.settings[index] = reply_settings(info, request)
         # A turn that produced nothing gives its message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.failed_without_reply else None
         yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
@@ -221,8 +226,38 @@ def build(backend: Backend) -> ChatParts:
     stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
     # Clear also cancels a running reply, or its next update would bring the old conversation back.
     clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
+    if feedback is not None:
+        with gr.Row():
+            comment = gr.Textbox(label="Comment (sent with 👍/👎 on a reply, or alone on the last one)", scale=4,
+                                 elem_id="feedback-comment")
+            send_comment = gr.Button("Send comment", size="sm", scale=1)
+
+        def rate(data: gr.LikeData, chat_session: ChatSession, text: str):
+            rating = {True: "up", False: "down"}.get(data.liked)
+            index = data.index if isinstance(data.index, int) else data.index[0]
+            message = chat_session.messages[index] if index < len(chat_session.messages) else data.value
+            feedback.write(feedback_entry(chat_session.settings.get(index), _message_text(message), rating, text or ""))
+            return ""
+
+        def comment_on_last(chat_session: ChatSession, text: str):
+            if not text.strip() or not chat_session.settings:
+                raise gr.Error("Write a comment after a reply first.")
+            index = max(chat_session.settings)
+            feedback.write(feedback_entry(chat_session.settings[index], _message_text(chat_session.messages[index]),
+                                          None, text))
+            return ""
+
+        chatbot.like(rate, [session, comment], comment, api_visibility="private", queue=False)
+        send_comment.click(comment_on_last, [session, comment], comment, api_visibility="private", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
+
+
+def _message_text(message) -> str:
+    content = message.get("content") if isinstance(message, dict) else message
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
 
 
 def default_speaker(speakers: tuple[str, ...]) -> str:
