@@ -123,6 +123,8 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
 
 def launch_settings(args: argparse.Namespace) -> dict:
     """``Blocks.launch`` keywords: where to listen, who may enter, how big an upload may be."""
+    from ui.i18n import I18N
+
     return {
         "server_name": args.server_name,
         "server_port": args.server_port,
@@ -131,6 +133,7 @@ def launch_settings(args: argparse.Namespace) -> dict:
         "show_error": True,  # messages reach the user; tracebacks stay in the server log
         "max_file_size": UPLOAD_LIMIT,
         "auth": read_auth(args.auth),
+        "i18n": I18N,  # English or Chinese, as the browser asks
     }
 
 

@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 from backends.events import TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui import build_demo, queue_settings
+from ui.i18n import I18N
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
@@ -18,7 +19,8 @@ GREEDY = {"temperature": 0, "max_tokens": 12}
 def launch(backend, feedback_file=None, **settings):
     demo = build_demo(backend, feedback_file)
     demo.queue(**queue_settings(backend.info)).launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, show_error=True, **settings
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, show_error=True, i18n=I18N,
+        **settings
     )
     return demo
 

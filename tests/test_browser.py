@@ -189,3 +189,23 @@ def test_an_evaluator_rates_a_reply_and_the_settings_are_logged(browser, instruc
     finally:
         page.close()
         demo.close()
+
+
+def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backend, output_dir):
+    from playwright.sync_api import expect
+
+    demo = launch(instruct_backend)
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(demo.local_url)
+        for label in ("对话", "实时", "字幕"):
+            expect(page.get_by_role("tab", name=label)).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="⏹ 停止")).to_be_visible()
+        expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
+        page.get_by_role("tab", name="实时").click()
+        expect(page.get_by_text("打开摄像头")).to_be_visible()
+        page.screenshot(path=str(output_dir / "live-zh.png"), full_page=True)
+    finally:
+        context.close()
+        demo.close()

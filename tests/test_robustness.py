@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from dataclasses import replace
 
 import pytest
@@ -144,5 +145,69 @@ def test_a_login_keeps_strangers_out(instruct_backend, monkeypatch, tmp_path):
         client = Client(demo.local_url, auth=("alice", "wonderland"), verbose=False, download_files=str(tmp_path))
         conversation, *_ = client.predict({"text": "Hi", "files": []}, **GREEDY, api_name="/chat")
         assert last_reply(conversation)
+    finally:
+        demo.close()
+
+
+def test_urls_sent_as_files_are_never_fetched_from_loopback_or_metadata_addresses(server, tmp_path):
+    import http.server
+    import threading
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    internal = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=internal.serve_forever, daemon=True).start()
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    try:
+        for url in (f"http://127.0.0.1:{internal.server_port}/admin.png", "http://169.254.169.254/latest/meta-data.png",
+                    "http://[::1]:80/x.png"):
+            file = {"path": url, "url": url, "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
+            with pytest.raises(Exception):
+                client.predict({"text": "look", "files": [file]}, **GREEDY, api_name="/chat")
+    finally:
+        internal.shutdown()
+    assert hits == [], "the server fetched an internal address"
+    conversation, *_ = client.predict({"text": "Hi", "files": []}, **GREEDY, api_name="/chat")
+    assert last_reply(conversation)
+
+
+def test_no_user_text_reaches_the_logs(server, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    client.predict({"text": "my-private-marker-7731", "files": []}, **GREEDY, api_name="/chat")
+    assert "my-private-marker-7731" not in caplog.text
+
+
+def test_a_full_queue_says_busy_instead_of_hanging(instruct_backend, tmp_path):
+    from ui import build_demo
+
+    demo = build_demo(instruct_backend)
+    demo.queue(default_concurrency_limit=1, max_size=1).launch(prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        clients = [Client(demo.local_url, verbose=False, download_files=str(tmp_path / str(i))) for i in range(3)]
+        running = clients[0].submit({"text": "Long", "files": []}, max_tokens=4000, api_name="/chat")
+        for outputs in running:
+            if assistant_texts(outputs[0]):
+                break  # the engine is busy with this one
+        waiting = clients[1].submit({"text": "Next", "files": []}, **GREEDY, api_name="/chat")
+        deadline = time.monotonic() + 10
+        while waiting.status().code.name != "IN_QUEUE" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting.status().code.name == "IN_QUEUE"
+        with pytest.raises(Exception, match="(?i)queue is full"):
+            clients[2].predict({"text": "One too many", "files": []}, **GREEDY, api_name="/chat")
+        running.cancel()
+        assert last_reply(waiting.result()[0])  # the waiting one still gets its answer
     finally:
         demo.close()

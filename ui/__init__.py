@@ -6,6 +6,7 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from ui import caption, chat, live
+from ui.i18n import t
 from ui.feedback import FeedbackLog
 
 TITLE = "Qwen3-Omni"
@@ -33,11 +34,11 @@ def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
-        with gr.Tab("Chat", id="chat"):
+        with gr.Tab(t("Chat"), id="chat"):
             chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
-        with gr.Tab("Live", id="live"):
+        with gr.Tab(t("Live"), id="live"):
             live.build(backend)
-        with gr.Tab("Caption", id="caption"):
+        with gr.Tab(t("Caption"), id="caption"):
             caption.build(backend)
     return demo
 

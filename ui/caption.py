@@ -26,6 +26,7 @@ from backends.media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, l
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
 from ui import examples
+from ui.i18n import t
 from ui.reply import ReplyState
 
 CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."
@@ -56,35 +57,35 @@ def build(backend: Backend) -> None:
                 "segments.")
     with gr.Row():
         temperature = gr.Slider(0.0, 2.0, 0.7 if info.kind != "captioner" else 0.6, step=0.05,
-                                label="Temperature (0 = greedy)")
-        top_p = gr.Slider(0.05, 1.0, 0.95, step=0.05, label="Top-p")
-        top_k = gr.Slider(1, 200, 20, step=1, label="Top-k")
-        max_tokens = gr.Slider(16, 8192, 64 if info.random_weights else 1024, step=1, label="Max new tokens")
-    instruction = gr.Textbox("", label="Extra instruction (optional)", placeholder="e.g. Focus on the background "
+                                label=t("Temperature (0 = greedy)"))
+        top_p = gr.Slider(0.05, 1.0, 0.95, step=0.05, label=t("Top-p"))
+        top_k = gr.Slider(1, 200, 20, step=1, label=t("Top-k"))
+        max_tokens = gr.Slider(16, 8192, 64 if info.random_weights else 1024, step=1, label=t("Max new tokens"))
+    instruction = gr.Textbox("", label=t("Extra instruction (optional)"), placeholder="e.g. Focus on the background "
                              "sounds. / Answer in Chinese.")
     settings = [instruction, temperature, top_p, top_k, max_tokens]
 
-    with gr.Tab("One file"):
+    with gr.Tab(t("One file")):
         with gr.Row():
-            source = gr.File(label="Audio or video file", file_types=["audio", "video"], type="filepath",
+            source = gr.File(label=t("Audio or video file"), file_types=["audio", "video"], type="filepath",
                              elem_id="caption-file")
-            recording = gr.Audio(sources=["microphone"], type="filepath", label="…or record")
+            recording = gr.Audio(sources=["microphone"], type="filepath", label=t("…or record"))
         with gr.Row():
-            caption_button = gr.Button("Caption", variant="primary")
-            stop_button = gr.Button("⏹ Stop", variant="stop")
-        caption = gr.Textbox(label="Caption", lines=10, buttons=["copy"], elem_id="caption-text")
+            caption_button = gr.Button(t("Caption"), variant="primary")
+            stop_button = gr.Button(t("⏹ Stop"), variant="stop")
+        caption = gr.Textbox(label=t("Caption"), lines=10, buttons=["copy"], elem_id="caption-text")
         if examples.available():
-            gr.Examples(examples.caption_examples(), inputs=source, label="Examples")
-    with gr.Tab("Batch"):
-        batch_files = gr.File(label="Audio / video files, or a .zip of them", file_count="multiple",
+            gr.Examples(examples.caption_examples(), inputs=source, label=t("Examples"))
+    with gr.Tab(t("Batch")):
+        batch_files = gr.File(label=t("Audio / video files, or a .zip of them"), file_count="multiple",
                               file_types=["audio", "video", ".zip"], type="filepath", elem_id="caption-batch")
         with gr.Row():
-            batch_button = gr.Button("Caption all", variant="primary")
-            batch_stop = gr.Button("⏹ Stop", variant="stop")
-        batch_status = gr.Markdown("", label="Progress", elem_id="caption-batch-status")
-        table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results", wrap=True, interactive=False,
+            batch_button = gr.Button(t("Caption all"), variant="primary")
+            batch_stop = gr.Button(t("⏹ Stop"), variant="stop")
+        batch_status = gr.Markdown("", label=t("Progress"), elem_id="caption-batch-status")
+        table = gr.Dataframe(headers=RESULT_COLUMNS, label=t("Results"), wrap=True, interactive=False,
                              column_widths=["14%", "8%", "52%", "10%", "16%"], elem_id="caption-table")
-        downloads = gr.File(label="Download (CSV, JSONL)", file_count="multiple", interactive=False)
+        downloads = gr.File(label=t("Download (CSV, JSONL)"), file_count="multiple", interactive=False)
 
     async def caption_file(file: str | None, instruction: str, temperature: float, top_p: float, top_k: int,
                            max_tokens: int):

@@ -21,6 +21,7 @@ from backends.media import MediaError, kind_of
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui import examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
+from ui.i18n import t
 from ui.reply import ReplyState
 from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update
 
@@ -85,45 +86,45 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
     info = backend.info
     session = gr.State(ChatSession(), time_to_live=SESSION_TTL_S, delete_callback=ChatSession.close)
 
-    chatbot = gr.Chatbot(label="Conversation", height=520, buttons=["copy"], elem_id="chatbot")
+    chatbot = gr.Chatbot(label=t("Conversation"), height=520, buttons=["copy"], elem_id="chatbot")
     textbox = gr.MultimodalTextbox(
-        placeholder="Type a message, attach images / audio / video, or record with the microphone…",
+        placeholder=t("Type a message, attach images / audio / video, or record with the microphone…"),
         file_types=["image", "audio", "video"],
         file_count="multiple",
         sources=["upload", "microphone"],
-        label="Message",
+        label=t("Message"),
         show_label=False,
         elem_id="chat-input",
     )
     with gr.Row():
-        stop_button = gr.Button("⏹ Stop", variant="stop", size="sm")
-        retry_button = gr.Button("🔄 Retry", size="sm")
-        clear_button = gr.Button("🗑 Clear", size="sm")
-    reply_audio = gr.Audio(label="Spoken reply (plays while it is generated)", streaming=True, autoplay=True,
+        stop_button = gr.Button(t("⏹ Stop"), variant="stop", size="sm")
+        retry_button = gr.Button(t("🔄 Retry"), size="sm")
+        clear_button = gr.Button(t("🗑 Clear"), size="sm")
+    reply_audio = gr.Audio(label=t("Spoken reply (plays while it is generated)"), streaming=True, autoplay=True,
                            interactive=False, visible=info.can_speak, elem_id="reply-audio")
-    status = gr.Markdown("Ready.", label="Status", elem_id="chat-status")
+    status = gr.Markdown("Ready.", label=t("Status"), elem_id="chat-status")
     if examples.available():
         gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
-                    label="Examples (click one, then press Enter)", elem_id="chat-examples")
-    with gr.Accordion("Settings", open=False):
+                    label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
+    with gr.Accordion(t("Settings"), open=False):
         with gr.Row():
             speaker = gr.Dropdown(
                 list(info.speakers) or [""], value=default_speaker(info.speakers),
-                label="Speaker", visible=info.can_speak,
+                label=t("Speaker"), visible=info.can_speak,
             )
-            speak = gr.Checkbox(info.can_speak, label="Speak the reply", interactive=info.can_speak,
+            speak = gr.Checkbox(info.can_speak, label=t("Speak the reply"), interactive=info.can_speak,
                                 info=None if info.can_speak else f"Text only: the {info.backend} backend with this "
                                 "checkpoint doesn't speak.")
-            use_audio_in_video = gr.Checkbox(True, label="Listen to the sound of videos",
-                                             info="Fixed once the conversation has started.")
-        system_prompt = gr.Textbox("", label="System prompt", lines=3, placeholder="(none)")
-        voice_preset = gr.Button("Use the voice-assistant prompt", size="sm")
+            use_audio_in_video = gr.Checkbox(True, label=t("Listen to the sound of videos"),
+                                             info=t("Fixed once the conversation has started."))
+        system_prompt = gr.Textbox("", label=t("System prompt"), lines=3, placeholder=t("(none)"))
+        voice_preset = gr.Button(t("Use the voice-assistant prompt"), size="sm")
         with gr.Row():
-            temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label="Temperature (0 = greedy)")
-            top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label="Top-p")
-            top_k = gr.Slider(1, 200, 20, step=1, label="Top-k")
-            max_tokens = gr.Slider(1, 8192, 64 if info.random_weights else 1024, step=1, label="Max new tokens")
-            seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
+            temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label=t("Temperature (0 = greedy)"))
+            top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label=t("Top-p"))
+            top_k = gr.Slider(1, 200, 20, step=1, label=t("Top-k"))
+            max_tokens = gr.Slider(1, 8192, 64 if info.random_weights else 1024, step=1, label=t("Max new tokens"))
+            seed = gr.Number(-1, label=t("Seed (-1 = random)"), precision=0)
     settings = [system_prompt, speaker, speak, use_audio_in_video, temperature, top_p, top_k, max_tokens, seed]
 
     def make_request(chat: ChatSession, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens,
@@ -228,9 +229,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
     clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
     if feedback is not None:
         with gr.Row():
-            comment = gr.Textbox(label="Comment (sent with 👍/👎 on a reply, or alone on the last one)", scale=4,
+            comment = gr.Textbox(label=t("Comment (sent with 👍/👎 on a reply, or alone on the last one)"), scale=4,
                                  elem_id="feedback-comment")
-            send_comment = gr.Button("Send comment", size="sm", scale=1)
+            send_comment = gr.Button(t("Send comment"), size="sm", scale=1)
 
         def rate(data: gr.LikeData, chat_session: ChatSession, text: str):
             rating = {True: "up", False: "down"}.get(data.liked)

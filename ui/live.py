@@ -27,6 +27,7 @@ from backends.media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
+from ui.i18n import t
 from ui.reply import ReplyState
 from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
@@ -137,22 +138,22 @@ def build(backend: Backend) -> None:
     gr.Markdown(examples.LIVE_TIPS)
     with gr.Row():
         with gr.Column(scale=1):
-            mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+            mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label=t("Microphone"),
                            elem_id="live-mic")
-            camera_on = gr.Checkbox(False, label="Camera on")
-            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", visible=False,
+            camera_on = gr.Checkbox(False, label=t("Camera on"))
+            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label=t("Webcam"), visible=False,
                               elem_id="live-cam")
         with gr.Column(scale=2):
-            reply_audio = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False,
+            reply_audio = gr.Audio(label=t("Reply"), streaming=True, autoplay=True, interactive=False,
                                    visible=info.can_speak, elem_id="live-reply")
-            transcript = gr.Chatbot(label="Transcript", height=380, elem_id="live-transcript")
-            clear = gr.Button("🗑 New conversation", size="sm")
-    with gr.Accordion("Settings", open=False):
+            transcript = gr.Chatbot(label=t("Transcript"), height=380, elem_id="live-transcript")
+            clear = gr.Button(t("🗑 New conversation"), size="sm")
+    with gr.Accordion(t("Settings"), open=False):
         with gr.Row():
-            speaker = gr.Dropdown(list(info.speakers) or [""], value=default_speaker(info.speakers), label="Speaker",
+            speaker = gr.Dropdown(list(info.speakers) or [""], value=default_speaker(info.speakers), label=t("Speaker"),
                                   visible=info.can_speak)
-            silence_ms = gr.Slider(200, 2000, 600, step=50, label="Pause that ends your turn (ms)")
-        system_prompt = gr.Textbox(VOICE_ASSISTANT_PROMPT, label="System prompt", lines=3)
+            silence_ms = gr.Slider(200, 2000, 600, step=50, label=t("Pause that ends your turn (ms)"))
+        system_prompt = gr.Textbox(VOICE_ASSISTANT_PROMPT, label=t("System prompt"), lines=3)
     turn = gr.Number(0, visible=False, elem_id="live-turn")  # changes when a turn is complete
 
     def hear(chunk, session: LiveSession, silence):

@@ -1,0 +1,89 @@
+"""200 turns through the app: does the server's memory or its reply files grow?
+
+    .venv/bin/python benchmarks/soak.py [--turns 200] [--per-conversation 5]
+
+The app (tiny checkpoint, speech on) runs in this process; a gradio_client in a thread chats:
+conversations of 5 turns, each ended with Clear (which deletes its reply audio). Every 20 turns
+the process's resident memory and the number of reply files on disk are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import queue
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+BEFORE = set(glob.glob(os.path.join(tempfile.gettempdir(), "omni-replies-*")))
+
+
+def reply_files() -> int:
+    """Reply audio files in the folders this run's sessions made."""
+    folders = set(glob.glob(os.path.join(tempfile.gettempdir(), "omni-replies-*"))) - BEFORE
+    return sum(len(glob.glob(os.path.join(folder, "*.wav"))) for folder in folders)
+
+
+def chat(url: str, turns: int, per_conversation: int, progress) -> None:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False, download_files=tempfile.mkdtemp())
+    for turn in range(turns):
+        client.predict({"text": f"Turn {turn}: say something.", "files": []}, temperature=0.7, max_tokens=12,
+                       api_name="/chat")
+        if (turn + 1) % per_conversation == 0:
+            client.predict(api_name="/clear")
+        progress.put(turn + 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--per-conversation", type=int, default=5)
+    args = parser.parse_args()
+
+    from backends import build_backend
+    from backends.checkpoints import resolve_checkpoint
+    from ui import build_demo, queue_settings
+
+    backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=1.0)
+    demo = build_demo(backend)
+    demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    progress: queue.Queue = queue.Queue()
+    client = threading.Thread(target=chat, args=(demo.local_url, args.turns, args.per_conversation, progress))
+    started = time.monotonic()
+    client.start()
+    rows = []
+    while (done := progress.get(timeout=120)) < args.turns:
+        if done % 20 == 0:
+            rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
+            print(f"turn {done}: RSS {rows[-1][1]:.0f} MB, reply files on disk {rows[-1][2]}", flush=True)
+    client.join()
+    rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
+    demo.close()
+    base = rows[0]
+    print("\n| turns | server RSS | reply files on disk | elapsed |\n|---|---|---|---|")
+    for turns, rss, files, elapsed in rows:
+        print(f"| {turns} | {rss:.0f} MB | {files} | {elapsed:.0f} s |")
+    print(f"\nRSS after turn {base[0]} → {rows[-1][0]}: {base[1]:.0f} → {rows[-1][1]:.0f} MB "
+          f"({rows[-1][1] - base[1]:+.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

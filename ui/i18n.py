@@ -1,0 +1,64 @@
+"""The UI in English and Chinese: the browser's language picks (Gradio's Settings panel switches it).
+
+Keys are the English texts, so the code reads as it shows; ``t("Stop")`` marks a text for translation.
+Messages from the model engines (errors, notes) stay in English.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+ZH = {
+    "Chat": "对话",
+    "Live": "实时",
+    "Caption": "字幕",
+    "Conversation": "对话记录",
+    "Message": "消息",
+    "Type a message, attach images / audio / video, or record with the microphone…": "输入消息，附加图片 / 音频 / 视频，或用麦克风录音…",
+    "⏹ Stop": "⏹ 停止",
+    "🔄 Retry": "🔄 重新生成",
+    "🗑 Clear": "🗑 清空",
+    "Spoken reply (plays while it is generated)": "语音回复（边生成边播放）",
+    "Status": "状态",
+    "Examples (click one, then press Enter)": "示例（点击后按回车发送）",
+    "Settings": "设置",
+    "Speaker": "音色",
+    "Speak the reply": "语音回复",
+    "Listen to the sound of videos": "听取视频中的声音",
+    "Fixed once the conversation has started.": "对话开始后不可更改。",
+    "System prompt": "系统提示词",
+    "(none)": "（无）",
+    "Use the voice-assistant prompt": "使用语音助手提示词",
+    "Temperature (0 = greedy)": "温度（0 = 贪心）",
+    "Top-p": "Top-p",
+    "Top-k": "Top-k",
+    "Max new tokens": "最大生成长度",
+    "Seed (-1 = random)": "随机种子（-1 = 随机）",
+    "Comment (sent with 👍/👎 on a reply, or alone on the last one)": "评论（随 👍/👎 一起提交，或单独评论最后一条回复）",
+    "Send comment": "提交评论",
+    "Microphone": "麦克风",
+    "Camera on": "打开摄像头",
+    "Webcam": "摄像头",
+    "Reply": "回复",
+    "Transcript": "对话文字",
+    "🗑 New conversation": "🗑 新对话",
+    "Pause that ends your turn (ms)": "结束发言的停顿（毫秒）",
+    "Extra instruction (optional)": "附加指令（可选）",
+    "One file": "单个文件",
+    "Batch": "批量",
+    "Audio or video file": "音频或视频文件",
+    "…or record": "…或录音",
+    "Caption all": "全部生成字幕",
+    "Examples": "示例",
+    "Audio / video files, or a .zip of them": "音频 / 视频文件，或其 .zip 压缩包",
+    "Progress": "进度",
+    "Results": "结果",
+    "Download (CSV, JSONL)": "下载（CSV、JSONL）",
+}
+
+I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
+
+
+def t(text: str):
+    """``text`` in the browser's language (English when no translation exists)."""
+    return I18N(text) if text in ZH else text
