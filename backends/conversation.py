@@ -97,28 +97,38 @@ def _name(path: str) -> str:
 
 
 def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
-                   limits: media.MediaLimits = media.DEFAULT_LIMITS) -> tuple[PromptInputs, object, list[str]]:
+                   limits: media.MediaLimits = media.DEFAULT_LIMITS,
+                   max_media: dict[str, int] | None = None) -> tuple[PromptInputs, object, list[str]]:
     """Build the prompt, leaving out the oldest exchanges while it is too long for the model.
 
-    ``count_tokens(prompt) -> (inputs, length)`` encodes a candidate. Returns the prompt, the
-    inputs and notes for the user (what was left out; files the model heard as silence).
-    Raises ``media.MediaError`` when even the last message alone doesn't fit.
+    ``count_tokens(prompt) -> (inputs, length)`` encodes a candidate; ``max_media`` caps files per
+    kind in the whole prompt (an engine's limit). Returns the prompt, the inputs and notes for the
+    user (what was left out; files the model heard as silence). Raises ``media.MediaError`` when
+    even the last message alone doesn't fit.
     """
     from dataclasses import replace
 
     budget = context_tokens - request.sampling.max_new_tokens
     turns, first = request.turns, 0
+    trimmed_for_files, length = False, 0
     while True:
         kept = turns[first:]
         too_many_files = sum(len(t.media) for t in kept if t.role == "user") > limits.max_items_per_conversation
+        over_engine = _over_engine_limit(kept, max_media or {})
+        too_many_files = too_many_files or over_engine is not None
         if not too_many_files:
             prompt = build_prompt_inputs(replace(request, turns=kept), limits)
             inputs, length = count_tokens(prompt)
             if length <= budget:
                 break
+        trimmed_for_files = too_many_files
         later_user = next((i for i in range(first + 1, len(turns)) if turns[i].role == "user"), None)
         if later_user is None:
             last = turns[-1]
+            if over_engine is not None:
+                kind, limit, part = over_engine
+                raise media.MediaError(part.path, f"the engine takes at most {limit} {kind} file(s) per conversation "
+                                       "(--limit-mm-per-prompt), and this message alone has more")
             biggest = max(last.media, key=lambda p: _size(p.path)).path if last.media else "message"
             raise media.MediaError(biggest, f"this message needs {length} tokens with its files, and the model takes "
                                    f"{budget} ({context_tokens} minus {request.sampling.max_new_tokens} kept for the "
@@ -128,8 +138,11 @@ def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
     if first:
         files = sum(len(t.media) for t in turns[:first] if t.role == "user")
         what = f"the first {first} messages" + (f" and their {files} file{'s' * (files > 1)}" if files else "")
-        notes.insert(0, f"The conversation outgrew the model's context ({context_tokens} tokens with "
-                        f"{request.sampling.max_new_tokens} kept for the reply), so {what} were left out.")
+        if trimmed_for_files:
+            notes.insert(0, f"The conversation holds more files than the model takes at once, so {what} were left out.")
+        else:
+            notes.insert(0, f"The conversation outgrew the model's context ({context_tokens} tokens with "
+                            f"{request.sampling.max_new_tokens} kept for the reply), so {what} were left out.")
     return prompt, inputs, notes
 
 
@@ -137,3 +150,16 @@ def _size(path: str) -> int:
     import os
 
     return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _over_engine_limit(turns, max_media: dict[str, int]):
+    """(kind, limit, the first file over it) if the turns hold more of a kind than the engine takes."""
+    counts: dict[str, int] = {}
+    for turn in turns:
+        if turn.role != "user":
+            continue
+        for part in turn.media:
+            counts[part.kind] = counts.get(part.kind, 0) + 1
+            if part.kind in max_media and counts[part.kind] > max_media[part.kind]:
+                return part.kind, max_media[part.kind], part
+    return None

@@ -21,7 +21,7 @@ from typing import AsyncIterator
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
-from backends.conversation import PromptInputs, build_prompt_inputs
+from backends.conversation import PromptInputs, fit_to_context
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -137,13 +137,14 @@ class HybridBackend(Backend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         try:
-            prompt = await asyncio.to_thread(build_prompt_inputs, request, self.media_limits)
+            prompt, notes = await asyncio.to_thread(self._fit, request)
         except media.MediaError as err:
             yield Error(str(err), "input")
             yield Done("error")
             return
-        for note in prompt.notes:
+        for note in notes:
             yield Notice(note)
+        request = replace(request, turns=request.turns[len(request.turns) - _turns_in(prompt):])
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
@@ -193,6 +194,14 @@ class HybridBackend(Backend):
         yield reply.metrics(started, **speech_metrics)
         yield Done("length" if reply.finish_reason == "length" else "stop")
 
+    def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
+        """The conversation as it fits: the vLLM engine's context, or the talker's for a server."""
+        if isinstance(self.text_source, VLLMEngine):
+            return self.text_source.fit(request)
+        talker = self.talker.backend
+        prompt, _, notes = fit_to_context(request, talker._count_tokens, talker.context_tokens, self.media_limits)
+        return prompt, notes
+
     async def _text(self, request: ChatRequest, prompt: PromptInputs, reply: TextReply, feed: TextFeed,
                     events: asyncio.Queue) -> Error | None:
         """The text side: text events out, token ids to the talker. Returns the error that ended it, if any."""
@@ -218,3 +227,8 @@ class HybridBackend(Backend):
     def close(self) -> None:
         self.text_source.close()
         self.talker.backend.close()
+
+
+def _turns_in(prompt: PromptInputs) -> int:
+    """How many conversation turns the fitted prompt kept (its messages, minus a system prompt)."""
+    return sum(1 for message in prompt.messages if message["role"] != "system")

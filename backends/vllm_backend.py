@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, build_prompt_inputs
+from backends.conversation import PromptInputs, fit_to_context
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -108,6 +108,24 @@ class VLLMEngine:
             tp = self.engine.vllm_config.parallel_config.tensor_parallel_size
             return f"cuda × {tp} ({torch.cuda.get_device_name(0)})"
         return "cpu"
+
+    @property
+    def context_tokens(self) -> int:
+        return self.engine.vllm_config.model_config.max_model_len
+
+    def fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
+        """The conversation as it fits the engine's context (oldest turns left out, and said so)."""
+        prompt, _, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits,
+                                          max_media=self.options.limit_mm_per_prompt)
+        return prompt, notes
+
+    def _count_tokens(self, prompt: PromptInputs) -> tuple[None, int]:
+        """The prompt's length as the engine will see it: the same processor expands the media placeholders."""
+        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        if not (prompt.images or prompt.audios or prompt.videos):
+            return None, len(self.processor.tokenizer(text)["input_ids"])
+        inputs = self.processor(text=text, return_tensors="np", **prompt.processor_kwargs())
+        return None, int(inputs["input_ids"].shape[1])
 
     def engine_prompt(self, prompt: PromptInputs) -> dict:
         """vLLM's prompt dict for a decoded conversation: template text + media."""
@@ -228,13 +246,13 @@ class VLLMBackend(Backend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         try:
-            # Decoding media is slow: off the event loop.
-            prompt = await asyncio.to_thread(build_prompt_inputs, request, self.engine.options.media_limits)
+            # Decoding media and counting tokens is slow: off the event loop.
+            prompt, notes = await asyncio.to_thread(self.engine.fit, request)
         except media.MediaError as err:
             yield Error(str(err), "input")
             yield Done("error")
             return
-        for note in prompt.notes:
+        for note in notes:
             yield Notice(note)
         reply = TextReply(ReasoningSplitter(self.info.reasons))
         try:

@@ -40,13 +40,13 @@ def reply_files() -> int:
     return sum(len(glob.glob(os.path.join(folder, "*.wav"))) for folder in folders)
 
 
-def chat(url: str, turns: int, per_conversation: int, progress) -> None:
+def chat(url: str, turns: int, per_conversation: int, progress, speak: bool = True) -> None:
     from gradio_client import Client
 
     client = Client(url, verbose=False, download_files=tempfile.mkdtemp())
     for turn in range(turns):
         client.predict({"text": f"Turn {turn}: say something.", "files": []}, temperature=0.7, max_tokens=12,
-                       api_name="/chat")
+                       speak=speak, api_name="/chat")
         if (turn + 1) % per_conversation == 0:
             client.predict(api_name="/clear")
         progress.put(turn + 1)
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--per-conversation", type=int, default=5)
+    parser.add_argument("--no-speech", action="store_true", help="text only (tells speech's share of any growth)")
     args = parser.parse_args()
 
     from backends import build_backend
@@ -66,7 +67,8 @@ def main() -> None:
     demo = build_demo(backend)
     demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
     progress: queue.Queue = queue.Queue()
-    client = threading.Thread(target=chat, args=(demo.local_url, args.turns, args.per_conversation, progress))
+    client = threading.Thread(target=chat, args=(demo.local_url, args.turns, args.per_conversation, progress,
+                                                       not args.no_speech))
     started = time.monotonic()
     client.start()
     rows = []

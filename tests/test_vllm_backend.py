@@ -15,7 +15,7 @@ import torch
 from backends import speech
 from backends.checkpoints import resolve_checkpoint
 from backends.conversation import build_prompt_inputs
-from backends.events import AudioChunk, Metrics, TextDelta
+from backends.events import AudioChunk, Metrics, Notice, TextDelta
 from backends.hybrid_backend import HybridBackend, TalkerSide
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.transformers_backend import TransformersOptions
@@ -120,12 +120,18 @@ def test_two_sessions_at_once_are_batched_and_both_finish(vllm_backend):
     assert times_b[0] < times_a[-1] and times_a[0] < times_b[-1]
 
 
-def test_a_conversation_over_the_engines_media_limit_is_refused_clearly(vllm_backend, image_path):
-    turn = Turn.user(*[MediaPart("image", str(image_path))] * 3, "Compare.")
-    events = collect(vllm_backend, ChatRequest(turns=(turn,), sampling=GREEDY))
-    (error,) = errors_of(events)
-    assert error.stage == "input" and "image" in error.message and finish_of(events) == "error"
-    assert text_of(collect(vllm_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY)))
+def test_a_conversation_over_the_engines_media_limit_loses_its_oldest_turns_and_says_so(vllm_backend, image_path):
+    picture = MediaPart("image", str(image_path))
+    turns = (Turn.user(picture, "One?"), Turn.assistant("A."), Turn.user(picture, "Two?"), Turn.assistant("B."),
+             Turn.user(picture, "Three?"))
+    events = collect(vllm_backend, ChatRequest(turns=turns, sampling=GREEDY))
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert notices == ["The conversation holds more files than the model takes at once, so the first 2 messages "
+                       "and their 1 file were left out."]
+    assert text_of(events) and not errors_of(events)
+    one_message = Turn.user(picture, picture, picture, "Compare.")  # can't be trimmed: refused, naming the limit
+    (error,) = errors_of(collect(vllm_backend, ChatRequest(turns=(one_message,), sampling=GREEDY)))
+    assert error.stage == "input" and "at most 2 image file(s) per conversation" in error.message
 
 
 def test_without_vllm_installed_the_error_names_the_install_command(monkeypatch):
