@@ -21,20 +21,11 @@ TALKER_STEPS = 30
 
 
 @pytest.fixture
-def greedy_talker(instruct_backend, monkeypatch):
+def greedy_talker(instruct_backend, monkeypatch, talker_frames):
     """Greedy talker, and a record of the codec frames the streaming loop produced."""
     options = replace(instruct_backend.options, talker_do_sample=False, max_speech_seconds=TALKER_STEPS / 12.5)
     monkeypatch.setattr(instruct_backend, "options", options)
-    frames: list[torch.Tensor] = []
-    original = speech.Talker.frames
-
-    def recording(self):
-        for frame in original(self):
-            frames.append(frame.clone())
-            yield frame
-
-    monkeypatch.setattr(speech.Talker, "frames", recording)
-    return frames
+    return talker_frames
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from ui.i18n import t
 from ui.feedback import FeedbackLog
 
 TITLE = "Qwen3-Omni"
+UPLOAD_CACHE = (3600, 24 * 3600)
+"""Every hour Gradio deletes uploads and outputs older than a day (an idle chat session lasts 6 hours)."""
 
 
 def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-30B-A3B-Instruct") -> str:
@@ -32,7 +34,7 @@ def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-3
 
 def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
         with gr.Tab(t("Chat"), id="chat"):
             chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
@@ -45,7 +47,7 @@ def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
 
 def build_captioner_demo(backend: Backend) -> gr.Blocks:
     """The Captioner app's page: the same Caption tab, alone."""
-    with gr.Blocks(title=f"{TITLE} Captioner") as demo:
+    with gr.Blocks(title=f"{TITLE} Captioner", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info, "Qwen/Qwen3-Omni-30B-A3B-Captioner"), elem_id="header")
         caption.build(backend)
     return demo

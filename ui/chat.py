@@ -23,7 +23,8 @@ from ui import examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update
+from ui.streaming import (AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update,
+                          save_reply_audio)
 
 log = logging.getLogger(__name__)
 
@@ -302,21 +303,10 @@ def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict
         if not chat.turns:
             chat.use_audio_in_video = None  # nothing was said yet: the choice is open again
         return
-    audio_path = _save_audio(reply, chat.replies_folder())
+    audio_path = save_reply_audio(reply, chat.replies_folder())
     extra = (MediaPart("audio", audio_path),) if audio_path else ()
     chat.turns.append(Turn.assistant(reply.text, *extra))
     chat.messages[shown:] = reply.messages(audio_path)
-
-
-def _save_audio(reply: ReplyState, replies_dir: str) -> str | None:
-    samples = reply.audio()
-    if samples is None or samples.size == 0:
-        return None
-    import soundfile
-
-    path = tempfile.NamedTemporaryFile(dir=replies_dir, suffix=".wav", delete=False).name
-    soundfile.write(path, samples, reply.sample_rate)
-    return path
 
 
 __all__ = ["ChatParts", "ChatSession", "VOICE_ASSISTANT_PROMPT", "build"]

@@ -29,7 +29,7 @@ from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update
+from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update, save_reply_audio
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 log = logging.getLogger(__name__)
@@ -232,19 +232,10 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
         interrupted = session.barge_in
         if reply.text:  # an empty reply (interrupted at once, failed) leaves nothing to remember
             session.turns.append(Turn.assistant(reply.text))
-        audio_path = _save_reply(reply, session._folder())
+        audio_path = save_reply_audio(reply, session._folder())
         session.messages[shown:] = reply.messages(audio_path)
         if interrupted:
             session.messages.append({"role": "assistant", "content": "✋ Interrupted."})
         session.phase = "listening" if session.detector is not None else "idle"
         session.barge_in = False
     yield session.messages, session.indicator(), gr.skip()
-
-
-def _save_reply(reply: ReplyState, folder: str) -> str | None:
-    samples = reply.audio()
-    if samples is None or samples.size == 0:
-        return None
-    path = tempfile.NamedTemporaryFile(dir=folder, suffix=".wav", delete=False).name
-    soundfile.write(path, samples, reply.sample_rate)
-    return path

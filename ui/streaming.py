@@ -66,3 +66,17 @@ class EventPump:
             await self._task  # re-raises what broke the backend, if anything
         except asyncio.CancelledError:
             pass
+
+
+def save_reply_audio(reply, folder: str) -> str | None:
+    """The whole spoken reply as a WAV in ``folder`` (kept in the conversation), or None if it had no speech."""
+    import tempfile
+
+    import soundfile
+
+    samples = reply.audio()
+    if samples is None or samples.size == 0:
+        return None
+    path = tempfile.NamedTemporaryFile(dir=folder, suffix=".wav", delete=False).name
+    soundfile.write(path, samples, reply.sample_rate)
+    return path
