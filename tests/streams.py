@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 
@@ -34,3 +35,24 @@ def finish_of(events) -> str:
     assert isinstance(events[-1], Done), f"a stream must end with Done, got {events[-1]!r}"
     assert sum(isinstance(e, Done) for e in events) == 1
     return events[-1].finish_reason
+
+
+def seconds_to_stop(backend, request: ChatRequest, *, after_deltas: int = 1, after: type | None = None,
+                    settled=lambda: True, timeout: float = 5.0) -> float:
+    """Close the stream (Stop) after ``after_deltas`` text deltas, or at the first event of type ``after``;
+    then the seconds until ``settled()`` holds (the engine or server has let go)."""
+
+    async def run() -> float:
+        stream = backend.stream(request)
+        seen = 0
+        async for event in stream:
+            seen += isinstance(event, TextDelta)
+            if isinstance(event, after) if after is not None else seen >= after_deltas:
+                break
+        await stream.aclose()
+        closed = time.perf_counter()
+        while not settled() and time.perf_counter() - closed < timeout:
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - closed
+
+    return asyncio.run(run())

@@ -6,10 +6,8 @@ is tested against a real `vllm serve` in test_vllm_server.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from backends.events import AudioChunk, Metrics, TextDelta
 from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions, ServerError
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.omni_server import MODEL, RATE, OmniServer
-from tests.streams import audio_of, collect, errors_of, finish_of, text_of
+from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 
 HELLO = "Hello from a fixture server."
 
@@ -185,18 +183,7 @@ def test_stop_closes_the_http_stream(omni):
     omni.chunk_delay_s = 0.02
     backend = backend_for(omni)
 
-    async def stop_after_two_deltas():
-        stream = backend.stream(ask("Talk", return_audio=False))
-        seen = 0
-        async for event in stream:
-            seen += isinstance(event, TextDelta)
-            if seen == 2:
-                break
-        await stream.aclose()
-        stopped_at = time.perf_counter()
-        await asyncio.to_thread(omni.disconnected.wait, 5)
-        return time.perf_counter() - stopped_at
-
-    assert asyncio.run(stop_after_two_deltas()) < 0.5, "the server should notice the closed stream at once"
+    seconds = seconds_to_stop(backend, ask("Talk", return_audio=False), after_deltas=2, settled=omni.disconnected.is_set)
+    assert seconds < 0.5, "the server should notice the closed stream at once"
     omni.words = ["Still", " here"]
     assert text_of(collect(backend, ask("Hi"))) == "Still here"

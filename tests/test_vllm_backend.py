@@ -20,7 +20,7 @@ from backends.hybrid_backend import HybridBackend, TalkerSide
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.transformers_backend import TransformersOptions
 from backends.vllm_backend import INSTALL_HINT, BackendUnavailable, VLLMBackend, VLLMEngine, VLLMOptions
-from tests.streams import audio_of, collect, errors_of, finish_of, text_of
+from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_app import launch
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import require_vllm, vllm_env
@@ -81,20 +81,9 @@ def test_vllm_streams_the_same_tokens_as_transformers(vllm_backend, instruct_bac
 
 
 def test_closing_the_stream_aborts_the_request_in_the_engine(vllm_backend, engine):
-    async def stop_after_two_deltas():
-        stream = vllm_backend.stream(ChatRequest(turns=(Turn.user("Talk."),), sampling=Sampling(max_new_tokens=3000)))
-        seen = 0
-        async for event in stream:
-            seen += isinstance(event, TextDelta)
-            if seen == 2:
-                break
-        await stream.aclose()
-        closed = time.perf_counter()
-        while unfinished(engine) and time.perf_counter() - closed < 5:
-            await asyncio.sleep(0.01)
-        return time.perf_counter() - closed
-
-    assert asyncio.run(stop_after_two_deltas()) < 0.5 and unfinished(engine) == 0
+    request = ChatRequest(turns=(Turn.user("Talk."),), sampling=Sampling(max_new_tokens=3000))
+    seconds = seconds_to_stop(vllm_backend, request, after_deltas=2, settled=lambda: unfinished(engine) == 0)
+    assert seconds < 0.5 and unfinished(engine) == 0
     assert finish_of(collect(vllm_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))) == "length"
 
 
@@ -188,18 +177,9 @@ def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talke
 
 
 def test_stop_during_hybrid_speech_frees_both_engines(hybrid, engine):
-    async def stop_at_first_audio():
-        stream = hybrid.stream(ChatRequest(turns=(Turn.user("Talk for long."),), sampling=Sampling(max_new_tokens=2000)))
-        async for event in stream:
-            if isinstance(event, AudioChunk):
-                break
-        await stream.aclose()
-        closed = time.perf_counter()
-        while (unfinished(engine) or hybrid._speaking.locked()) and time.perf_counter() - closed < 5:
-            await asyncio.sleep(0.01)
-        return time.perf_counter() - closed
-
-    assert asyncio.run(stop_at_first_audio()) < 0.5
+    request = ChatRequest(turns=(Turn.user("Talk for long."),), sampling=Sampling(max_new_tokens=2000))
+    assert seconds_to_stop(hybrid, request, after=AudioChunk,
+                           settled=lambda: not unfinished(engine) and not hybrid._speaking.locked()) < 0.5
     events = collect(hybrid, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     assert text_of(events) and audio_of(events).size
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import replace
 import subprocess
@@ -20,7 +19,7 @@ from backends.hybrid_backend import HybridBackend
 from backends.transformers_backend import TransformersOptions
 from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from tests.streams import audio_of, collect, errors_of, finish_of, text_of
+from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import requests_running, socket_port, vllm_server
 
@@ -77,20 +76,8 @@ def test_a_text_only_vllm_server_gives_text_and_says_speech_needs_vllm_omni(api_
 
 
 def test_stop_closes_the_stream_and_the_server_aborts_and_keeps_serving(backend, api_base):
-    async def stop_after_three_deltas():
-        stream = backend.stream(ChatRequest(turns=(Turn.user("Talk"),),
-                                            sampling=Sampling(temperature=0, max_new_tokens=3000)))
-        seen = 0
-        async for event in stream:
-            seen += isinstance(event, TextDelta)
-            if seen == 3:
-                break
-        await stream.aclose()
-
-    asyncio.run(stop_after_three_deltas())
-    deadline = time.monotonic() + 5
-    while requests_running(api_base) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    request = ChatRequest(turns=(Turn.user("Talk"),), sampling=Sampling(temperature=0, max_new_tokens=3000))
+    seconds_to_stop(backend, request, after_deltas=3, settled=lambda: requests_running(api_base) == 0)
     assert requests_running(api_base) == 0, "the server should abort the request whose stream was closed"
     events = collect(backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     assert metrics_of(events).output_tokens == 12
