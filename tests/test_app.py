@@ -201,3 +201,28 @@ def test_a_thinking_checkpoint_shows_its_reasoning_folded_apart_from_the_answer(
     reasoning = [m for m in conversation if m["role"] == "assistant" and (m.get("metadata") or {}).get("title")]
     assert reasoning and reasoning[0]["metadata"]["title"] == "Thinking"
     assert reasoning[0]["content"][0]["text"]  # the random model never closes </think>: all of it is reasoning
+
+
+def test_a_conversation_exports_to_a_zip_and_imports_back(server, image_path, tmp_path):
+    import json
+    import zipfile
+
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    first, *_ = client.predict({"text": "What is this?", "files": [handle_file(str(image_path))]}, **GREEDY,
+                               api_name="/chat")
+    exported = client.predict(api_name="/export")
+    exported = exported.get("value", exported) if isinstance(exported, dict) else exported
+    with zipfile.ZipFile(exported) as archive:
+        document = json.loads(archive.read("conversation.json"))
+        names = archive.namelist()
+    assert [t["role"] for t in document["turns"]] == ["user", "assistant"]
+    assert document["settings"]["model"] == "tiny" and document["settings"]["sampling"]["temperature"] == 0
+    kinds = [p["type"] for t in document["turns"] for p in t["parts"]]
+    assert kinds == ["image", "text", "text", "audio"] and sum(n.startswith("media/") for n in names) == 2
+
+    client.predict(api_name="/clear")
+    restored, status = client.predict(handle_file(exported), api_name="/import")
+    assert status == "Imported 2 messages."
+    assert last_reply(restored) == last_reply(first) and audio_files(restored)  # notes are not part of it
+    after, *_ = client.predict({"text": "And now?", "files": []}, **GREEDY, api_name="/chat")
+    assert [m["role"] for m in after].count("user") == 3  # the imported image, its question, and the new one

@@ -211,3 +211,24 @@ def test_a_full_queue_says_busy_instead_of_hanging(instruct_backend, tmp_path):
         assert last_reply(waiting.result()[0])  # the waiting one still gets its answer
     finally:
         demo.close()
+
+
+def test_a_crafted_or_broken_conversation_archive_is_refused_or_contained(tmp_path):
+    import json
+    import zipfile
+
+    from ui import archive
+
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(media.MediaError, match="not a readable conversation archive"):
+        archive.import_conversation(str(broken), str(tmp_path))
+    crafted = tmp_path / "crafted.zip"
+    with zipfile.ZipFile(crafted, "w") as zf:
+        zf.writestr("../../escape.wav", b"RIFF")
+        zf.writestr("conversation.json", json.dumps({"format": archive.FORMAT, "turns": [
+            {"role": "user", "parts": [{"type": "audio", "file": "../../escape.wav"}]}]}))
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    (turn,) = archive.import_conversation(str(crafted), str(unpacked))
+    assert turn.media[0].path == str(unpacked / "escape.wav") and not (tmp_path.parent / "escape.wav").exists()

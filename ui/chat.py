@@ -8,6 +8,7 @@ shared, and every model-bound event uses the ``MODEL_QUEUE`` concurrency id.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ from backends.base import Backend
 from backends.events import AudioChunk, ReasoningDelta, TextDelta
 from backends.media import MediaError, kind_of
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
-from ui import examples
+from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
@@ -101,6 +102,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
         stop_button = gr.Button(t("⏹ Stop"), variant="stop", size="sm")
         retry_button = gr.Button(t("🔄 Retry"), size="sm")
         clear_button = gr.Button(t("🗑 Clear"), size="sm")
+        export_button = gr.Button(t("⬇ Export"), size="sm")
+        import_button = gr.UploadButton(t("⬆ Import"), file_types=[".zip"], size="sm")
+    exported = gr.File(label=t("Conversation (zip)"), visible=False, elem_id="chat-export")
     reply_audio = gr.Audio(label=t("Spoken reply (plays while it is generated)"), streaming=True, autoplay=True,
                            interactive=False, visible=info.can_speak, elem_id="reply-audio")
     status = gr.Markdown("Ready.", label=t("Status"), elem_id="chat-status")
@@ -228,6 +232,37 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
     stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
     # Clear also cancels a running reply, or its next update would bring the old conversation back.
     clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
+
+    def export(chat_session: ChatSession):
+        """The conversation as a zip: conversation.json, the media, the reply audio."""
+        if not chat_session.turns:
+            raise gr.Error("Nothing to export yet.")
+        path = os.path.join(chat_session.replies_folder(), "conversation.zip")
+        settings = chat_session.settings[max(chat_session.settings)] if chat_session.settings else {}
+        return gr.File(archive.export_conversation(chat_session.turns, path, settings), visible=True)
+
+    def import_(file: str, chat_session: ChatSession):
+        """Open an exported conversation and go on from it (the current one is replaced)."""
+        fresh = ChatSession()
+        try:
+            turns = archive.import_conversation(file, fresh.replies_folder())
+        except MediaError as err:
+            fresh.close()
+            raise gr.Error(str(err)) from err
+        chat_session.close()
+        fresh.turns = turns
+        for turn in turns:
+            if turn.role == "user":
+                fresh.messages.extend(_user_messages(turn.parts))
+            else:
+                fresh.messages.append({"role": "assistant", "content": turn.text})
+                fresh.messages.extend({"role": "assistant", "content": {"path": p.path, "mime_type": "audio/wav"}}
+                                      for p in turn.media)
+        return fresh.messages, fresh, f"Imported {len(turns)} messages."
+
+    export_button.click(export, session, exported, api_name="export", queue=False)
+    import_button.upload(import_, [import_button, session], [chatbot, session, status], api_name="import",
+                         queue=False)
     if feedback is not None:
         with gr.Row():
             comment = gr.Textbox(label=t("Comment (sent with 👍/👎 on a reply, or alone on the last one)"), scale=4,
