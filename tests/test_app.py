@@ -226,3 +226,15 @@ def test_a_conversation_exports_to_a_zip_and_imports_back(server, image_path, tm
     assert last_reply(restored) == last_reply(first) and audio_files(restored)  # notes are not part of it
     after, *_ = client.predict({"text": "And now?", "files": []}, **GREEDY, api_name="/chat")
     assert [m["role"] for m in after].count("user") == 3  # the imported image, its question, and the new one
+
+
+def test_compare_replays_the_last_turn_with_two_speakers_side_by_side(server, tmp_path):
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    before, *_ = client.predict({"text": "Say something", "files": []}, **GREEDY, api_name="/chat")
+    text_a, audio_a, text_b, audio_b = client.predict(
+        speaker_a="chelsie", seed_a=3, speaker_b="aiden", seed_b=3, temperature=0.9, max_tokens=8, api_name="/compare")
+    assert text_a and text_a == text_b, "same seed, same text"
+    first, second = soundfile.read(audio_a)[0], soundfile.read(audio_b)[0]
+    assert first.shape != second.shape or (first != second).any(), "another speaker, another voice"
+    after, *_ = client.predict({"text": "Next", "files": []}, **GREEDY, api_name="/chat")
+    assert [m["role"] for m in after].count("user") == 2  # comparing left the conversation as it was

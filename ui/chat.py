@@ -287,7 +287,53 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
         chatbot.like(rate, [session, comment], comment, api_visibility="private", queue=False)
         send_comment.click(comment_on_last, [session, comment], comment, api_visibility="private", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
+
+    with gr.Accordion(t("Compare replies"), open=False):
+        gr.Markdown(t("Replays your last message twice, side by side, without changing the conversation."))
+        sides = []
+        with gr.Row():
+            for name in ("A", "B"):
+                sides.append(_compare_side(name, info))
+        compare_button = gr.Button(t("Replay both"), size="sm")
+
+    async def compare(chat_session: ChatSession, system_prompt, speak, temperature, top_p, top_k, max_tokens,
+                      speaker_a, seed_a, speaker_b, seed_b):
+        """The last user message answered twice, with each side's speaker and seed; the chat is left as it is."""
+        users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
+        if not users:
+            raise gr.Error("Send a message first.")
+        history = ChatSession(turns=chat_session.turns[: users[-1] + 1], use_audio_in_video=chat_session.use_audio_in_video)
+        outputs = []
+        for side_speaker, side_seed in ((speaker_a, seed_a), (speaker_b, seed_b)):
+            request = make_request(history, system_prompt, side_speaker, speak, temperature, top_p, top_k, max_tokens,
+                                   side_seed)
+            reply = ReplyState()
+            async for event in backend.stream(request):
+                reply.handle(event)
+            audio = reply.audio()
+            text = reply.text or "; ".join(e.message for e in reply.errors)
+            outputs += [text, (reply.sample_rate, audio) if audio is not None and audio.size else None]
+        return outputs
+
+    compare_button.click(
+        compare, [session, system_prompt, speak, temperature, top_p, top_k, max_tokens,
+                  sides[0][0], sides[0][1], sides[1][0], sides[1][1]],
+        [sides[0][2], sides[0][3], sides[1][2], sides[1][3]],
+        api_name="compare", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
+    )
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
+
+
+def _compare_side(name: str, info) -> tuple:
+    """One column of the comparison: its speaker and seed, and the reply it got."""
+    with gr.Column():
+        with gr.Row():
+            speaker = gr.Dropdown(list(info.speakers) or [""], value=default_speaker(info.speakers),
+                                  label=f"Speaker {name}", visible=info.can_speak)
+            seed = gr.Number(7 if name == "A" else 8, label=f"Seed {name}", precision=0)
+        text = gr.Textbox(label=f"Reply {name}", lines=3, elem_id=f"compare-{name.lower()}")
+        audio = gr.Audio(label=f"Reply {name}", visible=info.can_speak)
+    return speaker, seed, text, audio
 
 
 def _message_text(message) -> str:
