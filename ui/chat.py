@@ -18,7 +18,7 @@ import gradio as gr
 
 from backends.base import Backend
 from backends.events import AudioChunk, ReasoningDelta, TextDelta
-from backends.media import MediaError, kind_of
+from backends.media import MediaError, kind_of, pcm16
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
@@ -312,7 +312,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
                 reply.handle(event)
             audio = reply.audio()
             text = reply.text or "; ".join(e.message for e in reply.errors)
-            outputs += [text, (reply.sample_rate, audio) if audio is not None and audio.size else None]
+            outputs += [text, (reply.sample_rate, pcm16(audio)) if audio is not None and audio.size else None]
         return outputs
 
     compare_button.click(
