@@ -26,6 +26,8 @@ class PromptInputs:
     use_audio_in_video: bool = False
     notes: list[str] = field(default_factory=list)
     """Things the user should know (e.g. a video without sound was given silence)."""
+    first_turn: int = 0
+    """The request's first turn this prompt holds (``fit_to_context`` leaves out older ones)."""
 
     def processor_kwargs(self) -> dict:
         """Keyword arguments for ``Qwen3OmniMoeProcessor.__call__`` (besides ``text``)."""
@@ -134,6 +136,7 @@ def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
                                    f"{budget} ({context_tokens} minus {request.sampling.max_new_tokens} kept for the "
                                    "reply): use shorter audio or video, or fewer files")
         first = later_user
+    prompt.first_turn = first
     notes = list(prompt.notes)
     if first:
         files = sum(len(t.media) for t in turns[:first] if t.role == "user")

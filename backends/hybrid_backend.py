@@ -144,7 +144,7 @@ class HybridBackend(Backend):
             return
         for note in notes:
             yield Notice(note)
-        request = replace(request, turns=request.turns[len(request.turns) - _turns_in(prompt):])
+        request = replace(request, turns=request.turns[prompt.first_turn:])  # a server gets the same turns
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
@@ -227,8 +227,3 @@ class HybridBackend(Backend):
     def close(self) -> None:
         self.text_source.close()
         self.talker.backend.close()
-
-
-def _turns_in(prompt: PromptInputs) -> int:
-    """How many conversation turns the fitted prompt kept (its messages, minus a system prompt)."""
-    return sum(1 for message in prompt.messages if message["role"] != "system")

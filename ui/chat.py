@@ -11,21 +11,18 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 
 from backends.base import Backend
-from backends.events import AudioChunk, ReasoningDelta, TextDelta
 from backends.media import MediaError, kind_of, pcm16
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import (AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, TEXT_UPDATES_PER_S, EventPump, player_update,
-                          save_reply_audio)
+from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 
 log = logging.getLogger(__name__)
 
@@ -149,28 +146,12 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
         reply = ReplyState()
         shown = len(chat.messages)
         events = EventPump(backend.stream(request))
-        last_text_update = flush_audio_until = 0.0
         yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
             interactive=False), gr.skip()
         try:
-            while True:
-                event = await events.next(timeout=max(0.0, flush_audio_until - time.monotonic()) or None)
-                if event is EventPump.END:
-                    break
-                if event is EventPump.IDLE:  # see AUDIO_FLUSH_S
-                    yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), EMPTY_AUDIO
-                    continue
-                reply.handle(event)
-                if isinstance(event, AudioChunk):
-                    flush_audio_until = time.monotonic() + AUDIO_FLUSH_S
-                elif isinstance(event, (TextDelta, ReasoningDelta)):
-                    # Gradio sends one update at a time: coalesce text so speech never queues behind it.
-                    if time.monotonic() - last_text_update < 1 / TEXT_UPDATES_PER_S:
-                        continue
-                    last_text_update = time.monotonic()
+            async for player in reply_updates(events, reply):
                 chat.messages[shown:] = reply.messages()
-                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), \
-                    player_update(event, flushing=time.monotonic() < flush_audio_until)
+                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), player
         finally:
             try:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too

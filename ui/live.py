@@ -22,14 +22,13 @@ import numpy as np
 import soundfile
 
 from backends.base import Backend
-from backends.events import AudioChunk
 from backends.media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import AUDIO_FLUSH_S, EMPTY_AUDIO, MODEL_QUEUE, EventPump, player_update, save_reply_audio
+from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 log = logging.getLogger(__name__)
@@ -210,23 +209,17 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
                           use_audio_in_video=False)
     reply, shown = ReplyState(), len(session.messages)
     events = EventPump(backend.stream(request))
-    flush_until = 0.0
     yield session.messages, session.indicator(), gr.skip()
     try:
-        while not session.barge_in:
-            wait = max(0.0, flush_until - time.monotonic()) or POLL_S
-            event = await events.next(timeout=wait)
-            if event is EventPump.END:
+        async for player in reply_updates(events, reply, poll_s=POLL_S):
+            if session.barge_in:
                 break
-            if event is EventPump.IDLE:
-                if time.monotonic() < flush_until:
-                    yield session.messages, session.indicator(), EMPTY_AUDIO
+            if player is None:  # nothing new: only a chance to notice barge-in
                 continue
-            reply.handle(event)
-            if isinstance(event, AudioChunk):
-                session.phase, flush_until = "speaking", time.monotonic() + AUDIO_FLUSH_S
+            if reply.audio_chunks:
+                session.phase = "speaking"
             session.messages[shown:] = reply.messages()
-            yield session.messages, session.indicator(), player_update(event, time.monotonic() < flush_until)
+            yield session.messages, session.indicator(), player
     finally:
         await events.aclose()  # barge-in, a closed tab or the end: the engine stops
         interrupted = session.barge_in

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import gradio as gr
 import numpy as np
 
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, ReasoningDelta, TextDelta
 from backends.media import pcm16
 
 MODEL_QUEUE = "model"
@@ -80,3 +81,27 @@ def save_reply_audio(reply, folder: str) -> str | None:
     path = tempfile.NamedTemporaryFile(dir=folder, suffix=".wav", delete=False).name
     soundfile.write(path, samples, reply.sample_rate)
     return path
+
+
+async def reply_updates(events: EventPump, reply, poll_s: float | None = None):
+    """Feed a backend's events into ``reply`` (a ReplyState) and yield the player's update whenever the
+    page should be redrawn: new speech, text at most TEXT_UPDATES_PER_S times a second, and the encoder
+    nudges of AUDIO_FLUSH_S. With ``poll_s``, yields None at least that often, so the caller can check
+    for something else (barge-in) while nothing arrives."""
+    last_text = flush_until = 0.0
+    while True:
+        event = await events.next(timeout=max(0.0, flush_until - time.monotonic()) or poll_s)
+        if event is EventPump.END:
+            return
+        if event is EventPump.IDLE:
+            yield EMPTY_AUDIO if time.monotonic() < flush_until else None
+            continue
+        reply.handle(event)
+        if isinstance(event, AudioChunk):
+            flush_until = time.monotonic() + AUDIO_FLUSH_S
+        elif isinstance(event, (TextDelta, ReasoningDelta)):
+            # Gradio sends one update at a time: coalesce text so speech never queues behind it.
+            if time.monotonic() - last_text < 1 / TEXT_UPDATES_PER_S:
+                continue
+            last_text = time.monotonic()
+        yield player_update(event, flushing=time.monotonic() < flush_until)
