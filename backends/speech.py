@@ -29,6 +29,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from backends.decoding import TalkerDecoder
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def capture_prompt_hidden(thinker, layer: int) -> Iterator[dict]:
         hidden = output[0] if isinstance(output, tuple) else output
         if "hidden" not in captured and hidden.shape[1] > 1:
             captured["hidden"] = hidden.detach().clone()  # clone: graph-owned memory may be reused
+            # Gone before the first decode step: a compiled decode step never sees (or guards on) a hook.
+            handle.remove()
 
     handle = thinker.model.layers[layer - 1].register_forward_hook(hook)
     try:
@@ -114,8 +117,9 @@ class Talker:
     """
 
     def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, feed: TextFeed,
-                 captured: dict, stop: threading.Event):
-        self.model, self.talker, self.config = model, model.talker, model.config
+                 captured: dict, stop: threading.Event, decoder: TalkerDecoder | None = None):
+        """``decoder``: the backend's static-cache decoder (compiled on GPU); None: one made for this reply."""
+        self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, decoder
         self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
         self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
         self.device = self.talker.device
@@ -134,30 +138,31 @@ class Talker:
             [self.config.tts_bos_token_id, self.config.tts_eos_token_id, self.config.tts_pad_token_id]
         ).split(1, dim=1)
         embeds, ids = self._prefill_inputs(first_text, tts_bos, tts_eos, tts_pad)
+        decoder = self.decoder
+        if decoder is None or not decoder.fits(ids.shape[1], self.sampling.max_frames):
+            decoder = TalkerDecoder(self.talker, ids.shape[1] + self.sampling.max_frames + 1)  # eager, this reply only
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=self.device)
-        out = self.talker(inputs_embeds=embeds, attention_mask=attention_mask, talker_input_ids=ids,
-                          use_cache=True, output_hidden_states=True, **self._rope_inputs())
+        logits, hidden = decoder.prefill(embeds, ids, attention_mask, self._rope_inputs())
         processors = self._codec_processors()
         generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
         text_ended = False
         for step in range(self.sampling.max_frames):
-            token = self._sample(out.logits[:, -1].to(self.device), generated, processors)
+            token = self._sample(logits.to(self.device), generated, processors)
             generated = torch.cat([generated, token], dim=1)
             if token.item() == self.config.talker_config.codec_eos_token_id or step + 1 >= self.sampling.max_frames:
                 return  # stock generate() never decodes the last sampled token
             if self.stop.is_set():
                 return
-            codec_embeds, residual = self._code_predictor(out.hidden_states[0][-1][:, -1:].to(self.device), token)
+            token_embed = self.talker.get_input_embeddings()(token)
+            residual, codec_embeds = decoder.predict(hidden, token_embed,
+                                                     self.generator if self.sampling.do_sample else None)
             yield torch.cat([token[0], residual[0]])
             next_text = None if text_ended else self.feed.spoken_token(step + 1, self.stop)
             if next_text is not None:
                 text = self._text_hidden([next_text])
             else:
                 text, text_ended = (tts_pad if text_ended else tts_eos), True
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((1, 1))], dim=1)
-            out = self.talker(inputs_embeds=codec_embeds + text, attention_mask=attention_mask,
-                              past_key_values=out.past_key_values, use_cache=True, output_hidden_states=True,
-                              generation_step=step)
+            logits, hidden = decoder.step(codec_embeds, text)
 
     def _text_hidden(self, token_ids: list[int]) -> torch.Tensor:
         ids = torch.tensor([token_ids], device=self.model.thinker.device)
@@ -210,22 +215,6 @@ class Talker:
         if self.sampling.do_sample:
             processors += _warpers(self.sampling.temperature, self.sampling.top_k, self.sampling.top_p)
         return processors
-
-    def _code_predictor(self, talker_hidden: torch.Tensor, token: torch.Tensor):
-        """The 15 residual codes of one frame, and the summed codec embedding the talker reads next."""
-        predictor = self.talker.code_predictor
-        token_embed = self.talker.get_input_embeddings()(token).to(self.device)
-        warpers = _warpers(1.0, 50, 0.8) if self.sampling.do_sample else LogitsProcessorList()
-        out = predictor(inputs_embeds=torch.cat([talker_hidden, token_embed], dim=1), use_cache=True)
-        codes, embeds = [], token_embed
-        for group in range(1, self.config.talker_config.num_code_groups):
-            code = self._sample(out.logits[:, -1].to(self.device), None, warpers)
-            codes.append(code)
-            embeds = embeds + predictor.get_input_embeddings()[group - 1](code).to(self.device)
-            if group + 1 < self.config.talker_config.num_code_groups:
-                out = predictor(input_ids=code, past_key_values=out.past_key_values, use_cache=True,
-                                generation_steps=group)
-        return embeds, torch.cat(codes, dim=1)
 
     def _sample(self, logits: torch.Tensor, generated: torch.Tensor | None, processors) -> torch.Tensor:
         scores = processors(generated if generated is not None else logits.new_empty((1, 0), dtype=torch.long),
@@ -305,8 +294,10 @@ class SpeechRun:
     """
 
     def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, vocoder: StreamingVocoder,
-                 emit, stop: threading.Event, started: float | None = None, feed: TextFeed | None = None):
+                 emit, stop: threading.Event, started: float | None = None, feed: TextFeed | None = None,
+                 decoder: TalkerDecoder | None = None):
         self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
+        self.decoder = decoder
         self.emit, self.stop = emit, stop
         self.feed = feed or TextFeed()
         self.started = time.perf_counter() if started is None else started
@@ -333,7 +324,8 @@ class SpeechRun:
 
     def _run(self, captured: dict) -> None:
         try:
-            talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop)
+            talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop,
+                            self.decoder)
             for frame in talker.frames():
                 if self.talker_started is None:
                     self.talker_started = time.perf_counter()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
+from backends.decoding import TalkerDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -54,6 +57,11 @@ class TransformersOptions:
     media_limits: media.MediaLimits = media.DEFAULT_LIMITS
     max_context_tokens: int | None = None
     """Prompt + reply; None: the model's own (65,536 for Qwen3-Omni). Longer conversations lose their oldest turns."""
+    compile: str = "auto"
+    """"auto": on CUDA, static KV caches + torch.compile + CUDA graphs for thinker, talker and code predictor
+    (warm_up() compiles before the first turn); "on": also elsewhere (no CUDA graphs); "off": eager."""
+    static_cache_tokens: int = 8192
+    """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
 
 
 class TransformersBackend(Backend):
@@ -75,6 +83,15 @@ class TransformersBackend(Backend):
             # thinker config has; without it audio + image/video input with speech crashes.
             self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
+        self.compiled = options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda")
+        self.talker_decoder = None
+        if self.model.has_talker:
+            max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
+            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16)
+        # One long-lived generation thread: CUDA graphs recorded by torch.compile belong to the thread
+        # that recorded them, so a thread per reply would record them again for every reply.
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
         config = self.model.config
         speakers = tuple(config.talker_config.speaker_id) if self.model.has_talker else ()
         device = str(next(self.model.thinker.parameters()).device)
@@ -102,8 +119,7 @@ class TransformersBackend(Backend):
             except RuntimeError:  # the event loop closed under us
                 stop.set()
 
-        worker = threading.Thread(target=self._run, args=(request, emit, stop), daemon=True, name="omni-generate")
-        worker.start()
+        self._jobs.put(functools.partial(self._run, request, emit, stop))
         try:
             while True:
                 event = await events.get()
@@ -112,6 +128,10 @@ class TransformersBackend(Backend):
                     return
         finally:
             stop.set()  # the stream was closed (Stop, closed tab) or finished: end the worker
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
 
     def _run(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
         with self._lock:
@@ -146,7 +166,8 @@ class TransformersBackend(Backend):
                                  speech.feed if speech else None)
         with speech.running() if speech else contextlib.nullcontext():
             try:
-                self.model.thinker.generate(**inputs, **self._thinker_kwargs(request, streamer, _StopOnEvent(stop)))
+                self.model.thinker.generate(**inputs, **self._thinker_kwargs(request, streamer, _StopOnEvent(stop),
+                                                                             prompt_tokens))
             except Exception:
                 if not stop.is_set():
                     raise
@@ -168,7 +189,8 @@ class TransformersBackend(Backend):
         )
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
                                    options.left_context_frames)
-        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed)
+        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed,
+                         self.talker_decoder)
 
     @property
     def context_tokens(self) -> int:
@@ -188,7 +210,7 @@ class TransformersBackend(Backend):
                 inputs[key] = value.to(self.model.thinker.dtype)
         return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
-    def _thinker_kwargs(self, request: ChatRequest, streamer, stopping) -> dict:
+    def _thinker_kwargs(self, request: ChatRequest, streamer, stopping, prompt_tokens: int) -> dict:
         sampling = request.sampling
         kwargs = {
             "max_new_tokens": sampling.max_new_tokens,
@@ -197,6 +219,10 @@ class TransformersBackend(Backend):
             "streamer": streamer,
             "stopping_criteria": [stopping],
         }
+        if self.compiled and prompt_tokens + sampling.max_new_tokens <= self.options.static_cache_tokens:
+            # One cache size for every turn: a new size would mean a new compile. transformers compiles the
+            # decode step itself (mode reduce-overhead: CUDA graphs) when the cache is static, on CUDA.
+            kwargs.update(cache_implementation="static", max_cache_len=self.options.static_cache_tokens)
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         return kwargs
@@ -214,7 +240,43 @@ class TransformersBackend(Backend):
             **speech_metrics,
         )
 
+    def warm_up(self, progress: Callable[[str], None] = log.info) -> dict:
+        """Compile and capture before the first user turn; returns seconds per stage.
+
+        torch.compile keeps its compiled code in its on-disk caches (TORCHINDUCTOR_CACHE_DIR), so a
+        restart skips most of the work; CUDA graphs are recorded again in every process.
+        """
+        from backends.request import Sampling, Turn
+
+        times: dict = {}
+        if not self.compiled:
+            return times
+        if self.talker_decoder is not None:
+            progress("Compiling the talker and its code predictor…")
+            times["talker_s"] = self.talker_decoder.compile(capture=self.model.device.type == "cuda")
+        progress("Compiling the thinker (one short reply)…")
+        started = time.perf_counter()
+        request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
+                              return_audio=self.info.can_speak)
+        done = threading.Event()
+        failures: list = []
+
+        def emit(event: Event) -> None:
+            if isinstance(event, Error):
+                failures.append(event.message)
+            if isinstance(event, Done):
+                done.set()
+
+        self._jobs.put(functools.partial(self._run, request, emit, threading.Event()))
+        done.wait()
+        if failures:
+            raise RuntimeError("Warm-up failed: " + "; ".join(failures))
+        times["thinker_s"] = time.perf_counter() - started
+        progress("Ready.")
+        return times
+
     def close(self) -> None:
+        self._jobs.put(None)
         self.model = None  # type: ignore[assignment]
         _free_accelerator_memory()
 

@@ -93,21 +93,27 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
     return model, processor
 
 
-def full_size_backend(tiny_path: Path):
-    """A TransformersBackend around a full-size random-weight model (GPU)."""
+def full_size_backends(tiny_path: Path, loaded=None) -> dict:
+    """Two TransformersBackends around one full-size random-weight model (GPU): eager, and compiled."""
     from backends.transformers_backend import TransformersBackend, TransformersOptions
 
-    model, processor = full_size_model(tiny_path)
+    loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
-    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5)
-    return TransformersBackend(checkpoint, options, loaded=(model, processor))
+    return {mode: TransformersBackend(checkpoint, TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5,
+                                                                      compile=mode), loaded=loaded)
+            for mode in ("off", "auto")}
 
 
-def tiny_backend():
-    from backends import build_backend
+def tiny_backends(device: str = "cpu") -> dict:
+    """Eager and compiled backends around one tiny model (``compile="on"``: inductor even on the CPU)."""
     from backends.checkpoints import resolve_checkpoint
+    from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
 
-    return build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=SPEECH_FRAMES / 12.5)
+    checkpoint = resolve_checkpoint("tiny")
+    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device)
+    loaded = load_model(checkpoint, options)
+    return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
+            for mode in ("off", "on")}
 
 
 def run_stock(backend, request: ChatRequest) -> dict:
@@ -143,6 +149,7 @@ def run_stock(backend, request: ChatRequest) -> dict:
         "total": done - started,
         "audio_s": audio_s,
         "rtf": (done - thinker_end) / audio_s if audio_s else float("nan"),
+        "frames_s": audio_s * 12.5 / (done - thinker_end),  # talker + code2wav after the thinker, as stock runs
     }
 
 
@@ -165,50 +172,80 @@ def run_streaming(backend, request: ChatRequest) -> dict:
 
     first_text, first_audio, total, metrics = asyncio.run(collect())
     return {"ttft": metrics.time_to_first_token_s, "tok_s": metrics.tokens_per_s, "first_audio": first_audio, "total": total,
-            "audio_s": metrics.audio_seconds, "rtf": metrics.real_time_factor}
+            "audio_s": metrics.audio_seconds, "rtf": metrics.real_time_factor, "frames_s": metrics.talker_frames_per_s}
 
 
-def greedy_agreement(backend, request: ChatRequest) -> tuple[float, int, int]:
-    """Share of equal codec codes between stock generate() and the streaming loop (greedy)."""
+def greedy_outputs(backend, request: ChatRequest) -> tuple[list[int], torch.Tensor]:
+    """Text token ids and codec codes of one greedy streamed reply."""
     from backends import speech
 
     frames: list[torch.Tensor] = []
-    original_frames = speech.Talker.frames
+    tokens: list[int] = []
+    original_frames, original_extend = speech.Talker.frames, speech.TextFeed.extend
 
     def recording(self):
         for frame in original_frames(self):
             frames.append(frame.cpu())
             yield frame
 
-    model, inputs = backend.model, backend.encode(build_prompt_inputs(request, backend.options.media_limits))
-    stock_codes = {}
-    chunked_decode = model.code2wav.chunked_decode
+    def extend(self, ids):
+        tokens.extend(ids)
+        original_extend(self, ids)
 
-    def record(codes, **kwargs):
-        stock_codes["codes"] = codes
-        return chunked_decode(codes, **kwargs)
-
-    model.code2wav.chunked_decode = record
-    model.generate(**inputs, speaker=request.speaker, return_audio=True, thinker_do_sample=False,
-                                  talker_do_sample=False, thinker_max_new_tokens=TEXT_TOKENS,
-                                  talker_max_new_tokens=SPEECH_FRAMES,
-                                  thinker_eos_token_id=model.config.im_end_token_id)
-    del model.code2wav.chunked_decode
-    speech.Talker.frames = recording
-    backend.options = replace(backend.options, talker_do_sample=False)
+    speech.Talker.frames, speech.TextFeed.extend = recording, extend
+    options = backend.options
+    backend.options = replace(options, talker_do_sample=False)
     try:
         async def run():
             return [e async for e in backend.stream(request)]
 
         asyncio.run(run())
     finally:
-        speech.Talker.frames = original_frames
-    ours = torch.stack(frames)
-    stock = stock_codes["codes"][0].T.cpu()
-    n = min(len(ours), len(stock))
-    equal_frames = (ours[:n] == stock[:n]).all(dim=1)
-    first_diff = int((~equal_frames).nonzero()[0]) if not equal_frames.all() else n
-    return (ours[:n] == stock[:n]).float().mean().item(), n, first_diff
+        speech.Talker.frames, speech.TextFeed.extend = original_frames, original_extend
+        backend.options = options
+    return tokens, torch.stack(frames) if frames else torch.empty((0, 16), dtype=torch.long)
+
+
+def agreement(eager, compiled, request: ChatRequest) -> str:
+    """How far the compiled path's greedy tokens and codes agree with the eager path's."""
+    eager_tokens, eager_codes = greedy_outputs(eager, request)
+    tokens, codes = greedy_outputs(compiled, request)
+    same_tokens = next((i for i, (a, b) in enumerate(zip(eager_tokens, tokens)) if a != b), min(len(tokens),
+                                                                                                   len(eager_tokens)))
+    n = min(len(codes), len(eager_codes))
+    equal_frames = (codes[:n] == eager_codes[:n]).all(dim=1)
+    first_diff = int((~equal_frames).nonzero()[0]) if n and not equal_frames.all() else n
+    share = (codes[:n] == eager_codes[:n]).float().mean().item() if n else float("nan")
+    return (f"text tokens: first {same_tokens} of {len(eager_tokens)} equal; codec codes: {share:.1%} of {n} frames x "
+            f"16 equal, frames 0..{first_diff - 1} identical")
+
+
+def profile_decoder(decoder, steps: int = 50) -> dict:
+    """Per call: wall time vs GPU kernel time, for one talker step and one predictor frame."""
+    from torch.profiler import ProfilerActivity, profile
+
+    hidden = torch.randn_like(decoder.codec_in)
+    results = {}
+    with torch.inference_mode():
+        decoder.cache.reset()
+        for name, call in (("talker step", lambda: decoder.step(hidden, hidden)),
+                           ("predictor frame", lambda: decoder.predict(hidden, hidden, None))):
+            for _ in range(5):
+                call()
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(steps):
+                call()
+            torch.cuda.synchronize()
+            wall = (time.perf_counter() - started) / steps
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(steps):
+                    call()
+                torch.cuda.synchronize()
+            kernel = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / steps
+            results[name] = (wall * 1e3, kernel)
+        decoder.cache.reset()
+    return results
 
 
 def stop_latency(backend, request: ChatRequest) -> float:
@@ -228,40 +265,56 @@ def stop_latency(backend, request: ChatRequest) -> float:
     return time.perf_counter() - stopped
 
 
-def print_table(results: dict[str, list[dict]], peaks: dict[str, float]) -> None:
-    print("\n| path | TTFT | thinker tok/s | first audio | whole reply | speech | speech RTF | peak GPU mem |")
-    print("|---|---|---|---|---|---|---|---|")
+def print_table(results: dict[str, list[dict]], peaks: dict[str, float], warm_up: dict[str, float]) -> None:
+    print("\n| path | TTFT | thinker tok/s | talker frames/s | first audio | whole reply | speech | speech RTF | "
+          "peak GPU mem | warm-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         peak = f"{peaks[name]:.1f} GB" if name in peaks else "n/a"
-        print(f"| {name} | {med['ttft']:.3f} s | {med['tok_s']:.1f} | {med['first_audio']:.2f} s | "
-              f"{med['total']:.2f} s | {med['audio_s']:.2f} s | {med['rtf']:.2f} | {peak} |")
+        frames = f"{med['frames_s']:.1f}" if med.get("frames_s") else "n/a"
+        print(f"| {name} | {med['ttft']:.3f} s | {med['tok_s']:.1f} | {frames} | {med['first_audio']:.2f} s | "
+              f"{med['total']:.2f} s | {med['audio_s']:.2f} s | {med['rtf']:.2f} | {peak} | "
+              f"{warm_up.get(name, 0):.0f} s |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-size", action="store_true")
+    parser.add_argument("--device", default="cpu", help="tiny model only: cpu | cuda")
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--first-chunk", type=int, nargs="*", default=[], help="also time these first-chunk sizes")
-    parser.add_argument("--skip-stock", action="store_true", help="only the agreement and first-chunk checks")
+    parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     args = parser.parse_args()
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     started = time.perf_counter()
-    backend = full_size_backend(tiny_path) if args.full_size else tiny_backend()
-    print(f"model ready in {time.perf_counter() - started:.1f} s on {backend.info.device}", flush=True)
+    backends = full_size_backends(tiny_path) if args.full_size else tiny_backends(args.device)
+    eager, compiled = backends.values()
+    print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
+    on_gpu = eager.model.device.type == "cuda"
+    warm = compiled.warm_up(lambda message: print(" ", message, flush=True))
+    print("warm-up:", {k: round(v, 1) for k, v in warm.items()}, flush=True)
     audio, image = make_prompt_files(Path(tempfile.mkdtemp()))
     request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),
                                            "What do you hear, and what is in the picture?"),),
                           speaker="ethan", sampling=Sampling(temperature=0, max_new_tokens=TEXT_TOKENS))
-    print("prompt tokens:", backend.encode(build_prompt_inputs(request, backend.options.media_limits))["input_ids"].shape[1], flush=True)
-    on_gpu = torch.cuda.is_available() and args.full_size
-    results: dict[str, list[dict]] = {"stock generate()": [], "streaming backend": []}
+    prompt = build_prompt_inputs(request, eager.options.media_limits)
+    encode_started = time.perf_counter()
+    print("prompt tokens:", eager.encode(prompt)["input_ids"].shape[1],
+          f"(media decoding + processor {time.perf_counter() - encode_started:.3f} s)", flush=True)
+    paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
+             "our loop, compiled": (run_streaming, compiled)}
+    if args.skip_stock:
+        del paths["stock generate(), eager"]
+    if args.skip_eager:
+        paths = {"our loop, compiled": paths["our loop, compiled"]}
+    results: dict[str, list[dict]] = {name: [] for name in paths}
     peaks: dict[str, float] = {}
-    for run in range(0 if args.skip_stock else args.runs + 1):  # the first round warms up both paths
-        for name, runner in (("stock generate()", run_stock), ("streaming backend", run_streaming)):
+    for run in range(args.runs + 1):  # the first round warms up every path
+        for name, (runner, backend) in paths.items():
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             measured = runner(backend, request)
@@ -271,19 +324,17 @@ def main() -> None:
                   {k: None if v is None else round(v, 3) for k, v in measured.items()}, flush=True)
             if run:
                 results[name].append(measured)
-    if args.skip_stock:
-        run_streaming(backend, request)  # warm-up
-    else:
-        print_table(results, peaks)
-    print(f"\nstop during speech frees the engine in {stop_latency(backend, request) * 1000:.0f} ms", flush=True)
-    agreement, frames, first_diff = greedy_agreement(backend, request)
-    print(f"greedy codec codes equal to stock generate(): {agreement:.1%} of {frames} frames x 16 codebooks; "
-          f"frames 0..{first_diff - 1} identical")
-    for first_chunk in args.first_chunk:
-        backend.options = replace(backend.options, first_chunk_frames=first_chunk, talker_do_sample=True)
-        runs = [run_streaming(backend, request) for _ in range(args.runs)]
-        print(f"first chunk {first_chunk} frames: first audio median "
-              f"{statistics.median(r['first_audio'] for r in runs):.2f} s", flush=True)
+    print_table(results, peaks, {"our loop, compiled": sum(warm.values())})
+    for name, backend in (("eager", eager), ("compiled", compiled)):
+        if name in " ".join(paths):
+            print(f"stop during speech ({name}) frees the engine in {stop_latency(backend, request) * 1000:.0f} ms",
+                  flush=True)
+    print("greedy, compiled vs eager loop:", agreement(eager, compiled, request), flush=True)
+    if on_gpu:
+        for name, backend in (("eager", eager), ("compiled", compiled)):
+            for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():
+                print(f"profile {name} {what}: {wall:.2f} ms per call, GPU kernels {kernel:.2f} ms", flush=True)
+        print(f"peak GPU memory of the process: {torch.cuda.max_memory_allocated() / 1e9:.1f} GB", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""The talker's decode step and the code predictor's whole frame, over static KV caches.
+
+Per 80 ms of speech the talker makes one decode step and its code predictor fifteen; in
+eager mode each step is hundreds of small kernel launches, so the GPU waits on Python.
+Here both run over ``StaticCache`` tensors that never move, from input buffers that never
+move, so on a GPU each can be compiled (``torch.compile``, no graph breaks) and captured
+once as a CUDA graph: one replay per talker step, one per frame for all fifteen
+residual codebooks. On the CPU the same functions run eagerly (or compiled, in tests),
+which is how the tests prove the outputs equal stock ``generate()``'s.
+
+Sampling in the predictor's graph uses the Gumbel-max trick over noise drawn outside it
+(a graph can't draw from a ``torch.Generator`` of ours); with constant noise it is argmax.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+from transformers import StaticCache
+
+log = logging.getLogger(__name__)
+
+PREDICTOR_TOP_K = 50
+PREDICTOR_TOP_P = 0.8
+"""Stock generate()'s code predictor sampling (temperature 1)."""
+
+
+class TalkerDecoder:
+    """Example::
+
+        decoder = TalkerDecoder(model.talker, max_tokens=12_000)
+        decoder.compile()                    # CUDA: compile + capture; optional
+        logits, hidden = decoder.prefill(embeds, talker_input_ids, attention_mask, rope_inputs)
+        codes, codec_embeds = decoder.predict(hidden, token_embed, uniform=None)   # greedy
+        logits, hidden = decoder.step(codec_embeds, text_embed)
+    """
+
+    def __init__(self, talker, max_tokens: int):
+        self.talker, self.predictor = talker, talker.code_predictor
+        self.max_tokens = max_tokens
+        self.groups = talker.config.num_code_groups
+        device, dtype = talker.device, talker.dtype
+        hidden = talker.config.text_config.hidden_size
+        self.cache = StaticCache(config=talker.config.text_config, max_cache_len=max_tokens)
+        # Two prompt rows (talker state, codebook 0) then 14 single steps.
+        self.predictor_cache = StaticCache(config=self.predictor.config, max_cache_len=self.groups)
+        # Inputs and outputs of the captured functions live at fixed addresses.
+        self.codec_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
+        self.text_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
+        self.rope_delta = torch.zeros((1, 1), device=device, dtype=torch.long)
+        self.talker_hidden_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
+        self.token_embed_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
+        self.uniform = torch.full((self.groups - 1, PREDICTOR_TOP_K), 0.5, device=device)
+        # Every predictor position is known in advance, so are its causal masks (the generic mask code
+        # branches on the cache's position, which a graph can't).
+        causal = torch.ones((self.groups, self.groups), dtype=torch.bool, device=device).tril()
+        self.predictor_masks = [causal[None, None, :2]] + [causal[None, None, p : p + 1]
+                                                           for p in range(2, self.groups)]
+        self._step, self._predict = self._step_fn, self._predict_fn
+        self.compiled = False
+        self._initialize_caches()
+
+    @property
+    def device(self) -> torch.device:
+        return self.codec_in.device
+
+    def fits(self, prompt_tokens: int, frames: int) -> bool:
+        return prompt_tokens + frames + 1 <= self.max_tokens
+
+    @torch.inference_mode()
+    def prefill(self, embeds: torch.Tensor, talker_input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                rope_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The talker's prompt, eagerly (its length varies); returns (logits, last hidden state)."""
+        self.cache.reset()
+        out = self.talker(inputs_embeds=embeds, attention_mask=attention_mask, talker_input_ids=talker_input_ids,
+                          past_key_values=self.cache, use_cache=True, output_hidden_states=True, **rope_inputs)
+        # The decode steps read their 3D rope position as "tokens cached + delta", inside the graph.
+        self.rope_delta.copy_(self.talker.rope_deltas.reshape(1, 1))
+        return out.logits[:, -1], out.hidden_states[0][-1][:, -1:]  # [-1]: after the final norm
+
+    @torch.inference_mode()
+    def step(self, codec_embeds: torch.Tensor, text_embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One talker step; the outputs stay valid until the next step."""
+        self.codec_in.copy_(codec_embeds)
+        self.text_in.copy_(text_embed)
+        return self._step()
+
+    @torch.inference_mode()
+    def predict(self, talker_hidden: torch.Tensor, token_embed: torch.Tensor,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 15 residual codes of one frame, and the summed codec embedding the talker reads next.
+
+        ``generator`` None: greedy. The outputs stay valid until the next call.
+        """
+        self.talker_hidden_in.copy_(talker_hidden)
+        self.token_embed_in.copy_(token_embed)
+        if generator is None:
+            self.uniform.fill_(0.5)  # the same noise everywhere: argmax
+        else:
+            self.uniform.uniform_(generator=generator)
+        return self._predict()
+
+    # The functions below read and write only the fixed buffers and caches: they are what gets captured.
+
+    def _step_fn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        position = self.cache.layers[0].cumulative_length + self.rope_delta  # (1, 1)
+        out = self.talker.model(inputs_embeds=self.codec_in + self.text_in, past_key_values=self.cache,
+                                position_ids=position.view(1, 1, 1).expand(3, 1, 1), use_cache=True)
+        hidden = out.last_hidden_state
+        return self.talker.codec_head(hidden[:, -1]), hidden
+
+    def _predict_fn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for layer in self.predictor_cache.layers:  # a new frame: earlier keys are masked out, not erased
+            layer.cumulative_length.zero_()
+        model = self.predictor.model
+        state = model(inputs_embeds=torch.cat([self.talker_hidden_in, self.token_embed_in], dim=1),
+                      attention_mask={"full_attention": self.predictor_masks[0]},
+                      past_key_values=self.predictor_cache, use_cache=True).last_hidden_state[:, -1]
+        embeds, codes = self.token_embed_in, []
+        for group in range(self.groups - 1):
+            code = _gumbel_pick(self.predictor.lm_head[group](state).float(), self.uniform[group])
+            codes.append(code)
+            code_embed = model.get_input_embeddings()[group](code)
+            embeds = embeds + code_embed
+            if group + 2 < self.groups:
+                state = model(inputs_embeds=code_embed, attention_mask={"full_attention": self.predictor_masks[group + 1]},
+                              past_key_values=self.predictor_cache, use_cache=True).last_hidden_state[:, -1]
+        return torch.cat(codes, dim=1), embeds
+
+    def _initialize_caches(self) -> None:
+        """StaticCache allocates its tensors on the first write: do it now, outside any graph."""
+        with torch.inference_mode():  # (its tensors are inference tensors: touch them only in inference mode)
+            self._predict_fn()
+            self._step_fn()
+            self.cache.reset()
+
+    def compile(self, capture: bool | None = None) -> float:
+        """torch.compile both functions (fullgraph) and, on CUDA, capture each as a CUDA graph.
+
+        Returns the seconds it took. ``capture`` defaults to "on CUDA".
+        """
+        started = time.perf_counter()
+        capture = self.device.type == "cuda" if capture is None else capture
+        step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
+        predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False)
+        with torch.inference_mode():
+            if capture:
+                self._step, self._predict = _captured(step), _captured(predict)
+            else:
+                step(), predict()  # compile now, not during the first reply
+                self._step, self._predict = step, predict
+            self.cache.reset()
+        self.compiled = True
+        return time.perf_counter() - started
+
+
+def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Top-k 50, top-p 0.8 sampling with the noise given; argmax when the noise is constant. (1, 1) long."""
+    values, indices = logits.topk(PREDICTOR_TOP_K, dim=-1)  # descending
+    probs = values.softmax(dim=-1)
+    more_likely = probs.cumsum(dim=-1) - probs
+    # transformers' TopPLogitsWarper drops a token once the likelier ones already hold top_p of the mass.
+    values = values.masked_fill(more_likely >= PREDICTOR_TOP_P, -math.inf)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))
+    choice = (values + gumbel).argmax(dim=-1, keepdim=True)
+    return indices.gather(-1, choice)
+
+
+def _captured(function):
+    """``function`` (no arguments, fixed buffers) as a replayable CUDA graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (autotune, allocations) outside the graph, as torch.cuda.graph asks
+        for _ in range(3):
+            function()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: another thread's CUDA calls (the UI, a loader) must not break the capture.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = function()
+
+    def replay():
+        graph.replay()
+        return outputs
+
+    return replay
