@@ -187,3 +187,28 @@ def _captured(function):
         return outputs
 
     return replay
+
+
+def compile_thinker_decode(thinker) -> None:
+    """Compile the thinker's text model for single-token steps over a static cache (CUDA graphs on CUDA).
+
+    Not the whole thinker, as transformers' auto-compile does: generate() passes the media
+    arguments (e.g. ``feature_attention_mask``, sized by the audio) on to every decode step, so
+    each new audio length would compile again. The text model's decode inputs look the same for
+    every turn. The prompt (its length varies) still runs eagerly.
+    """
+    text_model = thinker.model
+    if getattr(text_model, "compiled_decode", False):
+        return  # several backends may share one model
+    eager = text_model.forward
+    compiled = torch.compile(eager, mode="reduce-overhead" if thinker.device.type == "cuda" else "default",
+                             dynamic=False)
+
+    def forward(*args, **kwargs):
+        embeds, cache = kwargs.get("inputs_embeds"), kwargs.get("past_key_values")
+        if embeds is not None and embeds.shape[1] == 1 and isinstance(cache, StaticCache):
+            return compiled(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    text_model.forward = forward
+    text_model.compiled_decode = True

@@ -120,6 +120,7 @@ class Talker:
                  captured: dict, stop: threading.Event, decoder: TalkerDecoder | None = None):
         """``decoder``: the backend's static-cache decoder (compiled on GPU); None: one made for this reply."""
         self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, decoder
+        self.prefilled_at: float | None = None
         self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
         self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
         self.device = self.talker.device
@@ -134,6 +135,8 @@ class Talker:
         first_text = self.feed.spoken_token(0, self.stop)
         if first_text is None or self.stop.is_set():
             return  # a reply of one token (or none) has nothing to speak
+        if self.device.type == "cuda":  # our own stream: see SpeechRun._run; wait for the prompt's states
+            torch.cuda.current_stream(self.device).wait_stream(torch.cuda.default_stream(self.device))
         tts_bos, tts_eos, tts_pad = self._text_hidden(
             [self.config.tts_bos_token_id, self.config.tts_eos_token_id, self.config.tts_pad_token_id]
         ).split(1, dim=1)
@@ -143,6 +146,7 @@ class Talker:
             decoder = TalkerDecoder(self.talker, ids.shape[1] + self.sampling.max_frames + 1)  # eager, this reply only
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=self.device)
         logits, hidden = decoder.prefill(embeds, ids, attention_mask, self._rope_inputs())
+        self.prefilled_at = time.perf_counter()
         processors = self._codec_processors()
         generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
         text_ended = False
@@ -323,12 +327,23 @@ class SpeechRun:
                 worker.join()  # the reply is done when its speech is
 
     def _run(self, captured: dict) -> None:
+        # On a GPU the talker gets a CUDA stream of its own: on the thinker's stream each of its
+        # syncs (one per frame) would wait for the thinker's queued steps, and its kernels could
+        # never run beside the thinker's.
+        device = self.model.talker.device
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            self._speak(captured)
+
+    def _speak(self, captured: dict) -> None:
         try:
             talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop,
                             self.decoder)
             for frame in talker.frames():
                 if self.talker_started is None:
                     self.talker_started = time.perf_counter()
+                    log.debug("speech timeline: talker prefill done +%.3f s, first frame +%.3f s",
+                              talker.prefilled_at - self.started, self.talker_started - self.started)
                 self.frames += 1
                 self._send(self.vocoder.push(frame))
             self._send(self.vocoder.flush())
@@ -346,6 +361,8 @@ class SpeechRun:
         samples = wav.cpu().numpy()
         self.first_audio_at = self.first_audio_at or time.perf_counter()
         self.samples += samples.size
+        if self.samples == samples.size:
+            log.debug("speech timeline: first audio chunk +%.3f s", self.first_audio_at - self.started)
         self.emit(AudioChunk(samples))
 
     def metrics(self) -> dict:

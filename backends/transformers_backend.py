@@ -22,7 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
-from backends.decoding import TalkerDecoder
+from backends.decoding import TalkerDecoder, compile_thinker_decode
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -84,6 +84,8 @@ class TransformersBackend(Backend):
             self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
         self.compiled = options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda")
+        if self.compiled:
+            compile_thinker_decode(self.model.thinker)  # compiles lazily: warm_up() triggers it
         self.talker_decoder = None
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -220,9 +222,10 @@ class TransformersBackend(Backend):
             "stopping_criteria": [stopping],
         }
         if self.compiled and prompt_tokens + sampling.max_new_tokens <= self.options.static_cache_tokens:
-            # One cache size for every turn: a new size would mean a new compile. transformers compiles the
-            # decode step itself (mode reduce-overhead: CUDA graphs) when the cache is static, on CUDA.
-            kwargs.update(cache_implementation="static", max_cache_len=self.options.static_cache_tokens)
+            # One cache size for every turn: a new size would mean a new compile. Our compiled text model
+            # (compile_thinker_decode) takes the decode steps, not transformers' auto-compile.
+            kwargs.update(cache_implementation="static", max_cache_len=self.options.static_cache_tokens,
+                          disable_compile=True)
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         return kwargs

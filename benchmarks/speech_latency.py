@@ -265,6 +265,46 @@ def stop_latency(backend, request: ChatRequest) -> float:
     return time.perf_counter() - stopped
 
 
+def thinker_alone(backend, request: ChatRequest, profile_tokens: int = 0) -> str:
+    """Thinker decode speed with speech off; with ``profile_tokens``, GPU kernel time per token too."""
+    text_only = replace(request, return_audio=False)
+    measured = run_streaming(backend, text_only)
+    line = f"thinker alone (speech off): TTFT {measured['ttft']:.3f} s, {measured['tok_s']:.1f} tok/s"
+    if profile_tokens:
+        from torch.profiler import ProfilerActivity, profile
+
+        short = replace(text_only, sampling=replace(text_only.sampling, max_new_tokens=profile_tokens))
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            started = time.perf_counter()
+            run_streaming(backend, short)
+            wall = time.perf_counter() - started
+        kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+        total = sum(e.self_device_time_total for e in kernels) / 1e3
+        top = ", ".join(f"{e.key[:40]} {e.self_device_time_total / 1e3:.0f} ms" for e in kernels[:4])
+        line += (f"; profiled reply of {profile_tokens} tokens: wall {wall * 1e3:.0f} ms, GPU kernels {total:.0f} ms "
+                 f"(top: {top})")
+    return line
+
+
+def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
+    """Aggregate thinker tok/s when ``sessions`` turns (speech off) arrive at once."""
+    text_only = replace(request, return_audio=False)
+
+    async def one():
+        tokens = 0
+        async for event in backend.stream(text_only):
+            if isinstance(event, Metrics):
+                tokens = event.output_tokens
+        return tokens
+
+    async def all_at_once():
+        return await asyncio.gather(*(one() for _ in range(sessions)))
+
+    started = time.perf_counter()
+    tokens = sum(asyncio.run(all_at_once()))
+    return tokens / (time.perf_counter() - started)
+
+
 def print_table(results: dict[str, list[dict]], peaks: dict[str, float], warm_up: dict[str, float]) -> None:
     print("\n| path | TTFT | thinker tok/s | talker frames/s | first audio | whole reply | speech | speech RTF | "
           "peak GPU mem | warm-up |")
@@ -285,7 +325,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
+    parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     args = parser.parse_args()
+    if args.timeline:
+        import logging
+
+        logging.basicConfig(format="  %(message)s")
+        logging.getLogger("backends.speech").setLevel(logging.DEBUG)
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
 
@@ -330,6 +376,12 @@ def main() -> None:
             print(f"stop during speech ({name}) frees the engine in {stop_latency(backend, request) * 1000:.0f} ms",
                   flush=True)
     print("greedy, compiled vs eager loop:", agreement(eager, compiled, request), flush=True)
+    for name, backend in (("eager", eager), ("compiled", compiled)):
+        if name in " ".join(paths):
+            print(f"{name}: {thinker_alone(backend, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
+    for sessions in (1, 2, 4):
+        print(f"compiled, {sessions} turns at once (speech off): "
+              f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)
     if on_gpu:
         for name, backend in (("eager", eager), ("compiled", compiled)):
             for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():

@@ -14,7 +14,7 @@ from backends import build_backend
 from backends.checkpoints import Checkpoint, resolve_checkpoint
 from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.speech import Talker
+from backends.decoding import TalkerDecoder
 from backends.transformers_backend import CheckpointError
 from tests.streams import collect, text_of
 
@@ -98,7 +98,7 @@ def test_a_speech_failure_keeps_the_text_reply(instruct_backend, monkeypatch):
     def broken_code_predictor(self, *args):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(Talker, "_code_predictor", broken_code_predictor)
+    monkeypatch.setattr(TalkerDecoder, "predict", broken_code_predictor)
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     errors = [e for e in events if isinstance(e, Error)]
     assert len(errors) == 1 and errors[0].stage == "speech" and "out of memory" in errors[0].message
