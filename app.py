@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import threading
 
 from backends.checkpoints import INSTRUCT, TINY
 
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--max-speech-seconds", type=float, default=None,
                         help="cap on one spoken reply (default 300 s; 4 s for the tiny model)")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even if a GPU is present")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="transformers: skip torch.compile/CUDA graphs (starts in seconds, generates slower)")
+    parser.add_argument("--static-cache-tokens", type=int, default=8192,
+                        help="transformers, compiled: prompt + reply tokens of the fast path (longer turns run eagerly)")
+    parser.add_argument("--max-gpu-memory", type=float, default=None, metavar="GIB",
+                        help="transformers: use at most this much of each GPU, keep the rest of the model in CPU "
+                             "memory (small GPUs; slow, no compile)")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
     parser.add_argument("--feedback-file", default=os.environ.get("QWEN_OMNI_FEEDBACK"), metavar="PATH",
                         help="turn on 👍/👎 and comments on replies, appended to this JSONL file")
@@ -103,6 +111,9 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "attn_implementation": args.attn_implementation,
         "device": "cpu" if args.cpu_only else "auto",
         "max_speech_seconds": args.max_speech_seconds or (4.0 if random_weights else 300.0),
+        "compile": "off" if args.no_compile else "auto",
+        "static_cache_tokens": args.static_cache_tokens,
+        "max_gpu_memory_gib": args.max_gpu_memory,
     }
     if args.backend == "transformers":
         return talker
@@ -173,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with backend_from_args(args) as backend:
         demo = build_demo(backend, args.feedback_file)
+        # The page is up while the engine compiles; the header says so, and turns wait for it.
+        threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         demo.queue(**queue_settings(backend.info)).launch(**launch_settings(args))
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import app
 from backends.checkpoints import CAPTIONER, TINY_CAPTIONER
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         args.backend = "vllm"  # the Captioner has no talker: the hybrid's speech half has nothing to do
     with app.backend_from_args(args, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER) as backend:
         demo = build_captioner_demo(backend)
+        threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         demo.queue(**queue_settings(backend.info)).launch(**app.launch_settings(args))
 
 

@@ -48,6 +48,11 @@ class Backend(abc.ABC):
     """A model engine behind the app. Implementations: one file each in ``backends/``."""
 
     info: BackendInfo
+    warming_up: str | None = None
+    """What the engine prepares before its first turn (compiling…), for the header; None once ready."""
+
+    def warm_up(self) -> None:
+        """Compile/capture before the first turn; turns that arrive meanwhile wait. Most engines need nothing."""
 
     @abc.abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[Event]:

@@ -51,15 +51,41 @@ class TalkerSampling:
 class TextFeed:
     """The thinker's generated token ids, shared with the talker thread."""
 
-    def __init__(self):
+    def __init__(self, yields_to_talker: bool = False):
+        """``yields_to_talker``: extend() (the thinker's thread) waits while the talker holds the feed."""
         self._ids: list[int] = []
         self._finished = False
         self._changed = threading.Condition()
+        self._yields = yields_to_talker
+        self._held = False
 
     def extend(self, ids: list[int]) -> None:
         with self._changed:
             self._ids.extend(ids)
             self._changed.notify_all()
+            while self._held and not self._finished:
+                self._changed.wait(timeout=0.1)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Pause the thinker at its next token while the talker does work that needs no new text.
+
+        The first audio waits on two big eager steps (the talker's prompt, the first code2wav
+        chunk); beside a thinker that launches a CUDA graph every few milliseconds they take
+        several times longer (the two threads share the GPU and the interpreter). A pause of a
+        few hundred milliseconds in the text buys a much earlier first sound.
+        """
+        if not self._yields:
+            yield
+            return
+        with self._changed:
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held = False
+                self._changed.notify_all()
 
     def finish(self) -> None:
         with self._changed:
@@ -145,7 +171,8 @@ class Talker:
         if decoder is None or not decoder.fits(ids.shape[1], self.sampling.max_frames):
             decoder = TalkerDecoder(self.talker, ids.shape[1] + self.sampling.max_frames + 1)  # eager, this reply only
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=self.device)
-        logits, hidden = decoder.prefill(embeds, ids, attention_mask, self._rope_inputs())
+        with self.feed.holding():
+            logits, hidden = decoder.prefill(embeds, ids, attention_mask, self._rope_inputs())
         self.prefilled_at = time.perf_counter()
         processors = self._codec_processors()
         generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
@@ -303,7 +330,7 @@ class SpeechRun:
         self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
         self.decoder = decoder
         self.emit, self.stop = emit, stop
-        self.feed = feed or TextFeed()
+        self.feed = feed or TextFeed(yields_to_talker=True)  # our thinker runs in a thread: it can wait
         self.started = time.perf_counter() if started is None else started
         self.frames = 0
         self.samples = 0
@@ -345,7 +372,8 @@ class SpeechRun:
                     log.debug("speech timeline: talker prefill done +%.3f s, first frame +%.3f s",
                               talker.prefilled_at - self.started, self.talker_started - self.started)
                 self.frames += 1
-                self._send(self.vocoder.push(frame))
+                with self.feed.holding() if self.samples == 0 else contextlib.nullcontext():
+                    self._send(self.vocoder.push(frame))
             self._send(self.vocoder.flush())
         except Exception as err:  # speech is extra: the text reply goes on without it
             if not self.stop.is_set():

@@ -60,6 +60,8 @@ class TransformersOptions:
     compile: str = "auto"
     """"auto": on CUDA, static KV caches + torch.compile + CUDA graphs for thinker, talker and code predictor
     (warm_up() compiles before the first turn); "on": also elsewhere (no CUDA graphs); "off": eager."""
+    max_gpu_memory_gib: float | None = None
+    """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
 
@@ -83,9 +85,13 @@ class TransformersBackend(Backend):
             # thinker config has; without it audio + image/video input with speech crashes.
             self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
-        self.compiled = options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda")
+        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
+        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
+        self.compiled = not offloaded and (
+            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
             compile_thinker_decode(self.model.thinker)  # compiles lazily: warm_up() triggers it
+            self.warming_up = "Waiting to compile the model…"
         self.talker_decoder = None
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -121,6 +127,9 @@ class TransformersBackend(Backend):
             except RuntimeError:  # the event loop closed under us
                 stop.set()
 
+        if self.warming_up:
+            yield Notice(f"The model is warming up ({self.warming_up.rstrip('…').lower()}); this turn starts "
+                         "right after.")
         self._jobs.put(functools.partial(self._run, request, emit, stop))
         try:
             while True:
@@ -243,40 +252,52 @@ class TransformersBackend(Backend):
             **speech_metrics,
         )
 
-    def warm_up(self, progress: Callable[[str], None] = log.info) -> dict:
-        """Compile and capture before the first user turn; returns seconds per stage.
+    def warm_up(self) -> dict:
+        """Compile and capture before the first user turn (when compiling); returns seconds per stage.
 
-        torch.compile keeps its compiled code in its on-disk caches (TORCHINDUCTOR_CACHE_DIR), so a
-        restart skips most of the work; CUDA graphs are recorded again in every process.
+        It runs as a job of the generation thread, so turns sent meanwhile wait behind it (and
+        say so), and the thinker's CUDA graphs are recorded in the thread that replays them.
+        torch.compile keeps compiled code in its on-disk caches (TORCHINDUCTOR_CACHE_DIR): a
+        restart skips most of the work. If compiling fails the backend runs eagerly.
         """
-        from backends.request import Sampling, Turn
-
         times: dict = {}
         if not self.compiled:
+            self.warming_up = None
             return times
-        if self.talker_decoder is not None:
-            progress("Compiling the talker and its code predictor…")
-            times["talker_s"] = self.talker_decoder.compile(capture=self.model.device.type == "cuda")
-        progress("Compiling the thinker (one short reply)…")
-        started = time.perf_counter()
-        request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
-                              return_audio=self.info.can_speak)
-        done = threading.Event()
-        failures: list = []
-
-        def emit(event: Event) -> None:
-            if isinstance(event, Error):
-                failures.append(event.message)
-            if isinstance(event, Done):
-                done.set()
-
-        self._jobs.put(functools.partial(self._run, request, emit, threading.Event()))
-        done.wait()
-        if failures:
-            raise RuntimeError("Warm-up failed: " + "; ".join(failures))
-        times["thinker_s"] = time.perf_counter() - started
-        progress("Ready.")
+        finished = threading.Event()
+        self._jobs.put(lambda: (self._compile(times), finished.set()))
+        finished.wait()
         return times
+
+    def _compile(self, times: dict) -> None:
+        from backends.request import Sampling, Turn
+
+        try:
+            if self.talker_decoder is not None:
+                self._progress("Compiling the talker and its code predictor (first start: about 2 minutes)…")
+                times["talker_s"] = self.talker_decoder.compile(capture=self.model.device.type == "cuda")
+            self._progress("Compiling the thinker with one short reply (first start: about a minute)…")
+            started = time.perf_counter()
+            request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
+                                  return_audio=self.info.can_speak)
+            failures: list[str] = []
+            self._run(request, lambda event: isinstance(event, Error) and failures.append(event.message),
+                      threading.Event())
+            if failures:
+                raise RuntimeError("; ".join(failures))
+            times["thinker_s"] = time.perf_counter() - started
+            log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
+        except Exception:
+            log.exception("compiling failed; this backend runs eagerly (slower, same answers)")
+            self.compiled = False
+            if self.talker_decoder is not None:
+                self.talker_decoder = TalkerDecoder(self.model.talker, self.talker_decoder.max_tokens)
+        finally:
+            self.warming_up = None
+
+    def _progress(self, message: str) -> None:
+        self.warming_up = message
+        log.info(message)
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -303,6 +324,8 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
     }
     if on_gpu:  # "auto" spreads the model over every GPU; "cuda:N" keeps it on one
         load_kwargs["device_map"] = {"": options.device} if options.device.startswith("cuda:") else "auto"
+        if options.max_gpu_memory_gib:
+            load_kwargs.update(device_map="auto", max_memory=_memory_caps(options.max_gpu_memory_gib))
     model, loading = Qwen3OmniMoeForConditionalGeneration.from_pretrained(checkpoint.path, **load_kwargs)
     missing = sorted(loading.get("missing_keys", ()))
     if missing:
@@ -310,6 +333,18 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
         raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
     model.eval()
     return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
+
+
+def _memory_caps(gib_per_gpu: float) -> dict:
+    """accelerate's ``max_memory``: this much on each GPU, the rest in CPU memory (leaving 8 GiB to the system)."""
+    import os
+
+    import torch
+
+    caps: dict = {index: f"{gib_per_gpu}GiB" for index in range(torch.cuda.device_count())}
+    system_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    caps["cpu"] = f"{max(1, system_gib - 8):.0f}GiB"
+    return caps
 
 
 def _attention(requested: str, on_gpu: bool) -> str:

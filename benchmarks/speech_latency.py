@@ -327,10 +327,11 @@ def main() -> None:
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     args = parser.parse_args()
-    if args.timeline:
-        import logging
+    import logging
 
-        logging.basicConfig(format="  %(message)s")
+    logging.basicConfig(format="  %(message)s")
+    logging.getLogger("backends.transformers_backend").setLevel(logging.INFO)  # warm-up progress
+    if args.timeline:
         logging.getLogger("backends.speech").setLevel(logging.DEBUG)
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
@@ -341,7 +342,7 @@ def main() -> None:
     eager, compiled = backends.values()
     print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
     on_gpu = eager.model.device.type == "cuda"
-    warm = compiled.warm_up(lambda message: print(" ", message, flush=True))
+    warm = compiled.warm_up()
     print("warm-up:", {k: round(v, 1) for k, v in warm.items()}, flush=True)
     audio, image = make_prompt_files(Path(tempfile.mkdtemp()))
     request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),

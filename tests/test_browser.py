@@ -209,3 +209,23 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
     finally:
         context.close()
         demo.close()
+
+
+def test_the_header_says_when_the_engine_is_warming_up_and_clears_once_ready(browser, instruct_backend, monkeypatch,
+                                                                              output_dir):
+    from playwright.sync_api import expect
+
+    monkeypatch.setattr(instruct_backend, "warming_up", "Compiling the talker and its code predictor…", raising=False)
+    demo = launch(instruct_backend)
+    page = browser.new_page(viewport={"width": 1280, "height": 700})
+    try:
+        page.goto(demo.local_url)
+        status = page.locator("#warm-up")
+        expect(status).to_contain_text("Warming up", timeout=30_000)
+        expect(status).to_contain_text("Compiling the talker")
+        page.screenshot(path=str(output_dir / "warming-up.png"))
+        instruct_backend.warming_up = None  # what warm_up() does when it is done
+        expect(page.get_by_text("Warming up")).to_be_hidden(timeout=5_000)
+    finally:
+        page.close()
+        demo.close()

@@ -88,6 +88,9 @@ def test_each_backend_takes_its_settings_from_the_command_line():
     assert (engine.tensor_parallel_size, engine.gpu_memory_utilization, engine.max_num_seqs) == (2, 0.8, 16)
     assert engine.limit_mm_per_prompt == {"image": 5, "audio": 2, "video": 1} and engine.max_model_len == 32768
     assert not engine.enforce_eager
+    local = TransformersOptions(**app.backend_options(app.parse_args(["--no-compile", "--max-gpu-memory", "48"]), False))
+    assert (local.compile, local.max_gpu_memory_gib) == ("off", 48)
+    assert TransformersOptions(**app.backend_options(app.parse_args([]), False)).compile == "auto"
     hybrid = app.backend_options(app.parse_args(["--backend", "hybrid", "--max-speech-seconds", "30"]), True)
     assert VLLMOptions(**hybrid["engine"]).enforce_eager  # the tiny model on a CPU: no torch.compile
     assert TransformersOptions(**hybrid["talker"]).max_speech_seconds == 30 and "server" not in hybrid

@@ -32,10 +32,26 @@ def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-3
     return "\n\n".join(lines)
 
 
+def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
+    """A line under the header while the engine compiles; it goes away once the engine is ready."""
+
+    def current():
+        message = backend.warming_up
+        text = f"⏳ **Warming up:** {message} Turns sent now start when it is done." if message else ""
+        return gr.Markdown(text, visible=bool(message)), gr.Timer(active=bool(message))
+
+    status = gr.Markdown(visible=False, elem_id="warm-up")
+    timer = gr.Timer(1.0, active=False)
+    # Checked when a page opens, then every second while warming (queue=False: never behind a reply).
+    demo.load(current, outputs=[status, timer], queue=False)
+    timer.tick(current, outputs=[status, timer], queue=False)
+
+
 def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
+        warm_up_status(backend, demo)
         with gr.Tab(t("Chat"), id="chat"):
             chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
         with gr.Tab(t("Live"), id="live"):
@@ -49,6 +65,7 @@ def build_captioner_demo(backend: Backend) -> gr.Blocks:
     """The Captioner app's page: the same Caption tab, alone."""
     with gr.Blocks(title=f"{TITLE} Captioner", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info, "Qwen/Qwen3-Omni-30B-A3B-Captioner"), elem_id="header")
+        warm_up_status(backend, demo)
         caption.build(backend)
     return demo
 

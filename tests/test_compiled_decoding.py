@@ -1,0 +1,98 @@
+"""The compiled path (static caches, torch.compile, fullgraph) speaks exactly like the eager one.
+
+On the CPU torch.compile runs without CUDA graphs, but with ``fullgraph=True`` a compile that
+succeeds here has no graph break, which is what lets the GPU capture each step as one graph.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from backends import build_backend
+from backends.checkpoints import resolve_checkpoint
+from backends.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
+from backends.events import AudioChunk, Notice
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from tests.streams import collect, errors_of, text_of
+
+GREEDY = Sampling(temperature=0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def warm_up_run(tiny_cache, speech_path):
+    """A backend compiled on the CPU, and what a turn sent while it was still compiling got."""
+    backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
+                            talker_do_sample=False, compile="on")
+    assert backend.warming_up, "the header should say the engine is not ready yet"
+    warming = threading.Thread(target=backend.warm_up)
+    warming.start()
+    early = collect(backend, ChatRequest(turns=(Turn.user(MediaPart("audio", str(speech_path)), "Hi"),),
+                                         sampling=GREEDY))
+    warming.join()
+    yield backend, early
+    backend.close()
+
+
+def test_a_turn_sent_while_compiling_is_told_and_then_answered(warm_up_run):
+    backend, early = warm_up_run
+    notices = [e.message for e in early if isinstance(e, Notice)]
+    assert any("warming up" in note for note in notices)
+    assert text_of(early) and any(isinstance(e, AudioChunk) for e in early) and not errors_of(early)
+    assert backend.warming_up is None and backend.compiled
+    assert backend.talker_decoder.compiled
+
+
+@pytest.mark.parametrize("with_media", [False, True])
+def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, talker_frames, speech_path, image_path,
+                                               with_media):
+    compiled, _ = warm_up_run
+    parts = (MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path))) if with_media else ()
+    request = ChatRequest(turns=(Turn.user(*parts, "What is this?"),), sampling=GREEDY, speaker="chelsie")
+    eager_events = collect(instruct_backend, request)
+    eager_frames = list(talker_frames)
+    talker_frames.clear()
+    compiled_events = collect(compiled, request)
+    assert text_of(compiled_events) == text_of(eager_events)
+    assert len(talker_frames) == len(eager_frames) > 3
+    assert all(torch.equal(a, b) for a, b in zip(talker_frames, eager_frames))
+    audio = [np.concatenate([e.samples for e in events if isinstance(e, AudioChunk)])
+             for events in (eager_events, compiled_events)]
+    assert audio[0].shape == audio[1].shape
+    assert np.abs(audio[0] - audio[1]).max() <= 1e-4 * np.abs(audio[0]).max()
+
+
+def test_sampled_codes_follow_the_seed_in_both_paths(warm_up_run):
+    compiled, _ = warm_up_run
+    talker = compiled.model.talker
+    eager = TalkerDecoder(talker, compiled.talker_decoder.max_tokens)
+    hidden = torch.randn(1, 1, talker.config.text_config.hidden_size, generator=torch.Generator().manual_seed(3))
+    codes = []
+    for decoder in (eager, compiled.talker_decoder):
+        with torch.inference_mode():
+            decoder.prefill(hidden.repeat(1, 5, 1), torch.ones((1, 5), dtype=torch.long),
+                            torch.ones((1, 5), dtype=torch.long), {})
+            frame, _ = decoder.predict(hidden, hidden, torch.Generator().manual_seed(7))
+            codes.append(frame.clone())
+    assert torch.equal(codes[0], codes[1])
+    with torch.inference_mode():
+        greedy, _ = eager.predict(hidden, hidden, None)
+    assert not torch.equal(greedy, codes[0]), "sampling should not always pick the top code"
+
+
+def test_the_predictor_samples_top_p_of_top_k_in_proportion():
+    logits = torch.full((1, 2048), -30.0)  # only four codes are plausible
+    logits[0, :4] = torch.tensor([3.0, 2.0, 1.0, 0.5])
+    expected = torch.softmax(logits[0, :4], dim=0)
+    keep = (torch.cumsum(expected, 0) - expected) < PREDICTOR_TOP_P  # transformers' top-p rule
+    expected = torch.where(keep, expected, 0)
+    expected = expected / expected.sum()
+    draws = 20_000
+    uniform = torch.rand(draws, PREDICTOR_TOP_K, generator=torch.Generator().manual_seed(0))
+    picks = torch.stack([_gumbel_pick(logits, uniform[i]) for i in range(draws)]).flatten()
+    assert set(picks.tolist()) == set(torch.nonzero(keep).flatten().tolist())
+    frequencies = torch.bincount(picks, minlength=4)[:4].float() / draws
+    assert torch.allclose(frequencies, expected, atol=0.015)
