@@ -42,7 +42,7 @@ class TalkerDecoder:
         self.talker, self.predictor = talker, talker.code_predictor
         self.max_tokens = max_tokens
         self.groups = talker.config.num_code_groups
-        device, dtype = talker.device, talker.dtype
+        device, dtype = compute_device(talker), talker.dtype
         hidden = talker.config.text_config.hidden_size
         self.cache = StaticCache(config=talker.config.text_config, max_cache_len=max_tokens)
         # Two prompt rows (talker state, codebook 0) then 14 single steps.
@@ -155,6 +155,19 @@ class TalkerDecoder:
             self.cache.reset()
         self.compiled = True
         return time.perf_counter() - started
+
+
+def compute_device(module) -> torch.device:
+    """Where ``module`` computes: its weights' device or, for weights offloaded to CPU memory by
+    accelerate (their parameters are then "meta"), the GPU its hooks bring them to."""
+    device = next(module.parameters()).device
+    if device.type != "meta":
+        return device
+    for part in module.modules():
+        execution_device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if execution_device is not None:
+            return torch.device(execution_device)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backends.decoding import TalkerDecoder
+from backends.decoding import TalkerDecoder, compute_device
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Talker:
         self.prefilled_at: float | None = None
         self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
         self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
-        self.device = self.talker.device
+        self.device = compute_device(self.talker)
         self.generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self.generator.manual_seed(sampling.seed)
@@ -304,7 +304,7 @@ class StreamingVocoder:
     @torch.inference_mode()
     def _decode(self) -> torch.Tensor:
         start = max(0, self.sent_frames - self.left_context)
-        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.code2wav.device)
+        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(compute_device(self.code2wav))
         wav = self.code2wav(codes)[0, 0]
         if self.trim is None:
             self.trim = (len(self.frames) - start) * self.upsample - wav.shape[-1]
@@ -357,7 +357,7 @@ class SpeechRun:
         # On a GPU the talker gets a CUDA stream of its own: on the thinker's stream each of its
         # syncs (one per frame) would wait for the thinker's queued steps, and its kernels could
         # never run beside the thinker's.
-        device = self.model.talker.device
+        device = compute_device(self.model.talker)
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             self._speak(captured)

@@ -44,8 +44,10 @@ def main() -> None:
     model, processor = full_size_model(tiny_path)
     started = time.perf_counter()
     caps = _memory_caps(args.gpu_gib)
+    model.to("cpu")  # as if loaded from disk: accelerate then brings its share back to the GPU
+    torch.cuda.empty_cache()
     device_map = infer_auto_device_map(model, max_memory=caps, no_split_module_classes=model._no_split_modules)
-    model = dispatch_model(model, device_map=device_map)
+    model = dispatch_model(model, device_map=device_map, offload_buffers=True)  # rotary buffers too
     model.hf_device_map = device_map
     torch.cuda.empty_cache()
     on_cpu = sum(1 for device in device_map.values() if device == "cpu")

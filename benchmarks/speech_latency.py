@@ -93,14 +93,15 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
     return model, processor
 
 
-def full_size_backends(tiny_path: Path, loaded=None) -> dict:
+def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192) -> dict:
     """Two TransformersBackends around one full-size random-weight model (GPU): eager, and compiled."""
     from backends.transformers_backend import TransformersBackend, TransformersOptions
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
     return {mode: TransformersBackend(checkpoint, TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5,
-                                                                      compile=mode), loaded=loaded)
+                                                                      compile=mode, static_cache_tokens=static_tokens),
+                                      loaded=loaded)
             for mode in ("off", "auto")}
 
 
@@ -326,6 +327,8 @@ def main() -> None:
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
+    parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
+    parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
     args = parser.parse_args()
     import logging
 
@@ -338,7 +341,8 @@ def main() -> None:
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     started = time.perf_counter()
-    backends = full_size_backends(tiny_path) if args.full_size else tiny_backends(args.device)
+    backends = full_size_backends(tiny_path, static_tokens=args.static_tokens) if args.full_size \
+        else tiny_backends(args.device)
     eager, compiled = backends.values()
     print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
     on_gpu = eager.model.device.type == "cuda"
@@ -352,6 +356,10 @@ def main() -> None:
     encode_started = time.perf_counter()
     print("prompt tokens:", eager.encode(prompt)["input_ids"].shape[1],
           f"(media decoding + processor {time.perf_counter() - encode_started:.3f} s)", flush=True)
+    if args.thinker_only:
+        print(f"static cache {args.static_tokens} tokens, compiled: "
+              f"{thinker_alone(compiled, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
+        return
     paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
              "our loop, compiled": (run_streaming, compiled)}
     if args.skip_stock:
