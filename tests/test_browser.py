@@ -229,3 +229,33 @@ def test_the_header_says_when_the_engine_is_warming_up_and_clears_once_ready(bro
     finally:
         page.close()
         demo.close()
+
+
+def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, monkeypatch, output_dir):
+    import asyncio
+
+    from playwright.sync_api import expect
+
+    original = type(instruct_backend).stream
+
+    async def slow_stream(self, request):  # the first user's reply takes a while
+        async for event in original(self, request):
+            await asyncio.sleep(0.1)
+            yield event
+
+    monkeypatch.setattr(type(instruct_backend), "stream", slow_stream)
+    demo = launch(instruct_backend)
+    first, second = (browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(2))
+    try:
+        for page, text in ((first, "Tell me a long story"), (second, "Me too")):
+            page.goto(demo.local_url)
+            textbox = page.locator("#chat-input textarea")
+            textbox.fill(text)
+            textbox.press("Enter")
+        expect(second.locator("#chatbot")).to_contain_text("queue: 1/1", timeout=15_000)
+        second.screenshot(path=str(output_dir / "chat-queue.png"))
+        expect(second.locator("#chat-status")).to_contain_text("reply tokens", timeout=120_000)  # then it is answered
+    finally:
+        first.close()
+        second.close()
+        demo.close()
