@@ -21,14 +21,14 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, Literal
 
 import numpy as np
 
 from backends import media
 from backends.base import Backend, BackendInfo, CheckpointKind
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, ReasoningDelta
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest, MediaPart, TextPart
 from backends.tokens import TokenDelta
@@ -198,6 +198,7 @@ class OpenAIBackend(Backend):
         import openai
 
         notes: list[Event] = []
+        dropped = 0
         while True:
             body = self._body(request, messages, want_audio)
             if extra:
@@ -214,6 +215,14 @@ class OpenAIBackend(Backend):
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
                     self._video_audio = "separate"
                     messages = self._messages(request)
+                elif _over_context(refused) and (later := _second_user_turn(request)) is not None:
+                    # We don't hold the server's tokenizer: the server is the judge of what fits.
+                    dropped += later
+                    request = replace(request, turns=request.turns[later:])
+                    messages = self._messages(request)
+                    notes = [n for n in notes if not isinstance(n, Notice)] + [Notice(
+                        f"The conversation outgrew the model server's context, so the first {dropped} messages "
+                        "were left out.")]
                 else:
                     raise
 
@@ -488,3 +497,14 @@ def _cause(err: BaseException) -> str:
 
 def _kept(has_text: bool) -> str:
     return "The text so far is kept." if has_text else "Nothing was generated."
+
+
+def _over_context(refusal: str) -> bool:
+    """A server's "the prompt is too long" (vLLM, SGLang and OpenAI word it differently)."""
+    return any(words in refusal for words in ("context length", "maximum model length", "context window",
+                                               "prompt is too long", "too many tokens"))
+
+
+def _second_user_turn(request: ChatRequest) -> int | None:
+    """Where the conversation goes on once its oldest exchange is left out; None if only one message is left."""
+    return next((i for i, turn in enumerate(request.turns) if i and turn.role == "user"), None)

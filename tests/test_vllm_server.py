@@ -146,3 +146,21 @@ def wait_for_app(app: subprocess.Popen, port: int) -> str:
         except OSError:
             assert time.monotonic() < deadline, "the app did not come up"
             time.sleep(0.5)
+
+
+def test_a_conversation_longer_than_the_server_context_loses_its_oldest_exchange_and_says_so(backend,
+                                                                                           instruct_backend):
+    from backends.events import Notice
+
+    tokenizer = instruct_backend.processor.tokenizer
+    per_word = len(tokenizer("alpha " * 100).input_ids) / 100
+    long_text = "alpha " * int(2500 / per_word)  # the server's context is 4096 tokens: two of these don't fit
+    request = ChatRequest(turns=(Turn.user(long_text), Turn.assistant("Noted."), Turn.user(long_text),
+                                 Turn.assistant("Noted again."), Turn.user("And now?")), sampling=GREEDY)
+    events = collect(backend, request)
+    assert not errors_of(events), errors_of(events)
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert notes == ["The conversation outgrew the model server's context, so the first 2 messages were left out."]
+    assert metrics_of(events).output_tokens == 12 and 2400 < metrics_of(events).prompt_tokens < 4096
+    alone = collect(backend, replace(request, turns=(Turn.user(long_text * 3),)))  # one message can't be trimmed
+    assert "refused the request" in errors_of(alone)[0].message

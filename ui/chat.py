@@ -68,7 +68,11 @@ class ChatSession:
             self.folder = tempfile.mkdtemp(prefix="omni-replies-")
         return self.folder
 
+    closed: bool = False
+    """Cleared or expired: a reply still finishing must not record itself (or make a new folder)."""
+
     def close(self) -> None:
+        self.closed = True
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
@@ -356,6 +360,8 @@ def _user_messages(parts: tuple) -> list[dict]:
 
 def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None) -> None:
     """Record the reply (even a stopped or partial one) so the next turn sees it."""
+    if chat.closed:
+        return  # Clear (or expiry) ended this conversation while the reply ran: nothing to keep
     if reply.finish_reason is None:  # closed without Done: the user pressed Stop
         reply.finish_reason = "cancelled"
     if reply.failed_without_reply and message is not None:
