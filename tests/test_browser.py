@@ -203,6 +203,7 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
             expect(page.get_by_role("tab", name=label)).to_be_visible(timeout=30_000)
         expect(page.get_by_role("button", name="⏹ 停止")).to_be_visible()
         expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
+        expect(page.get_by_text("微型随机权重模型")).to_be_visible()  # the header's warning too
         page.get_by_role("tab", name="实时").click()
         expect(page.get_by_text("打开摄像头")).to_be_visible()
         page.screenshot(path=str(output_dir / "live-zh.png"), full_page=True)

@@ -6,7 +6,7 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from ui import caption, chat, live
-from ui.i18n import t
+from ui.i18n import random_weights_warning, t, warm_up_line
 from ui.feedback import FeedbackLog
 
 TITLE = "Qwen3-Omni"
@@ -14,7 +14,7 @@ UPLOAD_CACHE = (3600, 24 * 3600)
 """Every hour Gradio deletes uploads and outputs older than a day (an idle chat session lasts 6 hours)."""
 
 
-def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-30B-A3B-Instruct") -> str:
+def header_markdown(info: BackendInfo) -> str:
     voice = f"speaks ({', '.join(info.speakers)})" if info.can_speak else "text only"
     if info.speech_note:
         voice += f" {info.speech_note}"
@@ -23,12 +23,6 @@ def header_markdown(info: BackendInfo, real_checkpoint: str = "Qwen/Qwen3-Omni-3
         f"**Model** `{info.model}` ({info.kind}) · **Backend** {info.backend} · **Device** {info.device} · "
         f"**Speech** {voice} · **Users at once** {info.max_concurrency}",
     ]
-    if info.random_weights:
-        lines.append(
-            "> ⚠️ **Tiny random-weight model.** No real weights are loaded on this machine, so every answer "
-            "and every spoken reply is random noise. The app itself works end to end; run it on a GPU with "
-            f"`-c {real_checkpoint}` (or a local folder) for real answers."
-        )
     return "\n\n".join(lines)
 
 
@@ -37,7 +31,7 @@ def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
 
     def current():
         message = backend.warming_up
-        text = f"⏳ **Warming up:** {message} Turns sent now start when it is done." if message else ""
+        text = t(warm_up_line(message)) if message else ""
         return gr.Markdown(text, visible=bool(message)), gr.Timer(active=bool(message))
 
     status = gr.Markdown(visible=False, elem_id="warm-up")
@@ -51,6 +45,8 @@ def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
+        if backend.info.random_weights:
+            gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
         warm_up_status(backend, demo)
         with gr.Tab(t("Chat"), id="chat"):
             chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
@@ -64,7 +60,9 @@ def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
 def build_captioner_demo(backend: Backend) -> gr.Blocks:
     """The Captioner app's page: the same Caption tab, alone."""
     with gr.Blocks(title=f"{TITLE} Captioner", delete_cache=UPLOAD_CACHE) as demo:
-        gr.Markdown(header_markdown(backend.info, "Qwen/Qwen3-Omni-30B-A3B-Captioner"), elem_id="header")
+        gr.Markdown(header_markdown(backend.info), elem_id="header")
+        if backend.info.random_weights:
+            gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Captioner")), elem_id="random-weights")
         warm_up_status(backend, demo)
         caption.build(backend)
     return demo
