@@ -76,9 +76,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=40)
     parser.add_argument("--no-speech", action="store_true", help="text only: the talker's CPU share out of the way")
+    parser.add_argument("--compile", action="store_true", help="compiled decode steps (as on a GPU), warmed up first")
     args = parser.parse_args()
 
-    inner = build_backend("transformers", resolve_checkpoint(args.checkpoint), max_speech_seconds=3.0)
+    inner = build_backend("transformers", resolve_checkpoint(args.checkpoint), max_speech_seconds=3.0,
+                          compile="on" if args.compile else "auto")
+    inner.warm_up()
     backend = Timed(inner)
     demo = build_demo(backend)
     demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
