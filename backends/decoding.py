@@ -34,7 +34,7 @@ class TalkerDecoder:
         decoder = TalkerDecoder(model.talker, max_tokens=12_000)
         decoder.compile()                    # CUDA: compile + capture; optional
         logits, hidden = decoder.prefill(embeds, talker_input_ids, attention_mask, rope_inputs)
-        codes, codec_embeds = decoder.predict(hidden, token_embed, uniform=None)   # greedy
+        codes, codec_embeds = decoder.predict(hidden, token_embed, generator=None)   # None: greedy
         logits, hidden = decoder.step(codec_embeds, text_embed)
     """
 
