@@ -22,6 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_to_context
+from backends.decoding import TalkerDecoder
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -51,6 +52,15 @@ class TalkerSide:
     @property
     def speakers(self) -> tuple[str, ...]:
         return self.backend.info.speakers
+
+    @property
+    def compiles(self) -> bool:
+        return self.backend.compiled and self.backend.talker_decoder is not None
+
+    def warm_up(self) -> None:
+        """Compile the talker step and the code predictor's frame (captured as CUDA graphs on a GPU)."""
+        if self.compiles:
+            self.backend.talker_decoder.compile()
 
     def prompt_states(self, inputs: dict):
         """One pass of the cut thinker over the prompt: the states the talker reads at media positions."""
@@ -124,6 +134,8 @@ class HybridBackend(Backend):
                              "use --backend vllm for text (Thinking and Captioner checkpoints don't speak).")
         self.media_limits = vllm_options.media_limits
         self._speaking = threading.Lock()  # one talker at a time; the text side batches as usual
+        if self.talker.compiles:
+            self.warming_up = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
         self.info = BackendInfo(
             backend="hybrid",
             model=checkpoint.name,
@@ -193,6 +205,18 @@ class HybridBackend(Backend):
             yield event
         yield reply.metrics(started, **speech_metrics)
         yield Done("length" if reply.finish_reason == "length" else "stop")
+
+    def warm_up(self) -> None:
+        """Compile the talker side before its first reply (text turns stream meanwhile; speech waits)."""
+        with self._speaking:
+            try:
+                self.talker.warm_up()
+            except Exception:
+                log.exception("compiling the talker failed; it runs eagerly (slower, same speech)")
+                decoder = self.talker.backend.talker_decoder
+                self.talker.backend.talker_decoder = TalkerDecoder(decoder.talker, decoder.max_tokens)
+            finally:
+                self.warming_up = None
 
     def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
         """The conversation as it fits: the vLLM engine's context, or the talker's for a server."""

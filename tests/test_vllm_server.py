@@ -83,12 +83,17 @@ def test_stop_closes_the_stream_and_the_server_aborts_and_keeps_serving(backend,
     assert metrics_of(events).output_tokens == 12
 
 
-@pytest.mark.parametrize("name", ["audio+image", "multi-turn"])
+@pytest.mark.parametrize("name,compiled", [("audio+image", "off"), ("multi-turn", "off"), ("audio+image", "on")])
 def test_hybrid_with_its_text_from_the_server_speaks_stock_generates_codes(api_base, instruct_backend, talker_frames,
-                                                                          name, speech_path, image_path, video_path):
-    options = TransformersOptions(talker_do_sample=False, max_speech_seconds=TALKER_STEPS / 12.5)
+                                                                          name, compiled, speech_path, image_path,
+                                                                          video_path):
+    options = TransformersOptions(talker_do_sample=False, max_speech_seconds=TALKER_STEPS / 12.5, compile=compiled)
     hybrid = HybridBackend(resolve_checkpoint("tiny"), talker_options=options, server=OpenAIOptions(api_base=api_base))
     assert hybrid.info.can_speak and f"vLLM server {api_base}" in hybrid.info.device
+    if compiled == "on":  # the talker side's decode steps compiled (fullgraph), as on a GPU
+        assert hybrid.warming_up
+        hybrid.warm_up()
+        assert hybrid.warming_up is None and hybrid.talker.backend.talker_decoder.compiled
     request = prompts(speech_path, image_path, video_path)[name]
     events = collect(hybrid, request)
     assert not errors_of(events) and finish_of(events) == "length"
