@@ -63,10 +63,6 @@ class TalkerDecoder:
         self.compiled = False
         self._initialize_caches()
 
-    @property
-    def device(self) -> torch.device:
-        return self.codec_in.device
-
     def fits(self, prompt_tokens: int, frames: int) -> bool:
         return prompt_tokens + frames + 1 <= self.max_tokens
 
@@ -137,23 +133,27 @@ class TalkerDecoder:
             self._step_fn()
             self.cache.reset()
 
-    def compile(self, capture: bool | None = None) -> float:
+    def compile(self) -> float:
         """torch.compile both functions (fullgraph) and, on CUDA, capture each as a CUDA graph.
 
-        Returns the seconds it took. ``capture`` defaults to "on CUDA".
+        Returns the seconds it took. If that fails, the decoder stays eager (slower, same speech).
         """
         started = time.perf_counter()
-        capture = self.device.type == "cuda" if capture is None else capture
-        step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
-        predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False)
+        try:
+            step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
+            predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False)
+            with torch.inference_mode():
+                if self.codec_in.device.type == "cuda":
+                    self._step, self._predict = _captured(step), _captured(predict)
+                else:
+                    step(), predict()  # compile now, not during the first reply
+                    self._step, self._predict = step, predict
+            self.compiled = True
+        except Exception:
+            log.exception("compiling the talker failed; it runs eagerly (slower, same speech)")
+            self._step, self._predict = self._step_fn, self._predict_fn
         with torch.inference_mode():
-            if capture:
-                self._step, self._predict = _captured(step), _captured(predict)
-            else:
-                step(), predict()  # compile now, not during the first reply
-                self._step, self._predict = step, predict
             self.cache.reset()
-        self.compiled = True
         return time.perf_counter() - started
 
 

@@ -22,12 +22,11 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_to_context
-from backends.decoding import TalkerDecoder
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.speech import TextFeed, capture_prompt_hidden
-from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
+from backends.transformers_backend import COMPILING_TALKER, TransformersBackend, TransformersOptions, load_model
 from backends.openai_backend import OpenAIBackend, OpenAIOptions, ServerFailure
 from backends.tokens import TextReply
 from backends.vllm_backend import EngineInputError, VLLMEngine, VLLMOptions
@@ -135,7 +134,7 @@ class HybridBackend(Backend):
         self.media_limits = vllm_options.media_limits
         self._speaking = threading.Lock()  # one talker at a time; the text side batches as usual
         if self.talker.compiles:
-            self.warming_up = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
+            self.warming_up = COMPILING_TALKER
         self.info = BackendInfo(
             backend="hybrid",
             model=checkpoint.name,
@@ -209,14 +208,8 @@ class HybridBackend(Backend):
     def warm_up(self) -> None:
         """Compile the talker side before its first reply (text turns stream meanwhile; speech waits)."""
         with self._speaking:
-            try:
-                self.talker.warm_up()
-            except Exception:
-                log.exception("compiling the talker failed; it runs eagerly (slower, same speech)")
-                decoder = self.talker.backend.talker_decoder
-                self.talker.backend.talker_decoder = TalkerDecoder(decoder.talker, decoder.max_tokens)
-            finally:
-                self.warming_up = None
+            self.talker.warm_up()
+            self.warming_up = None
 
     def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
         """The conversation as it fits: the vLLM engine's context, or the talker's for a server."""

@@ -285,6 +285,7 @@ class StreamingVocoder:
 
     def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None):
         self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
+        self.device = compute_device(code2wav)
         window = getattr(code2wav.config, "sliding_window", None) or 72
         self.left_context = window + CONV_REACH_FRAMES if left_context is None else left_context
         self.upsample = int(code2wav.total_upsample)
@@ -304,7 +305,7 @@ class StreamingVocoder:
     @torch.inference_mode()
     def _decode(self) -> torch.Tensor:
         start = max(0, self.sent_frames - self.left_context)
-        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(compute_device(self.code2wav))
+        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.device)
         wav = self.code2wav(codes)[0, 0]
         if self.trim is None:
             self.trim = (len(self.frames) - start) * self.upsample - wav.shape[-1]

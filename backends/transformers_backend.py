@@ -34,6 +34,11 @@ FRAMES_PER_SECOND = 12.5
 """One talker step is one 80 ms codec frame."""
 
 
+COMPILING_TALKER = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
+COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about a minute)…"
+"""Warm-up progress for the header (ui/i18n.py translates these texts)."""
+
+
 class CheckpointError(RuntimeError):
     """The checkpoint can't be served (e.g. weights missing): refuse rather than speak noise."""
 
@@ -274,9 +279,9 @@ class TransformersBackend(Backend):
 
         try:
             if self.talker_decoder is not None:
-                self._progress("Compiling the talker and its code predictor (first start: about 2 minutes)…")
-                times["talker_s"] = self.talker_decoder.compile(capture=self.model.device.type == "cuda")
-            self._progress("Compiling the thinker with one short reply (first start: about a minute)…")
+                self._progress(COMPILING_TALKER)
+                times["talker_s"] = self.talker_decoder.compile()
+            self._progress(COMPILING_THINKER)
             started = time.perf_counter()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
@@ -288,10 +293,8 @@ class TransformersBackend(Backend):
             times["thinker_s"] = time.perf_counter() - started
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
         except Exception:
-            log.exception("compiling failed; this backend runs eagerly (slower, same answers)")
+            log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
             self.compiled = False
-            if self.talker_decoder is not None:
-                self.talker_decoder = TalkerDecoder(self.model.talker, self.talker_decoder.max_tokens)
         finally:
             self.warming_up = None
 
