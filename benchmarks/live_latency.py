@@ -8,7 +8,7 @@ The app is wrapped to stamp when the turn was detected and when the backend yiel
 first audio chunk. All clocks are this machine's wall clock.
 
 - VAD wait: end of speech (Record click + the speech's end in the WAV) → turn detected.
-  It is the configured pause plus the microphone's 0.5 s chunking.
+  It is the configured pause plus the microphone's chunking (``live.MIC_CHUNK_S``).
 - model: turn detected → the backend's first audio chunk (queue, prompt, thinker, talker, code2wav).
 - encoding/transport: first audio chunk → the browser's player has audio (Gradio's encoder, HLS, the page).
 """
@@ -53,13 +53,18 @@ def question_wav(folder: Path) -> tuple[Path, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", action="store_true",
+                        help="also the app as it was (0.5 s microphone chunks, Gradio's stock streaming player), "
+                             "alternating run by run")
     args = parser.parse_args()
 
+    import gradio as gr
     from playwright.sync_api import sync_playwright
 
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
     from ui import build_demo, queue_settings
+    from ui.streaming import ReplyAudio
 
     detected: list[float] = []
     original_hear = live.LiveSession.hear
@@ -82,40 +87,50 @@ def main() -> None:
             yield event
 
     backend.stream = stamped_stream
-    demo = build_demo(backend)
-    demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    # Each variant: (microphone chunk, the player's chunk encoder). The demo reads the chunk as it is built.
+    variants = {"now": (live.MIC_CHUNK_S, ReplyAudio._encode_chunk)}
+    if args.compare:
+        variants["before"] = (0.5, gr.Audio._encode_chunk)
     wav, speech_end = question_wav(Path(tempfile.mkdtemp()))
-    rows = []
+    rows: dict[str, list] = {name: [] for name in variants}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                              args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])
-        for run in range(args.runs + 1):  # the first run warms up
-            context = browser.new_context(permissions=["microphone"])
-            page = context.new_page()
-            page.goto(demo.local_url)
-            page.get_by_role("tab", name="Live").click()
-            page.locator("#live-state").get_by_text("Press").wait_for(timeout=30_000)
-            clicked = page.evaluate("() => Date.now() / 1000")
-            page.locator("#live-mic").get_by_role("button", name="Record").click()
-            heard = page.wait_for_function(
-                "() => { const a = document.querySelector('#live-reply audio');"
-                " return a && a.duration > 0 ? Date.now() / 1000 : null; }", timeout=120_000).json_value()
-            end_of_speech = clicked + speech_end
-            row = {"vad": detected[-1] - end_of_speech, "model": first_audio[-1] - detected[-1],
-                   "transport": heard - first_audio[-1], "total": heard - end_of_speech}
-            print("warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in row.items()}, flush=True)
-            if run:
-                rows.append(row)
-            context.close()
+        for run in range(args.runs + 1):  # the first run of each variant warms up
+            for name, (chunk_s, encode_chunk) in variants.items():
+                # One app at a time (two Blocks served from one process get in each other's way).
+                live.MIC_CHUNK_S, ReplyAudio._encode_chunk = chunk_s, encode_chunk
+                demo = build_demo(backend)
+                demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
+                context = browser.new_context(permissions=["microphone"])
+                page = context.new_page()
+                page.goto(demo.local_url)
+                page.get_by_role("tab", name="Live").click()
+                page.locator("#live-state").get_by_text("Press").wait_for(timeout=30_000)
+                clicked = page.evaluate("() => Date.now() / 1000")
+                page.locator("#live-mic").get_by_role("button", name="Record").click()
+                heard = page.wait_for_function(
+                    "() => { const a = document.querySelector('#live-reply audio');"
+                    " return a && a.duration > 0 ? Date.now() / 1000 : null; }", timeout=120_000).json_value()
+                end_of_speech = clicked + speech_end
+                row = {"vad": detected[-1] - end_of_speech, "model": first_audio[-1] - detected[-1],
+                       "transport": heard - first_audio[-1], "total": heard - end_of_speech}
+                print(name, "warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in row.items()},
+                      flush=True)
+                if run:
+                    rows[name].append(row)
+                context.close()
+                demo.close()
         browser.close()
-    demo.close()
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     pause_s = live.TurnSettings().silence_ms / 1000
-    overhead = med["total"] - pause_s
-    print(f"\n| end of speech → turn detected | → first audio chunk (model) | → audio in the browser | total |"
-          f"\n|---|---|---|---|\n| {med['vad'] * 1000:.0f} ms | {med['model'] * 1000:.0f} ms | "
-          f"{med['transport'] * 1000:.0f} ms | {med['total'] * 1000:.0f} ms |")
-    print(f"\nmedians of {len(rows)} runs; beyond the {pause_s * 1000:.0f} ms pause: {overhead * 1000:.0f} ms")
+    print("\n| variant | end of speech → turn detected | → first audio chunk (model) | → audio in the browser | total "
+          "| beyond the pause |\n|---|---|---|---|---|---|")
+    for name, variant_rows in rows.items():
+        med = {k: statistics.median(r[k] for r in variant_rows) for k in variant_rows[0]}
+        print(f"| {name} | {med['vad'] * 1000:.0f} ms | {med['model'] * 1000:.0f} ms | "
+              f"{med['transport'] * 1000:.0f} ms | {med['total'] * 1000:.0f} ms | "
+              f"{(med['total'] - pause_s) * 1000:.0f} ms |")
+    print(f"\nmedians of {args.runs} runs per variant; the pause that ends a turn: {pause_s * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,34 @@ CHROMIUM_ARGS = [
 ]
 
 
+SCRIPT_ERRORS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pages_report_script_errors():
+    """Every page these tests open records its uncaught script errors (a bad component config shows as one)."""
+    from playwright.sync_api import Browser, BrowserContext
+
+    def recording(new_page):
+        def new_page_recording_errors(self, *args, **kwargs):
+            page = new_page(self, *args, **kwargs)
+            page.on("pageerror", lambda error: SCRIPT_ERRORS.append(f"{page.url}: {error}"))
+            return page
+        return new_page_recording_errors
+
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (Browser, BrowserContext):
+            patch.setattr(cls, "new_page", recording(cls.new_page))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors():
+    SCRIPT_ERRORS.clear()
+    yield
+    assert not SCRIPT_ERRORS, f"the page's scripts failed: {SCRIPT_ERRORS}"
+
+
 @pytest.fixture(scope="module")
 def playwright():
     from playwright.sync_api import sync_playwright

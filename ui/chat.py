@@ -22,7 +22,7 @@ from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
+from ui.streaming import MODEL_QUEUE, EventPump, reply_player, reply_updates, save_reply_audio
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
         export_button = gr.Button(t("⬇ Export"), size="sm")
         import_button = gr.UploadButton(t("⬆ Import"), file_types=[".zip"], size="sm")
     exported = gr.File(label=t("Conversation (zip)"), visible=False, elem_id="chat-export")
-    reply_audio = gr.Audio(label=t("Spoken reply (plays while it is generated)"), streaming=True, autoplay=True,
-                           interactive=False, visible=info.can_speak, elem_id="reply-audio")
+    reply_audio = reply_player(t("Spoken reply (plays while it is generated)"), visible=info.can_speak,
+                               elem_id="reply-audio")
     status = gr.Markdown("Ready.", label=t("Status"), elem_id="chat-status")
     if examples.available():
         gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),

@@ -1,6 +1,6 @@
 """The Live tab: talk to the model through the microphone (and webcam) and hear it answer.
 
-The microphone streams 0.5 s chunks to this session's turn detector (silero-vad, see
+The microphone streams short chunks (MIC_CHUNK_S) to this session's turn detector (silero-vad, see
 ``ui.turn_taking``). When a turn ends, a hidden counter changes and the reply event, on
 the model queue like every model-bound event, answers it: speech streams into an
 autoplaying player, text into the transcript. Talking over a reply stops it (barge-in):
@@ -28,7 +28,7 @@ from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
+from ui.streaming import MODEL_QUEUE, EventPump, reply_player, reply_updates, save_reply_audio
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ SESSION_TTL_S = 15 * 60
 """A session silent this long (tab closed, mic off) frees its audio, frames and files."""
 POLL_S = 0.1
 """How often a playing reply checks for barge-in."""
+MIC_CHUNK_S = 0.25
+"""The microphone's chunk length: the end of a turn is noticed up to one chunk late."""
 PHASES = {
     "idle": "⏸ Press **Record** on the microphone to start talking.",
     "listening": "🎙 **Listening…** talk, then pause.",
@@ -143,8 +145,7 @@ def build(backend: Backend) -> None:
             camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label=t("Webcam"), visible=False,
                               elem_id="live-cam")
         with gr.Column(scale=2):
-            reply_audio = gr.Audio(label=t("Reply"), streaming=True, autoplay=True, interactive=False,
-                                   visible=info.can_speak, elem_id="live-reply")
+            reply_audio = reply_player(t("Reply"), visible=info.can_speak, elem_id="live-reply")
             transcript = gr.Chatbot(label=t("Transcript"), height=380, elem_id="live-transcript")
             clear = gr.Button(t("🗑 New conversation"), size="sm")
     with gr.Accordion(t("Settings"), open=False):
@@ -181,7 +182,7 @@ def build(backend: Backend) -> None:
         session.pending.clear()
         return session, [], session.indicator()
 
-    mic.stream(hear, [mic, live, silence_ms], [live, indicator, turn], stream_every=0.5,
+    mic.stream(hear, [mic, live, silence_ms], [live, indicator, turn], stream_every=MIC_CHUNK_S,
                concurrency_limit=None, show_progress="hidden", api_visibility="private")
     mic.stop_recording(stopped, live, [live, indicator], api_visibility="private", queue=False)
     camera.stream(see, [camera, live, camera_on], live, stream_every=1.0, concurrency_limit=None,
