@@ -79,7 +79,7 @@ def main() -> None:
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
     from ui import build_demo, queue_settings
-    from ui.streaming import ReplyAudio
+    from ui.reply_player import ReplyAudio
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", default="tiny")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backends.events import OUTPUT_SAMPLE_RATE
-from ui.streaming import ENCODERS, ReplyAudio, reply_player
+from ui.reply_player import ENCODERS, ReplyAudio, reply_player
 
 CHUNK_S = 0.32  # the backend's first speech chunk: 4 codec frames
 

@@ -22,7 +22,8 @@ from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import MODEL_QUEUE, EventPump, reply_player, reply_updates, save_reply_audio
+from ui.reply_player import reply_player
+from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.reply import ReplyState
-from ui.streaming import MODEL_QUEUE, EventPump, reply_player, reply_updates, save_reply_audio
+from ui.reply_player import reply_player
+from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 log = logging.getLogger(__name__)

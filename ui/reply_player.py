@@ -1,0 +1,111 @@
+"""The streaming player for spoken replies: Gradio's ``gr.Audio`` with its AAC encoders started ahead.
+
+In a module of its own because Gradio writes a ``.pyi`` stub next to any module that subclasses one of
+its components (git ignores it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import gradio as gr
+import gradio.components.audio as gradio_audio
+from gradio.audio_stream_encoder import AacStreamEncoder, decode_to_pcm, segment_from_frames
+
+from backends.events import OUTPUT_SAMPLE_RATE
+
+FIRST_SEGMENT_WAIT_S = 0.025
+"""How long a stream's first chunk waits for the encoder to return most of it in the same update."""
+
+log = logging.getLogger(__name__)
+
+
+class EncoderPool:
+    """Gradio's AAC encoders (one ffmpeg process per streamed reply), started before they are needed.
+
+    Starting one costs 60 ms on idle cores and more on busy ones, and Gradio waits at most 0.1 s
+    for it: a slow start pushed a reply's first audio to a later update. A started encoder that
+    has not been fed yet costs a sleeping process.
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._idle: dict[tuple[int, int], list[AacStreamEncoder]] = {}
+        self._lock = threading.Lock()
+
+    def prefill(self, sample_rate: int, channels: int) -> None:
+        """Start encoders for this format until ``size`` wait idle (in the background)."""
+        threading.Thread(target=self._fill, args=(sample_rate, channels), daemon=True).start()
+
+    def _fill(self, sample_rate: int, channels: int) -> None:
+        key = (sample_rate, channels)
+        while True:
+            with self._lock:
+                if len(self._idle.setdefault(key, [])) >= self.size:
+                    return
+            try:
+                encoder = AacStreamEncoder(sample_rate, channels)
+            except Exception:  # no ffmpeg: Gradio says so when the first reply speaks
+                log.debug("audio encoder could not be started ahead", exc_info=True)
+                return
+            with self._lock:
+                self._idle[key].append(encoder)
+
+    def take(self, sample_rate: int, channels: int) -> AacStreamEncoder:
+        """A started encoder for this format (a new one if none waits), and another started in its place."""
+        with self._lock:
+            idle = self._idle.get((sample_rate, channels), [])
+            # One that died while idle (killed, out of memory) would fail the stream: skip it.
+            while idle and idle[-1].process.poll() is not None:
+                idle.pop().close()
+            encoder = idle.pop() if idle else None
+        self.prefill(sample_rate, channels)
+        return encoder or AacStreamEncoder(sample_rate, channels)
+
+
+ENCODERS = EncoderPool()
+
+
+class ReplyAudio(gr.Audio):
+    """The streaming reply player (made by ``reply_player``): ``gr.Audio`` whose stream takes an already
+    started encoder.
+
+    Overrides Gradio 6's private ``_encode_chunk`` (pinned in requirements.txt; tests/test_streaming_audio.py
+    fails if it changes): the same steps, with the encoder from ENCODERS, and the first chunk waits up to
+    FIRST_SEGMENT_WAIT_S for most of its frames instead of returning the first one alone. No ``__init__`` of
+    its own: Gradio reads a component's props from its signature.
+    """
+
+    is_template = True  # the browser draws it as a plain Audio
+
+    def _encode_chunk(self, output_id: str, data: bytes):
+        slot = gradio_audio._stream_encoders.get(output_id)
+        if slot is None:  # ended (disconnect, cancel) while this chunk was on its way
+            return None
+        encoder = slot.encoder
+        first = encoder is None
+        if first:
+            sample_rate, channels, pcm = decode_to_pcm(data)
+            encoder = ENCODERS.take(sample_rate, channels)
+            if not slot.attach(encoder):
+                encoder.close()
+                return None
+        else:
+            _, _, pcm = decode_to_pcm(data, encoder.sample_rate, encoder.channels)
+        encoder.feed(pcm)
+        frames = encoder.take()
+        if first and frames:
+            # AAC holds back about two frames; anything short of that is on its way.
+            expected = len(pcm) // (2 * encoder.channels) * encoder.output_rate // encoder.sample_rate // 1024 - 2
+            deadline = time.monotonic() + FIRST_SEGMENT_WAIT_S
+            while len(frames) < expected and (left := deadline - time.monotonic()) > 0:
+                frames += encoder.take(timeout=min(left, 0.005))
+        return segment_from_frames(encoder, frames)
+
+
+def reply_player(label: str, **kwargs) -> ReplyAudio:
+    """An autoplaying streaming player for spoken replies, with encoders started for it."""
+    ENCODERS.prefill(OUTPUT_SAMPLE_RATE, 1)
+    return ReplyAudio(label=label, streaming=True, autoplay=True, interactive=False, **kwargs)
