@@ -3,14 +3,19 @@
     .venv/bin/python benchmarks/live_latency.py [--runs 5]
 
 Chromium (headless, fake devices) plays a spoken question into the Live tab's microphone once
-per run; the page stamps when Record was clicked and when the reply player first has audio.
+per run; the page stamps when it got the microphone and when the reply player first has audio.
 The app is wrapped to stamp when the turn was detected and when the backend yielded its
 first audio chunk. All clocks are this machine's wall clock.
 
-- VAD wait: end of speech (Record click + the speech's end in the WAV) → turn detected.
-  It is the configured pause plus the microphone's chunking (``live.MIC_CHUNK_S``).
-- model: turn detected → the backend's first audio chunk (queue, prompt, thinker, talker, code2wav).
-- encoding/transport: first audio chunk → the browser's player has audio (Gradio's encoder, HLS, the page).
+- vad (audio): how far past the end of speech the microphone audio had run when the detector ended
+  the turn: the configured pause, silero-vad's own lag and the chunking (``live.MIC_CHUNK_S``).
+- vad (delivery): the rest of end of speech (microphone opened + the speech's end in the WAV) →
+  turn detected: the browser's recorder, and each chunk's trip to the server.
+- round trip: turn detected → the backend is asked (the turn counter goes through the page and
+  comes back as the reply event; the queue).
+- model: the backend's request → its first audio chunk (prompt, thinker, talker, code2wav).
+- transport: first audio chunk → the browser's player has audio (Gradio's encoder, HLS, the page).
+- app overhead: total minus the pause and the model.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 LEAD_IN_S = 1.0
+MIC_START_STAMP = """
+const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  const stream = await getUserMedia(constraints);
+  if (constraints && constraints.audio) window.micStarted = Date.now() / 1000;
+  return stream;
+};
+"""
+"""Stamps when the page gets the microphone: Chromium's fake device starts its file then."""
 
 
 def question_wav(folder: Path) -> tuple[Path, float]:
@@ -67,6 +81,7 @@ def main() -> None:
     from ui.reply_player import ReplyAudio
 
     detected: list[float] = []
+    heard_until: list[float] = []  # how much microphone audio the detector had when it ended the turn
     original_hear = live.LiveSession.hear
 
     def stamped_hear(self, rate, data, silence_ms):
@@ -74,13 +89,16 @@ def main() -> None:
         original_hear(self, rate, data, silence_ms)
         if self.turn_id > before:
             detected.append(time.time())
+            heard_until.append(self.detector.now_s)
 
     live.LiveSession.hear = stamped_hear
     backend = Timed(build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=3.0))
     first_audio: list[float] = []
+    requested: list[float] = []
     inner_stream = backend.stream
 
     async def stamped_stream(request):
+        requested.append(time.time())
         async for event in inner_stream(request):
             if backend.first_audio is not None and len(first_audio) < len(detected):
                 first_audio.append(time.time() - (time.monotonic() - backend.first_audio))
@@ -104,16 +122,19 @@ def main() -> None:
                 demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
                 context = browser.new_context(permissions=["microphone"])
                 page = context.new_page()
+                page.add_init_script(MIC_START_STAMP)
                 page.goto(demo.local_url)
                 page.get_by_role("tab", name="Live").click()
                 page.locator("#live-state").get_by_text("Press").wait_for(timeout=30_000)
-                clicked = page.evaluate("() => Date.now() / 1000")
                 page.locator("#live-mic").get_by_role("button", name="Record").click()
                 heard = page.wait_for_function(
                     "() => { const a = document.querySelector('#live-reply audio');"
                     " return a && a.duration > 0 ? Date.now() / 1000 : null; }", timeout=120_000).json_value()
-                end_of_speech = clicked + speech_end
-                row = {"vad": detected[-1] - end_of_speech, "model": first_audio[-1] - detected[-1],
+                end_of_speech = page.evaluate("() => window.micStarted") + speech_end
+                # The fake microphone starts its file when capture starts, so stream time = file time.
+                vad_audio = heard_until[-1] - speech_end
+                row = {"vad (audio)": vad_audio, "vad (delivery)": detected[-1] - end_of_speech - vad_audio,
+                       "round trip": requested[-1] - detected[-1], "model": first_audio[-1] - requested[-1],
                        "transport": heard - first_audio[-1], "total": heard - end_of_speech}
                 print(name, "warm-up" if run == 0 else f"run {run}", {k: round(v, 3) for k, v in row.items()},
                       flush=True)
@@ -123,13 +144,12 @@ def main() -> None:
                 demo.close()
         browser.close()
     pause_s = live.TurnSettings().silence_ms / 1000
-    print("\n| variant | end of speech → turn detected | → first audio chunk (model) | → audio in the browser | total "
-          "| beyond the pause |\n|---|---|---|---|---|---|")
+    columns = list(next(iter(rows.values()))[0])
+    print("\n| variant | " + " | ".join(columns) + " | app overhead |\n|" + "---|" * (len(columns) + 2))
     for name, variant_rows in rows.items():
-        med = {k: statistics.median(r[k] for r in variant_rows) for k in variant_rows[0]}
-        print(f"| {name} | {med['vad'] * 1000:.0f} ms | {med['model'] * 1000:.0f} ms | "
-              f"{med['transport'] * 1000:.0f} ms | {med['total'] * 1000:.0f} ms | "
-              f"{(med['total'] - pause_s) * 1000:.0f} ms |")
+        med = {k: statistics.median(r[k] for r in variant_rows) for k in columns}
+        overhead = statistics.median(r["total"] - r["model"] - pause_s for r in variant_rows)
+        print(f"| {name} | " + " | ".join(f"{med[k] * 1000:.0f} ms" for k in columns) + f" | {overhead * 1000:.0f} ms |")
     print(f"\nmedians of {args.runs} runs per variant; the pause that ends a turn: {pause_s * 1000:.0f} ms")
 
 
