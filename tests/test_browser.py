@@ -186,6 +186,10 @@ def test_live_a_spoken_question_on_camera_gets_a_spoken_answer(media_browser, in
             "() => { const a = document.querySelector('#live-reply audio');"
             " return a && a.duration > 0 && (a.currentTime > 0 || !a.paused); }", timeout=30_000)
         expect(page.locator("#live-state")).to_contain_text("Listening", timeout=30_000)
+        # The whole reply is kept in the transcript, playable: its player has loaded a non-zero length.
+        page.wait_for_function(
+            "() => { const t = [...document.querySelectorAll('#live-transcript .timestamp')];"
+            " return t.length == 2 && t.every(e => e.textContent.trim() != '0:00'); }", timeout=15_000)
         page.screenshot(path=str(output_dir / "live-turn.png"), full_page=True)
     finally:
         context.close()
