@@ -1,6 +1,6 @@
 """200 turns through the app: does the server's memory or its reply files grow?
 
-    .venv/bin/python benchmarks/soak.py [--turns 200] [--per-conversation 5]
+    .venv/bin/python benchmarks/soak.py [--turns 200] [--per-conversation 5] [--no-speech] [--trace]
 
 The app (tiny checkpoint, speech on) runs in this process; a gradio_client in a thread chats:
 conversations of 5 turns, each ended with Clear (which deletes its reply audio). Every 20 turns
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--per-conversation", type=int, default=5)
     parser.add_argument("--no-speech", action="store_true", help="text only (tells speech's share of any growth)")
+    parser.add_argument("--trace", action="store_true",
+                        help="trace Python allocations (tracemalloc) and print what grew after the first 20 turns")
     args = parser.parse_args()
 
     from backends import build_backend
@@ -71,13 +74,25 @@ def main() -> None:
                                                        not args.no_speech))
     started = time.monotonic()
     client.start()
-    rows = []
+    rows, first_heap = [], None
+    if args.trace:
+        tracemalloc.start(8)
     while (done := progress.get(timeout=120)) < args.turns:
         if done % 20 == 0:
             rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
             print(f"turn {done}: RSS {rows[-1][1]:.0f} MB, reply files on disk {rows[-1][2]}", flush=True)
+            if args.trace and first_heap is None:
+                first_heap = tracemalloc.take_snapshot()
     client.join()
     rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
+    if first_heap is not None:
+        grown = tracemalloc.take_snapshot().compare_to(first_heap, "traceback")
+        print(f"\nPython heap: {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB traced; what grew most since "
+              f"turn {rows[0][0]}:")
+        for stat in grown[:8]:
+            print(f"{stat.size_diff / 1024:+.0f} KiB in {stat.count_diff:+d} blocks, allocated at:")
+            for line in stat.traceback.format()[-12:]:
+                print("   ", line)
     demo.close()
     base = rows[0]
     print("\n| turns | server RSS | reply files on disk | elapsed |\n|---|---|---|---|")

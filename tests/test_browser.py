@@ -237,7 +237,9 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
         expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
         expect(page.get_by_text("微型随机权重模型")).to_be_visible()  # the header's warning too
         page.get_by_role("tab", name="实时").click()
-        expect(page.get_by_text("打开摄像头")).to_be_visible()
+        expect(page.get_by_text("打开摄像头", exact=True)).to_be_visible()
+        expect(page.locator("#live-state")).to_contain_text("点击麦克风上的 录制 开始说话")
+        expect(page.get_by_text("在回答时开口说话即可打断它")).to_be_visible()
         page.screenshot(path=str(output_dir / "live-zh.png"), full_page=True)
     finally:
         context.close()

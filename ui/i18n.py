@@ -88,6 +88,19 @@ for _message, _zh in {
 }.items():
     ZH[warm_up_line(_message)] = f"⏳ **预热中：**{_zh}现在发送的消息会在预热完成后开始处理。"
 
+# The Live tab's tips and its state line (one translatable Markdown each).
+ZH.update({
+    "Try: *“What do you see?”* with the camera on · *“Tell me a short joke.”* · ask in Chinese: "
+    "*“今天天气怎么样？”* · talk over the answer to interrupt it.":
+        "试试：打开摄像头问 *“你看到了什么？”* · *“讲个简短的笑话。”* · 用英语问 *“What is the weather like today?”* · "
+        "在回答时开口说话即可打断它。",
+    "⏸ Press **Record** on the microphone to start talking.": "⏸ 点击麦克风上的 **录制** 开始说话。",
+    "🎙 **Listening…** talk, then pause.": "🎙 **正在听…** 说完后停顿一下。",
+    "🗣 **Hearing you…**": "🗣 **正在听你说…**",
+    "💭 **Thinking…**": "💭 **思考中…**",
+    "🔊 **Speaking…** (talk to interrupt)": "🔊 **正在回答…**（开口说话即可打断）",
+})
+
 I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
 
 

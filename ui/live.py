@@ -115,7 +115,7 @@ class LiveSession:
         phase = self.phase
         if phase == "listening" and self.detector is not None and self.detector.in_speech:
             phase = "hearing"
-        return PHASES[phase]
+        return t(PHASES[phase])
 
     def stop_listening(self) -> None:
         self.detector, self.resampler, self.phase = None, None, "idle"
@@ -136,8 +136,8 @@ def build(backend: Backend) -> None:
     if not info.can_speak:
         gr.Markdown(f"ℹ️ The {info.backend} backend with `{info.model}` answers in text only: replies appear in the "
                     "transcript, unspoken.")
-    indicator = gr.Markdown(PHASES["idle"], elem_id="live-state")
-    gr.Markdown(examples.LIVE_TIPS)
+    indicator = gr.Markdown(t(PHASES["idle"]), elem_id="live-state")
+    gr.Markdown(t(examples.LIVE_TIPS))
     with gr.Row():
         with gr.Column(scale=1):
             mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label=t("Microphone"),
