@@ -33,6 +33,7 @@ class EncoderPool:
     def __init__(self, size: int = 2):
         self.size = size
         self._idle: dict[tuple[int, int], list[AacStreamEncoder]] = {}
+        self._starting: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
 
     def prefill(self, sample_rate: int, channels: int) -> None:
@@ -42,15 +43,19 @@ class EncoderPool:
     def _fill(self, sample_rate: int, channels: int) -> None:
         key = (sample_rate, channels)
         while True:
-            with self._lock:
-                if len(self._idle.setdefault(key, [])) >= self.size:
+            with self._lock:  # counts encoders still starting, so fills running at once never overshoot
+                if len(self._idle.setdefault(key, [])) + self._starting.get(key, 0) >= self.size:
                     return
+                self._starting[key] = self._starting.get(key, 0) + 1
             try:
                 encoder = AacStreamEncoder(sample_rate, channels)
             except Exception:  # no ffmpeg: Gradio says so when the first reply speaks
                 log.debug("audio encoder could not be started ahead", exc_info=True)
-                return
+                encoder = None
             with self._lock:
+                self._starting[key] -= 1
+                if encoder is None:
+                    return
                 self._idle[key].append(encoder)
 
     def take(self, sample_rate: int, channels: int) -> AacStreamEncoder:
