@@ -116,7 +116,7 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "max_gpu_memory_gib": args.max_gpu_memory,
     }
     if args.backend == "transformers":
-        return talker
+        return {**talker, "load_in_background": True}  # the page opens at once; the header shows the load
     engine = {
         "tensor_parallel_size": args.tensor_parallel_size,
         "gpu_memory_utilization": args.gpu_memory_utilization,

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable
 
 from backends import media
@@ -34,9 +34,16 @@ FRAMES_PER_SECOND = 12.5
 """One talker step is one 80 ms codec frame."""
 
 
+LOADING_WEIGHTS = "Loading the model's weights…"
+WAITING_TO_COMPILE = "Waiting to compile the model…"
 COMPILING_TALKER = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
 COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about a minute)…"
-"""Warm-up progress for the header (ui/i18n.py translates these texts)."""
+"""Warm-up progress for the header (ui/i18n.py translates these texts and every ``loading_line``)."""
+
+
+def loading_line(share: float) -> str:
+    """The loading progress in 10 % steps: few enough texts to translate, fine enough for minutes of loading."""
+    return f"{LOADING_WEIGHTS} {10 * int(10 * share)} %"
 
 
 class CheckpointError(RuntimeError):
@@ -69,6 +76,9 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
+    load_in_background: bool = False
+    """Load the weights on the generation thread: the constructor returns at once (the app's page opens
+    while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
 
 
 class TransformersBackend(Backend):
@@ -81,43 +91,68 @@ class TransformersBackend(Backend):
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
-        import torch
-
         self.checkpoint, self.options = checkpoint, options
-        self.model, self.processor = loaded or load_model(checkpoint, options)
-        if self.model.has_talker:
-            # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
-            # thinker config has; without it audio + image/video input with speech crashes.
-            self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
+        self.model = self.processor = self.talker_decoder = None
+        self.compiled = False
+        self.load_error: str | None = None
+        """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
-        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
-        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
-        self.compiled = not offloaded and (
-            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
-        if self.compiled:
-            compile_thinker_decode(self.model.thinker)  # compiles lazily: warm_up() triggers it
-            self.warming_up = "Waiting to compile the model…"
-        self.talker_decoder = None
-        if self.model.has_talker:
-            max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
-            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16)
         # One long-lived generation thread: CUDA graphs recorded by torch.compile belong to the thread
         # that recorded them, so a thread per reply would record them again for every reply.
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
-        config = self.model.config
-        speakers = tuple(config.talker_config.speaker_id) if self.model.has_talker else ()
-        device = str(next(self.model.thinker.parameters()).device)
-        if device.startswith("cuda"):
-            device = f"{device} ({torch.cuda.get_device_name(self.model.thinker.device)})"
+        config = loaded[0].config if loaded else model_config(checkpoint, options)
         self.info = BackendInfo(
             backend="transformers",
             model=checkpoint.name,
             kind=detect_kind(checkpoint, config),
-            device=device,
-            speakers=speakers,
+            device=_expected_device(options),
+            speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
         )
+        if options.load_in_background and not loaded:
+            self.warming_up = LOADING_WEIGHTS
+            self._jobs.put(self._load_in_background)
+        else:
+            self._load(loaded or load_model(checkpoint, options))
+
+    def _load(self, loaded: tuple) -> None:
+        import torch
+
+        self.model, self.processor = loaded
+        if self.model.has_talker:
+            # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
+            # thinker config has; without it audio + image/video input with speech crashes.
+            self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
+        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
+        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
+        options = self.options
+        self.compiled = not offloaded and (
+            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
+        if self.compiled:
+            compile_thinker_decode(self.model.thinker)  # compiles lazily: warm_up() triggers it
+            self.warming_up = WAITING_TO_COMPILE
+        if self.model.has_talker:
+            max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
+            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16)
+        device = str(next(self.model.thinker.parameters()).device)
+        if device.startswith("cuda"):
+            device = f"{device} ({torch.cuda.get_device_name(self.model.thinker.device)})"
+        self.info = replace(self.info, device=device)
+
+    def _load_in_background(self) -> None:
+        def loaded_share(done: int, total: int) -> None:
+            self.warming_up = loading_line(done / total)
+
+        try:
+            with weight_loading_progress(loaded_share):
+                loaded = load_model(self.checkpoint, self.options)
+            self.warming_up = None
+            self._load(loaded)
+        except Exception as err:
+            log.exception("loading %s failed", self.checkpoint.name)
+            self.load_error = f"The model could not be loaded: {err}"
+            self.warming_up = None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
@@ -153,6 +188,9 @@ class TransformersBackend(Backend):
         with self._lock:
             if stop.is_set():
                 return emit(Done("cancelled"))
+            if self.load_error:
+                emit(Error(self.load_error, "generation"))
+                return emit(Done("error"))
             try:
                 self._generate(request, emit, stop)
             except Exception as err:  # never let a worker die silently: the UI would wait forever
@@ -266,11 +304,14 @@ class TransformersBackend(Backend):
         restart skips most of the work. If compiling fails the backend runs eagerly.
         """
         times: dict = {}
-        if not self.compiled:
-            self.warming_up = None
-            return times
         finished = threading.Event()
-        self._jobs.put(lambda: (self._compile(times), finished.set()))
+
+        def compile_once_loaded() -> None:  # a job: it runs after the weights are in (loading is one too)
+            if self.compiled:
+                self._compile(times)
+            finished.set()
+
+        self._jobs.put(compile_once_loaded)
         finished.wait()
         return times
 
@@ -308,15 +349,61 @@ class TransformersBackend(Backend):
         _free_accelerator_memory()
 
 
-def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_layers: int | None = None):
-    """``(model, processor)``; ``thinker_layers`` builds only that many thinker layers (the rest is skipped)."""
-    import torch
-    from transformers import AutoConfig, Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
+def model_config(checkpoint: Checkpoint, options: TransformersOptions):
+    """The checkpoint's config as ``load_model`` builds the model from it."""
+    from transformers import AutoConfig
 
-    on_gpu = torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
     config = AutoConfig.from_pretrained(checkpoint.path)
     if not options.audio_output:
         config.enable_audio_output = False  # the talker is never built: its weights are skipped
+    return config
+
+
+def _expected_device(options: TransformersOptions) -> str:
+    """Where ``load_model`` will put the model (shown before the weights are in)."""
+    import torch
+
+    if not (torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))):
+        return "cpu"
+    device = options.device if options.device.startswith("cuda:") else "cuda:0"
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+@contextlib.contextmanager
+def weight_loading_progress(report: Callable[[int, int], None]):
+    """Calls ``report(done, total)`` as transformers loads the weights (its "Loading weights" bar).
+
+    Wraps the progress bar of ``transformers.core_model_loading`` (5.x); if a later version moves it,
+    loading still works, only without a percentage.
+    """
+    try:
+        from transformers import core_model_loading
+        bar = core_model_loading.tqdm
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def reporting_bar(iterable=None, *args, **kwargs):
+        total = kwargs.get("total") or (len(iterable) if hasattr(iterable, "__len__") else 0)
+        for done, item in enumerate(bar(iterable, *args, **kwargs)):
+            if total:
+                report(done, total)
+            yield item
+
+    core_model_loading.tqdm = reporting_bar
+    try:
+        yield
+    finally:
+        core_model_loading.tqdm = bar
+
+
+def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_layers: int | None = None):
+    """``(model, processor)``; ``thinker_layers`` builds only that many thinker layers (the rest is skipped)."""
+    import torch
+    from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
+
+    on_gpu = torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
+    config = model_config(checkpoint, options)
     if thinker_layers is not None:
         config.thinker_config.text_config.num_hidden_layers = thinker_layers
     load_kwargs = {

@@ -238,3 +238,13 @@ def test_compare_replays_the_last_turn_with_two_speakers_side_by_side(server, tm
     assert first.shape != second.shape or (first != second).any(), "another speaker, another voice"
     after, *_ = client.predict({"text": "Next", "files": []}, **GREEDY, api_name="/chat")
     assert [m["role"] for m in after].count("user") == 2  # comparing left the conversation as it was
+
+
+def test_every_warm_up_line_the_engine_shows_is_in_chinese_too():
+    from backends.transformers_backend import (COMPILING_TALKER, COMPILING_THINKER, LOADING_WEIGHTS,
+                                               WAITING_TO_COMPILE, loading_line)
+    from ui.i18n import ZH, warm_up_line
+
+    shown = [LOADING_WEIGHTS, WAITING_TO_COMPILE, COMPILING_TALKER, COMPILING_THINKER,
+             *(loading_line(done / 313) for done in range(314))]
+    assert not [line for line in shown if warm_up_line(line) not in ZH]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ import pytest
 
 from backends import build_backend
 from backends.checkpoints import Checkpoint, resolve_checkpoint
-from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
+from backends.events import AudioChunk, Done, Error, Metrics, Notice, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.decoding import TalkerDecoder
 from backends.transformers_backend import CheckpointError
@@ -152,16 +153,68 @@ def test_no_audio_never_builds_the_talker(tiny_cache):
         assert not hasattr(backend.model, "talker")
 
 
-def test_a_checkpoint_with_missing_weights_is_refused_by_name(tiny_cache, tmp_path):
+@pytest.fixture
+def damaged_checkpoint(tiny_cache, tmp_path) -> Checkpoint:
+    """The tiny checkpoint without its talker's expert weights."""
     from safetensors.torch import load_file, save_file
 
-    source = resolve_checkpoint("tiny")
     damaged = tmp_path / "damaged"
-    shutil.copytree(source.path, damaged)
+    shutil.copytree(resolve_checkpoint("tiny").path, damaged)
     for weights in damaged.glob("*.safetensors"):
         tensors = load_file(weights)
         dropped = [name for name in tensors if ".experts." in name and name.startswith("talker.")]
         save_file({k: v for k, v in tensors.items() if k not in dropped}, weights, metadata={"format": "pt"})
+    return Checkpoint("damaged", str(damaged))
+
+
+def test_a_checkpoint_with_missing_weights_is_refused_by_name(damaged_checkpoint):
     with pytest.raises(CheckpointError, match="missing") as refused:
-        build_backend("transformers", Checkpoint("damaged", str(damaged)))
+        build_backend("transformers", damaged_checkpoint)
     assert "talker." in str(refused.value) and "experts" in str(refused.value)
+
+
+def test_loading_in_the_background_serves_the_page_at_once_and_answers_once_loaded(tiny_cache, monkeypatch):
+    """What app.py does: the header can be drawn before the weights are in; a turn sent meanwhile waits."""
+    from backends import transformers_backend
+
+    release = threading.Event()
+    original = transformers_backend.load_model
+
+    def held_load(*args, **kwargs):  # a 70 GB load takes minutes: hold the tiny one until the test has looked
+        release.wait(timeout=60)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers_backend, "load_model", held_load)
+    with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=1.0,
+                       load_in_background=True) as backend:
+        assert backend.model is None and backend.warming_up.startswith("Loading the model's weights")
+        assert backend.info.can_speak and backend.info.kind == "instruct"  # from the config alone
+        turn = ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY)
+        threading.Timer(0.5, release.set).start()
+        events = collect(backend, turn)
+        notices = [e.message for e in events if isinstance(e, Notice)]
+        assert any("loading the model's weights" in note for note in notices)
+        assert text_of(events) and any(isinstance(e, AudioChunk) for e in events)
+        assert backend.warming_up is None and backend.model is not None
+
+
+def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkpoint):
+    with build_backend("transformers", damaged_checkpoint, load_in_background=True) as backend:
+        events = collect(backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
+        again = collect(backend, ChatRequest(turns=(Turn.user("Hi again"),), sampling=GREEDY))
+        for reply in (events, again):
+            errors = [e.message for e in reply if isinstance(e, Error)]
+            assert errors and "could not be loaded" in errors[0] and "missing" in errors[0]
+            assert reply[-1] == Done("error")
+        assert backend.warming_up is None
+
+
+def test_weight_loading_reports_its_progress(tiny_cache):
+    from backends.transformers_backend import TransformersOptions, load_model, weight_loading_progress
+
+    reports: list[tuple[int, int]] = []
+    with weight_loading_progress(lambda done, total: reports.append((done, total))):
+        model, _ = load_model(resolve_checkpoint("tiny"), TransformersOptions())
+    total = reports[-1][1]
+    assert total == len(model.state_dict())  # one step per weight
+    assert [done for done, _ in reports] == list(range(total))
