@@ -144,11 +144,14 @@ class TransformersBackend(Backend):
         def loaded_share(done: int, total: int) -> None:
             self.warming_up = loading_line(done / total)
 
+        started = time.perf_counter()
+        log.info("loading %s behind the page", self.checkpoint.name)
         try:
             with weight_loading_progress(loaded_share):
                 loaded = load_model(self.checkpoint, self.options)
             self.warming_up = None
             self._load(loaded)
+            log.info("%s loaded in %.1f s", self.checkpoint.name, time.perf_counter() - started)
         except Exception as err:
             log.exception("loading %s failed", self.checkpoint.name)
             self.load_error = f"The model could not be loaded: {err}"

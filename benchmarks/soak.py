@@ -4,7 +4,8 @@
 
 The app (tiny checkpoint, speech on) runs in this process; a gradio_client in a thread chats:
 conversations of 5 turns, each ended with Clear (which deletes its reply audio). Every 20 turns
-the process's resident memory and the number of reply files on disk are printed.
+the process's resident memory (also after glibc's malloc_trim, which tells fragmentation from
+live objects) and the number of reply files on disk are printed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def trimmed_rss_mb() -> float:
+    """RSS after glibc hands its free pages back (malloc_trim): what live objects hold, not fragmentation."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
 
 
 def rss_mb() -> float:
@@ -79,12 +88,13 @@ def main() -> None:
         tracemalloc.start(8)
     while (done := progress.get(timeout=120)) < args.turns:
         if done % 20 == 0:
-            rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
-            print(f"turn {done}: RSS {rows[-1][1]:.0f} MB, reply files on disk {rows[-1][2]}", flush=True)
+            rows.append((done, rss_mb(), trimmed_rss_mb(), reply_files(), time.monotonic() - started))
+            print(f"turn {done}: RSS {rows[-1][1]:.0f} MB ({rows[-1][2]:.0f} MB trimmed), reply files on disk "
+                  f"{rows[-1][3]}", flush=True)
             if args.trace and first_heap is None:
                 first_heap = tracemalloc.take_snapshot()
     client.join()
-    rows.append((done, rss_mb(), reply_files(), time.monotonic() - started))
+    rows.append((done, rss_mb(), trimmed_rss_mb(), reply_files(), time.monotonic() - started))
     if first_heap is not None:
         grown = tracemalloc.take_snapshot().compare_to(first_heap, "traceback")
         print(f"\nPython heap: {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MB traced; what grew most since "
@@ -95,11 +105,12 @@ def main() -> None:
                 print("   ", line)
     demo.close()
     base = rows[0]
-    print("\n| turns | server RSS | reply files on disk | elapsed |\n|---|---|---|---|")
-    for turns, rss, files, elapsed in rows:
-        print(f"| {turns} | {rss:.0f} MB | {files} | {elapsed:.0f} s |")
+    print("\n| turns | RSS | RSS after malloc_trim | reply files on disk | elapsed |\n|---|---|---|---|---|")
+    for turns, rss, trimmed, files, elapsed in rows:
+        print(f"| {turns} | {rss:.0f} MB | {trimmed:.0f} MB | {files} | {elapsed:.0f} s |")
     print(f"\nRSS after turn {base[0]} → {rows[-1][0]}: {base[1]:.0f} → {rows[-1][1]:.0f} MB "
-          f"({rows[-1][1] - base[1]:+.0f} MB)")
+          f"({rows[-1][1] - base[1]:+.0f} MB); after malloc_trim {base[2]:.0f} → {rows[-1][2]:.0f} MB "
+          f"({rows[-1][2] - base[2]:+.0f} MB)")
 
 
 if __name__ == "__main__":
