@@ -97,10 +97,7 @@ class TransformersBackend(Backend):
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
-        # One long-lived generation thread: CUDA graphs recorded by torch.compile belong to the thread
-        # that recorded them, so a thread per reply would record them again for every reply.
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
         config = loaded[0].config if loaded else model_config(checkpoint, options)
         self.info = BackendInfo(
             backend="transformers",
@@ -115,6 +112,9 @@ class TransformersBackend(Backend):
             self._jobs.put(self._load_in_background)
         else:
             self._load(loaded or load_model(checkpoint, options))
+        # One long-lived generation thread: CUDA graphs recorded by torch.compile belong to the thread
+        # that recorded them, so a thread per reply would record them again for every reply.
+        threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
 
     def _load(self, loaded: tuple) -> None:
         import torch
