@@ -117,8 +117,6 @@ class TransformersBackend(Backend):
         threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
 
     def _load(self, loaded: tuple) -> None:
-        import torch
-
         self.model, self.processor = loaded
         if self.model.has_talker:
             # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
@@ -135,10 +133,7 @@ class TransformersBackend(Backend):
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
             self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16)
-        device = str(next(self.model.thinker.parameters()).device)
-        if device.startswith("cuda"):
-            device = f"{device} ({torch.cuda.get_device_name(self.model.thinker.device)})"
-        self.info = replace(self.info, device=device)
+        self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
@@ -362,14 +357,24 @@ def model_config(checkpoint: Checkpoint, options: TransformersOptions):
     return config
 
 
-def _expected_device(options: TransformersOptions) -> str:
-    """Where ``load_model`` will put the model (shown before the weights are in)."""
+def _on_gpu(options: TransformersOptions) -> bool:
     import torch
 
-    if not (torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))):
+    return torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
+
+
+def _expected_device(options: TransformersOptions) -> str:
+    """Where ``load_model`` will put the model (shown before the weights are in)."""
+    if not _on_gpu(options):
         return "cpu"
-    device = options.device if options.device.startswith("cuda:") else "cuda:0"
-    return f"{device} ({torch.cuda.get_device_name(device)})"
+    return _device_label(options.device if options.device.startswith("cuda:") else "cuda:0")
+
+
+def _device_label(device: str) -> str:
+    """``device`` for the header: a GPU with its name."""
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else device
 
 
 @contextlib.contextmanager
@@ -405,7 +410,7 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
     import torch
     from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
 
-    on_gpu = torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
+    on_gpu = _on_gpu(options)
     config = model_config(checkpoint, options)
     if thinker_layers is not None:
         config.thinker_config.text_config.num_hidden_layers = thinker_layers
