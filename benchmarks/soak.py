@@ -41,13 +41,11 @@ def rss_mb() -> float:
     return float("nan")
 
 
-BEFORE = set(glob.glob(os.path.join(tempfile.gettempdir(), "omni-replies-*")))
-
-
 def reply_files() -> int:
-    """Reply audio files in the folders this run's sessions made."""
-    folders = set(glob.glob(os.path.join(tempfile.gettempdir(), "omni-replies-*"))) - BEFORE
-    return sum(len(glob.glob(os.path.join(folder, "*.wav"))) for folder in folders)
+    """Reply audio files in the folders this process's sessions made (see ui.scratch)."""
+    from ui import scratch
+
+    return len(glob.glob(os.path.join(scratch.session_folder("soak-"), "..", "omni-replies-*", "*.wav")))
 
 
 def chat(url: str, turns: int, per_conversation: int, progress, speak: bool = True) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -248,3 +251,16 @@ def test_every_warm_up_line_the_engine_shows_is_in_chinese_too():
     shown = [LOADING_WEIGHTS, WAITING_TO_COMPILE, COMPILING_TALKER, COMPILING_THINKER,
              *(loading_line(done / 313) for done in range(314))]
     assert not [line for line in shown if warm_up_line(line) not in ZH]
+
+
+def test_session_files_left_at_shutdown_go_with_the_process(tmp_path):
+    # A session still open when the app stops never gets its end-of-session cleanup.
+    script = ("import tempfile, sys; tempfile.tempdir = sys.argv[1]\n"
+              "from ui.chat import ChatSession\n"
+              "session = ChatSession()\n"
+              "open(session.replies_folder() + '/reply.wav', 'wb').write(b'RIFF')\n"
+              "print(session.folder)\n")
+    folder = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    assert folder.startswith(str(tmp_path))  # it was made where the app keeps its files
+    assert not list(tmp_path.iterdir())

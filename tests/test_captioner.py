@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +46,24 @@ def test_long_audio_is_captioned_in_30_second_segments(client, speech_path, tmp_
     caption = client.predict(handle_file(str(long)), temperature=0, max_tokens=16, api_name="/caption")
     assert [line for line in caption.splitlines() if line.startswith("[")] == [
         "[00:00–00:30]", "[00:30–01:00]", "[01:00–01:05]"]
+
+
+def test_cut_segments_and_unpacked_archives_are_deleted_when_done(client, speech_path, tmp_path):
+    def caption_folders():
+        return set(Path(tempfile.gettempdir()).glob("caption-*"))
+
+    before = caption_folders()
+    speech, rate = soundfile.read(speech_path)
+    long = tmp_path / "long.wav"
+    soundfile.write(long, np.tile(speech, int(np.ceil(40 * rate / len(speech))))[: 40 * rate], rate)
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(long, "long.wav")
+    assert "[00:30–00:40]" in client.predict(handle_file(str(long)), max_tokens=16, api_name="/caption")
+    table, downloads, _ = client.predict([handle_file(str(archive))], max_tokens=16, api_name="/caption_batch")
+    assert table["data"][0][2] and not table["data"][0][4]
+    assert all(Path(path).stat().st_size for path in downloads)  # the results were handed over first
+    assert not caption_folders() - before
 
 
 def test_a_video_without_sound_is_refused_by_name(client, tmp_path):

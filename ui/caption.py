@@ -8,8 +8,9 @@ its time range.
 
 from __future__ import annotations
 
-import csv
 import asyncio
+import contextlib
+import csv
 import json
 import shutil
 import tempfile
@@ -94,27 +95,30 @@ def build(backend: Backend) -> None:
             raise gr.Error("Upload or record an audio file first.")
         sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
         try:
-            async for text in _caption_stream(backend, file, instruction, sampling):
-                yield text
+            async with _segmented(file) as segments:
+                async for text in _caption_stream(backend, file, segments, instruction, sampling):
+                    yield text
         except MediaError as err:
             raise gr.Error(str(err)) from err
 
     async def caption_batch(files: list[str] | None, instruction: str, temperature: float, top_p: float,
                             top_k: int, max_tokens: int, progress=gr.Progress()):
         """Caption many files (or zips of them) one after another; rows fill in as they finish."""
-        try:
-            paths = await asyncio.to_thread(_expand, files or [])
-        except (MediaError, zipfile.BadZipFile) as err:
-            raise gr.Error(f"Can't open the archive: {err}") from err
-        if not paths:
-            raise gr.Error("Add some audio or video files (or a .zip of them) first.")
-        sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
-        rows: list[CaptionRow] = []
-        out_dir = Path(tempfile.mkdtemp(prefix="captions-"))
-        for index, (path, name) in enumerate(paths):
-            progress((index, len(paths)), desc=f"Captioning {name}")
-            rows.append(await _caption_row(backend, path, name, instruction, sampling))
-            yield _table(rows), _write_results(rows, out_dir), f"{len(rows)} of {len(paths)} files done."
+        # Unpacked archives and the result files live only as long as the batch: Gradio copies
+        # each yielded result file into its own cache before the batch goes on.
+        with tempfile.TemporaryDirectory(prefix="caption-batch-") as work:
+            try:
+                paths = await asyncio.to_thread(_expand, files or [], Path(work))
+            except (MediaError, zipfile.BadZipFile) as err:
+                raise gr.Error(f"Can't open the archive: {err}") from err
+            if not paths:
+                raise gr.Error("Add some audio or video files (or a .zip of them) first.")
+            sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
+            rows: list[CaptionRow] = []
+            for index, (path, name) in enumerate(paths):
+                progress((index, len(paths)), desc=f"Captioning {name}")
+                rows.append(await _caption_row(backend, path, name, instruction, sampling))
+                yield _table(rows), _write_results(rows, Path(work)), f"{len(rows)} of {len(paths)} files done."
 
     # A recording becomes the file to caption, so /caption has one file input.
     recording.stop_recording(lambda recorded: recorded, recording, source, api_visibility="private", queue=False)
@@ -128,11 +132,9 @@ def build(backend: Backend) -> None:
                      api_visibility="private", queue=False)
 
 
-async def _caption_stream(backend: Backend, path: str, instruction: str, sampling: Sampling,
-                          segments: list[tuple[float, float, str]] | None = None):
+async def _caption_stream(backend: Backend, path: str, segments: list[tuple[float, float, str]],
+                          instruction: str, sampling: Sampling):
     """Yields the caption so far; long audio goes segment by segment, each under its time range."""
-    if segments is None:
-        segments = await asyncio.to_thread(_segments, path)  # decoding must not freeze other sessions
     done = ""
     for start, end, segment_path in segments:
         header = f"[{_clock(start)}–{_clock(end)}]\n" if len(segments) > 1 else ""
@@ -146,6 +148,14 @@ async def _caption_stream(backend: Backend, path: str, instruction: str, samplin
     yield done.strip()
 
 
+@contextlib.asynccontextmanager
+async def _segmented(path: str):
+    """The file's segments (see ``_segments``); the cut pieces are deleted when the caption is done."""
+    with tempfile.TemporaryDirectory(prefix="caption-segments-") as folder:
+        # Decoding runs in a thread so that it doesn't freeze other sessions.
+        yield await asyncio.to_thread(_segments, path, Path(folder))
+
+
 def _request(backend: Backend, audio_path: str, instruction: str, sampling: Sampling) -> ChatRequest:
     parts: tuple = (MediaPart("audio", audio_path),)
     text = instruction.strip() or ("" if backend.info.kind == "captioner" else CAPTION_INSTRUCTION)
@@ -154,14 +164,13 @@ def _request(backend: Backend, audio_path: str, instruction: str, sampling: Samp
     return ChatRequest(turns=(Turn("user", parts),), sampling=sampling, return_audio=False)
 
 
-def _segments(path: str) -> list[tuple[float, float, str]]:
-    """(start s, end s, file) pieces of at most SEGMENT_SECONDS; the file itself when it is short."""
+def _segments(path: str, folder: Path) -> list[tuple[float, float, str]]:
+    """(start s, end s, file) pieces of at most SEGMENT_SECONDS, cut into ``folder``; the file itself when short."""
     kind_of(path)  # unsupported types are refused by name before decoding
     samples = load_audio(path)
     seconds = samples.size / INPUT_SAMPLE_RATE
     if seconds <= SEGMENT_SECONDS:
         return [(0.0, seconds, path)]
-    folder = Path(tempfile.mkdtemp(prefix="caption-segments-"))
     step = int(SEGMENT_SECONDS * INPUT_SAMPLE_RATE)
     pieces = []
     for index, begin in enumerate(range(0, samples.size, step)):
@@ -175,24 +184,25 @@ async def _caption_row(backend: Backend, path: str, name: str, instruction: str,
     row = CaptionRow(file=name)
     started = time.perf_counter()
     try:
-        segments = await asyncio.to_thread(_segments, path)
-        row.duration_s = round(segments[-1][1], 2)  # the last segment ends where the audio does
-        async for text in _caption_stream(backend, path, instruction, sampling, segments):
-            row.caption = text
+        async with _segmented(path) as segments:
+            row.duration_s = round(segments[-1][1], 2)  # the last segment ends where the audio does
+            async for text in _caption_stream(backend, path, segments, instruction, sampling):
+                row.caption = text
     except MediaError as err:  # one bad file is reported in its row; the batch goes on
         row.error = err.problem
     row.seconds_taken = round(time.perf_counter() - started, 2)
     return row
 
 
-def _expand(files: list[str]) -> list[tuple[str, str]]:
-    """(path, name to show) for each file, every .zip replaced by the audio/video files inside it."""
+def _expand(files: list[str], work: Path) -> list[tuple[str, str]]:
+    """(path, name to show) for each file, every .zip replaced by the audio/video files inside it (unpacked
+    into a folder of ``work``)."""
     paths: list[tuple[str, str]] = []
     for file in files:
         if not str(file).lower().endswith(".zip"):
             paths.append((str(file), Path(file).name))
             continue
-        folder = Path(tempfile.mkdtemp(prefix="caption-zip-"))
+        folder = Path(tempfile.mkdtemp(prefix="unzipped-", dir=work))
         unpacked = 0
         with zipfile.ZipFile(file) as archive:
             for index, member in enumerate(sorted(archive.infolist(), key=lambda m: m.filename)):

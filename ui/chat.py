@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -23,6 +22,7 @@ from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.reply import ReplyState
 from ui.reply_player import reply_player
+from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ChatSession:
 
     def replies_folder(self) -> str:
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="omni-replies-")
+            self.folder = session_folder("omni-replies-")
         return self.folder
 
     closed: bool = False

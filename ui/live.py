@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ui import examples
 from ui.i18n import t
 from ui.reply import ReplyState
 from ui.reply_player import reply_player
+from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
@@ -108,7 +108,7 @@ class LiveSession:
 
     def _folder(self) -> str:
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="omni-live-")
+            self.folder = session_folder("omni-live-")
         return self.folder
 
     def indicator(self) -> str:
