@@ -14,6 +14,7 @@ The official demo's command lines work too (`python app.py -c <ckpt> --use-trans
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="the server's /v1 URL (default http://127.0.0.1:8000/v1); with --backend hybrid: "
                         "take the text from this vLLM server")
     server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY")
+    server.add_argument("--compare-api-base", default=None, metavar="URL",
+                        help="a second engine for Chat's 'Compare replies': an OpenAI-compatible server (vllm serve, "
+                        "vLLM-Omni), answering beside the main backend")
     server.add_argument("--model", default=None, help="served model name (default: the server's first)")
     server.add_argument("--server-speech", choices=["auto", "on", "off"], default="auto",
                         help="ask the server for speech (vLLM-Omni, SGLang-Omni); auto falls back to text")
@@ -177,13 +181,26 @@ def backend_from_args(args: argparse.Namespace, *, default_checkpoint: str = INS
     return build_backend(args.backend, checkpoint, **backend_options(args, checkpoint.random_weights))
 
 
+def compare_backend_from_args(args: argparse.Namespace):
+    """The server --compare-api-base names, as a backend (its first model; speech if it offers it), or None."""
+    from backends import build_backend
+
+    if not args.compare_api_base:
+        return None
+    return build_backend("openai", None, api_base=args.compare_api_base, api_key=args.api_key,
+                         speech="off" if args.no_audio else "auto", video_audio=args.video_audio)
+
+
 def main(argv: list[str] | None = None) -> None:
     from ui import build_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    with backend_from_args(args) as backend:
-        demo = build_demo(backend, args.feedback_file)
+    with backend_from_args(args) as backend, contextlib.ExitStack() as engines:
+        compare_with = compare_backend_from_args(args)
+        if compare_with is not None:
+            engines.enter_context(compare_with)
+        demo = build_demo(backend, args.feedback_file, compare_with)
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         demo.queue(**queue_settings(backend.info)).launch(**launch_settings(args))

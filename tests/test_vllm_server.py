@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+import soundfile
 import torch
 from gradio_client import Client, handle_file
 
@@ -22,6 +23,8 @@ from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import requests_running, socket_port, vllm_server
+from ui import build_demo, queue_settings
+from ui.chat import engine_label
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,12 +111,13 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
         pass
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     app = subprocess.Popen([sys.executable, "app.py", "--backend", "openai", "--api-base", api_base,
-                            "--server-port", str(port)], cwd=ROOT, env=env,
+                            "--compare-api-base", api_base, "--server-port", str(port)], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = wait_for_app(app, port)
         page = urllib.request.urlopen(url, timeout=5).read().decode()
         assert "Backend** openai" in page and "tiny @ " + api_base in page
+        assert "Engine B" in page  # Compare can answer with the --compare-api-base server
         client = Client(url, verbose=False, download_files=str(tmp_path))
         conversation, *_ = client.predict({"text": "What is it?", "files": [handle_file(str(image_path))]},
                                           temperature=0, max_tokens=12, api_name="/chat")
@@ -122,6 +126,27 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
     finally:
         app.terminate()
         app.wait(timeout=30)
+
+
+def test_compare_answers_with_the_in_process_model_and_the_server_side_by_side(backend, instruct_backend, tmp_path):
+    demo = build_demo(instruct_backend, compare_with=backend)
+    demo.queue(**queue_settings(instruct_backend.info)).launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=str(tmp_path))
+        conversation, *_ = client.predict({"text": "Describe a sunny day.", "files": []}, temperature=0,
+                                          max_tokens=12, api_name="/chat")
+        in_process, server = engine_label(instruct_backend.info), engine_label(backend.info)
+        assert in_process != server
+        text_a, audio_a, text_b, audio_b = client.predict(backend_a=in_process, backend_b=server, temperature=0,
+                                                          max_tokens=12, api_name="/compare")
+        assert text_a and text_a == text_b, "greedy, same weights: the two engines agree"
+        assert soundfile.info(audio_a).duration > 0 and audio_b is None  # only the in-process engine speaks here
+        with pytest.raises(Exception, match="elsewhere is not in the list of choices"):
+            client.predict(backend_a="elsewhere", api_name="/compare")
+        after, *_ = client.predict({"text": "Next", "files": []}, temperature=0, max_tokens=4, api_name="/chat")
+        assert after[: len(conversation)] == conversation  # comparing left the conversation as it was
+    finally:
+        demo.close()
 
 
 def test_app_captioner_py_captions_through_a_server(api_base, speech_path, tmp_path):

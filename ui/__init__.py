@@ -41,15 +41,16 @@ def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
     timer.tick(current, outputs=[status, timer], queue=False)
 
 
-def build_demo(backend: Backend, feedback_file: str | None = None) -> gr.Blocks:
-    """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None)."""
+def build_demo(backend: Backend, feedback_file: str | None = None, compare_with: Backend | None = None) -> gr.Blocks:
+    """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None);
+    ``compare_with``: a second engine that Chat's Compare can answer with."""
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown(header_markdown(backend.info), elem_id="header")
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
         warm_up_status(backend, demo)
         with gr.Tab(t("Chat"), id="chat"):
-            chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None)
+            chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None, compare_with)
         with gr.Tab(t("Live"), id="live"):
             live.build(backend)
         with gr.Tab(t("Caption"), id="caption"):

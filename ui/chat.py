@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gradio as gr
 
@@ -86,7 +86,9 @@ class ChatParts:
     session: gr.State
 
 
-def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
+def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: Backend | None = None
+          ) -> ChatParts:
+    """The Chat tab; ``compare_with``: a second engine that Compare can answer with."""
     info = backend.info
     session = gr.State(ChatSession(), time_to_live=SESSION_TTL_S, delete_callback=ChatSession.close)
 
@@ -274,27 +276,36 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
         send_comment.click(comment_on_last, [session, comment], comment, api_visibility="private", queue=False)
     voice_preset.click(lambda: VOICE_ASSISTANT_PROMPT, None, system_prompt, api_visibility="private", queue=False)
 
+    # Each side of Compare may use another engine (app.py --compare-api-base): label → backend.
+    engines = {engine_label(info): backend}
+    if compare_with is not None:
+        label = engine_label(compare_with.info)
+        engines[label if label not in engines else f"{label} (2)"] = compare_with
     with gr.Accordion(t("Compare replies"), open=False):
         gr.Markdown(t("Replays your last message twice, side by side, without changing the conversation."))
         sides = []
         with gr.Row():
-            for name in ("A", "B"):
-                sides.append(_compare_side(name, info))
+            for name, engine_choice in zip(("A", "B"), (list(engines)[0], list(engines)[-1])):
+                sides.append(_compare_side(name, [engine.info for engine in engines.values()], list(engines),
+                                           engine_choice))
         compare_button = gr.Button(t("Replay both"), size="sm")
 
     async def compare(chat_session: ChatSession, system_prompt, speak, temperature, top_p, top_k, max_tokens,
-                      speaker_a, seed_a, speaker_b, seed_b):
-        """The last user message answered twice, with each side's speaker and seed; the chat is left as it is."""
+                      speaker_a, seed_a, speaker_b, seed_b, backend_a, backend_b):
+        """The last user message answered twice, with each side's engine, speaker and seed; the chat is left
+        as it is."""
         users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
         if not users:
             raise gr.Error("Send a message first.")
         history = ChatSession(turns=chat_session.turns[: users[-1] + 1], use_audio_in_video=chat_session.use_audio_in_video)
         outputs = []
-        for side_speaker, side_seed in ((speaker_a, seed_a), (speaker_b, seed_b)):
+        for side_engine, side_speaker, side_seed in ((backend_a, speaker_a, seed_a), (backend_b, speaker_b, seed_b)):
+            engine = engines[side_engine or engine_label(info)]  # Gradio refuses names not in the dropdown
             request = make_request(history, system_prompt, side_speaker, speak, temperature, top_p, top_k, max_tokens,
                                    side_seed)
+            request = replace(request, return_audio=bool(speak) and engine.info.can_speak)
             reply = ReplyState()
-            async for event in backend.stream(request):
+            async for event in engine.stream(request):
                 reply.handle(event)
             audio = reply.audio()
             text = reply.text or "; ".join(e.message for e in reply.errors)
@@ -303,23 +314,32 @@ def build(backend: Backend, feedback: FeedbackLog | None = None) -> ChatParts:
 
     compare_button.click(
         compare, [session, system_prompt, speak, temperature, top_p, top_k, max_tokens,
-                  sides[0][0], sides[0][1], sides[1][0], sides[1][1]],
-        [sides[0][2], sides[0][3], sides[1][2], sides[1][3]],
+                  sides[0][0], sides[0][1], sides[1][0], sides[1][1], sides[0][2], sides[1][2]],
+        [sides[0][3], sides[0][4], sides[1][3], sides[1][4]],
         api_name="compare", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
     return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
 
 
-def _compare_side(name: str, info) -> tuple:
-    """One column of the comparison: its speaker and seed, and the reply it got."""
+def _compare_side(name: str, infos: list, engine_labels: list[str], engine_choice: str) -> tuple:
+    """One column of the comparison: its engine, speaker and seed, and the reply it got."""
+    speakers = list(dict.fromkeys(speaker for info in infos for speaker in info.speakers))
+    can_speak = any(info.can_speak for info in infos)
     with gr.Column():
+        engine = gr.Dropdown(engine_labels, value=engine_choice, label=f"Engine {name}",
+                             visible=len(engine_labels) > 1, elem_id=f"compare-engine-{name.lower()}")
         with gr.Row():
-            speaker = gr.Dropdown(list(info.speakers) or [""], value=default_speaker(info.speakers),
-                                  label=f"Speaker {name}", visible=info.can_speak)
+            speaker = gr.Dropdown(speakers or [""], value=default_speaker(tuple(speakers)),
+                                  label=f"Speaker {name}", visible=can_speak)
             seed = gr.Number(7 if name == "A" else 8, label=f"Seed {name}", precision=0)
         text = gr.Textbox(label=f"Reply {name}", lines=3, elem_id=f"compare-{name.lower()}")
-        audio = gr.Audio(label=f"Reply {name}", visible=info.can_speak)
-    return speaker, seed, text, audio
+        audio = gr.Audio(label=f"Reply {name}", visible=can_speak)
+    return speaker, seed, engine, text, audio
+
+
+def engine_label(info) -> str:
+    """How Compare names an engine: its backend and model."""
+    return f"{info.backend} · {info.model}"
 
 
 def _message_text(message) -> str:
