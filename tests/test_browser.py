@@ -236,11 +236,15 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
         expect(page.get_by_role("button", name="⏹ 停止")).to_be_visible()
         expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
         expect(page.get_by_text("微型随机权重模型")).to_be_visible()  # the header's warning too
+        for fact in ("模型 tiny", "后端 transformers", "设备 cpu", "语音 可发声 (", "同时服务用户数 1"):
+            expect(page.locator("#header-facts")).to_contain_text(fact)  # and its facts
         page.get_by_role("tab", name="实时").click()
         expect(page.get_by_text("打开摄像头", exact=True)).to_be_visible()
         expect(page.locator("#live-state")).to_contain_text("点击麦克风上的 录制 开始说话")
         expect(page.get_by_text("在回答时开口说话即可打断它")).to_be_visible()
         page.screenshot(path=str(output_dir / "live-zh.png"), full_page=True)
+        page.get_by_role("tab", name="字幕").click()
+        expect(page.get_by_text("为语音、声音和音乐生成详细描述")).to_be_visible()
     finally:
         context.close()
         demo.close()

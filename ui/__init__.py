@@ -14,16 +14,29 @@ UPLOAD_CACHE = (3600, 24 * 3600)
 """Every hour Gradio deletes uploads and outputs older than a day (an idle chat session lasts 6 hours)."""
 
 
-def header_markdown(info: BackendInfo) -> str:
-    voice = f"speaks ({', '.join(info.speakers)})" if info.can_speak else "text only"
-    if info.speech_note:
-        voice += f" {info.speech_note}"
-    lines = [
-        f"## {TITLE}",
-        f"**Model** `{info.model}` ({info.kind}) · **Backend** {info.backend} · **Device** {info.device} · "
-        f"**Speech** {voice} · **Users at once** {info.max_concurrency}",
+def header(info: BackendInfo) -> None:
+    """The title and what serves it: model, backend, device, speech, users at once.
+
+    One Markdown per fact: the browser translates one text per Markdown, and each fact has a label
+    to translate beside its value.
+    """
+    gr.Markdown(f"## {TITLE}", elem_id="header")
+    with gr.Row(elem_id="header-facts"):
+        for fact in header_facts(info):
+            gr.Markdown(fact, container=False, min_width=120, padding=False)
+
+
+def header_facts(info: BackendInfo) -> list[str]:
+    facts = [
+        t("**Model**") + f" `{info.model}` ({info.kind})",
+        t("**Backend**") + f" {info.backend}",
+        t("**Device**") + f" {info.device}",
+        t("**Speech** speaks") + f" ({', '.join(info.speakers)})" if info.can_speak else t("**Speech** text only"),
+        t("**Users at once**") + f" {info.max_concurrency}",
     ]
-    return "\n\n".join(lines)
+    if info.speech_note:
+        facts.insert(4, str(t(info.speech_note)))
+    return facts
 
 
 def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
@@ -45,7 +58,7 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None);
     ``compare_with``: a second engine that Chat's Compare can answer with."""
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
-        gr.Markdown(header_markdown(backend.info), elem_id="header")
+        header(backend.info)
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
         warm_up_status(backend, demo)
@@ -61,7 +74,7 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
 def build_captioner_demo(backend: Backend) -> gr.Blocks:
     """The Captioner app's page: the same Caption tab, alone."""
     with gr.Blocks(title=f"{TITLE} Captioner", delete_cache=UPLOAD_CACHE) as demo:
-        gr.Markdown(header_markdown(backend.info), elem_id="header")
+        header(backend.info)
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Captioner")), elem_id="random-weights")
         warm_up_status(backend, demo)

@@ -33,6 +33,8 @@ from ui.reply import ReplyState
 CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."
 SEGMENT_SECONDS = 30.0
 """Longer audio is split: the Captioner is made for clips of up to about 30 s."""
+CAPTION_INTRO = (f"Detailed captions of speech, sounds and music. A video's sound track is captioned; audio longer "
+                 f"than {SEGMENT_SECONDS:.0f} s is captioned in {SEGMENT_SECONDS:.0f} s segments.")
 RESULT_COLUMNS = ["file", "duration_s", "caption", "seconds_taken", "error"]
 MAX_UNZIPPED_BYTES = 4 * 10**9
 MEDIA_SUFFIXES = EXTENSIONS["audio"] | EXTENSIONS["video"]
@@ -49,13 +51,11 @@ class CaptionRow:
 
 def build(backend: Backend) -> None:
     info = backend.info
-    model_note = (
-        "the **Captioner** checkpoint: the audio alone is its prompt" if info.kind == "captioner"
-        else f"`{info.model}`, which is not the Captioner: it is asked to *{CAPTION_INSTRUCTION.lower()}*"
-    )
-    gr.Markdown(f"Detailed captions of speech, sounds and music, made by {model_note}. A video's sound track is "
-                f"captioned; audio longer than {SEGMENT_SECONDS:.0f} s is captioned in {SEGMENT_SECONDS:.0f} s "
-                "segments.")
+    gr.Markdown(t(CAPTION_INTRO))
+    if info.kind == "captioner":
+        gr.Markdown(t("Made by the **Captioner** checkpoint: the audio alone is its prompt."))
+    else:
+        gr.Markdown(t("This model is not the Captioner, so it is asked:") + f" *{CAPTION_INSTRUCTION}* (`{info.model}`)")
     with gr.Row():
         temperature = gr.Slider(0.0, 2.0, 0.7 if info.kind != "captioner" else 0.6, step=0.05,
                                 label=t("Temperature (0 = greedy)"))

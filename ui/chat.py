@@ -326,14 +326,14 @@ def _compare_side(name: str, infos: list, engine_labels: list[str], engine_choic
     speakers = list(dict.fromkeys(speaker for info in infos for speaker in info.speakers))
     can_speak = any(info.can_speak for info in infos)
     with gr.Column():
-        engine = gr.Dropdown(engine_labels, value=engine_choice, label=f"Engine {name}",
+        engine = gr.Dropdown(engine_labels, value=engine_choice, label=t(f"Engine {name}"),
                              visible=len(engine_labels) > 1, elem_id=f"compare-engine-{name.lower()}")
         with gr.Row():
             speaker = gr.Dropdown(speakers or [""], value=default_speaker(tuple(speakers)),
-                                  label=f"Speaker {name}", visible=can_speak)
-            seed = gr.Number(7 if name == "A" else 8, label=f"Seed {name}", precision=0)
-        text = gr.Textbox(label=f"Reply {name}", lines=3, elem_id=f"compare-{name.lower()}")
-        audio = gr.Audio(label=f"Reply {name}", visible=can_speak)
+                                  label=t(f"Speaker {name}"), visible=can_speak)
+            seed = gr.Number(7 if name == "A" else 8, label=t(f"Seed {name}"), precision=0)
+        text = gr.Textbox(label=t(f"Reply {name}"), lines=3, elem_id=f"compare-{name.lower()}")
+        audio = gr.Audio(label=t(f"Reply {name}"), visible=can_speak)
     return speaker, seed, engine, text, audio
 
 

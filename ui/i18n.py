@@ -103,6 +103,25 @@ ZH.update({
     "🔊 **Speaking…** (talk to interrupt)": "🔊 **正在回答…**（开口说话即可打断）",
 })
 
+# The header's labels, and the notes engines add to their speech (backends/openai_backend.py).
+ZH.update({
+    "**Model**": "**模型**",
+    "**Backend**": "**后端**",
+    "**Device**": "**设备**",
+    "**Speech** speaks": "**语音** 可发声",
+    "**Speech** text only": "**语音** 仅文字",
+    "**Users at once**": "**同时服务用户数**",
+    # The Caption tab's introduction (ui/caption.py; 30 s is its segment length).
+    "Detailed captions of speech, sounds and music. A video's sound track is captioned; audio longer than 30 s is "
+    "captioned in 30 s segments.": "为语音、声音和音乐生成详细描述。视频取其音轨；超过 30 秒的音频按 30 秒分段描述。",
+    "Made by the **Captioner** checkpoint: the audio alone is its prompt.": "由 **Captioner** 模型生成：音频本身就是提示。",
+    "This model is not the Captioner, so it is asked:": "此模型不是 Captioner，因此向它提问：",
+    **{f"{word} {side}": f"{zh} {side}" for side in "AB"
+       for word, zh in (("Engine", "引擎"), ("Speaker", "音色"), ("Seed", "随机种子"), ("Reply", "回复"))},
+    "if the server speaks (vLLM-Omni, SGLang-Omni; `vllm serve` answers in text)":
+        "（取决于服务器：vLLM-Omni、SGLang-Omni 可发声；`vllm serve` 只回答文字）",
+})
+
 I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
 
 
