@@ -264,3 +264,20 @@ def test_session_files_left_at_shutdown_go_with_the_process(tmp_path):
                             check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     assert folder.startswith(str(tmp_path))  # it was made where the app keeps its files
     assert not list(tmp_path.iterdir())
+
+
+def test_a_long_session_keeps_only_the_apps_own_components(instruct_backend, tmp_path):
+    """Gradio 6.31 kept a copy of an output for each property update (gr.update, gr.skip) that a value
+    followed, for as long as the session lived (ui/gradio_fixes.py)."""
+    demo = launch(instruct_backend)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=str(tmp_path))
+        for turn in range(3):
+            client.predict({"text": f"Turn {turn}", "files": []}, **GREEDY, api_name="/chat")
+        client.predict(api_name="/clear")
+        conversation, *_ = client.predict({"text": "Again", "files": []}, **GREEDY, api_name="/chat")
+        assert assistant_texts(conversation)  # the updates still reach the page
+        session = demo.state_holder.session_data[client.session_hash]
+        assert set(session.blocks_config.blocks) == set(demo.blocks)
+    finally:
+        demo.close()

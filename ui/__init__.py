@@ -5,9 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from backends.base import Backend, BackendInfo
-from ui import caption, chat, live
+from ui import caption, chat, gradio_fixes, live
 from ui.i18n import random_weights_warning, t, warm_up_line
 from ui.feedback import FeedbackLog
+
+gradio_fixes.apply()
 
 TITLE = "Qwen3-Omni"
 UPLOAD_CACHE = (3600, 24 * 3600)
