@@ -292,8 +292,18 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, 
             textbox.fill(text)
             textbox.press("Enter")
         expect(second.locator("#chatbot")).to_contain_text("queue: 1/1", timeout=15_000)
+        expect(second.locator("#chatbot")).to_contain_text("Me too")  # the waiting message shows at once
         second.screenshot(path=str(output_dir / "chat-queue.png"))
         expect(second.locator("#chat-status")).to_contain_text("reply tokens", timeout=120_000)  # then it is answered
+        # Stopped while it waits: the message leaves the chat and is back in the textbox, ready to send.
+        for page, text in ((first, "Another long story"), (second, "Never mind")):
+            page.locator("#chat-input textarea").fill(text)
+            page.locator("#chat-input textarea").press("Enter")
+        expect(second.locator("#chatbot")).to_contain_text("Never mind", timeout=15_000)
+        second.get_by_role("button", name="⏹ Stop").click()
+        expect(second.locator("#chatbot")).not_to_contain_text("Never mind", timeout=10_000)
+        expect(second.locator("#chat-input textarea")).to_have_value("Never mind")
+        expect(second.locator("#chat-input textarea")).to_be_editable()
     finally:
         first.close()
         second.close()

@@ -69,6 +69,8 @@ class ChatSession:
             self.folder = session_folder("omni-replies-")
         return self.folder
 
+    replying: bool = False
+    """A reply is being generated for this conversation (not just waiting in the queue)."""
     closed: bool = False
     """Cleared or expired: a reply still finishing must not record itself (or make a new folder)."""
 
@@ -152,6 +154,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         """Stream one reply into ``chat``; yields the outputs of chat/retry."""
         reply = ReplyState()
         shown = len(chat.messages)
+        chat.replying = True
         events = EventPump(backend.stream(request))
         yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
             interactive=False), gr.skip()
@@ -163,6 +166,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             try:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             finally:
+                chat.replying = False
                 _finish_turn(chat, reply, shown, message)
                 for index in range(shown, len(chat.messages)):
                     chat.settings[index] = reply_settings(info, request)
@@ -205,19 +209,38 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", \
             gr.Checkbox(interactive=True), None
 
-    def stop():
-        return gr.MultimodalTextbox(interactive=True), "Stopped."
+    def stop(chat_session: ChatSession):
+        # A message still waiting in the queue leaves the chat (it stays in the textbox); a running
+        # reply records itself as stopped.
+        shown = gr.skip() if chat_session.replying else chat_session.messages
+        return shown, gr.MultimodalTextbox(interactive=True), "Stopped."
+
+    def show_waiting(message, chat_session: ChatSession):
+        """The message shows in the chat at once, while its turn may still wait in the queue."""
+        message = _normalize_message(message)
+        try:
+            parts = _user_parts(message)
+        except MediaError:
+            return gr.skip(), gr.skip()  # chat() names the problem
+        return chat_session.messages + _user_messages(parts), gr.MultimodalTextbox(interactive=False)
 
     outputs = [chatbot, session, textbox, status, use_audio_in_video, reply_audio]
     chat_event = textbox.submit(
+        show_waiting, [textbox, session], [chatbot, textbox], queue=False, api_visibility="private",
+    ).then(
         chat, [textbox, session, *settings], outputs,
         api_name="chat", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
+    # Refused (queue full, bad file) or failed: the chat shows the conversation as it is; the message
+    # is still in the textbox.
+    chat_event.failure(lambda chat_session: (chat_session.messages, gr.MultimodalTextbox(interactive=True)),
+                       session, [chatbot, textbox], api_visibility="private", queue=False)
     retry_event = retry_button.click(
         retry, [session, *settings], outputs,
         api_name="retry", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
-    stop_button.click(stop, None, [textbox, status], cancels=[chat_event, retry_event], api_name="stop", queue=False)
+    stop_button.click(stop, session, [chatbot, textbox, status], cancels=[chat_event, retry_event], api_name="stop",
+                      queue=False)
     # Clear also cancels a running reply, or its next update would bring the old conversation back.
     clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
 
