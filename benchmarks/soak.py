@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/soak.py [--turns 200] [--per-conversation 5] [--no-speech] [--trace]
 
-The app (tiny checkpoint, speech on) runs in this process; a gradio_client in a thread chats:
+The app (tiny checkpoint, speech on) runs in this process; a gradio_client in another process
+chats (so this process's memory is the server's alone):
 conversations of 5 turns, each ended with Clear (which deletes its reply audio). Every 20 turns
 the process's resident memory (also after glibc's malloc_trim, which tells fragmentation from
 live objects) and the number of reply files on disk are printed.
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import queue
+import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -76,9 +76,10 @@ def main() -> None:
     backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=1.0)
     demo = build_demo(backend)
     demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, quiet=True)
-    progress: queue.Queue = queue.Queue()
-    client = threading.Thread(target=chat, args=(demo.local_url, args.turns, args.per_conversation, progress,
-                                                       not args.no_speech))
+    spawn = multiprocessing.get_context("spawn")
+    progress = spawn.Queue()
+    client = spawn.Process(target=chat, args=(demo.local_url, args.turns, args.per_conversation, progress,
+                                              not args.no_speech))
     started = time.monotonic()
     client.start()
     rows, first_heap = [], None
