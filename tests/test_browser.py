@@ -308,3 +308,43 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, 
         first.close()
         second.close()
         demo.close()
+
+
+def test_a_user_turned_away_by_a_full_queue_keeps_the_message(browser, instruct_backend, monkeypatch):
+    import asyncio
+    import threading
+
+    from playwright.sync_api import expect
+
+    from ui import build_demo
+
+    original, release = type(instruct_backend).stream, threading.Event()
+
+    async def held_stream(self, request):  # the first turn holds the engine until the test is done
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        async for event in original(self, request):
+            yield event
+
+    monkeypatch.setattr(type(instruct_backend), "stream", held_stream)
+    demo = build_demo(instruct_backend)
+    demo.queue(default_concurrency_limit=1, max_size=1).launch(prevent_thread_lock=True, quiet=True)
+    pages = [browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(3)]
+    try:
+        for page, text in zip(pages, ("Running", "Waiting", "Turned away")):
+            page.goto(demo.local_url)
+            page.locator("#chat-input textarea").fill(text)
+            page.locator("#chat-input textarea").press("Enter")
+            if text != "Turned away":
+                expect(page.locator("#chatbot")).to_contain_text(text, timeout=15_000)  # shown at once
+        third = pages[2]
+        expect(third.get_by_text("This application is currently busy. Please try again.")).to_be_visible(
+            timeout=15_000)
+        expect(third.locator("#chatbot")).not_to_contain_text("Turned away")  # it left the chat…
+        expect(third.locator("#chat-input textarea")).to_have_value("Turned away")  # …for the input box
+        expect(third.locator("#chat-input textarea")).to_be_editable()
+    finally:
+        release.set()
+        for page in pages:
+            page.close()
+        demo.close()

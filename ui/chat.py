@@ -231,8 +231,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         chat, [textbox, session, *settings], outputs,
         api_name="chat", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
-    # The turn failed (e.g. a bad file): the chat shows the conversation as it is; the message is still
-    # in the textbox.
+    # The turn failed or the full queue turned it away: the chat shows the conversation as it is; the
+    # message is still in the textbox.
     chat_event.failure(lambda chat_session: (chat_session.messages, gr.MultimodalTextbox(interactive=True)),
                        session, [chatbot, textbox], api_visibility="private", queue=False)
     retry_event = retry_button.click(
