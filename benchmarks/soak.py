@@ -45,7 +45,7 @@ def reply_files() -> int:
     """Reply audio files in the folders this process's sessions made (see ui.scratch)."""
     from ui import scratch
 
-    return len(glob.glob(os.path.join(scratch.session_folder("soak-"), "..", "omni-replies-*", "*.wav")))
+    return len(glob.glob(os.path.join(scratch.process_folder(), "omni-replies-*", "*.wav")))
 
 
 def chat(url: str, turns: int, per_conversation: int, progress, speak: bool = True) -> None:

@@ -116,7 +116,7 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
     try:
         url = wait_for_app(app, port)
         page = urllib.request.urlopen(url, timeout=5).read().decode()
-        assert "tiny @ " + api_base in page and "Backend**" in page and '} openai' in page
+        assert "tiny @ " + api_base in page  # the header names the server's model
         assert "Engine B" in page  # Compare can answer with the --compare-api-base server
         client = Client(url, verbose=False, download_files=str(tmp_path))
         conversation, *_ = client.predict({"text": "What is it?", "files": [handle_file(str(image_path))]},

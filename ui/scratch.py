@@ -16,11 +16,16 @@ _lock = threading.Lock()
 _process_folder: str | None = None
 
 
-def session_folder(prefix: str) -> str:
-    """A new, private folder for one session's files (``prefix`` says whose, e.g. "omni-replies-")."""
+def process_folder() -> str:
+    """This process's folder (made on first use)."""
     global _process_folder
     with _lock:
         if _process_folder is None or not os.path.isdir(_process_folder):
             _process_folder = tempfile.mkdtemp(prefix="qwen3-omni-app-")
             atexit.register(shutil.rmtree, _process_folder, True)
-        return tempfile.mkdtemp(prefix=prefix, dir=_process_folder)
+        return _process_folder
+
+
+def session_folder(prefix: str) -> str:
+    """A new, private folder for one session's files (``prefix`` says whose, e.g. "omni-replies-")."""
+    return tempfile.mkdtemp(prefix=prefix, dir=process_folder())
