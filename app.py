@@ -18,6 +18,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import sys
 import threading
 
 from backends.checkpoints import INSTRUCT, TINY
@@ -191,10 +193,17 @@ def compare_backend_from_args(args: argparse.Namespace):
                          speech="off" if args.no_audio else "auto", video_audio=args.video_audio)
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """`docker stop`, systemd and platform restarts send SIGTERM: leave as Ctrl+C does, so the engine
+    closes and session files are removed (Python's default SIGTERM ends the process on the spot)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def main(argv: list[str] | None = None) -> None:
     from ui import build_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    exit_cleanly_on_sigterm()
     args = parse_args(argv)
     with backend_from_args(args) as backend, contextlib.ExitStack() as engines:
         compare_with = compare_backend_from_args(args)

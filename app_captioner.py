@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     from ui import build_captioner_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.exit_cleanly_on_sigterm()
     args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
     args.no_audio = True  # captions are text
     if args.backend == "hybrid":

@@ -109,7 +109,9 @@ def test_hybrid_with_its_text_from_the_server_speaks_stock_generates_codes(api_b
 def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_path, tmp_path):
     with socket_port() as port:
         pass
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    scratch = tmp_path / "tmp"  # the app's temp folder
+    scratch.mkdir()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(scratch)}
     app = subprocess.Popen([sys.executable, "app.py", "--backend", "openai", "--api-base", api_base,
                             "--compare-api-base", api_base, "--server-port", str(port)], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -123,9 +125,11 @@ def test_app_py_with_the_openai_backend_answers_through_the_api(api_base, image_
                                           temperature=0, max_tokens=12, api_name="/chat")
         replies = [m for m in conversation if m["role"] == "assistant"]
         assert replies and replies[0]["content"][0]["type"] == "text" and replies[0]["content"][0]["text"]
+        assert list(scratch.glob("qwen3-omni-app-*/omni-replies-*"))  # the session keeps its files there
     finally:
-        app.terminate()
+        app.terminate()  # SIGTERM, as docker stop or systemd send
         app.wait(timeout=30)
+    assert app.returncode == 0 and not list(scratch.glob("qwen3-omni-app-*"))  # it left cleanly
 
 
 def test_compare_answers_with_the_in_process_model_and_the_server_side_by_side(backend, instruct_backend, tmp_path):
