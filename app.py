@@ -205,10 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exit_cleanly_on_sigterm()
     args = parse_args(argv)
-    with backend_from_args(args) as backend, contextlib.ExitStack() as engines:
-        compare_with = compare_backend_from_args(args)
-        if compare_with is not None:
-            engines.enter_context(compare_with)
+    compare_or_none = compare_backend_from_args(args) or contextlib.nullcontext()
+    with backend_from_args(args) as backend, compare_or_none as compare_with:
         demo = build_demo(backend, args.feedback_file, compare_with)
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()

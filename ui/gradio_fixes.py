@@ -4,8 +4,9 @@ Gradio answers a property update of an output (``gr.update``, even ``gr.skip()``
 new instance of the component for the session. That instance gets a fresh block id, and the next
 plain value sent to the output stores it again under that fresh id. So every update followed by
 a value added a block to the session, kept until the session ends: three per Chat turn (the
-textbox, the checkbox and the reply player), with the component's whole config. Giving the new instance the id of the
-block it replaces keeps a session at the app's own blocks. tests/test_app.py checks that.
+textbox, the checkbox and the reply player), with the component's whole config. Giving the new
+instance the id of the block it replaces keeps a session at the app's own blocks. tests/test_app.py
+checks that.
 """
 
 from __future__ import annotations
