@@ -243,6 +243,26 @@ def test_compare_replays_the_last_turn_with_two_speakers_side_by_side(server, tm
     assert [m["role"] for m in after].count("user") == 2  # comparing left the conversation as it was
 
 
+def test_messages_made_while_the_app_runs_follow_the_browsers_language(server, tmp_path):
+    """Errors, chat notes and the status line come in the language of the request's Accept-Language
+    (a browser sends it); an API client that sends none gets English."""
+    chinese = Client(server, verbose=False, download_files=str(tmp_path),
+                     headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"})
+    english = Client(server, verbose=False, download_files=str(tmp_path))
+    with pytest.raises(Exception, match="还没有可以重新生成的回复。"):
+        chinese.predict(**GREEDY, api_name="/retry")
+    with pytest.raises(Exception, match="Nothing to retry yet."):
+        english.predict(**GREEDY, api_name="/retry")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    failed, *_ = chinese.predict({"text": "看看这个", "files": [handle_file(str(broken))]}, **GREEDY, api_name="/chat")
+    assert "⚠️ broken.mp4：无法读取的视频" in assistant_texts(failed)[-1]
+    _, _, status, *_ = chinese.predict({"text": "你好", "files": []}, **GREEDY, api_name="/chat")
+    assert "首个词元" in status and "词元/秒" in status and "tok/s" not in status
+    _, _, status, *_ = english.predict({"text": "Hello", "files": []}, **GREEDY, api_name="/chat")
+    assert "first token" in status and "reply tokens" in status
+
+
 def test_every_warm_up_line_the_engine_shows_is_in_chinese_too():
     from backends.transformers_backend import (COMPILING_TALKER, COMPILING_THINKER, LOADING_WEIGHTS,
                                                WAITING_TO_COMPILE, loading_line)

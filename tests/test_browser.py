@@ -238,6 +238,14 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
         expect(page.get_by_text("微型随机权重模型")).to_be_visible()  # the header's warning too
         for fact in ("模型 tiny", "后端 transformers", "设备 cpu", "语音 可发声 (", "同时服务用户数 1"):
             expect(page.locator("#header-facts")).to_contain_text(fact)  # and its facts
+        # Texts made on the server follow the browser's language too: an error toast, the status line.
+        page.get_by_role("button", name="🔄 重新生成").click()
+        expect(page.get_by_text("还没有可以重新生成的回复。")).to_be_visible()
+        page.locator("#chat-input textarea").fill("你好")
+        page.locator("#chat-input textarea").press("Enter")
+        expect(page.locator("#chat-status")).to_contain_text("词元/秒", timeout=60_000)
+        expect(page.locator("#chat-status")).to_contain_text("首个词元")
+        page.screenshot(path=str(output_dir / "chat-zh.png"), full_page=True)
         page.get_by_role("tab", name="实时").click()
         expect(page.get_by_text("打开摄像头", exact=True)).to_be_visible()
         expect(page.locator("#live-state")).to_contain_text("点击麦克风上的 录制 开始说话")

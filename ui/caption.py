@@ -28,6 +28,7 @@ from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
 from ui import examples
 from ui.i18n import t
+from ui.messages import Say, translator
 from ui.reply import ReplyState
 
 CAPTION_INSTRUCTION = "Describe this audio in detail: speech (with its words), speakers, sounds, music and setting."
@@ -89,36 +90,41 @@ def build(backend: Backend) -> None:
         downloads = gr.File(label=t("Download (CSV, JSONL)"), file_count="multiple", interactive=False)
 
     async def caption_file(file: str | None, instruction: str, temperature: float, top_p: float, top_k: int,
-                           max_tokens: int):
+                           max_tokens: int, http_request: gr.Request):
         """Caption one audio or video file; streams the caption as it is written."""
+        say = translator(http_request)
         if not file:
-            raise gr.Error("Upload or record an audio file first.")
+            raise gr.Error(say("Upload or record an audio file first."))
         sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
         try:
             async with _segmented(file) as segments:
                 async for text in _caption_stream(backend, file, segments, instruction, sampling):
                     yield text
         except MediaError as err:
-            raise gr.Error(str(err)) from err
+            raise gr.Error(say(str(err))) from err
 
     async def caption_batch(files: list[str] | None, instruction: str, temperature: float, top_p: float,
-                            top_k: int, max_tokens: int, progress=gr.Progress()):
+                            top_k: int, max_tokens: int, http_request: gr.Request, progress=gr.Progress()):
         """Caption many files (or zips of them) one after another; rows fill in as they finish."""
+        say = translator(http_request)
         # Unpacked archives and the result files live only as long as the batch: Gradio copies
         # each yielded result file into its own cache before the batch goes on.
         with tempfile.TemporaryDirectory(prefix="caption-batch-") as work:
             try:
                 paths = await asyncio.to_thread(_expand, files or [], Path(work))
             except (MediaError, zipfile.BadZipFile) as err:
-                raise gr.Error(f"Can't open the archive: {err}") from err
+                raise gr.Error(say(f"Can't open the archive: {err}")) from err
             if not paths:
-                raise gr.Error("Add some audio or video files (or a .zip of them) first.")
+                raise gr.Error(say("Add some audio or video files (or a .zip of them) first."))
             sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
             rows: list[CaptionRow] = []
             for index, (path, name) in enumerate(paths):
-                progress((index, len(paths)), desc=f"Captioning {name}")
-                rows.append(await _caption_row(backend, path, name, instruction, sampling))
-                yield _table(rows), _write_results(rows, Path(work)), f"{len(rows)} of {len(paths)} files done."
+                progress((index, len(paths)), desc=say(f"Captioning {name}"))
+                rows.append(await _caption_row(backend, path, name, instruction, sampling, say))
+                yield _table(rows), _write_results(rows, Path(work)), say(f"{len(rows)} of {len(paths)} files done.")
+
+    def batch_stopped(http_request: gr.Request) -> str:
+        return translator(http_request)("Stopped: the rows above are kept.")
 
     # A recording becomes the file to caption, so /caption has one file input.
     recording.stop_recording(lambda recorded: recorded, recording, source, api_visibility="private", queue=False)
@@ -128,8 +134,7 @@ def build(backend: Backend) -> None:
                                      api_name="caption_batch", concurrency_id=MODEL_QUEUE,
                                      concurrency_limit=info.max_concurrency)
     stop_button.click(None, cancels=[caption_event], api_visibility="private")
-    batch_stop.click(lambda: "Stopped: the rows above are kept.", None, batch_status, cancels=[batch_event],
-                     api_visibility="private", queue=False)
+    batch_stop.click(batch_stopped, None, batch_status, cancels=[batch_event], api_visibility="private", queue=False)
 
 
 async def _caption_stream(backend: Backend, path: str, segments: list[tuple[float, float, str]],
@@ -180,7 +185,8 @@ def _segments(path: str, folder: Path) -> list[tuple[float, float, str]]:
     return pieces
 
 
-async def _caption_row(backend: Backend, path: str, name: str, instruction: str, sampling: Sampling) -> CaptionRow:
+async def _caption_row(backend: Backend, path: str, name: str, instruction: str, sampling: Sampling,
+                       say: Say) -> CaptionRow:
     row = CaptionRow(file=name)
     started = time.perf_counter()
     try:
@@ -189,7 +195,7 @@ async def _caption_row(backend: Backend, path: str, name: str, instruction: str,
             async for text in _caption_stream(backend, path, segments, instruction, sampling):
                 row.caption = text
     except MediaError as err:  # one bad file is reported in its row; the batch goes on
-        row.error = err.problem
+        row.error = say(err.problem)
     row.seconds_taken = round(time.perf_counter() - started, 2)
     return row
 

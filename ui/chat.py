@@ -20,6 +20,7 @@ from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui import archive, examples
 from ui.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
+from ui.messages import Say, translator
 from ui.reply import ReplyState
 from ui.reply_player import reply_player
 from ui.scratch import session_folder
@@ -113,7 +114,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
     exported = gr.File(label=t("Conversation (zip)"), visible=False, elem_id="chat-export")
     reply_audio = reply_player(t("Spoken reply (plays while it is generated)"), visible=info.can_speak,
                                elem_id="reply-audio")
-    status = gr.Markdown("Ready.", label=t("Status"), elem_id="chat-status")
+    status = gr.Markdown(t("Ready."), label=t("Status"), elem_id="chat-status")
     if examples.available():
         gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
                     label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
@@ -124,8 +125,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
                 label=t("Speaker"), visible=info.can_speak,
             )
             speak = gr.Checkbox(info.can_speak, label=t("Speak the reply"), interactive=info.can_speak,
-                                info=None if info.can_speak else f"Text only: the {info.backend} backend with this "
-                                "checkpoint doesn't speak.")
+                                info=None if info.can_speak else t("Text only: this backend and checkpoint don't speak."))
             use_audio_in_video = gr.Checkbox(True, label=t("Listen to the sound of videos"),
                                              info=t("Fixed once the conversation has started."))
         system_prompt = gr.Textbox("", label=t("System prompt"), lines=3, placeholder=t("(none)"))
@@ -150,70 +150,73 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             use_audio_in_video=bool(chat.use_audio_in_video),
         )
 
-    async def respond(chat: ChatSession, message: dict | None, request: ChatRequest):
+    async def respond(chat: ChatSession, message: dict | None, request: ChatRequest, say: Say):
         """Stream one reply into ``chat``; yields the outputs of chat/retry."""
         reply = ReplyState()
         shown = len(chat.messages)
         chat.replying = True
         events = EventPump(backend.stream(request))
-        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), "Thinking…", gr.Checkbox(
+        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), say("Thinking…"), gr.Checkbox(
             interactive=False), gr.skip()
         try:
             async for player in reply_updates(events, reply):
-                chat.messages[shown:] = reply.messages()
-                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(), gr.Checkbox(), player
+                chat.messages[shown:] = reply.messages(say=say)
+                yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(say), gr.Checkbox(), player
         finally:
             try:
                 await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             finally:
                 chat.replying = False
-                _finish_turn(chat, reply, shown, message)
+                _finish_turn(chat, reply, shown, message, say)
                 for index in range(shown, len(chat.messages)):
                     chat.settings[index] = reply_settings(info, request)
         # A turn that produced nothing gives its message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.failed_without_reply else None
-        yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(), \
+        yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(say), \
             gr.Checkbox(interactive=not chat.turns), gr.skip()
 
     async def chat(message, chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
-                   temperature, top_p, top_k, max_tokens, seed):
+                   temperature, top_p, top_k, max_tokens, seed, http_request: gr.Request):
         """Send one user turn (text + files) and stream the reply."""
+        say = translator(http_request)
         message = _normalize_message(message)
         try:
             parts = _user_parts(message)
         except MediaError as err:
-            raise gr.Error(str(err)) from err
+            raise gr.Error(say(str(err))) from err
         if chat_session.use_audio_in_video is None:
             chat_session.use_audio_in_video = bool(use_audio_in_video)
         chat_session.turns.append(Turn("user", parts))
         chat_session.messages.extend(_user_messages(parts))
         request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
-        async for outputs in respond(chat_session, message, request):
+        async for outputs in respond(chat_session, message, request, say):
             yield outputs
 
     async def retry(chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
-                    temperature, top_p, top_k, max_tokens, seed):
+                    temperature, top_p, top_k, max_tokens, seed, http_request: gr.Request):
         """Generate the last reply again (e.g. with another speaker or seed)."""
+        say = translator(http_request)
         if not chat_session.turns:
-            raise gr.Error("Nothing to retry yet.")
+            raise gr.Error(say("Nothing to retry yet."))
         if chat_session.turns[-1].role == "assistant":
             chat_session.turns.pop()
         last_user = max(i for i, m in enumerate(chat_session.messages) if m["role"] == "user")
         del chat_session.messages[last_user + 1 :]
         request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
-        async for outputs in respond(chat_session, None, request):
+        async for outputs in respond(chat_session, None, request, say):
             yield outputs
 
-    def clear(chat_session: ChatSession):
+    def clear(chat_session: ChatSession, http_request: gr.Request):
         chat_session.close()
-        return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), "Ready.", \
+        ready = translator(http_request)("Ready.")
+        return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), ready, \
             gr.Checkbox(interactive=True), None
 
-    def stop(chat_session: ChatSession):
+    def stop(chat_session: ChatSession, http_request: gr.Request):
         # A message still waiting in the queue leaves the chat (it stays in the textbox); a running
         # reply records itself as stopped.
         shown = gr.skip() if chat_session.replying else chat_session.messages
-        return shown, gr.MultimodalTextbox(interactive=True), "Stopped."
+        return shown, gr.MultimodalTextbox(interactive=True), translator(http_request)("Stopped.")
 
     def show_waiting(message, chat_session: ChatSession):
         """The message shows in the chat at once, while its turn may still wait in the queue."""
@@ -244,22 +247,23 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
     # Clear also cancels a running reply, or its next update would bring the old conversation back.
     clear_button.click(clear, session, outputs, cancels=[chat_event, retry_event], api_name="clear", queue=False)
 
-    def export(chat_session: ChatSession):
+    def export(chat_session: ChatSession, http_request: gr.Request):
         """The conversation as a zip: conversation.json, the media, the reply audio."""
         if not chat_session.turns:
-            raise gr.Error("Nothing to export yet.")
+            raise gr.Error(translator(http_request)("Nothing to export yet."))
         path = os.path.join(chat_session.replies_folder(), "conversation.zip")
         settings = chat_session.settings[max(chat_session.settings)] if chat_session.settings else {}
         return gr.File(archive.export_conversation(chat_session.turns, path, settings), visible=True)
 
-    def import_(file: str, chat_session: ChatSession):
+    def import_(file: str, chat_session: ChatSession, http_request: gr.Request):
         """Open an exported conversation and go on from it (the current one is replaced)."""
+        say = translator(http_request)
         fresh = ChatSession()
         try:
             turns = archive.import_conversation(file, fresh.replies_folder())
         except MediaError as err:
             fresh.close()
-            raise gr.Error(str(err)) from err
+            raise gr.Error(say(str(err))) from err
         chat_session.close()
         fresh.turns = turns
         for turn in turns:
@@ -269,7 +273,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
                 fresh.messages.append({"role": "assistant", "content": turn.text})
                 fresh.messages.extend({"role": "assistant", "content": {"path": p.path, "mime_type": "audio/wav"}}
                                       for p in turn.media)
-        return fresh.messages, fresh, f"Imported {len(turns)} messages."
+        return fresh.messages, fresh, say(f"Imported {len(turns)} messages.")
 
     export_button.click(export, session, exported, api_name="export", queue=False)
     import_button.upload(import_, [import_button, session], [chatbot, session, status], api_name="import",
@@ -287,9 +291,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             feedback.write(feedback_entry(chat_session.settings.get(index), _message_text(message), rating, text or ""))
             return ""
 
-        def comment_on_last(chat_session: ChatSession, text: str):
+        def comment_on_last(chat_session: ChatSession, text: str, http_request: gr.Request):
             if not text.strip() or not chat_session.settings:
-                raise gr.Error("Write a comment after a reply first.")
+                raise gr.Error(translator(http_request)("Write a comment after a reply first."))
             index = max(chat_session.settings)
             feedback.write(feedback_entry(chat_session.settings[index], _message_text(chat_session.messages[index]),
                                           None, text))
@@ -314,12 +318,13 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         compare_button = gr.Button(t("Replay both"), size="sm")
 
     async def compare(chat_session: ChatSession, system_prompt, speak, temperature, top_p, top_k, max_tokens,
-                      speaker_a, seed_a, speaker_b, seed_b, backend_a, backend_b):
+                      speaker_a, seed_a, speaker_b, seed_b, backend_a, backend_b, http_request: gr.Request):
         """The last user message answered twice, with each side's engine, speaker and seed; the chat is left
         as it is."""
         users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
+        say = translator(http_request)
         if not users:
-            raise gr.Error("Send a message first.")
+            raise gr.Error(say("Send a message first."))
         history = ChatSession(turns=chat_session.turns[: users[-1] + 1], use_audio_in_video=chat_session.use_audio_in_video)
         outputs = []
         for side_engine, side_speaker, side_seed in ((backend_a, speaker_a, seed_a), (backend_b, speaker_b, seed_b)):
@@ -331,7 +336,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             async for event in engine.stream(request):
                 reply.handle(event)
             audio = reply.audio()
-            text = reply.text or "; ".join(e.message for e in reply.errors)
+            text = reply.text or "; ".join(say(e.message) for e in reply.errors)
             outputs += [text, (reply.sample_rate, pcm16(audio)) if audio is not None and audio.size else None]
         return outputs
 
@@ -402,7 +407,7 @@ def _user_messages(parts: tuple) -> list[dict]:
     ]
 
 
-def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None) -> None:
+def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict | None, say: Say) -> None:
     """Record the reply (even a stopped or partial one) so the next turn sees it."""
     if chat.closed:
         return  # Clear (or expiry) ended this conversation while the reply ran: nothing to keep
@@ -411,14 +416,14 @@ def _finish_turn(chat: ChatSession, reply: ReplyState, shown: int, message: dict
     if reply.failed_without_reply and message is not None:
         failed = chat.turns.pop()  # the turn produced nothing; its message goes back to the textbox
         del chat.messages[shown - len(failed.parts) :]  # one chat message per part
-        chat.messages.extend(reply.messages())
+        chat.messages.extend(reply.messages(say=say))
         if not chat.turns:
             chat.use_audio_in_video = None  # nothing was said yet: the choice is open again
         return
     audio_path = save_reply_audio(reply, chat.replies_folder())
     extra = (MediaPart("audio", audio_path),) if audio_path else ()
     chat.turns.append(Turn.assistant(reply.text, *extra))
-    chat.messages[shown:] = reply.messages(audio_path)
+    chat.messages[shown:] = reply.messages(audio_path, say)
 
 
 __all__ = ["ChatParts", "ChatSession", "VOICE_ASSISTANT_PROMPT", "build"]

@@ -1,7 +1,8 @@
 """The UI in English and Chinese: the browser's language picks (Gradio's Settings panel switches it).
 
 Keys are the English texts, so the code reads as it shows; ``t("Stop")`` marks a text for translation.
-Messages from the model engines (errors, notes) stay in English.
+Texts made while the app runs (chat notes, errors, the status line) are translated on the server
+instead: ``ui.messages``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ ZH = {
     "🗑 Clear": "🗑 清空",
     "Spoken reply (plays while it is generated)": "语音回复（边生成边播放）",
     "Status": "状态",
+    "Ready.": "就绪。",
+    "Text only: this backend and checkpoint don't speak.": "仅文字：此后端和模型不能发声。",
+    "ℹ️ This backend answers in text only: replies appear in the transcript, unspoken.":
+        "ℹ️ 此后端只回答文字：回复显示在对话文字中，不会朗读。",
     "Examples (click one, then press Enter)": "示例（点击后按回车发送）",
     "Settings": "设置",
     "Speaker": "音色",

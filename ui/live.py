@@ -26,6 +26,7 @@ from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
+from ui.messages import Say, to_english, translator
 from ui.reply import ReplyState
 from ui.reply_player import reply_player
 from ui.scratch import session_folder
@@ -134,8 +135,7 @@ def build(backend: Backend) -> None:
     info = backend.info
     live = gr.State(LiveSession(), time_to_live=SESSION_TTL_S, delete_callback=LiveSession.close)
     if not info.can_speak:
-        gr.Markdown(f"ℹ️ The {info.backend} backend with `{info.model}` answers in text only: replies appear in the "
-                    "transcript, unspoken.")
+        gr.Markdown(t("ℹ️ This backend answers in text only: replies appear in the transcript, unspoken."))
     indicator = gr.Markdown(t(PHASES["idle"]), elem_id="live-state")
     gr.Markdown(t(examples.LIVE_TIPS))
     with gr.Row():
@@ -172,9 +172,9 @@ def build(backend: Backend) -> None:
         session.stop_listening()
         return session, session.indicator()
 
-    async def respond(_turn, session: LiveSession, speaker_name, prompt):
+    async def respond(_turn, session: LiveSession, speaker_name, prompt, http_request: gr.Request):
         max_tokens = 64 if info.random_weights else 512
-        async for outputs in answer(backend, session, speaker_name, prompt, max_tokens):
+        async for outputs in answer(backend, session, speaker_name, prompt, max_tokens, translator(http_request)):
             yield outputs
 
     def new_conversation(session: LiveSession):
@@ -197,7 +197,7 @@ def build(backend: Backend) -> None:
 
 
 async def answer(backend: Backend, session: LiveSession, speaker: str | None, system_prompt: str,
-                 max_new_tokens: int):
+                 max_new_tokens: int, say: Say = to_english):
     """Answer the waiting turn(s); yields (transcript, indicator, player update). Stops early on barge-in."""
     if not session.pending:
         return
@@ -220,7 +220,7 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
                 continue
             if reply.audio_chunks:
                 session.phase = "speaking"
-            session.messages[shown:] = reply.messages()
+            session.messages[shown:] = reply.messages(say=say)
             yield session.messages, session.indicator(), player
     finally:
         await events.aclose()  # barge-in, a closed tab or the end: the engine stops
@@ -228,9 +228,9 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
         if reply.text:  # an empty reply (interrupted at once, failed) leaves nothing to remember
             session.turns.append(Turn.assistant(reply.text))
         audio_path = save_reply_audio(reply, session._folder())
-        session.messages[shown:] = reply.messages(audio_path)
+        session.messages[shown:] = reply.messages(audio_path, say)
         if interrupted:
-            session.messages.append({"role": "assistant", "content": "✋ Interrupted."})
+            session.messages.append({"role": "assistant", "content": say("✋ Interrupted.")})
         session.phase = "listening" if session.detector is not None else "idle"
         session.barge_in = False
     yield session.messages, session.indicator(), gr.skip()

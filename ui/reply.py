@@ -13,6 +13,10 @@ import numpy as np
 from backends.events import AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta, TextDelta
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 @dataclass
 class ReplyState:
     reasoning: str = ""
@@ -54,32 +58,34 @@ class ReplyState:
     def audio(self) -> np.ndarray | None:
         return np.concatenate(self.audio_chunks) if self.audio_chunks else None
 
-    def messages(self, audio_path: str | None = None) -> list[dict]:
-        """Chatbot messages (Gradio's messages format) for this reply so far."""
-        out: list[dict] = [{"role": "assistant", "content": f"ℹ️ {notice}"} for notice in self.notices]
+    def messages(self, audio_path: str | None = None, say=_as_is) -> list[dict]:
+        """Chatbot messages (Gradio's messages format) for this reply so far; ``say`` translates
+        the app's and the engine's own words (``ui.messages.translator``)."""
+        out: list[dict] = [{"role": "assistant", "content": f"ℹ️ {say(notice)}"} for notice in self.notices]
         if self.reasoning:
             status = "done" if self.text or self.done else "pending"
-            out.append({"role": "assistant", "content": self.reasoning, "metadata": {"title": "Thinking", "status": status}})
+            out.append({"role": "assistant", "content": self.reasoning,
+                        "metadata": {"title": say("Thinking"), "status": status}})
         if self.text or (self.done and not self.errors and not self.reasoning):
-            out.append({"role": "assistant", "content": self.text or "(empty reply)"})
+            out.append({"role": "assistant", "content": self.text or say("(empty reply)")})
         if audio_path:
             out.append({"role": "assistant", "content": {"path": audio_path, "mime_type": "audio/wav"}})
         for error in self.errors:
             icon = "🔇" if error.stage == "speech" else "⚠️"
-            out.append({"role": "assistant", "content": f"{icon} {error.message}"})
+            out.append({"role": "assistant", "content": f"{icon} {say(error.message)}"})
         if self.finish_reason == "cancelled":
-            out.append({"role": "assistant", "content": "⏹ Stopped."})
+            out.append({"role": "assistant", "content": say("⏹ Stopped.")})
         elif self.finish_reason == "length":
-            out.append({"role": "assistant", "content": "✂️ Reached the max-tokens limit."})
+            out.append({"role": "assistant", "content": say("✂️ Reached the max-tokens limit.")})
         return out
 
-    def status(self) -> str:
+    def status(self, say=_as_is) -> str:
         """One line for the status bar: timings of this turn."""
         if not self.done:
-            return "Generating…" if self.text or self.reasoning else "Thinking…"
+            return say("Generating…" if self.text or self.reasoning else "Thinking…")
         m = self.metrics
         if m is None:
-            return f"Finished ({self.finish_reason})."
+            return say(f"Finished ({self.finish_reason}).")
         parts = []
         if m.time_to_first_token_s is not None:
             parts.append(f"first token {m.time_to_first_token_s:.2f} s")
@@ -96,4 +102,4 @@ class ReplyState:
                 parts.append(f"RTF {m.real_time_factor:.2f}")
         if m.total_s is not None:
             parts.append(f"total {m.total_s:.2f} s")
-        return " · ".join(parts)
+        return " · ".join(say(part) for part in parts)
