@@ -235,13 +235,15 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
             expect(page.get_by_role("tab", name=label)).to_be_visible(timeout=30_000)
         expect(page.get_by_role("button", name="⏹ 停止")).to_be_visible()
         expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
+        page.locator("#chat-examples").get_by_text("看图问答").click()  # labels translated on load; still an example
+        expect(page.locator("#chat-input textarea")).to_have_value("What shapes and colours are in this picture?")
         expect(page.get_by_text("微型随机权重模型")).to_be_visible()  # the header's warning too
         for fact in ("模型 tiny", "后端 transformers", "设备 cpu", "语音 可发声 (", "同时服务用户数 1"):
             expect(page.locator("#header-facts")).to_contain_text(fact)  # and its facts
         # Texts made on the server follow the browser's language too: an error toast, the status line.
         page.get_by_role("button", name="🔄 重新生成").click()
         expect(page.get_by_text("还没有可以重新生成的回复。")).to_be_visible()
-        page.locator("#chat-input textarea").fill("你好")
+        page.locator("#chat-input textarea").fill("你好")  # replaces the example's text; its image stays
         page.locator("#chat-input textarea").press("Enter")
         expect(page.locator("#chat-status")).to_contain_text("词元/秒", timeout=60_000)
         expect(page.locator("#chat-status")).to_contain_text("首个词元")

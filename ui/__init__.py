@@ -65,11 +65,13 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
         warm_up_status(backend, demo)
         with gr.Tab(t("Chat"), id="chat"):
-            chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None, compare_with)
+            chat_parts = chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None, compare_with)
         with gr.Tab(t("Live"), id="live"):
             live.build(backend)
         with gr.Tab(t("Caption"), id="caption"):
             caption.build(backend)
+        if chat_parts.examples is not None:
+            demo.load(chat.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
     return demo
 
 

@@ -87,6 +87,8 @@ class ChatParts:
     chatbot: gr.Chatbot
     textbox: gr.MultimodalTextbox
     session: gr.State
+    examples: gr.Dataset | None
+    """The examples' buttons: Gradio doesn't translate their labels, so the page's load does (``example_labels``)."""
 
 
 def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: Backend | None = None
@@ -115,8 +117,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
     reply_audio = reply_player(t("Spoken reply (plays while it is generated)"), visible=info.can_speak,
                                elem_id="reply-audio")
     status = gr.Markdown(t("Ready."), label=t("Status"), elem_id="chat-status")
+    chat_examples = None
     if examples.available():
-        gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
+        chat_examples = gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
                     label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
     with gr.Accordion(t("Settings"), open=False):
         with gr.Row():
@@ -346,7 +349,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         [sides[0][3], sides[0][4], sides[1][3], sides[1][4]],
         api_name="compare", concurrency_id=MODEL_QUEUE, concurrency_limit=info.max_concurrency,
     )
-    return ChatParts(chatbot=chatbot, textbox=textbox, session=session)
+    return ChatParts(chatbot=chatbot, textbox=textbox, session=session,
+                     examples=chat_examples.dataset if chat_examples else None)
 
 
 def _compare_side(name: str, infos: list, engine_labels: list[str], engine_choice: str) -> tuple:
@@ -363,6 +367,12 @@ def _compare_side(name: str, infos: list, engine_labels: list[str], engine_choic
         text = gr.Textbox(label=t(f"Reply {name}"), lines=3, elem_id=f"compare-{name.lower()}")
         audio = gr.Audio(label=t(f"Reply {name}"), visible=can_speak)
     return speaker, seed, engine, text, audio
+
+
+def example_labels(http_request: gr.Request) -> gr.Dataset:
+    """The examples' labels in the user's language."""
+    say = translator(http_request)
+    return gr.Dataset(sample_labels=[say(label) for label in examples.chat_labels()])
 
 
 def engine_label(info) -> str:
