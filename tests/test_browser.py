@@ -255,6 +255,8 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
         page.screenshot(path=str(output_dir / "live-zh.png"), full_page=True)
         page.get_by_role("tab", name="字幕").click()
         expect(page.get_by_text("为语音、声音和音乐生成详细描述")).to_be_visible()
+        expect(page.get_by_placeholder("例如：着重描述背景声音。")).to_be_visible()
+        page.screenshot(path=str(output_dir / "caption-zh.png"), full_page=True)
     finally:
         context.close()
         demo.close()

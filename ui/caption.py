@@ -63,8 +63,8 @@ def build(backend: Backend) -> None:
         top_p = gr.Slider(0.05, 1.0, 0.95, step=0.05, label=t("Top-p"))
         top_k = gr.Slider(1, 200, 20, step=1, label=t("Top-k"))
         max_tokens = gr.Slider(16, 8192, 64 if info.random_weights else 1024, step=1, label=t("Max new tokens"))
-    instruction = gr.Textbox("", label=t("Extra instruction (optional)"), placeholder="e.g. Focus on the background "
-                             "sounds. / Answer in Chinese.")
+    instruction = gr.Textbox("", label=t("Extra instruction (optional)"),
+                             placeholder=t("e.g. Focus on the background sounds. / Answer in Chinese."))
     settings = [instruction, temperature, top_p, top_k, max_tokens]
 
     with gr.Tab(t("One file")):

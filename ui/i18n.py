@@ -55,6 +55,7 @@ ZH = {
     "🗑 New conversation": "🗑 新对话",
     "Pause that ends your turn (ms)": "结束发言的停顿（毫秒）",
     "Extra instruction (optional)": "附加指令（可选）",
+    "e.g. Focus on the background sounds. / Answer in Chinese.": "例如：着重描述背景声音。/ 用英语回答。",
     "One file": "单个文件",
     "Batch": "批量",
     "Audio or video file": "音频或视频文件",
