@@ -1,15 +1,16 @@
-"""The talker's decode step and the code predictor's whole frame, over static KV caches.
+"""Decode steps over static KV caches: the thinker's token, the talker's step, the code predictor's frame.
 
-Per 80 ms of speech the talker makes one decode step and its code predictor fifteen; in
-eager mode each step is hundreds of small kernel launches, so the GPU waits on Python.
-Here both run over ``StaticCache`` tensors that never move, from input buffers that never
-move, so on a GPU each can be compiled (``torch.compile``, no graph breaks) and captured
-once as a CUDA graph: one replay per talker step, one per frame for all fifteen
-residual codebooks. On the CPU the same functions run eagerly (or compiled, in tests),
-which is how the tests prove the outputs equal stock ``generate()``'s.
+In eager mode each decode step is hundreds of small kernel launches, so the GPU waits on
+Python: per 80 ms of speech the talker makes one step and its code predictor fifteen, and
+the thinker one per token. Here every step runs over ``StaticCache`` tensors that never
+move, from input buffers that never move, so on a GPU each can be compiled
+(``torch.compile``, no graph breaks) and captured once as a CUDA graph: one replay per
+thinker token, one per talker step, one per frame for all fifteen residual codebooks. On
+the CPU the same functions run eagerly (or compiled, in tests), which is how the tests prove
+the outputs equal stock ``generate()``'s.
 
-Sampling in the predictor's graph uses the Gumbel-max trick over noise drawn outside it
-(a graph can't draw from a ``torch.Generator`` of ours); with constant noise it is argmax.
+Sampling inside a graph uses the Gumbel-max trick over noise drawn outside it (a graph
+can't draw from a ``torch.Generator`` of ours); with constant noise it is argmax.
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ def _captured(function):
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     # thread_local: another thread's CUDA calls (the UI, a loader) must not break the capture.
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    # A capture stream of its own: PyTorch keys cuBLAS workspaces by stream, so graphs captured on
+    # torch.cuda.graph's one shared stream bake in the same workspace (pytorch/pytorch#193402), and the
+    # thinker's and the talker's graphs replay at once, from two threads.
+    with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
         outputs = function()
 
     def replay():
@@ -202,26 +206,125 @@ def _captured(function):
     return replay
 
 
-def compile_thinker_decode(thinker) -> None:
-    """Compile the thinker's text model for single-token steps over a static cache (CUDA graphs on CUDA).
+THINKER_TOP_K_LIMIT = 256
+"""The thinker samples among at most this many likeliest tokens (the UI's top-k goes to 200)."""
 
-    Not the whole thinker, as transformers' auto-compile does: generate() passes the media
-    arguments (e.g. ``feature_attention_mask``, sized by the audio) on to every decode step, so
-    each new audio length would compile again. The text model's decode inputs look the same for
-    every turn. The prompt (its length varies) still runs eagerly.
+
+class ThinkerDecoder:
+    """The thinker's reply over a static KV cache: the prompt eagerly, then one captured step per token.
+
+    A step is the token's embedding, the text model, ``lm_head`` and sampling, in one graph: in
+    stock ``generate()`` the Python around each compiled step (input preparation, logits
+    processors, stopping checks) took longer than the GPU's kernels (BENCHMARKS.md). Here the
+    host only reads each token. Sampling is temperature, then top-k, then top-p, as
+    ``generate()`` orders them, drawn with the Gumbel-max trick over noise from outside the graph;
+    the checkpoint's repetition penalty, if it sets one, comes first, as in ``generate()``.
+
+    Example::
+
+        decoder = ThinkerDecoder(model.thinker, max_tokens=8192)
+        decoder.compile()                               # CUDA: compile + capture; optional
+        decoder.generate(inputs, temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=1024,
+                         streamer=streamer, stop=threading.Event(), eos_token_id=..., generator=None)
     """
-    text_model = thinker.model
-    if getattr(text_model, "compiled_decode", False):
-        return  # several backends may share one model
-    eager = text_model.forward
-    compiled = torch.compile(eager, mode="reduce-overhead" if thinker.device.type == "cuda" else "default",
-                             dynamic=False)
 
-    def forward(*args, **kwargs):
-        embeds, cache = kwargs.get("inputs_embeds"), kwargs.get("past_key_values")
-        if embeds is not None and embeds.shape[1] == 1 and isinstance(cache, StaticCache):
-            return compiled(*args, **kwargs)
-        return eager(*args, **kwargs)
+    def __init__(self, thinker, max_tokens: int):
+        self.thinker, self.max_tokens = thinker, max_tokens
+        device = compute_device(thinker)
+        self.cache = StaticCache(config=thinker.config.text_config, max_cache_len=max_tokens)
+        self.limit = min(THINKER_TOP_K_LIMIT, thinker.config.text_config.vocab_size)
+        # Inputs of the captured step live at fixed addresses.
+        self.token_in = torch.zeros((1, 1), device=device, dtype=torch.long)
+        self.rope_delta = torch.zeros((1, 1), device=device, dtype=torch.long)
+        self.temperature = torch.ones((1, 1), device=device)
+        self.top_k = torch.full((1, 1), self.limit, device=device, dtype=torch.long)
+        self.top_p = torch.ones((1, 1), device=device)
+        self.uniform = torch.full((1, self.limit), 0.5, device=device)
+        self.seen = torch.zeros((1, thinker.config.text_config.vocab_size), device=device, dtype=torch.bool)
+        """Tokens of the prompt and the reply so far: the ones the repetition penalty applies to."""
+        self.repetition_penalty = float(getattr(thinker.generation_config, "repetition_penalty", None) or 1.0)
+        self._step = self._step_fn
+        self.compiled = False
+        with torch.inference_mode():  # StaticCache allocates on its first write: now, outside any graph
+            self._step_fn()
+            self.cache.reset()
 
-    text_model.forward = forward
-    text_model.compiled_decode = True
+    def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
+        return prompt_tokens + max_new_tokens <= self.max_tokens
+
+    @torch.inference_mode()
+    def generate(self, inputs: dict, temperature: float, top_k: int, top_p: float, max_new_tokens: int,
+                 streamer, stop, eos_token_id: int, generator: torch.Generator | None) -> None:
+        """Streams the reply's token ids into ``streamer`` (prompt first, as generate() does), the
+        last one being ``eos_token_id`` unless ``max_new_tokens`` or ``stop`` ended it first.
+        ``temperature`` 0: greedy."""
+        greedy = temperature <= 0
+        self.temperature.fill_(1.0 if greedy else temperature)
+        self.top_k.fill_(self.limit if greedy else max(1, min(top_k, self.limit)))
+        self.top_p.fill_(1.0 if greedy else top_p)
+        self.uniform.fill_(0.5)  # the same noise everywhere: argmax
+        self.seen.zero_()
+        self.seen.scatter_(1, inputs["input_ids"], True)
+        self.cache.reset()
+        out = self.thinker(**inputs, past_key_values=self.cache, use_cache=True)
+        # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
+        self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
+        streamer.put(inputs["input_ids"].cpu())
+        if not greedy:
+            self.uniform.uniform_(generator=generator)
+        token = self._sample(out.logits[:, -1])
+        for produced in range(1, max_new_tokens + 1):
+            token_id = int(token)
+            streamer.put(torch.tensor([token_id]))
+            if token_id == eos_token_id or produced == max_new_tokens or stop.is_set():
+                return
+            self.token_in.copy_(token)
+            if not greedy:
+                self.uniform.uniform_(generator=generator)
+            token = self._step()
+
+    # The functions below read and write only the fixed buffers and the cache: the step gets captured.
+
+    def _step_fn(self) -> torch.Tensor:
+        position = self.cache.layers[0].cumulative_length + self.rope_delta  # (1, 1)
+        embeds = self.thinker.get_input_embeddings()(self.token_in)
+        hidden = self.thinker.model(inputs_embeds=embeds, past_key_values=self.cache,
+                                    position_ids=position.view(1, 1, 1).expand(3, 1, 1),
+                                    use_cache=True).last_hidden_state
+        return self._sample(self.thinker.lm_head(hidden[:, -1]))
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """(1, 1) long: repetition penalty, temperature, top-k, top-p, then the Gumbel-max draw (argmax with
+        constant noise). The token joins those the penalty applies to."""
+        logits = logits.float()
+        if self.repetition_penalty != 1.0:
+            penalized = torch.where(logits < 0, logits * self.repetition_penalty, logits / self.repetition_penalty)
+            logits = torch.where(self.seen, penalized, logits)
+        values, indices = (logits / self.temperature).topk(self.limit, dim=-1)  # descending
+        ranks = torch.arange(self.limit, device=values.device)
+        values = values.masked_fill(ranks >= self.top_k, -math.inf)
+        probs = values.softmax(dim=-1)
+        # transformers' TopPLogitsWarper drops a token once the likelier ones already hold top_p of the mass.
+        values = values.masked_fill((probs.cumsum(dim=-1) - probs >= self.top_p) & (self.top_p < 1), -math.inf)
+        gumbel = -torch.log(-torch.log(self.uniform.clamp(1e-10, 1 - 1e-7)))
+        token = indices.gather(-1, (values + gumbel).argmax(dim=-1, keepdim=True))
+        self.seen.scatter_(1, token, True)
+        return token
+
+    def compile(self) -> float:
+        """torch.compile the step (fullgraph) and, on CUDA, capture it as a CUDA graph; returns the seconds
+        it took. If that fails, the step stays eager (slower, same tokens)."""
+        started = time.perf_counter()
+        try:
+            step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
+            with torch.inference_mode():
+                self._step = _captured(step) if self.token_in.device.type == "cuda" else step
+                if self.token_in.device.type != "cuda":
+                    step()  # compile now, not during the first reply
+            self.compiled = True
+        except Exception:
+            log.exception("compiling the thinker's step failed; it runs eagerly (slower, same answers)")
+            self._step = self._step_fn
+        with torch.inference_mode():
+            self.cache.reset()
+        return time.perf_counter() - started

@@ -22,7 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
-from backends.decoding import TalkerDecoder, compile_thinker_decode
+from backends.decoding import TalkerDecoder, ThinkerDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -92,7 +92,7 @@ class TransformersBackend(Backend):
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
         self.checkpoint, self.options = checkpoint, options
-        self.model = self.processor = self.talker_decoder = None
+        self.model = self.processor = self.talker_decoder = self.thinker_decoder = None
         self.compiled = False
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
@@ -128,7 +128,7 @@ class TransformersBackend(Backend):
         self.compiled = not offloaded and (
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
-            compile_thinker_decode(self.model.thinker)  # compiles lazily: warm_up() triggers it
+            self.thinker_decoder = ThinkerDecoder(self.model.thinker, options.static_cache_tokens)
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -218,8 +218,7 @@ class TransformersBackend(Backend):
                                  speech.feed if speech else None)
         with speech.running() if speech else contextlib.nullcontext():
             try:
-                self.model.thinker.generate(**inputs, **self._thinker_kwargs(request, streamer, _StopOnEvent(stop),
-                                                                             prompt_tokens))
+                self._think(request, inputs, prompt_tokens, streamer, stop)
             except Exception:
                 if not stop.is_set():
                     raise
@@ -262,23 +261,29 @@ class TransformersBackend(Backend):
                 inputs[key] = value.to(self.model.thinker.dtype)
         return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
-    def _thinker_kwargs(self, request: ChatRequest, streamer, stopping, prompt_tokens: int) -> dict:
-        sampling = request.sampling
+    def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event) -> None:
+        """The thinker's reply into ``streamer``: our captured decode loop when compiled and the turn fits its
+        cache, else stock generate()."""
+        import torch
+
+        sampling, decoder = request.sampling, self.thinker_decoder
+        eos = self.model.config.im_end_token_id
+        if decoder is not None and decoder.fits(prompt_tokens, sampling.max_new_tokens):
+            generator = None
+            if sampling.seed is not None and not sampling.greedy:  # its own: the talker draws beside it
+                generator = torch.Generator(decoder.token_in.device).manual_seed(sampling.seed)
+            return decoder.generate(inputs, sampling.temperature, sampling.top_k, sampling.top_p,
+                                    sampling.max_new_tokens, streamer, stop, eos, generator)
         kwargs = {
             "max_new_tokens": sampling.max_new_tokens,
-            "eos_token_id": self.model.config.im_end_token_id,
+            "eos_token_id": eos,
             "do_sample": not sampling.greedy,
             "streamer": streamer,
-            "stopping_criteria": [stopping],
+            "stopping_criteria": [_StopOnEvent(stop)],
         }
-        if self.compiled and prompt_tokens + sampling.max_new_tokens <= self.options.static_cache_tokens:
-            # One cache size for every turn: a new size would mean a new compile. Our compiled text model
-            # (compile_thinker_decode) takes the decode steps, not transformers' auto-compile.
-            kwargs.update(cache_implementation="static", max_cache_len=self.options.static_cache_tokens,
-                          disable_compile=True)
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        return kwargs
+        self.model.thinker.generate(**inputs, **kwargs)
 
     def _metrics(self, streamer: _TextStreamer, started: float, prompt_tokens: int, speech: SpeechRun | None) -> Metrics:
         ttft = None if streamer.first_token_at is None else streamer.first_token_at - started
@@ -322,6 +327,7 @@ class TransformersBackend(Backend):
                 times["talker_s"] = self.talker_decoder.compile()
             self._progress(COMPILING_THINKER)
             started = time.perf_counter()
+            self.thinker_decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -333,7 +339,7 @@ class TransformersBackend(Backend):
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
-            self.compiled = False
+            self.compiled, self.thinker_decoder = False, None
         finally:
             self.warming_up = None
 

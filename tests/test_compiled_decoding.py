@@ -96,3 +96,76 @@ def test_the_predictor_samples_top_p_of_top_k_in_proportion():
     assert set(picks.tolist()) == set(torch.nonzero(keep).flatten().tolist())
     frequencies = torch.bincount(picks, minlength=4)[:4].float() / draws
     assert torch.allclose(frequencies, expected, atol=0.015)
+
+
+class _Collect:
+    """A streamer that keeps the reply's token ids (generate() puts the prompt first)."""
+
+    def __init__(self):
+        self.puts: list[list[int]] = []
+
+    def put(self, value):
+        self.puts.append(value.reshape(-1).tolist())
+
+    def end(self):
+        pass
+
+    @property
+    def reply(self) -> list[int]:
+        return [token for put in self.puts[1:] for token in put]
+
+
+def _thinker_inputs(backend, text: str) -> dict:
+    from backends.conversation import build_prompt_inputs
+
+    return backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user(text),))))
+
+
+def _decode(decoder, inputs, *, temperature=0.0, top_k=20, top_p=1.0, seed=None, max_new_tokens=12):
+    streamer = _Collect()
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    decoder.generate(inputs, temperature, top_k, top_p, max_new_tokens, streamer, threading.Event(),
+                     eos_token_id=-1, generator=generator)
+    return streamer.reply
+
+
+def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy(warm_up_run):
+    compiled, _ = warm_up_run
+    inputs = _thinker_inputs(compiled, "Tell me something.")
+    greedy = _decode(compiled.thinker_decoder, inputs)
+    first, again, other = (_decode(compiled.thinker_decoder, inputs, temperature=1.0, top_k=200, seed=seed)
+                           for seed in (1, 1, 2))
+    assert len(first) == 12 and first == again and first != other
+    assert _decode(compiled.thinker_decoder, inputs, temperature=1.0, top_k=1, seed=3) == greedy
+
+
+def test_the_thinker_samples_like_generates_processors_and_warpers():
+    from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from backends.decoding import ThinkerDecoder
+
+    logits = torch.randn((1, 64), generator=torch.Generator().manual_seed(5)) * 2
+    said = torch.tensor([[int(logits.argmax()), 7, 9]])  # the likeliest token was said already
+    temperature, top_k, top_p, penalty = 0.7, 6, 0.8, 1.5
+    decoder = object.__new__(ThinkerDecoder)  # only the sampling buffers, no model
+    decoder.limit, decoder.repetition_penalty = 16, penalty
+    decoder.temperature, decoder.top_k, decoder.top_p = (torch.tensor([[temperature]]), torch.tensor([[top_k]]),
+                                                         torch.tensor([[top_p]]))
+    penalized = RepetitionPenaltyLogitsProcessor(penalty)(said, logits.clone())
+    stock = TopPLogitsWarper(top_p)(said, TopKLogitsWarper(top_k)(said, TemperatureLogitsWarper(temperature)(
+        said, penalized.clone())))
+    expected = torch.softmax(stock, dim=-1)[0]
+    draws, generator = 20_000, torch.Generator().manual_seed(0)
+    picks = []
+    for _ in range(draws):
+        decoder.seen = torch.zeros((1, 64), dtype=torch.bool).scatter_(1, said, True)
+        decoder.uniform = torch.rand((1, 16), generator=generator)
+        picks.append(int(decoder._sample(logits)))
+    frequencies = torch.bincount(torch.tensor(picks), minlength=64).float() / draws
+    assert set(torch.nonzero(frequencies).flatten().tolist()) == set(torch.nonzero(expected).flatten().tolist())
+    assert torch.allclose(frequencies, expected, atol=0.015)
+    # Greedy (constant noise, no warpers): the argmax of the penalized logits, which is not the said token.
+    decoder.temperature, decoder.top_k, decoder.top_p = torch.ones((1, 1)), torch.tensor([[16]]), torch.ones((1, 1))
+    decoder.seen = torch.zeros((1, 64), dtype=torch.bool).scatter_(1, said, True)
+    decoder.uniform = torch.full((1, 16), 0.5)
+    assert int(decoder._sample(logits)) == int(penalized.argmax()) != int(logits.argmax())
