@@ -17,6 +17,7 @@ from ui.messages import ZH_TEMPLATES, language_of, to_chinese, translator
     ("en;q=0.5, zh-CN;q=0.9", "zh"),  # the weights decide, not the order
     ("fr-FR,fr;q=0.9,zh;q=0.5", "zh"),  # the first language the app speaks
     ("fr-FR,fr;q=0.9", "en"),
+    ("fr, zh;q=0", "en"),  # q=0: not Chinese
     ("de, *;q=0.1", "en"),
     ("zh;q=nonsense, en", "en"),
     ("", "en"),

@@ -120,15 +120,16 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
     chat_examples = None
     if examples.available():
         chat_examples = gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
-                    label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
+                                    label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
     with gr.Accordion(t("Settings"), open=False):
         with gr.Row():
             speaker = gr.Dropdown(
                 list(info.speakers) or [""], value=default_speaker(info.speakers),
                 label=t("Speaker"), visible=info.can_speak,
             )
+            text_only = t("Text only: this backend and checkpoint don't speak.")
             speak = gr.Checkbox(info.can_speak, label=t("Speak the reply"), interactive=info.can_speak,
-                                info=None if info.can_speak else t("Text only: this backend and checkpoint don't speak."))
+                                info=None if info.can_speak else text_only)
             use_audio_in_video = gr.Checkbox(True, label=t("Listen to the sound of videos"),
                                              info=t("Fixed once the conversation has started."))
         system_prompt = gr.Textbox("", label=t("System prompt"), lines=3, placeholder=t("(none)"))
@@ -324,8 +325,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
                       speaker_a, seed_a, speaker_b, seed_b, backend_a, backend_b, http_request: gr.Request):
         """The last user message answered twice, with each side's engine, speaker and seed; the chat is left
         as it is."""
-        users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
         say = translator(http_request)
+        users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
         if not users:
             raise gr.Error(say("Send a message first."))
         history = ChatSession(turns=chat_session.turns[: users[-1] + 1], use_audio_in_video=chat_session.use_audio_in_video)

@@ -173,7 +173,8 @@ def language_of(request: gr.Request | None) -> Language:
                 weight = float(params.strip()[2:])
             except ValueError:
                 weight = 0.0
-        ranked.append((-weight, position, tag.strip().lower()))
+        if weight > 0:  # q=0: "not this one"
+            ranked.append((-weight, position, tag.strip().lower()))
     for _, _, tag in sorted(ranked):
         if tag.startswith("zh"):
             return "zh"
