@@ -245,6 +245,8 @@ class ThinkerDecoder:
         self.repetition_penalty = float(getattr(thinker.generation_config, "repetition_penalty", None) or 1.0)
         self._step = self._step_fn
         self.compiled = False
+        self.replies = 0
+        """Replies decoded so far (which cache served a turn)."""
         with torch.inference_mode():  # StaticCache allocates on its first write: now, outside any graph
             self._step_fn()
             self.cache.reset()
@@ -258,6 +260,7 @@ class ThinkerDecoder:
         """Streams the reply's token ids into ``streamer`` (prompt first, as generate() does), the
         last one being ``eos_token_id`` unless ``max_new_tokens`` or ``stop`` ended it first.
         ``temperature`` 0: greedy."""
+        self.replies += 1
         greedy = temperature <= 0
         self.temperature.fill_(1.0 if greedy else temperature)
         self.top_k.fill_(self.limit if greedy else max(1, min(top_k, self.limit)))

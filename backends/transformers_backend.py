@@ -37,7 +37,7 @@ FRAMES_PER_SECOND = 12.5
 LOADING_WEIGHTS = "Loading the model's weights…"
 WAITING_TO_COMPILE = "Waiting to compile the model…"
 COMPILING_TALKER = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
-COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about a minute)…"
+COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about 2 minutes)…"
 """Warm-up progress for the header (ui/i18n.py translates these texts and every ``loading_line``)."""
 
 
@@ -76,6 +76,9 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
+    small_cache_tokens: int = 2048
+    """A second, smaller static cache for the thinker, for the turns that fit it (0: none). A decode step
+    attends over every slot of its cache: at 8192 slots that was 40 % of the step's kernels."""
     load_in_background: bool = False
     """Load the weights on the generation thread: the constructor returns at once (the app's page opens
     while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
@@ -92,7 +95,9 @@ class TransformersBackend(Backend):
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
         self.checkpoint, self.options = checkpoint, options
-        self.model = self.processor = self.talker_decoder = self.thinker_decoder = None
+        self.model = self.processor = self.talker_decoder = None
+        self.thinker_decoders: list[ThinkerDecoder] = []
+        """Smallest cache first; a turn takes the first that holds it."""
         self.compiled = False
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
@@ -128,7 +133,8 @@ class TransformersBackend(Backend):
         self.compiled = not offloaded and (
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
-            self.thinker_decoder = ThinkerDecoder(self.model.thinker, options.static_cache_tokens)
+            sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
+            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size) for size in sorted(sizes)]
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -262,13 +268,14 @@ class TransformersBackend(Backend):
         return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
     def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event) -> None:
-        """The thinker's reply into ``streamer``: our captured decode loop when compiled and the turn fits its
-        cache, else stock generate()."""
+        """The thinker's reply into ``streamer``: our captured decode loop when compiled and the turn fits one
+        of its caches (the smallest that does), else stock generate()."""
         import torch
 
-        sampling, decoder = request.sampling, self.thinker_decoder
+        sampling = request.sampling
+        decoder = next((d for d in self.thinker_decoders if d.fits(prompt_tokens, sampling.max_new_tokens)), None)
         eos = self.model.config.im_end_token_id
-        if decoder is not None and decoder.fits(prompt_tokens, sampling.max_new_tokens):
+        if decoder is not None:
             generator = None
             if sampling.seed is not None and not sampling.greedy:  # its own: the talker draws beside it
                 generator = torch.Generator(decoder.token_in.device).manual_seed(sampling.seed)
@@ -327,7 +334,8 @@ class TransformersBackend(Backend):
                 times["talker_s"] = self.talker_decoder.compile()
             self._progress(COMPILING_THINKER)
             started = time.perf_counter()
-            self.thinker_decoder.compile()
+            for decoder in self.thinker_decoders:
+                decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -339,7 +347,7 @@ class TransformersBackend(Backend):
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
-            self.compiled, self.thinker_decoder = False, None
+            self.compiled, self.thinker_decoders = False, []
         finally:
             self.warming_up = None
 

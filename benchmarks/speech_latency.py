@@ -287,6 +287,19 @@ def thinker_alone(backend, request: ChatRequest, profile_tokens: int = 0) -> str
     return line
 
 
+def thinker_by_cache(backend, request: ChatRequest, profile_tokens: int) -> list[str]:
+    """``thinker_alone`` once per thinker cache of ``backend`` (the others set aside): side by side, one run."""
+    decoders = backend.thinker_decoders
+    lines = []
+    try:
+        for decoder in decoders:
+            backend.thinker_decoders = [decoder]
+            lines.append(f"{decoder.max_tokens}-slot cache only, {thinker_alone(backend, request, profile_tokens)}")
+    finally:
+        backend.thinker_decoders = decoders
+    return lines
+
+
 def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
     """Aggregate thinker tok/s when ``sessions`` turns (speech off) arrive at once."""
     text_only = replace(request, return_audio=False)
@@ -359,6 +372,8 @@ def main() -> None:
     if args.thinker_only:
         print(f"static cache {args.static_tokens} tokens, compiled: "
               f"{thinker_alone(compiled, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
+        for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
+            print("compiled,", line, flush=True)
         return
     paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
              "our loop, compiled": (run_streaming, compiled)}
@@ -388,6 +403,8 @@ def main() -> None:
     for name, backend in (("eager", eager), ("compiled", compiled)):
         if name in " ".join(paths):
             print(f"{name}: {thinker_alone(backend, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
+    for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
+        print("compiled,", line, flush=True)
     for sessions in (1, 2, 4):
         print(f"compiled, {sessions} turns at once (speech off): "
               f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)

@@ -22,6 +22,9 @@ from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.streams import collect, errors_of, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
+SMALL_CACHE = 48
+"""The thinker's small cache in these tests: a text turn (13 prompt + 12 reply tokens) fits it, one with
+audio and an image (62 + 12) doesn't."""
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def warm_up_run(tiny_cache, speech_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
         backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
-                                talker_do_sample=False, compile="on")
+                                talker_do_sample=False, compile="on", small_cache_tokens=SMALL_CACHE)
         assert backend.warming_up, "the header should say the engine is not ready yet"
         warming = threading.Thread(target=backend.warm_up)
         warming.start()
@@ -64,7 +67,10 @@ def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, ta
     eager_events = collect(instruct_backend, request)
     eager_frames = list(talker_frames)
     talker_frames.clear()
+    served_before = [decoder.replies for decoder in compiled.thinker_decoders]
     compiled_events = collect(compiled, request)
+    served = [decoder.replies - before for decoder, before in zip(compiled.thinker_decoders, served_before)]
+    assert served == ([0, 1] if with_media else [1, 0]), "the smallest cache that holds the turn serves it"
     assert text_of(compiled_events) == text_of(eager_events)
     assert len(talker_frames) == len(eager_frames) > 3
     assert all(torch.equal(a, b) for a, b in zip(talker_frames, eager_frames))
@@ -138,14 +144,16 @@ def _decode(decoder, inputs, *, temperature=0.0, top_k=20, top_p=1.0, seed=None,
     return streamer.reply
 
 
-def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy(warm_up_run):
+def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy_in_either_cache(warm_up_run):
     compiled, _ = warm_up_run
     inputs = _thinker_inputs(compiled, "Tell me something.")
-    greedy = _decode(compiled.thinker_decoder, inputs)
-    first, again, other = (_decode(compiled.thinker_decoder, inputs, temperature=1.0, top_k=200, seed=seed)
-                           for seed in (1, 1, 2))
+    small, large = compiled.thinker_decoders
+    assert (small.max_tokens, large.max_tokens) == (SMALL_CACHE, compiled.options.static_cache_tokens)
+    greedy = _decode(small, inputs)
+    assert _decode(large, inputs) == greedy  # the cache's size changes no token
+    first, again, other = (_decode(small, inputs, temperature=1.0, top_k=200, seed=seed) for seed in (1, 1, 2))
     assert len(first) == 12 and first == again and first != other
-    assert _decode(compiled.thinker_decoder, inputs, temperature=1.0, top_k=1, seed=3) == greedy
+    assert _decode(small, inputs, temperature=1.0, top_k=1, seed=3) == greedy
 
 
 def test_the_thinker_samples_like_generates_processors_and_warpers():

@@ -91,8 +91,8 @@ for _message, _zh in {
     "Waiting to compile the model…": "等待编译模型…",
     "Compiling the talker and its code predictor (first start: about 2 minutes)…":
         "正在编译 Talker 及其码本预测器（首次启动约 2 分钟）…",
-    "Compiling the thinker with one short reply (first start: about a minute)…":
-        "正在用一条简短回复编译 Thinker（首次启动约 1 分钟）…",
+    "Compiling the thinker with one short reply (first start: about 2 minutes)…":
+        "正在用一条简短回复编译 Thinker（首次启动约 2 分钟）…",
 }.items():
     ZH[warm_up_line(_message)] = f"⏳ **预热中：**{_zh}现在发送的消息会在预热完成后开始处理。"
 

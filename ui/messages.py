@@ -103,8 +103,8 @@ ZH_TEMPLATES = {
     "waiting to compile the model": "等待编译模型",
     "compiling the talker and its code predictor (first start: about 2 minutes)":
         "正在编译 Talker 及其码本预测器（首次启动约 2 分钟）",
-    "compiling the thinker with one short reply (first start: about a minute)":
-        "正在用一条简短回复编译 Thinker（首次启动约 1 分钟）",
+    "compiling the thinker with one short reply (first start: about 2 minutes)":
+        "正在用一条简短回复编译 Thinker（首次启动约 2 分钟）",
     # Engine errors: the cause inside stays as the engine said it.
     "Generation failed: {cause}": "生成失败：{cause}",
     "The engine refused this request: {cause}": "引擎拒绝了这个请求：{cause}",
