@@ -117,8 +117,8 @@ class TransformersBackend(Backend):
             self._jobs.put(self._load_in_background)
         else:
             self._load(loaded or load_model(checkpoint, options))
-        # One long-lived generation thread: CUDA graphs recorded by torch.compile belong to the thread
-        # that recorded them, so a thread per reply would record them again for every reply.
+        # One long-lived generation thread runs the jobs (loading, warm-up, replies) one after another:
+        # the model and its static caches serve one reply at a time.
         threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
 
     def _load(self, loaded: tuple) -> None:
