@@ -1,13 +1,12 @@
 """The compiled path (static caches, torch.compile, fullgraph) speaks exactly like the eager one.
 
-On the CPU torch.compile runs without CUDA graphs (and here with ``aot_eager``, see ``warm_up_run``), but
+On the CPU torch.compile runs without CUDA graphs (and here with ``aot_eager``: tests/compiling.py), but
 with ``fullgraph=True`` a compile that succeeds has no graph break, which is what lets the GPU capture each
 step as one graph.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import numpy as np
@@ -19,6 +18,7 @@ from backends.checkpoints import resolve_checkpoint
 from backends.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from tests.compiling import traced_without_inductor
 from tests.streams import collect, errors_of, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
@@ -29,14 +29,9 @@ audio and an image (62 + 12) doesn't."""
 
 @pytest.fixture(scope="module")
 def warm_up_run(tiny_cache, speech_path):
-    """A backend compiled on the CPU, and what a turn sent while it was still compiling got.
-
-    Compiled with dynamo's ``aot_eager`` backend, not inductor: ``fullgraph=True`` still proves there
-    is no graph break, and inductor's C++ code generation on this CPU cost over two minutes with cold
-    caches. Inductor's kernels are what GPUs run; the GPU benchmark checks their text and codes
-    (BENCHMARKS.md)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    """A backend compiled on the CPU (with aot_eager: tests/compiling.py), and what a turn sent while it
+    was still compiling got."""
+    with traced_without_inductor():
         backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
                                 talker_do_sample=False, compile="on", small_cache_tokens=SMALL_CACHE)
         assert backend.warming_up, "the header should say the engine is not ready yet"
