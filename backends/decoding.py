@@ -321,9 +321,11 @@ class ThinkerDecoder:
         try:
             step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
             with torch.inference_mode():
-                self._step = _captured(step) if self.token_in.device.type == "cuda" else step
-                if self.token_in.device.type != "cuda":
+                if self.token_in.device.type == "cuda":
+                    self._step = _captured(step)
+                else:
                     step()  # compile now, not during the first reply
+                    self._step = step
             self.compiled = True
         except Exception:
             log.exception("compiling the thinker's step failed; it runs eagerly (slower, same answers)")

@@ -11,10 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.events import AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta, TextDelta
-
-
-def _as_is(text: str) -> str:
-    return text
+from ui.messages import to_english
 
 
 @dataclass
@@ -58,7 +55,7 @@ class ReplyState:
     def audio(self) -> np.ndarray | None:
         return np.concatenate(self.audio_chunks) if self.audio_chunks else None
 
-    def messages(self, audio_path: str | None = None, say=_as_is) -> list[dict]:
+    def messages(self, audio_path: str | None = None, say=to_english) -> list[dict]:
         """Chatbot messages (Gradio's messages format) for this reply so far; ``say`` translates
         the app's and the engine's own words (``ui.messages.translator``)."""
         out: list[dict] = [{"role": "assistant", "content": f"ℹ️ {say(notice)}"} for notice in self.notices]
@@ -79,7 +76,7 @@ class ReplyState:
             out.append({"role": "assistant", "content": say("✂️ Reached the max-tokens limit.")})
         return out
 
-    def status(self, say=_as_is) -> str:
+    def status(self, say=to_english) -> str:
         """One line for the status bar: timings of this turn."""
         if not self.done:
             return say("Generating…" if self.text or self.reasoning else "Thinking…")
