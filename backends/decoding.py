@@ -32,16 +32,19 @@ PREDICTOR_TOP_P = 0.8
 class TalkerDecoder:
     """Example::
 
-        decoder = TalkerDecoder(model.talker, max_tokens=12_000)
+        decoder = TalkerDecoder(model.talker, max_tokens=12_000, prefill_lengths=(64, 128, 256))
         decoder.compile()                    # CUDA: compile + capture; optional
         logits, hidden = decoder.prefill(embeds, talker_input_ids, attention_mask, rope_inputs)
         codes, codec_embeds = decoder.predict(hidden, token_embed, generator=None)   # None: greedy
         logits, hidden = decoder.step(codec_embeds, text_embed)
     """
 
-    def __init__(self, talker, max_tokens: int):
+    def __init__(self, talker, max_tokens: int, prefill_lengths: tuple[int, ...] = ()):
+        """``prefill_lengths``: prompt lengths compile() captures a prompt pass for; a prompt runs in the
+        shortest that holds it, padded on the right (a causal model's earlier positions never see it)."""
         self.talker, self.predictor = talker, talker.code_predictor
         self.max_tokens = max_tokens
+        self.prefill_lengths = sorted(n for n in set(prefill_lengths) if 0 < n < max_tokens)
         self.groups = talker.config.num_code_groups
         device, dtype = compute_device(talker), talker.dtype
         hidden = talker.config.text_config.hidden_size
@@ -55,6 +58,12 @@ class TalkerDecoder:
         self.talker_hidden_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
         self.token_embed_in = torch.zeros((1, 1, hidden), device=device, dtype=dtype)
         self.uniform = torch.full((self.groups - 1, PREDICTOR_TOP_K), 0.5, device=device)
+        longest = max(self.prefill_lengths, default=0)
+        self.prompt_in = torch.zeros((1, longest, hidden), device=device, dtype=dtype)
+        self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
+        self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
+        self._prefills: dict = {}
+        """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         # Every predictor position is known in advance, so are its causal masks (the generic mask code
         # branches on the cache's position, which a graph can't).
         causal = torch.ones((self.groups, self.groups), dtype=torch.bool, device=device).tril()
@@ -70,13 +79,33 @@ class TalkerDecoder:
     @torch.inference_mode()
     def prefill(self, embeds: torch.Tensor, talker_input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 rope_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The talker's prompt, eagerly (its length varies); returns (logits, last hidden state)."""
+        """The talker's prompt; returns (logits, last hidden state).
+
+        In a captured pass of the shortest fitting length when compile() made them, else eagerly.
+        """
         self.cache.reset()
-        out = self.talker(inputs_embeds=embeds, attention_mask=attention_mask, talker_input_ids=talker_input_ids,
-                          past_key_values=self.cache, use_cache=True, output_hidden_states=True, **rope_inputs)
+        # The 3D rope positions walk the media grids on the host: outside any graph.
+        positions = self.talker.compute_3d_position_ids(embeds, talker_input_ids=talker_input_ids,
+                                                        attention_mask=attention_mask, past_key_values=None,
+                                                        **rope_inputs)
         # The decode steps read their 3D rope position as "tokens cached + delta", inside the graph.
         self.rope_delta.copy_(self.talker.rope_deltas.reshape(1, 1))
-        return out.logits[:, -1], out.hidden_states[0][-1][:, -1:]  # [-1]: after the final norm
+        length = embeds.shape[1]
+        padded = next((n for n in self._prefills if n >= length), None)
+        if padded is None:
+            hidden = self.talker.model(inputs_embeds=embeds, position_ids=positions, past_key_values=self.cache,
+                                       use_cache=True).last_hidden_state[:, -1:]
+            return self.talker.codec_head(hidden[:, -1]), hidden
+        self.prompt_in[:, :length].copy_(embeds)
+        self.prompt_in[:, length:padded].zero_()
+        self.prompt_positions[..., :length].copy_(positions)
+        self.prompt_positions[..., length:padded].zero_()
+        self.prompt_last.fill_(length - 1)
+        logits, hidden = self._prefills[padded]()
+        # The padding's keys sit past the prompt: the next step overwrites them, and masks them until then.
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(length)
+        return logits, hidden
 
     @torch.inference_mode()
     def step(self, codec_embeds: torch.Tensor, text_embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +130,14 @@ class TalkerDecoder:
         return self._predict()
 
     # The functions below read and write only the fixed buffers and caches: they are what gets captured.
+
+    def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
+            layer.cumulative_length.zero_()
+        out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
+                                position_ids=self.prompt_positions[..., :length], use_cache=True)
+        hidden = out.last_hidden_state.index_select(1, self.prompt_last)
+        return self.talker.codec_head(hidden[:, -1]), hidden
 
     def _step_fn(self) -> tuple[torch.Tensor, torch.Tensor]:
         position = self.cache.layers[0].cumulative_length + self.rope_delta  # (1, 1)
@@ -135,7 +172,8 @@ class TalkerDecoder:
             self.cache.reset()
 
     def compile(self) -> float:
-        """torch.compile both functions (fullgraph) and, on CUDA, capture each as a CUDA graph.
+        """torch.compile both decode functions (fullgraph) and, on CUDA, capture each as a CUDA graph; then
+        capture_prompt_passes().
 
         Returns the seconds it took. If that fails, the decoder stays eager (slower, same speech).
         """
@@ -153,9 +191,59 @@ class TalkerDecoder:
         except Exception:
             log.exception("compiling the talker failed; it runs eagerly (slower, same speech)")
             self._step, self._predict = self._step_fn, self._predict_fn
+        self.capture_prompt_passes()
+        return time.perf_counter() - started
+
+    def capture_prompt_passes(self) -> None:
+        """The prompt pass of each of ``prefill_lengths``: eager kernels captured as CUDA graphs (plain
+        functions on the CPU). A prompt's length varies, so compiling each would cost minutes; captured,
+        the pass no longer waits on Python's kernel launches, which is most of its time."""
+        on_gpu = self.codec_in.device.type == "cuda"
+        before = torch.cuda.memory_allocated() if on_gpu else 0
+        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, self.codec_in.device,
+                                        "the talker's prompt pass")
         with torch.inference_mode():
             self.cache.reset()
+        if on_gpu and self._prefills:
+            log.info("the talker's %d captured prompt passes hold %.2f GB", len(self._prefills),
+                     (torch.cuda.memory_allocated() - before) / 1e9)
+
+
+class CapturedVocoder:
+    """code2wav for the chunk lengths a speech stream always has, each captured as a CUDA graph.
+
+    Eagerly, code2wav's hundreds of small kernels wait on Python, and the first chunk is on the
+    way to the first sound. Other lengths (a reply's last chunk) run eagerly. On the CPU the
+    same fixed-buffer functions run without graphs.
+
+    Example::
+
+        vocoder = CapturedVocoder(model.code2wav, frame_counts=(4, 29, 54))
+        vocoder.capture()
+        wav = vocoder(codes)          # codes (1, num_quantizers, frames) → (1, 1, samples), like code2wav
+    """
+
+    def __init__(self, code2wav, frame_counts: tuple[int, ...]):
+        self.code2wav = code2wav
+        self.device = compute_device(code2wav)
+        self.frame_counts = sorted(set(frame_counts))
+        self.codes_in = {n: torch.zeros((1, code2wav.config.num_quantizers, n), device=self.device,
+                                        dtype=torch.long) for n in self.frame_counts}
+        self._decoders: dict = {}
+
+    def capture(self) -> float:
+        started = time.perf_counter()
+        self._decoders = _captured_each(lambda n: self.code2wav(self.codes_in[n]), self.frame_counts, self.device,
+                                        "code2wav")
         return time.perf_counter() - started
+
+    @torch.inference_mode()
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        frames = codes.shape[-1]
+        if frames not in self._decoders:
+            return self.code2wav(codes)
+        self.codes_in[frames].copy_(codes)
+        return self._decoders[frames]().clone()  # the graph's output is overwritten at its next replay
 
 
 def compute_device(module) -> torch.device:
@@ -183,8 +271,9 @@ def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return indices.gather(-1, choice)
 
 
-def _captured(function):
-    """``function`` (no arguments, fixed buffers) as a replayable CUDA graph."""
+def _captured(function, pool=None):
+    """``function`` (no arguments, fixed buffers) as a replayable CUDA graph; ``pool``: a memory pool shared
+    with graphs that never replay at the same time as this one."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm up (autotune, allocations) outside the graph, as torch.cuda.graph asks
@@ -196,14 +285,35 @@ def _captured(function):
     # A capture stream of its own: PyTorch keys cuBLAS workspaces by stream, so graphs captured on
     # torch.cuda.graph's one shared stream bake in the same workspace (pytorch/pytorch#193402), and the
     # thinker's and the talker's graphs replay at once, from two threads.
-    with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
         outputs = function()
 
     def replay():
         graph.replay()
         return outputs
 
+    replay.pool = graph.pool()
     return replay
+
+
+def _captured_each(function, sizes: list[int], device: torch.device, what: str) -> dict:
+    """{size: function(size) as a CUDA graph} (on the CPU: the plain function), the graphs sharing one
+    memory pool: the sizes are alternatives, so never two replay at once. Empty if a capture fails (the
+    caller then runs eagerly)."""
+    made: dict = {}
+    pool = None
+    try:
+        with torch.inference_mode():
+            for size in sizes:
+                run = (lambda size=size: function(size))
+                if device.type == "cuda":
+                    run = _captured(run, pool)
+                    pool = run.pool
+                made[size] = run
+    except Exception:
+        log.exception("capturing %s failed; it runs eagerly (slower, same output)", what)
+        return {}
+    return made
 
 
 THINKER_TOP_K_LIMIT = 256

@@ -57,9 +57,10 @@ class TalkerSide:
         return self.backend.compiled and self.backend.talker_decoder is not None
 
     def warm_up(self) -> None:
-        """Compile the talker step and the code predictor's frame (captured as CUDA graphs on a GPU)."""
+        """Compile the talker step and the code predictor's frame, capture the talker's prompt passes and
+        code2wav's chunks (as CUDA graphs on a GPU)."""
         if self.compiles:
-            self.backend.talker_decoder.compile()
+            self.backend.compile_talker()
 
     def prompt_states(self, inputs: dict):
         """One pass of the cut thinker over the prompt: the states the talker reads at media positions."""

@@ -283,15 +283,35 @@ class StreamingVocoder:
     every chunk boundary.
     """
 
-    def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None):
+    def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None,
+                 decode=None):
+        """``decode``: what turns codes into a waveform, code2wav's signature (default code2wav itself;
+        the backend passes a ``CapturedVocoder``)."""
         self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
+        self.decode = decode or code2wav
         self.device = compute_device(code2wav)
-        window = getattr(code2wav.config, "sliding_window", None) or 72
-        self.left_context = window + CONV_REACH_FRAMES if left_context is None else left_context
+        self.left_context = self.default_left_context(code2wav) if left_context is None else left_context
         self.upsample = int(code2wav.total_upsample)
         self.frames: list[torch.Tensor] = []
         self.sent_frames = 0  # frames whose audio has been returned (up to their trimmed tail)
         self.trim: int | None = None
+
+    @staticmethod
+    def default_left_context(code2wav) -> int:
+        window = getattr(code2wav.config, "sliding_window", None) or 72
+        return window + CONV_REACH_FRAMES
+
+    @staticmethod
+    def chunk_frame_counts(first_chunk: int, chunk: int, left_context: int) -> tuple[int, ...]:
+        """The frames code2wav decodes per chunk (context included) in any stream, but its last
+        chunk: the lengths worth capturing. They repeat once the context is full."""
+        counts, sent, frames = [], 0, first_chunk
+        while True:
+            count = frames - max(0, sent - left_context)
+            if count in counts:
+                return tuple(counts)
+            counts.append(count)
+            sent, frames = frames, frames + chunk
 
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         """Add one frame of codes; returns new samples when a chunk is complete."""
@@ -306,7 +326,7 @@ class StreamingVocoder:
     def _decode(self) -> torch.Tensor:
         start = max(0, self.sent_frames - self.left_context)
         codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.device)
-        wav = self.code2wav(codes)[0, 0]
+        wav = self.decode(codes)[0, 0]
         if self.trim is None:
             self.trim = (len(self.frames) - start) * self.upsample - wav.shape[-1]
         begin = 0 if self.sent_frames == 0 else (self.sent_frames - start) * self.upsample - self.trim

@@ -22,7 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
-from backends.decoding import TalkerDecoder, ThinkerDecoder
+from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -31,6 +31,9 @@ from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFee
 log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 12.5
+TALKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
+"""The talker's prompt passes captured when compiling: a turn's prompt (its user turns, media included,
+and the assistant's header) runs in the shortest that holds it; a longer one runs eagerly."""
 """One talker step is one 80 ms codec frame."""
 
 
@@ -95,7 +98,7 @@ class TransformersBackend(Backend):
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
         self.checkpoint, self.options = checkpoint, options
-        self.model = self.processor = self.talker_decoder = None
+        self.model = self.processor = self.talker_decoder = self.vocoder = None
         self.thinker_decoders: list[ThinkerDecoder] = []
         """Smallest cache first; a turn takes the first that holds it."""
         self.compiled = False
@@ -138,7 +141,14 @@ class TransformersBackend(Backend):
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
-            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16)
+            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16,
+                                                TALKER_PROMPT_LENGTHS if self.compiled else ())
+            if self.compiled:
+                left_context = options.left_context_frames
+                if left_context is None:
+                    left_context = StreamingVocoder.default_left_context(self.model.code2wav)
+                self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
+                    options.first_chunk_frames, options.chunk_frames, left_context))
         self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
 
     def _load_in_background(self) -> None:
@@ -245,7 +255,7 @@ class TransformersBackend(Backend):
             seed=request.sampling.seed,
         )
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
-                                   options.left_context_frames)
+                                   options.left_context_frames, decode=self.vocoder)
         return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed,
                          self.talker_decoder)
 
@@ -331,7 +341,7 @@ class TransformersBackend(Backend):
         try:
             if self.talker_decoder is not None:
                 self._progress(COMPILING_TALKER)
-                times["talker_s"] = self.talker_decoder.compile()
+                times.update(self.compile_talker())
             self._progress(COMPILING_THINKER)
             started = time.perf_counter()
             for decoder in self.thinker_decoders:
@@ -350,6 +360,19 @@ class TransformersBackend(Backend):
             self.compiled, self.thinker_decoders = False, []
         finally:
             self.warming_up = None
+
+    def compile_talker(self) -> dict:
+        """The talker's decode steps compiled and captured, then its prompt passes and code2wav's chunks
+        captured; returns seconds per stage."""
+        import torch
+
+        times = {"talker_s": self.talker_decoder.compile()}
+        if self.vocoder is not None:
+            before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
+            times["code2wav_s"] = self.vocoder.capture()
+            if before:
+                log.info("code2wav's captured chunks hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
+        return times
 
     def _progress(self, message: str) -> None:
         self.warming_up = message

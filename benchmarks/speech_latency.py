@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -249,6 +250,49 @@ def profile_decoder(decoder, steps: int = 50) -> dict:
     return results
 
 
+@contextmanager
+def prompt_passes_eager(backend):
+    """The compiled backend as it was before its talker prompt passes and code2wav chunks were captured."""
+    prefills, vocoder = backend.talker_decoder._prefills, backend.vocoder
+    backend.talker_decoder._prefills, backend.vocoder = {}, None
+    try:
+        yield
+    finally:
+        backend.talker_decoder._prefills, backend.vocoder = prefills, vocoder
+
+
+def run_streaming_prompt_passes_eager(backend, request: ChatRequest) -> dict:
+    with prompt_passes_eager(backend):
+        return run_streaming(backend, request)
+
+
+def profile_prompt_passes(backend, prompt_tokens: int, runs: int = 10) -> list[str]:
+    """Wall time of one talker prompt pass and of code2wav's chunks, captured vs eager (GPU)."""
+    decoder = backend.talker_decoder
+    hidden = torch.randn((1, prompt_tokens, decoder.codec_in.shape[-1]), device="cuda", dtype=decoder.codec_in.dtype)
+    ids = torch.ones((1, prompt_tokens), dtype=torch.long, device="cuda")
+    quantizers = backend.model.code2wav.config.num_quantizers
+
+    def timed(call) -> float:
+        call()
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(runs):
+            call()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - started) / runs * 1e3
+
+    lines = []
+    for name, context in (("captured", nullcontext()), ("eager", prompt_passes_eager(backend))):
+        with context, torch.inference_mode():
+            prefill = timed(lambda: decoder.prefill(hidden, ids, ids, {}))
+            chunks = {n: timed(lambda n=n: (backend.vocoder or backend.model.code2wav)(
+                torch.zeros((1, quantizers, n), dtype=torch.long, device="cuda"))) for n in (4, 105)}
+        lines.append(f"{name}: talker prompt pass of {prompt_tokens} tokens {prefill:.1f} ms; code2wav 4 frames "
+                     f"{chunks[4]:.1f} ms, 105 frames {chunks[105]:.1f} ms")
+    return lines
+
+
 def stop_latency(backend, request: ChatRequest) -> float:
     """Seconds from closing the stream (Stop) to the engine being free, during speech."""
 
@@ -342,6 +386,8 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
+    parser.add_argument("--prompt-passes-eager", action="store_true",
+                        help="also the compiled path with its talker prompt pass and code2wav chunks eager")
     args = parser.parse_args()
     import logging
 
@@ -379,6 +425,8 @@ def main() -> None:
         del paths["stock generate(), eager"]
     if args.skip_eager:
         paths = {"our loop, compiled": paths["our loop, compiled"]}
+    if args.prompt_passes_eager:
+        paths["compiled, talker prompt + code2wav uncaptured"] = (run_streaming_prompt_passes_eager, compiled)
     results: dict[str, list[dict]] = {name: [] for name in paths}
     peaks: dict[str, float] = {}
     for run in range(args.runs + 1):  # the first round warms up every path
@@ -406,6 +454,8 @@ def main() -> None:
         print(f"compiled, {sessions} turns at once (speech off): "
               f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)
     if on_gpu:
+        for line in profile_prompt_passes(compiled, prompt_tokens=360):
+            print("profile", line, flush=True)
         for name, backend in (("eager", eager), ("compiled", compiled)):
             for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():
                 print(f"profile {name} {what}: {wall:.2f} ms per call, GPU kernels {kernel:.2f} ms", flush=True)

@@ -181,3 +181,61 @@ def test_the_thinker_samples_like_generates_processors_and_warpers():
     decoder.seen = torch.zeros((1, 64), dtype=torch.bool).scatter_(1, said, True)
     decoder.uniform = torch.full((1, 16), 0.5)
     assert int(decoder._sample(logits)) == int(penalized.argmax()) != int(logits.argmax())
+
+
+def test_a_prompt_padded_to_a_captured_length_decodes_like_the_exact_one(instruct_backend):
+    talker = instruct_backend.model.talker
+    exact = TalkerDecoder(talker, 64)
+    padded = TalkerDecoder(talker, 64, prefill_lengths=(8, 16))
+    padded.capture_prompt_passes()  # on the CPU: the same fixed-buffer functions, run without graphs
+    hidden_size = talker.config.text_config.hidden_size
+    prompt = torch.randn((1, 11, hidden_size), generator=torch.Generator().manual_seed(1))
+    ids = torch.ones((1, 11), dtype=torch.long)
+    runs = []
+    for decoder in (exact, padded):
+        with torch.inference_mode():
+            logits, hidden = decoder.prefill(prompt, ids, torch.ones_like(ids), {})
+            run = [(logits.clone(), hidden.clone())]
+            for step in range(4):  # the steps write over the padding's keys, which stay masked until then
+                codes, codec_embeds = decoder.predict(hidden, talker.get_input_embeddings()(logits.argmax(-1, True)),
+                                                      None)
+                logits, hidden = decoder.step(codec_embeds, prompt[:, step:step + 1])
+                run.append((logits.clone(), hidden.clone()))
+        runs.append(run)
+    assert int(padded.cache.layers[0].cumulative_length) == 11 + 4
+    for (logits, hidden), (padded_logits, padded_hidden) in zip(*runs):
+        assert torch.allclose(logits, padded_logits, atol=1e-4) and torch.allclose(hidden, padded_hidden, atol=1e-4)
+        assert torch.equal(logits.argmax(-1), padded_logits.argmax(-1))
+
+
+def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend):
+    from backends.decoding import CapturedVocoder
+    from backends.speech import StreamingVocoder
+
+    code2wav = instruct_backend.model.code2wav
+    left_context = StreamingVocoder.default_left_context(code2wav)
+    counts = StreamingVocoder.chunk_frame_counts(4, 25, left_context)
+    assert counts == (4, 29, 54, 79, 104, 105)  # the context fills at 80 frames, then every chunk is 105
+    captured = CapturedVocoder(code2wav, counts)
+    captured.capture()
+    outside = []  # the lengths decoded from codes not in a captured length's fixed buffer
+    original = captured.code2wav
+    fixed = {buffer.data_ptr() for buffer in captured.codes_in.values()}
+
+    def spy(codes):
+        if codes.data_ptr() not in fixed:
+            outside.append(codes.shape[-1])
+        return original(codes)
+
+    captured.code2wav = spy
+    codes = torch.randint(0, code2wav.config.codebook_size, (code2wav.config.num_quantizers, 160),
+                          generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        whole = code2wav(codes[None])[0, 0]
+    vocoder = StreamingVocoder(code2wav, 4, 25, decode=captured)
+    pieces = [vocoder.push(codes[:, i]) for i in range(160)] + [vocoder.flush()]
+    streamed = torch.cat([p for p in pieces if p is not None])
+    assert streamed.shape == whole.shape
+    assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()
+    # Chunks end at 4, 29, …, 154 frames; the last one, 160 - (154 - left_context) frames, is not captured.
+    assert outside == [160 - (154 - left_context)], "only the last, shorter chunk should run outside the captures"
