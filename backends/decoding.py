@@ -62,6 +62,10 @@ class TalkerDecoder:
         self.prompt_in = torch.zeros((1, longest, hidden), device=device, dtype=dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
         self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
+        # The prompt's causal mask over the whole cache, given ready-made: transformers' mask code would read
+        # the cache's length on the host, which no graph can hold. A shorter prompt takes its first rows.
+        self.prompt_mask = (torch.arange(max_tokens, device=device)[None, :]
+                            <= torch.arange(longest, device=device)[:, None])[None, None]
         self._prefills: dict = {}
         """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         # Every predictor position is known in advance, so are its causal masks (the generic mask code
@@ -135,6 +139,7 @@ class TalkerDecoder:
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
         out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
+                                attention_mask=self.prompt_mask[:, :, :length],
                                 position_ids=self.prompt_positions[..., :length], use_cache=True)
         hidden = out.last_hidden_state.index_select(1, self.prompt_last)
         return self.talker.codec_head(hidden[:, -1]), hidden

@@ -293,6 +293,38 @@ def profile_prompt_passes(backend, prompt_tokens: int, runs: int = 10) -> list[s
     return lines
 
 
+def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
+    """Where the time to the first token goes (GPU, medians of ``runs``): media decoding, the processor, the
+    audio and vision encoders, and the whole eager prompt pass into the small thinker cache."""
+    thinker = backend.model.thinker
+    cache = backend.thinker_decoders[0].cache
+    stages: dict[str, list[float]] = {}
+
+    def timed(name, call):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        result = call()
+        torch.cuda.synchronize()
+        stages.setdefault(name, []).append((time.perf_counter() - started) * 1e3)
+        return result
+
+    def whole_pass():
+        cache.reset()
+        return thinker(**inputs, past_key_values=cache, use_cache=True)
+
+    with torch.inference_mode():
+        for _ in range(runs + 1):
+            prompt = timed("media decoding", lambda: build_prompt_inputs(request, backend.options.media_limits))
+            inputs = timed("processor", lambda: backend.encode(prompt))
+            timed("audio encoder", lambda: thinker.get_audio_features(inputs["input_features"],
+                                                                      inputs["feature_attention_mask"]))
+            timed("vision encoder", lambda: thinker.get_image_features(inputs["pixel_values"],
+                                                                       inputs["image_grid_thw"]))
+            timed("whole prompt pass", whole_pass)
+        cache.reset()
+    return ", ".join(f"{name} {statistics.median(times[1:]):.1f} ms" for name, times in stages.items())
+
+
 def stop_latency(backend, request: ChatRequest) -> float:
     """Seconds from closing the stream (Stop) to the engine being free, during speech."""
 
@@ -454,6 +486,7 @@ def main() -> None:
         print(f"compiled, {sessions} turns at once (speech off): "
               f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)
     if on_gpu:
+        print("profile, time to first token:", profile_prompt_stages(compiled, request), flush=True)
         for line in profile_prompt_passes(compiled, prompt_tokens=360):
             print("profile", line, flush=True)
         for name, backend in (("eager", eager), ("compiled", compiled)):
