@@ -15,12 +15,15 @@ can't draw from a ``torch.Generator`` of ours); with constant noise it is argmax
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from typing import Iterator
 
 import torch
 from transformers import StaticCache
+from transformers.modeling_outputs import MoeModelOutputWithPast
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +65,7 @@ class TalkerDecoder:
         self.prompt_in = torch.zeros((1, longest, hidden), device=device, dtype=dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
         self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
-        # The prompt's causal mask over the whole cache, given ready-made: transformers' mask code would read
-        # the cache's length on the host, which no graph can hold. A shorter prompt takes its first rows.
-        self.prompt_mask = (torch.arange(max_tokens, device=device)[None, :]
-                            <= torch.arange(longest, device=device)[:, None])[None, None]
+        self.prompt_mask = _prompt_mask(longest, max_tokens, device)
         self._prefills: dict = {}
         """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         # Every predictor position is known in advance, so are its causal masks (the generic mask code
@@ -264,6 +264,20 @@ def compute_device(module) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
+def _add_dense_deepstack(hidden_states: torch.Tensor, visual_pos_masks, visual_embeds: torch.Tensor) -> torch.Tensor:
+    """transformers' DeepStack step (features added at the visual positions), over dense rows that are
+    zero elsewhere: the same sums, with no position selection (a host sync) inside a graph."""
+    return hidden_states + visual_embeds
+
+
+def _prompt_mask(longest: int, cache_slots: int, device) -> torch.Tensor:
+    """A prompt's causal mask over a whole static cache (1, 1, longest, cache_slots), True where a token
+    may attend; a shorter prompt takes its first rows. Given ready-made because transformers' mask code
+    reads the cache's length on the host, which no CUDA graph can hold."""
+    slots = torch.arange(cache_slots, device=device)
+    return (slots[None, :] <= torch.arange(longest, device=device)[:, None])[None, None]
+
+
 def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Top-k 50, top-p 0.8 sampling with the noise given; argmax when the noise is constant. (1, 1) long."""
     values, indices = logits.topk(PREDICTOR_TOP_K, dim=-1)  # descending
@@ -343,10 +357,30 @@ class ThinkerDecoder:
                          streamer=streamer, stop=threading.Event(), eos_token_id=..., generator=None)
     """
 
-    def __init__(self, thinker, max_tokens: int):
+    def __init__(self, thinker, max_tokens: int, prefill_lengths: tuple[int, ...] = (),
+                 talker_layer: int | None = None):
+        """``prefill_lengths``: prompt lengths compile() captures the text model's prompt pass for (the
+        encoders stay eager); a prompt runs in the shortest that holds it, padded on the right.
+        ``talker_layer``: the layer (1-based) whose prompt states the talker reads; a captured pass keeps them."""
         self.thinker, self.max_tokens = thinker, max_tokens
         device = compute_device(thinker)
         self.cache = StaticCache(config=thinker.config.text_config, max_cache_len=max_tokens)
+        self.prefill_lengths = sorted(n for n in set(prefill_lengths) if 0 < n < max_tokens)
+        self.talker_layer = talker_layer
+        text_config = thinker.config.text_config
+        longest = max(self.prefill_lengths, default=0)
+        self.prompt_in = torch.zeros((1, longest, text_config.hidden_size), device=device, dtype=thinker.dtype)
+        self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
+        self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
+        self.prompt_mask = _prompt_mask(longest, max_tokens, device)
+        # DeepStack's vision features, added to the first layers' states at image and video positions: here
+        # as dense rows (zeros elsewhere), because selecting those positions in a graph is a host sync.
+        deepstack_layers = len(getattr(thinker.config.vision_config, "deepstack_visual_indexes", ()) or ())
+        self.deepstack_in = torch.zeros((deepstack_layers, 1, longest, text_config.hidden_size), device=device,
+                                        dtype=thinker.dtype)
+        self._text_forward = thinker.model.forward  # the real one, while a prompt pass stands in for it
+        self._prefills: dict = {}
+        """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         self.limit = min(THINKER_TOP_K_LIMIT, thinker.config.text_config.vocab_size)
         # Inputs of the captured step live at fixed addresses.
         self.token_in = torch.zeros((1, 1), device=device, dtype=torch.long)
@@ -371,10 +405,12 @@ class ThinkerDecoder:
 
     @torch.inference_mode()
     def generate(self, inputs: dict, temperature: float, top_k: int, top_p: float, max_new_tokens: int,
-                 streamer, stop, eos_token_id: int, generator: torch.Generator | None) -> None:
+                 streamer, stop, eos_token_id: int, generator: torch.Generator | None,
+                 prompt_states: dict | None = None) -> None:
         """Streams the reply's token ids into ``streamer`` (prompt first, as generate() does), the
         last one being ``eos_token_id`` unless ``max_new_tokens`` or ``stop`` ended it first.
-        ``temperature`` 0: greedy."""
+        ``temperature`` 0: greedy. ``prompt_states``: gets ``"hidden"``, the prompt's states at
+        ``talker_layer``, before the first token (speech.capture_prompt_hidden's dict)."""
         self.replies += 1
         greedy = temperature <= 0
         self.temperature.fill_(1.0 if greedy else temperature)
@@ -384,13 +420,13 @@ class ThinkerDecoder:
         self.seen.zero_()
         self.seen.scatter_(1, inputs["input_ids"], True)
         self.cache.reset()
-        out = self.thinker(**inputs, past_key_values=self.cache, use_cache=True)
+        logits = self._prompt_pass(inputs, prompt_states)
         # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
         self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
         streamer.put(inputs["input_ids"].cpu())
         if not greedy:
             self.uniform.uniform_(generator=generator)
-        token = self._sample(out.logits[:, -1])
+        token = self._sample(logits)
         for produced in range(1, max_new_tokens + 1):
             token_id = int(token)
             streamer.put(torch.tensor([token_id]))
@@ -401,7 +437,78 @@ class ThinkerDecoder:
                 self.uniform.uniform_(generator=generator)
             token = self._step()
 
-    # The functions below read and write only the fixed buffers and the cache: the step gets captured.
+    def _prompt_pass(self, inputs: dict, prompt_states: dict | None) -> torch.Tensor:
+        """The prompt into the cache; returns the last position's logits (1, vocab).
+
+        The thinker's own forward runs (encoders, merging media into the embeddings, 3D rope), and
+        when a captured length holds the prompt, its text model is that captured pass.
+        """
+        length = inputs["input_ids"].shape[1]
+        padded = next((n for n in self._prefills if n >= length), None)
+        if padded is None:
+            return self.thinker(**inputs, past_key_values=self.cache, use_cache=True).logits[:, -1]
+        kept: dict = {}
+
+        def captured_text_model(inputs_embeds, position_ids, deepstack_visual_embeds=None, visual_pos_masks=None,
+                                **_):
+            self.prompt_in[:, :length].copy_(inputs_embeds)
+            self.prompt_in[:, length:padded].zero_()
+            self.prompt_positions[..., :length].copy_(position_ids)
+            self.prompt_positions[..., length:padded].zero_()
+            self.deepstack_in.zero_()
+            for layer, embeds in enumerate(deepstack_visual_embeds or ()):
+                self.deepstack_in[layer, :, :length][visual_pos_masks] = embeds.to(self.deepstack_in.dtype)
+            self.prompt_last.fill_(length - 1)
+            hidden, kept["layer"] = self._prefills[padded]()
+            for cache_layer in self.cache.layers:  # the padding's keys: overwritten by the steps, masked until then
+                cache_layer.cumulative_length.fill_(length)
+            return MoeModelOutputWithPast(last_hidden_state=hidden)  # the last position: all the logits needed
+
+        text_model = self.thinker.model
+        text_model.forward = captured_text_model  # an instance attribute: the thinker's forward calls it
+        try:
+            logits = self.thinker(**inputs, past_key_values=self.cache, use_cache=True).logits[:, -1]
+        finally:
+            del text_model.forward
+        if prompt_states is not None and kept["layer"] is not None and "hidden" not in prompt_states:
+            prompt_states["hidden"] = kept["layer"][:, :length].clone()  # the graph overwrites its own
+        return logits
+
+    # The functions below read and write only the fixed buffers and the cache: they get captured.
+
+    def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The padded prompt pass of ``length``: (the last real position's state, the talker layer's states)."""
+        kept: dict = {}
+        handle = None
+        if self.talker_layer is not None:
+            def keep(module, args, output):
+                kept["layer"] = output[0] if isinstance(output, tuple) else output
+
+            handle = self.thinker.model.layers[self.talker_layer - 1].register_forward_hook(keep)
+        try:
+            with self.dense_deepstack():
+                hidden = self._text_pass(length)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return hidden, kept.get("layer")
+
+    @contextlib.contextmanager
+    def dense_deepstack(self) -> Iterator[None]:
+        """The text model adds DeepStack's features as dense rows (``deepstack_in``) meanwhile."""
+        self.thinker.model._deepstack_process = _add_dense_deepstack
+        try:
+            yield
+        finally:
+            del self.thinker.model._deepstack_process
+
+    def _text_pass(self, length: int) -> torch.Tensor:
+        for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
+            layer.cumulative_length.zero_()
+        out = self._text_forward(inputs_embeds=self.prompt_in[:, :length], attention_mask=self.prompt_mask[:, :, :length],
+                                 position_ids=self.prompt_positions[..., :length], past_key_values=self.cache,
+                                 use_cache=True, deepstack_visual_embeds=list(self.deepstack_in[:, :, :length]))
+        return out.last_hidden_state.index_select(1, self.prompt_last)
 
     def _step_fn(self) -> torch.Tensor:
         position = self.cache.layers[0].cumulative_length + self.rope_delta  # (1, 1)
@@ -430,7 +537,8 @@ class ThinkerDecoder:
         return token
 
     def compile(self) -> float:
-        """torch.compile the step (fullgraph) and, on CUDA, capture it as a CUDA graph; returns the seconds
+        """torch.compile the step (fullgraph) and, on CUDA, capture it as a CUDA graph, then capture the
+        prompt passes of ``prefill_lengths`` (eager kernels; plain functions on the CPU); returns the seconds
         it took. If that fails, the step stays eager (slower, same tokens)."""
         started = time.perf_counter()
         try:
@@ -445,6 +553,17 @@ class ThinkerDecoder:
         except Exception:
             log.exception("compiling the thinker's step failed; it runs eagerly (slower, same answers)")
             self._step = self._step_fn
+        self.capture_prompt_passes()
+        return time.perf_counter() - started
+
+    def capture_prompt_passes(self) -> None:
+        """The text model's prompt pass for each of ``prefill_lengths``: eager kernels captured as CUDA graphs
+        (plain functions on the CPU), like the talker's (TalkerDecoder.capture_prompt_passes says why)."""
+        device = self.token_in.device
+        before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass")
+        if before and self._prefills:
+            log.info("the thinker's %d captured prompt passes (%d-slot cache) hold %.2f GB", len(self._prefills),
+                     self.max_tokens, (torch.cuda.memory_allocated() - before) / 1e9)
         with torch.inference_mode():
             self.cache.reset()
-        return time.perf_counter() - started

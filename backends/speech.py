@@ -360,16 +360,18 @@ class SpeechRun:
         self.finished_at: float | None = None
 
     @contextmanager
-    def running(self, prompt_hidden: torch.Tensor | None = None) -> Iterator[None]:
-        """``prompt_hidden``: the prompt's states at the talker's layer, when no thinker.generate()
-        runs inside this block to capture them (the hybrid backend computes them itself)."""
+    def running(self, prompt_hidden: torch.Tensor | None = None) -> Iterator[dict]:
+        """Yields the dict the talker reads the prompt's states from (``"hidden"``): a hook on the thinker's
+        layer fills it, or a captured prompt pass that bypasses hooks (ThinkerDecoder).
+        ``prompt_hidden``: those states, when no thinker runs inside this block to capture them (the
+        hybrid backend computes them itself)."""
         layer = self.model.config.talker_config.accept_hidden_layer
         given = contextlib.nullcontext({"hidden": prompt_hidden}) if prompt_hidden is not None else None
         with given or capture_prompt_hidden(self.model.thinker, layer) as captured:
             worker = threading.Thread(target=self._run, args=(captured,), daemon=True, name="omni-talker")
             worker.start()
             try:
-                yield
+                yield captured
             finally:
                 self.feed.finish()
                 worker.join()  # the reply is done when its speech is

@@ -34,6 +34,8 @@ FRAMES_PER_SECOND = 12.5
 TALKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 """The talker's prompt passes captured when compiling: a turn's prompt (its user turns, media included,
 and the assistant's header) runs in the shortest that holds it; a longer one runs eagerly."""
+THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+"""Likewise for the thinker's text model, per cache (those shorter than the cache)."""
 """One talker step is one 80 ms codec frame."""
 
 
@@ -137,7 +139,9 @@ class TransformersBackend(Backend):
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
-            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size) for size in sorted(sizes)]
+            talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
+            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
+                                     for size in sorted(sizes)]
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -234,9 +238,9 @@ class TransformersBackend(Backend):
             else None
         streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit,
                                  speech.feed if speech else None)
-        with speech.running() if speech else contextlib.nullcontext():
+        with speech.running() if speech else contextlib.nullcontext() as prompt_states:
             try:
-                self._think(request, inputs, prompt_tokens, streamer, stop)
+                self._think(request, inputs, prompt_tokens, streamer, stop, prompt_states)
             except Exception:
                 if not stop.is_set():
                     raise
@@ -279,9 +283,11 @@ class TransformersBackend(Backend):
                 inputs[key] = value.to(self.model.thinker.dtype)
         return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
-    def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event) -> None:
+    def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event,
+               prompt_states: dict | None = None) -> None:
         """The thinker's reply into ``streamer``: our captured decode loop when compiled and the turn fits one
-        of its caches (the smallest that does), else stock generate()."""
+        of its caches (the smallest that does), else stock generate(). ``prompt_states``: the talker's
+        (SpeechRun.running()), for a captured prompt pass to fill."""
         import torch
 
         sampling = request.sampling
@@ -292,7 +298,7 @@ class TransformersBackend(Backend):
             if sampling.seed is not None and not sampling.greedy:  # its own: the talker draws beside it
                 generator = torch.Generator(decoder.token_in.device).manual_seed(sampling.seed)
             return decoder.generate(inputs, sampling.temperature, sampling.top_k, sampling.top_p,
-                                    sampling.max_new_tokens, streamer, stop, eos, generator)
+                                    sampling.max_new_tokens, streamer, stop, eos, generator, prompt_states)
         kwargs = {
             "max_new_tokens": sampling.max_new_tokens,
             "eos_token_id": eos,

@@ -252,13 +252,19 @@ def profile_decoder(decoder, steps: int = 50) -> dict:
 
 @contextmanager
 def prompt_passes_eager(backend):
-    """The compiled backend as it was before its talker prompt passes and code2wav chunks were captured."""
-    prefills, vocoder = backend.talker_decoder._prefills, backend.vocoder
-    backend.talker_decoder._prefills, backend.vocoder = {}, None
+    """The compiled backend as it was before its prompt passes (thinker and talker) and code2wav's chunks
+    were captured."""
+    decoders = [backend.talker_decoder, *backend.thinker_decoders]
+    prefills, vocoder = [decoder._prefills for decoder in decoders], backend.vocoder
+    for decoder in decoders:
+        decoder._prefills = {}
+    backend.vocoder = None
     try:
         yield
     finally:
-        backend.talker_decoder._prefills, backend.vocoder = prefills, vocoder
+        for decoder, captured in zip(decoders, prefills):
+            decoder._prefills = captured
+        backend.vocoder = vocoder
 
 
 def run_streaming_prompt_passes_eager(backend, request: ChatRequest) -> dict:
@@ -295,9 +301,11 @@ def profile_prompt_passes(backend, prompt_tokens: int, runs: int = 10) -> list[s
 
 def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
     """Where the time to the first token goes (GPU, medians of ``runs``): media decoding, the processor, the
-    audio and vision encoders, and the whole eager prompt pass into the small thinker cache."""
+    audio and vision encoders, and the whole prompt pass into the small thinker cache, eager and with the
+    captured text model."""
     thinker = backend.model.thinker
-    cache = backend.thinker_decoders[0].cache
+    decoder = backend.thinker_decoders[0]
+    cache = decoder.cache
     stages: dict[str, list[float]] = {}
 
     def timed(name, call):
@@ -320,7 +328,9 @@ def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
                                                                       inputs["feature_attention_mask"]))
             timed("vision encoder", lambda: thinker.get_image_features(inputs["pixel_values"],
                                                                        inputs["image_grid_thw"]))
-            timed("whole prompt pass", whole_pass)
+            timed("whole prompt pass, eager", whole_pass)
+            cache.reset()
+            timed("whole prompt pass, text model captured", lambda: decoder._prompt_pass(inputs, None))
         cache.reset()
     return ", ".join(f"{name} {statistics.median(times[1:]):.1f} ms" for name, times in stages.items())
 
@@ -419,12 +429,13 @@ def main() -> None:
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
     parser.add_argument("--prompt-passes-eager", action="store_true",
-                        help="also the compiled path with its talker prompt pass and code2wav chunks eager")
+                        help="also the compiled path with its prompt passes and code2wav chunks eager")
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(format="  %(message)s")
-    logging.getLogger("backends.transformers_backend").setLevel(logging.INFO)  # warm-up progress
+    for name in ("backends.transformers_backend", "backends.decoding"):  # warm-up progress, graph memory
+        logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
         logging.getLogger("backends.speech").setLevel(logging.DEBUG)
 
@@ -458,7 +469,7 @@ def main() -> None:
     if args.skip_eager:
         paths = {"our loop, compiled": paths["our loop, compiled"]}
     if args.prompt_passes_eager:
-        paths["compiled, talker prompt + code2wav uncaptured"] = (run_streaming_prompt_passes_eager, compiled)
+        paths["compiled, prompt passes + code2wav uncaptured"] = (run_streaming_prompt_passes_eager, compiled)
     results: dict[str, list[dict]] = {name: [] for name in paths}
     peaks: dict[str, float] = {}
     for run in range(args.runs + 1):  # the first round warms up every path

@@ -242,3 +242,40 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend):
     assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()
     # Chunks end at 4, 29, …, 154 frames; the last one, 160 - (154 - left_context) frames, is not captured.
     assert outside == [160 - (154 - left_context)], "only the last, shorter chunk should run outside the captures"
+
+
+@pytest.mark.parametrize("with_media", [False, True])
+def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_backend, speech_path, image_path,
+                                                                      with_media):
+    """The text model's prompt pass, padded to a fixed length (on a GPU: a CUDA graph), gives the same reply and
+    the same states for the talker; with an image that includes DeepStack's features."""
+    from backends.conversation import build_prompt_inputs
+    from backends.decoding import ThinkerDecoder
+    from backends.speech import capture_prompt_hidden
+
+    model = instruct_backend.model
+    layer = model.config.talker_config.accept_hidden_layer
+    parts = (MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path))) if with_media else ()
+    inputs = instruct_backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user(*parts, "What is it?"),))))
+    length = inputs["input_ids"].shape[1]
+    eager = ThinkerDecoder(model.thinker, 128)
+    captured = ThinkerDecoder(model.thinker, 128, prefill_lengths=(length + 5,), talker_layer=layer)
+    captured.capture_prompt_passes()  # on the CPU: the same fixed-buffer functions, run without graphs
+    replays = []
+    padded_pass = captured._prefills[length + 5]
+    captured._prefills[length + 5] = lambda: replays.append(length + 5) or padded_pass()
+    replies, states = [], []
+    for decoder in (eager, captured):
+        streamer, kept = _Collect(), {}
+        with torch.inference_mode(), capture_prompt_hidden(model.thinker, layer) as hooked:
+            decoder.generate(inputs, 0.0, 20, 1.0, 12, streamer, threading.Event(), eos_token_id=-1, generator=None,
+                             prompt_states=kept)
+        replies.append(streamer.reply)
+        states.append(kept.get("hidden", hooked.get("hidden")))
+    assert replays == [length + 5], "the padded pass should have served the prompt"
+    assert replies[0] == replies[1] and len(replies[0]) == 12
+    assert states[1].shape == states[0].shape == (1, length, model.config.thinker_config.text_config.hidden_size)
+    assert torch.allclose(states[0], states[1], atol=1e-4)
+    # No graph break (nothing read back to the host): what a GPU capture needs.
+    with torch.inference_mode(), captured.dense_deepstack():
+        torch.compile(captured._text_pass, fullgraph=True, dynamic=False, backend="aot_eager")(length + 5)
