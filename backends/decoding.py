@@ -290,9 +290,9 @@ def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return indices.gather(-1, choice)
 
 
-def _captured(function, pool=None):
-    """``function`` (no arguments, fixed buffers) as a replayable CUDA graph; ``pool``: a memory pool shared
-    with graphs that never replay at the same time as this one."""
+def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
+    """``function`` (no arguments, fixed buffers) as a replayable CUDA graph; ``pool`` and ``stream``: a memory
+    pool and a capture stream shared with graphs that never replay at the same time as this one."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm up (autotune, allocations) outside the graph, as torch.cuda.graph asks
@@ -304,7 +304,7 @@ def _captured(function, pool=None):
     # A capture stream of its own: PyTorch keys cuBLAS workspaces by stream, so graphs captured on
     # torch.cuda.graph's one shared stream bake in the same workspace (pytorch/pytorch#193402), and the
     # thinker's and the talker's graphs replay at once, from two threads.
-    with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, pool=pool, stream=stream or torch.cuda.Stream(), capture_error_mode="thread_local"):
         outputs = function()
 
     def replay():
@@ -321,13 +321,18 @@ def _captured_each(function, sizes: list[int], device: torch.device, what: str) 
     caller then runs eagerly)."""
     made: dict = {}
     pool = None
+    # One capture stream for all: they never replay at once, so they may share its cuBLAS workspace.
+    stream = torch.cuda.Stream() if device.type == "cuda" else None
     try:
         with torch.inference_mode():
             for size in sizes:
                 run = (lambda size=size: function(size))
                 if device.type == "cuda":
-                    run = _captured(run, pool)
+                    before = torch.cuda.memory_allocated()
+                    run = _captured(run, pool, stream)
                     pool = run.pool
+                    log.debug("%s of %d: %.3f GB more GPU memory", what, size,
+                              (torch.cuda.memory_allocated() - before) / 1e9)
                 made[size] = run
     except Exception:
         log.exception("capturing %s failed; it runs eagerly (slower, same output)", what)

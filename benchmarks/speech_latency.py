@@ -437,7 +437,8 @@ def main() -> None:
     for name in ("backends.transformers_backend", "backends.decoding"):  # warm-up progress, graph memory
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
-        logging.getLogger("backends.speech").setLevel(logging.DEBUG)
+        for name in ("backends.speech", "backends.decoding"):  # first-audio timeline, each capture's memory
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
 
@@ -458,6 +459,8 @@ def main() -> None:
     encode_started = time.perf_counter()
     print("prompt tokens:", eager.encode(prompt)["input_ids"].shape[1],
           f"(media decoding + processor {time.perf_counter() - encode_started:.3f} s)", flush=True)
+    if on_gpu:
+        print("profile, time to first token:", profile_prompt_stages(compiled, request), flush=True)
     if args.thinker_only:
         for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
             print("compiled,", line, flush=True)
@@ -497,7 +500,6 @@ def main() -> None:
         print(f"compiled, {sessions} turns at once (speech off): "
               f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)
     if on_gpu:
-        print("profile, time to first token:", profile_prompt_stages(compiled, request), flush=True)
         for line in profile_prompt_passes(compiled, prompt_tokens=360):
             print("profile", line, flush=True)
         for name, backend in (("eager", eager), ("compiled", compiled)):
