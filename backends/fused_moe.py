@@ -1,0 +1,153 @@
+"""The thinker's MoE experts for one token at a time (a decode step), in two Triton kernels.
+
+transformers' ``grouped_mm`` experts path is built for many tokens: for one token it sorts the 8
+expert ids, counts them per expert (``histc``), gathers, runs two grouped GEMMs over all 128
+experts' offsets and scatters back, about ten kernels per layer, and its GEMMs read the chosen
+experts' weights at well under the GPU's bandwidth (BENCHMARKS.md: the largest kernel of a decode
+step). With one token each expert's projection is a matrix-vector product, so here:
+
+1. ``_gate_up_act``: for each chosen expert, ``silu(x @ gate.T) * (x @ up.T)``;
+2. ``_down_sum``: for each output row, the routing-weighted sum over the chosen experts of
+   ``h_e @ down_e.T``.
+
+Expert ids are read on the GPU, so both kernels can sit inside a CUDA graph. Rounding follows
+the stock path (bf16 after each projection, the activation and the product; the sum over experts in
+fp32), so outputs agree within bf16 noise. Other shapes (prompt passes), the CPU and other
+activations use transformers' own implementation.
+
+Example::
+
+    use_fused_decode_experts(model.thinker)   # the thinker's decode steps now take this path
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, grouped_mm_experts_forward
+
+FUSED_EXPERTS = "omni_fused_decode"
+"""The name our implementation is registered under in transformers' ExpertsInterface."""
+
+
+try:  # triton comes with CUDA builds of torch; without it the stock experts path serves
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - a CPU-only torch build
+    triton = None
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+"""Triton's interpreter runs the kernels on CPU tensors (slowly): how the CPU tests check them."""
+
+if triton is not None:
+    @triton.jit
+    def _bf16(x):
+        """fp32 rounded to the nearest bf16 (ties to even), kept in fp32: the stock path's rounding after each
+        op. Done on the bits, because Triton's interpreter (the CPU tests) truncates in casts."""
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _gate_up_act(x_ptr, weight_ptr, ids_ptr, h_ptr, hidden: tl.constexpr, inter: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        slot = tl.program_id(0)  # which of the chosen experts
+        rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        expert = tl.load(ids_ptr + slot).to(tl.int64)
+        gate_rows = weight_ptr + expert * (2 * inter * hidden) + rows[:, None] * hidden
+        up_rows = gate_rows + inter * hidden
+        row_ok = rows[:, None] < inter
+        gate = tl.zeros([BLOCK_N], dtype=tl.float32)
+        up = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for start in range(0, hidden, BLOCK_K):
+            cols = start + tl.arange(0, BLOCK_K)
+            ok = row_ok & (cols[None, :] < hidden)
+            x = tl.load(x_ptr + cols, mask=cols < hidden, other=0.0).to(tl.float32)[None, :]
+            gate += tl.sum(tl.load(gate_rows + cols[None, :], mask=ok, other=0.0).to(tl.float32) * x, axis=1)
+            up += tl.sum(tl.load(up_rows + cols[None, :], mask=ok, other=0.0).to(tl.float32) * x, axis=1)
+        gate = _bf16(gate)
+        h = _bf16(_bf16(gate * tl.sigmoid(gate)) * _bf16(up))
+        tl.store(h_ptr + slot * inter + rows, h.to(tl.bfloat16), mask=rows < inter)
+
+    @triton.jit
+    def _down_sum(h_ptr, weight_ptr, ids_ptr, routing_ptr, out_ptr, hidden: tl.constexpr, inter: tl.constexpr,
+                  TOP_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows[:, None] < hidden
+        total = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for slot in tl.static_range(TOP_K):
+            expert = tl.load(ids_ptr + slot).to(tl.int64)
+            weight_rows = weight_ptr + expert * (hidden * inter) + rows[:, None] * inter
+            part = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for start in range(0, inter, BLOCK_K):
+                cols = start + tl.arange(0, BLOCK_K)
+                h = tl.load(h_ptr + slot * inter + cols, mask=cols < inter, other=0.0).to(tl.float32)[None, :]
+                w = tl.load(weight_rows + cols[None, :], mask=row_ok & (cols[None, :] < inter), other=0.0)
+                part += tl.sum(w.to(tl.float32) * h, axis=1)
+            routing = tl.load(routing_ptr + slot).to(tl.float32)
+            total += _bf16(_bf16(part) * routing)
+        tl.store(out_ptr + rows, _bf16(total).to(tl.bfloat16), mask=rows < hidden)
+
+
+BLOCKS = {"gate_up_rows": 8, "down_rows": 8, "k": 256}
+"""Tile sizes: rows of output per program (one token: many small programs keep every SM reading)."""
+
+
+def fused_decode_experts(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
+                         gate_up_proj: torch.Tensor, down_proj: torch.Tensor, blocks: dict = BLOCKS) -> torch.Tensor:
+    """One token's experts: ``hidden_states`` (1, hidden), ``top_k_index``/``top_k_weights`` (1, top_k),
+    ``gate_up_proj`` (experts, 2 * inter, hidden), ``down_proj`` (experts, hidden, inter) → (1, hidden)."""
+    top_k = top_k_index.shape[-1]
+    inter, hidden = down_proj.shape[-1], hidden_states.shape[-1]
+    x = hidden_states.reshape(-1).contiguous()
+    ids = top_k_index.reshape(-1).contiguous()
+    routing = top_k_weights.reshape(-1).to(hidden_states.dtype).contiguous()
+    h = torch.empty((top_k, inter), device=x.device, dtype=x.dtype)
+    out = torch.empty((1, hidden), device=x.device, dtype=x.dtype)
+    _gate_up_act[(top_k, -(-inter // blocks["gate_up_rows"]))](
+        x, gate_up_proj, ids, h, hidden, inter, BLOCK_N=blocks["gate_up_rows"], BLOCK_K=blocks["k"])
+    _down_sum[(-(-hidden // blocks["down_rows"]),)](
+        h, down_proj, ids, routing, out, hidden, inter, TOP_K=top_k, BLOCK_M=blocks["down_rows"], BLOCK_K=blocks["k"])
+    return out
+
+
+def supports_fused(experts) -> bool:
+    """Whether ``experts`` has the layout, dtype and activation the kernels assume, and serves through
+    transformers' grouped_mm (the path every other shape keeps)."""
+    return (experts.gate_up_proj.dtype == torch.bfloat16 and getattr(experts, "has_gate", False)
+            and not getattr(experts, "has_bias", True) and not getattr(experts, "is_transposed", True)
+            and getattr(experts, "is_concatenated", False) and getattr(experts.config, "hidden_act", None) == "silu"
+            and experts.config._experts_implementation in ("grouped_mm", FUSED_EXPERTS))
+
+
+def _experts_forward(experts, hidden_states, top_k_index, top_k_weights):
+    """transformers' experts-forward signature: the fused kernels for one token on a GPU, else grouped_mm."""
+    if hidden_states.shape[0] == 1 and (hidden_states.is_cuda or INTERPRETED) and triton is not None:
+        return fused_decode_experts(hidden_states, top_k_index, top_k_weights, experts.gate_up_proj,
+                                    experts.down_proj)
+    return grouped_mm_experts_forward(experts, hidden_states, top_k_index, top_k_weights)
+
+
+def use_fused_decode_experts(module: torch.nn.Module) -> Callable[[], None] | None:
+    """Route the MoE layers in ``module`` (e.g. the thinker) through ``_experts_forward``.
+
+    Returns a function that puts transformers' grouped_mm back, or None (nothing changed) when triton is
+    missing or a layer doesn't fit the kernels' assumptions.
+    """
+    experts = [m for m in module.modules() if hasattr(m, "gate_up_proj") and hasattr(m, "down_proj")]
+    if triton is None or not experts or not all(supports_fused(e) for e in experts):
+        return None
+    # Triton launches on the current device: layers spread over several GPUs keep the stock path.
+    current = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    if not INTERPRETED and {e.gate_up_proj.device for e in experts} != {current}:
+        return None
+    ALL_EXPERTS_FUNCTIONS.register(FUSED_EXPERTS, _experts_forward)
+    for e in experts:
+        e.config._experts_implementation = FUSED_EXPERTS
+
+    def stock_experts() -> None:
+        for e in experts:
+            e.config._experts_implementation = "grouped_mm"
+    return stock_experts
