@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--small-cache-tokens", type=int, default=2048,
                         help="transformers, compiled: a second, faster thinker cache for turns that fit it (0: none; "
                              "costs about 0.2 GB and a minute of first-start compile)")
+    parser.add_argument("--no-fused-moe", action="store_true",
+                        help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
+                             "instead of our Triton kernels")
     parser.add_argument("--max-gpu-memory", type=float, default=None, metavar="GIB",
                         help="transformers: use at most this much of each GPU, keep the rest of the model in CPU "
                              "memory (small GPUs; slow, no compile)")
@@ -126,7 +129,8 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "max_gpu_memory_gib": args.max_gpu_memory,
     }
     if args.backend == "transformers":
-        return {**talker, "load_in_background": True}  # the page opens at once; the header shows the load
+        # The page opens at once; the header shows the load.
+        return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe}
     engine = {
         "tensor_parallel_size": args.tensor_parallel_size,
         "gpu_memory_utilization": args.gpu_memory_utilization,

@@ -84,6 +84,9 @@ class TransformersOptions:
     small_cache_tokens: int = 2048
     """A second, smaller static cache for the thinker, for the turns that fit it (0: none). A decode step
     attends over every slot of its cache: at 8192 slots that was 40 % of the step's kernels."""
+    fused_moe: bool = True
+    """Compiled on a GPU: the thinker's decode steps run its MoE experts in backends/fused_moe.py's Triton kernels
+    (1.5x transformers' grouped_mm for one token's MoE layer on an H200); prompts keep grouped_mm."""
     load_in_background: bool = False
     """Load the weights on the generation thread: the constructor returns at once (the app's page opens
     while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
@@ -104,6 +107,8 @@ class TransformersBackend(Backend):
         self.thinker_decoders: list[ThinkerDecoder] = []
         """Smallest cache first; a turn takes the first that holds it."""
         self.compiled = False
+        self._stock_experts = None
+        """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -140,6 +145,10 @@ class TransformersBackend(Backend):
         if self.compiled:
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
+            if options.fused_moe and self.model.device.type == "cuda":
+                from backends.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
+
+                self._stock_experts = use_fused_decode_experts(self.model.thinker)
             self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
                                      for size in sorted(sizes)]
             self.warming_up = WAITING_TO_COMPILE
@@ -354,6 +363,12 @@ class TransformersBackend(Backend):
             started = time.perf_counter()
             for decoder in self.thinker_decoders:
                 decoder.compile()
+            if self._stock_experts is not None and not all(d.compiled for d in self.thinker_decoders):
+                log.warning("the thinker did not compile with the fused MoE kernels; again with transformers' own")
+                self._stock_experts()
+                self._stock_experts = None
+                for decoder in self.thinker_decoders:
+                    decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
