@@ -503,6 +503,8 @@ def main() -> None:
         for line in profile_prompt_passes(compiled, prompt_tokens=360):
             print("profile", line, flush=True)
         for name, backend in (("eager", eager), ("compiled", compiled)):
+            if name == "eager" and args.skip_eager:
+                continue
             for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():
                 print(f"profile {name} {what}: {wall:.2f} ms per call, GPU kernels {kernel:.2f} ms", flush=True)
         print(f"peak GPU memory of the process: {torch.cuda.max_memory_allocated() / 1e9:.1f} GB", flush=True)
