@@ -293,18 +293,21 @@ def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
     """``function`` (no arguments, fixed buffers) as a replayable CUDA graph; ``pool`` and ``stream``: a memory
     pool and a capture stream shared with graphs that never replay at the same time as this one."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (autotune, allocations) outside the graph, as torch.cuda.graph asks
-        for _ in range(3):
-            function()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    # thread_local: another thread's CUDA calls (the UI, a loader) must not break the capture.
     # A capture stream of its own: PyTorch keys cuBLAS workspaces by stream, so graphs captured on
     # torch.cuda.graph's one shared stream bake in the same workspace (pytorch/pytorch#193402), and the
     # thinker's and the talker's graphs replay at once, from two threads.
-    with torch.cuda.graph(graph, pool=pool, stream=stream or torch.cuda.Stream(), capture_error_mode="thread_local"):
+    capture = stream or torch.cuda.Stream()
+    capture.wait_stream(torch.cuda.current_stream())
+    # Warm up (autotune, allocations) outside the graph, as torch.cuda.graph asks, on the capture stream
+    # itself: PyTorch keeps a cuBLAS workspace (32 MiB on Hopper) for every stream cuBLAS has run on, so a
+    # warm-up stream per graph would keep 32 MiB per graph for good (37 graphs with the default caches).
+    with torch.cuda.stream(capture):
+        for _ in range(3):
+            function()
+    torch.cuda.current_stream().wait_stream(capture)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: another thread's CUDA calls (the UI, a loader) must not break the capture.
+    with torch.cuda.graph(graph, pool=pool, stream=capture, capture_error_mode="thread_local"):
         outputs = function()
 
     def replay():
