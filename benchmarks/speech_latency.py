@@ -386,6 +386,31 @@ def thinker_by_cache(backend, request: ChatRequest, profile_tokens: int) -> list
     return lines
 
 
+def thinker_by_experts(backend, request: ChatRequest, rounds: int = 2) -> list[str]:
+    """Thinker alone (speech off) with the fused MoE kernels and with transformers' grouped_mm, alternating in
+    one run: a second decoder of the first cache's size is compiled with the stock experts (GPU)."""
+    from backends.decoding import ThinkerDecoder
+    from backends.fused_moe import use_fused_decode_experts
+
+    if backend._stock_experts is None:
+        return ["the fused MoE kernels are off here (no GPU, or the thinker doesn't fit them)"]
+    decoders = backend.thinker_decoders
+    fused = decoders[0]
+    backend._stock_experts()  # the stock decoder's graph is traced with grouped_mm
+    stock = ThinkerDecoder(backend.model.thinker, fused.max_tokens)  # its prompt pass runs eagerly: tok/s only
+    seconds = stock.compile()
+    backend._stock_experts = use_fused_decode_experts(backend.model.thinker)
+    lines = [f"grouped_mm thinker step compiled in {seconds:.0f} s"]
+    try:
+        for round_ in range(rounds):
+            for name, decoder in (("fused MoE", fused), ("grouped_mm", stock)):
+                backend.thinker_decoders = [decoder]
+                lines.append(f"round {round_ + 1}, {name}: {thinker_alone(backend, request)}")
+    finally:
+        backend.thinker_decoders = decoders
+    return lines
+
+
 def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
     """Aggregate thinker tok/s when ``sessions`` turns (speech off) arrive at once."""
     text_only = replace(request, return_audio=False)
@@ -428,6 +453,8 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
+    parser.add_argument("--fused-moe-ab", action="store_true",
+                        help="also the thinker alone with transformers' grouped_mm experts beside the fused kernels")
     parser.add_argument("--prompt-passes-eager", action="store_true",
                         help="also the compiled path with its prompt passes and code2wav chunks eager")
     args = parser.parse_args()
@@ -464,6 +491,9 @@ def main() -> None:
     if args.thinker_only:
         for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
             print("compiled,", line, flush=True)
+        if args.fused_moe_ab:
+            for line in thinker_by_experts(compiled, request):
+                print("compiled,", line, flush=True)
         return
     paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
              "our loop, compiled": (run_streaming, compiled)}
@@ -496,6 +526,9 @@ def main() -> None:
         print(f"eager: {thinker_alone(eager, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
     for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
         print("compiled,", line, flush=True)
+    if args.fused_moe_ab:
+        for line in thinker_by_experts(compiled, request):
+            print("compiled,", line, flush=True)
     for sessions in (1, 2, 4):
         print(f"compiled, {sessions} turns at once (speech off): "
               f"{concurrent_turns(compiled, request, sessions):.1f} tok/s in all", flush=True)
