@@ -404,6 +404,11 @@ class ThinkerDecoder:
         self.compiled = False
         self.replies = 0
         """Replies decoded so far (which cache served a turn)."""
+        self.overlap = True
+        """Launch each step before the host reads the token before it (the GPU computes while the host streams)."""
+        on_gpu = device.type == "cuda"
+        self.token_out = torch.zeros((1, 1), dtype=torch.long, pin_memory=on_gpu)
+        self._token_copied = torch.cuda.Event() if on_gpu else None
         with torch.inference_mode():  # StaticCache allocates on its first write: now, outside any graph
             self._step_fn()
             self.cache.reset()
@@ -435,15 +440,36 @@ class ThinkerDecoder:
         if not greedy:
             self.uniform.uniform_(generator=generator)
         token = self._sample(logits)
+        self._copy_to_host(token)
         for produced in range(1, max_new_tokens + 1):
-            token_id = int(token)
+            launched = self.overlap and produced < max_new_tokens
+            if launched:  # the next step reads this token on the GPU: it needn't wait for the host
+                token = self._launch_step(token, greedy, generator)
+            token_id = self._host_token()
             streamer.put(torch.tensor([token_id]))
+            # An end seen here leaves the launched step's token unread (a step's worth of GPU time per reply).
             if token_id == eos_token_id or produced == max_new_tokens or stop.is_set():
                 return
-            self.token_in.copy_(token)
-            if not greedy:
-                self.uniform.uniform_(generator=generator)
-            token = self._step()
+            if not launched:
+                token = self._launch_step(token, greedy, generator)
+            self._copy_to_host(token)
+
+    def _launch_step(self, token: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
+        self.token_in.copy_(token)
+        if not greedy:
+            self.uniform.uniform_(generator=generator)
+        return self._step()  # the graph's output buffer: its next replay overwrites it
+
+    def _copy_to_host(self, token: torch.Tensor) -> None:
+        """Queue the token's copy to the host behind the step that makes it (before the next step overwrites it)."""
+        self.token_out.copy_(token, non_blocking=self._token_copied is not None)
+        if self._token_copied is not None:
+            self._token_copied.record()
+
+    def _host_token(self) -> int:
+        if self._token_copied is not None:
+            self._token_copied.synchronize()
+        return int(self.token_out)
 
     def _prompt_pass(self, inputs: dict, prompt_states: dict | None) -> torch.Tensor:
         """The prompt into the cache; returns the last position's logits (1, vocab).

@@ -411,6 +411,24 @@ def thinker_by_experts(backend, request: ChatRequest, rounds: int = 2) -> list[s
     return lines
 
 
+def thinker_by_overlap(backend, request: ChatRequest, rounds: int = 2) -> list[str]:
+    """Thinker alone (speech off) launching each step before the host reads the last token, and one step at a
+    time, alternating in one run."""
+    decoders = backend.thinker_decoders
+    lines = []
+    try:
+        for round_ in range(rounds):
+            for overlap in (True, False):
+                for decoder in decoders:
+                    decoder.overlap = overlap
+                name = "a step ahead of the host" if overlap else "one step at a time"
+                lines.append(f"round {round_ + 1}, {name}: {thinker_alone(backend, request)}")
+    finally:
+        for decoder in decoders:
+            decoder.overlap = True
+    return lines
+
+
 def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
     """Aggregate thinker tok/s when ``sessions`` turns (speech off) arrive at once."""
     text_only = replace(request, return_audio=False)
@@ -453,11 +471,15 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
+    parser.add_argument("--overlap-ab", action="store_true",
+                        help="also the thinker alone with each step launched ahead of the host, and one at a time")
     parser.add_argument("--fused-moe-ab", action="store_true",
                         help="also the thinker alone with transformers' grouped_mm experts beside the fused kernels")
     parser.add_argument("--prompt-passes-eager", action="store_true",
                         help="also the compiled path with its prompt passes and code2wav chunks eager")
     args = parser.parse_args()
+    comparisons = [compare for wanted, compare in ((args.overlap_ab, thinker_by_overlap),
+                                                   (args.fused_moe_ab, thinker_by_experts)) if wanted]
     import logging
 
     logging.basicConfig(format="  %(message)s")
@@ -491,8 +513,8 @@ def main() -> None:
     if args.thinker_only:
         for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
             print("compiled,", line, flush=True)
-        if args.fused_moe_ab:
-            for line in thinker_by_experts(compiled, request):
+        for compare in comparisons:
+            for line in compare(compiled, request):
                 print("compiled,", line, flush=True)
         return
     paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
@@ -526,8 +548,8 @@ def main() -> None:
         print(f"eager: {thinker_alone(eager, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
     for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
         print("compiled,", line, flush=True)
-    if args.fused_moe_ab:
-        for line in thinker_by_experts(compiled, request):
+    for compare in comparisons:
+        for line in compare(compiled, request):
             print("compiled,", line, flush=True)
     for sessions in (1, 2, 4):
         print(f"compiled, {sessions} turns at once (speech off): "

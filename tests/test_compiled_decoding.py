@@ -279,3 +279,33 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     # No graph break (nothing read back to the host): what a GPU capture needs.
     with torch.inference_mode(), captured.dense_deepstack():
         torch.compile(captured._text_pass, fullgraph=True, dynamic=False, backend="aot_eager")(length + 5)
+
+
+def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(instruct_backend):
+    """Each step is launched before the host has read the token before it (on a GPU the next step runs while the
+    host streams); the reply must be token for token the one of a step at a time, and stop where it did."""
+    from backends.decoding import ThinkerDecoder
+
+    decoder = ThinkerDecoder(instruct_backend.model.thinker, 128)
+    inputs = _thinker_inputs(instruct_backend, "Tell me something.")
+    steps = []
+    step = decoder._step
+    decoder._step = lambda: steps.append(1) or step()
+
+    def reply(overlap: bool, **kwargs) -> tuple[list[int], int]:
+        decoder.overlap = overlap
+        steps.clear()
+        streamer = _Collect()
+        seed = kwargs.pop("seed", None)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        decoder.generate(inputs, kwargs.pop("temperature", 0.0), 200, 1.0, 12, streamer, threading.Event(),
+                         generator=generator, **{"eos_token_id": -1, **kwargs})
+        return streamer.reply, len(steps)
+
+    greedy, greedy_steps = reply(False)
+    assert reply(True) == (greedy, greedy_steps) == (greedy, 11)  # 12 tokens: the first comes from the prompt
+    assert reply(True, temperature=1.0, seed=5)[0] == reply(False, temperature=1.0, seed=5)[0] != greedy
+    ends_at = next(i for i in range(4, 12) if greedy[i] not in greedy[:i])  # a new token, mid-reply
+    ended, ahead_steps = reply(True, eos_token_id=greedy[ends_at])
+    assert ended == greedy[:ends_at + 1] == reply(False, eos_token_id=greedy[ends_at])[0]
+    assert ahead_steps == ends_at + 1, "one step launched past the end, its token never streamed"
