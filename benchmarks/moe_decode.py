@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends import fused_moe  # noqa: E402
+from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
-REAL_CONFIG = Path(__file__).with_name("qwen3-omni-30b-a3b-instruct.config.json")
 TILES = [(8, 8, 256), (16, 16, 256), (32, 32, 128), (16, 8, 512), (8, 16, 128)]
 """Tile sizes tried for the experts alone: (gate_up_rows, down_rows, k), as in fused_moe.BLOCKS."""
 
@@ -64,27 +64,12 @@ def variant_fn(layers, inputs, outputs, implementation: str, compiled: bool):
 
 
 def timed(run, calls: int, on_gpu: bool) -> tuple[float, float]:
-    """(wall ms per call, GPU kernel ms per call)."""
-    if not on_gpu:
-        started = time.perf_counter()
-        run()
-        return (time.perf_counter() - started) * 1e3, float("nan")
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
+    """(wall ms per call, GPU kernel ms per call); on the CPU one call's wall time."""
+    if on_gpu:
+        return wall_and_kernels(run, calls, warm_up=3)
     started = time.perf_counter()
-    for _ in range(calls):
-        run()
-    torch.cuda.synchronize()
-    wall = (time.perf_counter() - started) / calls * 1e3
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            run()
-        torch.cuda.synchronize()
-    kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / calls
-    return wall, kernels
+    run()
+    return (time.perf_counter() - started) * 1e3, float("nan")
 
 
 def main() -> None:

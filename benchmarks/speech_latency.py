@@ -222,30 +222,38 @@ def agreement(eager, compiled, request: ChatRequest) -> str:
             f"16 equal, frames 0..{first_diff - 1} identical")
 
 
-def profile_decoder(decoder, steps: int = 50) -> dict:
-    """Per call: wall time vs GPU kernel time, for one talker step and one predictor frame."""
+def wall_ms(call, calls: int, warm_up: int) -> float:
+    """Wall time per call of ``call``, after ``warm_up`` calls (GPU)."""
+    for _ in range(warm_up):
+        call()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / calls * 1e3
+
+
+def wall_and_kernels(call, calls: int = 50, warm_up: int = 5) -> tuple[float, float]:
+    """(wall ms, GPU kernel ms) per call of ``call``, after ``warm_up`` calls (GPU)."""
     from torch.profiler import ProfilerActivity, profile
 
+    wall = wall_ms(call, calls, warm_up)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    return wall, sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / calls
+
+
+def profile_decoder(decoder, steps: int = 50) -> dict:
+    """Per call: wall time vs GPU kernel time, for one talker step and one predictor frame."""
     hidden = torch.randn_like(decoder.codec_in)
-    results = {}
     with torch.inference_mode():
         decoder.cache.reset()
-        for name, call in (("talker step", lambda: decoder.step(hidden, hidden)),
-                           ("predictor frame", lambda: decoder.predict(hidden, hidden, None))):
-            for _ in range(5):
-                call()
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            for _ in range(steps):
-                call()
-            torch.cuda.synchronize()
-            wall = (time.perf_counter() - started) / steps
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(steps):
-                    call()
-                torch.cuda.synchronize()
-            kernel = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / steps
-            results[name] = (wall * 1e3, kernel)
+        results = {name: wall_and_kernels(call, steps)
+                   for name, call in (("talker step", lambda: decoder.step(hidden, hidden)),
+                                      ("predictor frame", lambda: decoder.predict(hidden, hidden, None)))}
         decoder.cache.reset()
     return results
 
@@ -279,21 +287,12 @@ def profile_prompt_passes(backend, prompt_tokens: int, runs: int = 10) -> list[s
     ids = torch.ones((1, prompt_tokens), dtype=torch.long, device="cuda")
     quantizers = backend.model.code2wav.config.num_quantizers
 
-    def timed(call) -> float:
-        call()
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(runs):
-            call()
-        torch.cuda.synchronize()
-        return (time.perf_counter() - started) / runs * 1e3
-
     lines = []
     for name, context in (("captured", nullcontext()), ("eager", prompt_passes_eager(backend))):
         with context, torch.inference_mode():
-            prefill = timed(lambda: decoder.prefill(hidden, ids, ids, {}))
-            chunks = {n: timed(lambda n=n: (backend.vocoder or backend.model.code2wav)(
-                torch.zeros((1, quantizers, n), dtype=torch.long, device="cuda"))) for n in (4, 105)}
+            prefill = wall_ms(lambda: decoder.prefill(hidden, ids, ids, {}), runs, warm_up=1)
+            chunks = {n: wall_ms(lambda n=n: (backend.vocoder or backend.model.code2wav)(
+                torch.zeros((1, quantizers, n), dtype=torch.long, device="cuda")), runs, warm_up=1) for n in (4, 105)}
         lines.append(f"{name}: talker prompt pass of {prompt_tokens} tokens {prefill:.1f} ms; code2wav 4 frames "
                      f"{chunks[4]:.1f} ms, 105 frames {chunks[105]:.1f} ms")
     return lines
@@ -386,7 +385,17 @@ def thinker_by_cache(backend, request: ChatRequest, profile_tokens: int) -> list
     return lines
 
 
-def thinker_by_experts(backend, request: ChatRequest, rounds: int = 2) -> list[str]:
+def alternating(backend, request: ChatRequest, variants: dict, rounds: int = 2) -> list[str]:
+    """``thinker_alone`` for each of ``variants`` (name → a function that sets the backend up for it), in turn."""
+    lines = []
+    for round_ in range(rounds):
+        for name, set_up in variants.items():
+            set_up()
+            lines.append(f"round {round_ + 1}, {name}: {thinker_alone(backend, request)}")
+    return lines
+
+
+def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
     """Thinker alone (speech off) with the fused MoE kernels and with transformers' grouped_mm, alternating in
     one run: a second decoder of the first cache's size is compiled with the stock experts (GPU)."""
     from backends.decoding import ThinkerDecoder
@@ -395,38 +404,30 @@ def thinker_by_experts(backend, request: ChatRequest, rounds: int = 2) -> list[s
     if backend._stock_experts is None:
         return ["the fused MoE kernels are off here (no GPU, or the thinker doesn't fit them)"]
     decoders = backend.thinker_decoders
-    fused = decoders[0]
     backend._stock_experts()  # the stock decoder's graph is traced with grouped_mm
-    stock = ThinkerDecoder(backend.model.thinker, fused.max_tokens)  # its prompt pass runs eagerly: tok/s only
+    stock = ThinkerDecoder(backend.model.thinker, decoders[0].max_tokens)  # its prompt pass runs eagerly: tok/s only
     seconds = stock.compile()
     backend._stock_experts = use_fused_decode_experts(backend.model.thinker)
-    lines = [f"grouped_mm thinker step compiled in {seconds:.0f} s"]
+
+    def only(decoder):
+        return lambda: setattr(backend, "thinker_decoders", [decoder])
     try:
-        for round_ in range(rounds):
-            for name, decoder in (("fused MoE", fused), ("grouped_mm", stock)):
-                backend.thinker_decoders = [decoder]
-                lines.append(f"round {round_ + 1}, {name}: {thinker_alone(backend, request)}")
+        return [f"grouped_mm thinker step compiled in {seconds:.0f} s",
+                *alternating(backend, request, {"fused MoE": only(decoders[0]), "grouped_mm": only(stock)})]
     finally:
         backend.thinker_decoders = decoders
-    return lines
 
 
-def thinker_by_overlap(backend, request: ChatRequest, rounds: int = 2) -> list[str]:
+def thinker_by_overlap(backend, request: ChatRequest) -> list[str]:
     """Thinker alone (speech off) launching each step before the host reads the last token, and one step at a
     time, alternating in one run."""
-    decoders = backend.thinker_decoders
-    lines = []
+    def overlapping(overlap: bool):
+        return lambda: [setattr(decoder, "overlap", overlap) for decoder in backend.thinker_decoders]
     try:
-        for round_ in range(rounds):
-            for overlap in (True, False):
-                for decoder in decoders:
-                    decoder.overlap = overlap
-                name = "a step ahead of the host" if overlap else "one step at a time"
-                lines.append(f"round {round_ + 1}, {name}: {thinker_alone(backend, request)}")
+        return alternating(backend, request, {"a step ahead of the host": overlapping(True),
+                                              "one step at a time": overlapping(False)})
     finally:
-        for decoder in decoders:
-            decoder.overlap = True
-    return lines
+        overlapping(True)()
 
 
 def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
