@@ -298,8 +298,10 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, 
     demo = launch(instruct_backend)
     first, second = (browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(2))
     try:
-        for page, text in ((first, "Tell me a long story"), (second, "Me too")):
+        for page in (first, second):  # both pages loaded before the first turn, which must still run at the second
             page.goto(demo.local_url)
+            expect(page.locator("#chat-input textarea")).to_be_editable(timeout=30_000)
+        for page, text in ((first, "Tell me a long story"), (second, "Me too")):
             textbox = page.locator("#chat-input textarea")
             textbox.fill(text)
             textbox.press("Enter")
