@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends import fused_moe  # noqa: E402
+from backends.decoding import _captured  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
 TILES = [(8, 8, 256), (16, 16, 256), (32, 32, 128), (16, 8, 512), (8, 16, 128)]
@@ -99,18 +100,7 @@ def main() -> None:
                 run = variant_fn(layers, inputs, outputs, implementation, compiled)
                 started = time.perf_counter()
                 run()
-                if on_gpu:
-                    graph = torch.cuda.CUDAGraph()
-                    side = torch.cuda.Stream()
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
-                        run()
-                    torch.cuda.current_stream().wait_stream(side)
-                    with torch.cuda.graph(graph, stream=torch.cuda.Stream()):
-                        run()
-                    replay = graph.replay
-                else:
-                    replay = run
+                replay = _captured(run) if on_gpu else run  # captured as the app captures its steps
                 prepared = time.perf_counter() - started
                 wall, kernels = timed(replay, args.calls, on_gpu)
                 name = f"{'compiled' if compiled else 'eager'} {implementation}"
@@ -127,11 +117,10 @@ def main() -> None:
             print(f"{name} vs eager grouped_mm: max |diff| {max(diffs):.2e} (outputs up to {scale:.2e}), "
                   f"{equal:.1%} of values identical", flush=True)
         if on_gpu:  # one layer, called again and again: part of its 76 MB may stay in L2, so compare only here
+            x, experts = inputs[0].view(1, -1), layers[0].experts
+            _, weights, ids = layers[0].gate(x)
             for gate_up_rows, down_rows, k in TILES:
                 tiles = {"gate_up_rows": gate_up_rows, "down_rows": down_rows, "k": k}
-                x, layer = inputs[0].view(1, -1), layers[0]
-                _, weights, ids = layer.gate(x)
-                experts = layer.experts
                 call = (lambda: fused_moe.fused_decode_experts(x, ids, weights, experts.gate_up_proj,
                                                                experts.down_proj, tiles))
                 wall, kernels = timed(call, args.calls, on_gpu)
