@@ -284,44 +284,69 @@ def test_the_header_says_when_the_engine_is_warming_up_and_clears_once_ready(bro
 
 def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, monkeypatch, output_dir):
     import asyncio
+    import threading
 
     from playwright.sync_api import expect
 
-    original = type(instruct_backend).stream
+    original, started, release = type(instruct_backend).stream, [], threading.Event()
 
-    async def slow_stream(self, request):  # the first user's reply takes a while
+    async def held_stream(self, request):  # a turn holds the engine until the test lets it go
+        started.append(request)
+        while not release.is_set():
+            await asyncio.sleep(0.05)
         async for event in original(self, request):
-            await asyncio.sleep(0.1)
             yield event
 
-    monkeypatch.setattr(type(instruct_backend), "stream", slow_stream)
+    def send_while_the_first_user_holds_the_engine(first_text, second_text):
+        """The first user's turn is running (held) before the second user sends: timing-proof on a slow machine."""
+        release.clear()
+        already = len(started)
+        send(first, first_text)
+        wait_until(lambda: len(started) > already, "the first user's turn never reached the engine")
+        send(second, second_text)
+
+    monkeypatch.setattr(type(instruct_backend), "stream", held_stream)
     demo = launch(instruct_backend)
     first, second = (browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(2))
     try:
-        for page in (first, second):  # both pages loaded before the first turn, which must still run at the second
+        for page in (first, second):
             page.goto(demo.local_url)
             expect(page.locator("#chat-input textarea")).to_be_editable(timeout=30_000)
-        for page, text in ((first, "Tell me a long story"), (second, "Me too")):
-            textbox = page.locator("#chat-input textarea")
-            textbox.fill(text)
-            textbox.press("Enter")
+        send_while_the_first_user_holds_the_engine("Tell me a long story", "Me too")
         expect(second.locator("#chatbot")).to_contain_text("queue: 1/1", timeout=15_000)
         expect(second.locator("#chatbot")).to_contain_text("Me too")  # the waiting message shows at once
         second.screenshot(path=str(output_dir / "chat-queue.png"))
+        release.set()
         expect(second.locator("#chat-status")).to_contain_text("reply tokens", timeout=120_000)  # then it is answered
         # Stopped while it waits: the message leaves the chat and is back in the textbox, ready to send.
-        for page, text in ((first, "Another long story"), (second, "Never mind")):
-            page.locator("#chat-input textarea").fill(text)
-            page.locator("#chat-input textarea").press("Enter")
-        expect(second.locator("#chatbot")).to_contain_text("Never mind", timeout=15_000)
+        expect(first.locator("#chat-input textarea")).to_be_editable(timeout=60_000)
+        send_while_the_first_user_holds_the_engine("Another long story", "Never mind")
+        expect(second.locator("#chatbot")).to_contain_text("queue: 1/1", timeout=15_000)
+        expect(second.locator("#chatbot")).to_contain_text("Never mind")
         second.get_by_role("button", name="⏹ Stop").click()
         expect(second.locator("#chatbot")).not_to_contain_text("Never mind", timeout=10_000)
         expect(second.locator("#chat-input textarea")).to_have_value("Never mind")
         expect(second.locator("#chat-input textarea")).to_be_editable()
+        assert len(started) == 3, "the turn stopped while it waited still reached the engine"
     finally:
+        release.set()
         first.close()
         second.close()
         demo.close()
+
+
+def send(page, text: str) -> None:
+    page.locator("#chat-input textarea").fill(text)
+    page.locator("#chat-input textarea").press("Enter")
+
+
+def wait_until(condition, failure: str, seconds: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
 
 
 def test_a_user_turned_away_by_a_full_queue_keeps_the_message(browser, instruct_backend, monkeypatch):
@@ -347,8 +372,7 @@ def test_a_user_turned_away_by_a_full_queue_keeps_the_message(browser, instruct_
     try:
         for page, text in zip(pages, ("Running", "Waiting", "Turned away")):
             page.goto(demo.local_url)
-            page.locator("#chat-input textarea").fill(text)
-            page.locator("#chat-input textarea").press("Enter")
+            send(page, text)
             if text != "Turned away":
                 expect(page.locator("#chatbot")).to_contain_text(text, timeout=15_000)  # shown at once
         third = pages[2]
