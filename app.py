@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")
+    parser.add_argument("--encoder-cache-mb", type=int, default=256,
+                        help="transformers: keep the audio and vision encoders' outputs for files already seen, so "
+                             "later turns don't encode them again (0: off)")
     parser.add_argument("--max-gpu-memory", type=float, default=None, metavar="GIB",
                         help="transformers: use at most this much of each GPU, keep the rest of the model in CPU "
                              "memory (small GPUs; slow, no compile)")
@@ -127,6 +130,7 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "static_cache_tokens": args.static_cache_tokens,
         "small_cache_tokens": args.small_cache_tokens,
         "max_gpu_memory_gib": args.max_gpu_memory,
+        "encoder_cache_mb": args.encoder_cache_mb,
     }
     if args.backend == "transformers":
         # The page opens at once; the header shows the load.

@@ -23,6 +23,7 @@ from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
 from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
+from backends.encoder_cache import EncoderCache
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -87,6 +88,10 @@ class TransformersOptions:
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE experts in backends/fused_moe.py's Triton kernels
     (1.5x transformers' grouped_mm for one token's MoE layer on an H200); prompts keep grouped_mm."""
+    encoder_cache_mb: int = 256
+    """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
+    many MB, on the model's device), so a conversation's later turns don't encode its earlier files again;
+    0: off (backends/encoder_cache.py)."""
     load_in_background: bool = False
     """Load the weights on the generation thread: the constructor returns at once (the app's page opens
     while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
@@ -104,6 +109,7 @@ class TransformersBackend(Backend):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
         self.checkpoint, self.options = checkpoint, options
         self.model = self.processor = self.talker_decoder = self.vocoder = None
+        self.encoder_cache: EncoderCache | None = None
         self.thinker_decoders: list[ThinkerDecoder] = []
         """Smallest cache first; a turn takes the first that holds it."""
         self.compiled = False
@@ -133,6 +139,8 @@ class TransformersBackend(Backend):
 
     def _load(self, loaded: tuple) -> None:
         self.model, self.processor = loaded
+        if self.options.encoder_cache_mb > 0:
+            self.encoder_cache = EncoderCache.on(self.model.thinker, self.options.encoder_cache_mb << 20)
         if self.model.has_talker:
             # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
             # thinker config has; without it audio + image/video input with speech crashes.

@@ -100,9 +100,9 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192) 
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
-    return {mode: TransformersBackend(checkpoint, TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5,
-                                                                      compile=mode, static_cache_tokens=static_tokens),
-                                      loaded=loaded)
+    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, static_cache_tokens=static_tokens,
+                                  encoder_cache_mb=0)  # every turn here encodes its files (--encoder-cache-ab: not)
+    return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
             for mode in ("off", "auto")}
 
 
@@ -112,7 +112,7 @@ def tiny_backends(device: str = "cpu") -> dict:
     from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
 
     checkpoint = resolve_checkpoint("tiny")
-    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device)
+    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device, encoder_cache_mb=0)
     loaded = load_model(checkpoint, options)
     return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
             for mode in ("off", "on")}
@@ -430,6 +430,31 @@ def thinker_by_overlap(backend, request: ChatRequest) -> list[str]:
         overlapping(True)()
 
 
+def second_turn_by_encoder_cache(backend, request: ChatRequest) -> list[str]:
+    """A second turn (the first turn's audio and image, its reply, and a new image), speech off: every file
+    encoded, and only the new one encoded (the first turn's from the encoder cache); alternating, one run."""
+    from PIL import Image
+
+    from backends.encoder_cache import EncoderCache
+
+    new_image = Path(tempfile.mkdtemp()) / "second.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(new_image)
+    second = replace(request, turns=request.turns + (Turn.assistant("It is noise, and a tone."),
+                                                     Turn.user(MediaPart("image", str(new_image)), "And this one?")))
+    cache = EncoderCache.on(backend.model.thinker, 256 << 20)
+
+    def first_turn_seen():
+        cache.clear()
+        run_streaming(backend, replace(request, return_audio=False))
+
+    try:
+        return alternating(backend, second, {"second turn, every file encoded": cache.clear,
+                                             "second turn, earlier files from the encoder cache": first_turn_seen})
+    finally:
+        cache.max_bytes = 0  # keeps nothing from now on: later measurements encode every file
+        cache.clear()
+
+
 def concurrent_turns(backend, request: ChatRequest, sessions: int) -> float:
     """Aggregate thinker tok/s when ``sessions`` turns (speech off) arrive at once."""
     text_only = replace(request, return_audio=False)
@@ -476,11 +501,14 @@ def main() -> None:
                         help="also the thinker alone with each step launched ahead of the host, and one at a time")
     parser.add_argument("--fused-moe-ab", action="store_true",
                         help="also the thinker alone with transformers' grouped_mm experts beside the fused kernels")
+    parser.add_argument("--encoder-cache-ab", action="store_true",
+                        help="also a second turn's TTFT with its earlier files encoded again and from the cache")
     parser.add_argument("--prompt-passes-eager", action="store_true",
                         help="also the compiled path with its prompt passes and code2wav chunks eager")
     args = parser.parse_args()
     comparisons = [compare for wanted, compare in ((args.overlap_ab, thinker_by_overlap),
-                                                   (args.fused_moe_ab, thinker_by_experts)) if wanted]
+                                                   (args.fused_moe_ab, thinker_by_experts),
+                                                   (args.encoder_cache_ab, second_turn_by_encoder_cache)) if wanted]
     import logging
 
     logging.basicConfig(format="  %(message)s")
