@@ -32,12 +32,12 @@ from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFee
 log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 12.5
+"""One talker step is one 80 ms codec frame."""
 TALKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 """The talker's prompt passes captured when compiling: a turn's prompt (its user turns, media included,
 and the assistant's header) runs in the shortest that holds it; a longer one runs eagerly."""
 THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """Likewise for the thinker's text model, per cache (those shorter than the cache)."""
-"""One talker step is one 80 ms codec frame."""
 
 
 LOADING_WEIGHTS = "Loading the model's weights…"
