@@ -7,10 +7,11 @@ whole captured text pass (BENCHMARKS.md). This cache stands in for the thinker's
 items it hasn't seen (in one batch, as before) and puts the rest together from what it kept.
 
 An item is found by its encoder input: its shape and two sums pick a candidate, and only an input equal
-element for element to the one kept is served, so a mirrored photo (same sums) is encoded anew. Audio
-features depend on the other clips of a turn (the processor pads the waveforms to the longest before its
-STFT), so a clip may be encoded again when a longer clip joins the conversation: the cache then simply
-misses. Entries are dropped oldest first past ``max_bytes`` (inputs and outputs counted).
+element for element to the one kept is served, so a mirrored photo (same sums) is encoded anew. The
+processor pads a turn's audio clips to the longest before its STFT: a clip's features are the same however
+far it is padded, but differ at its end when it is the longest (not padded). So a clip that was the longest
+of its turn is encoded once more when a longer one joins; the cache simply misses it then. Entries are
+dropped least recently used first past ``max_bytes`` (inputs and outputs counted).
 
 Example::
 

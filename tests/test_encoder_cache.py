@@ -70,6 +70,28 @@ def test_a_later_turn_encodes_only_its_new_file_and_replies_as_without_the_cache
         assert audio.size and np.array_equal(audio, audio_uncached)
 
 
+def test_spoken_turns_encode_each_clip_once_but_the_longest_once_more(encoder_inputs, tmp_path):
+    """Live's pattern: a clip per turn. The processor pads a turn's clips to the longest before its STFT, so a clip
+    that was the longest of its turn reads differently once padded: it is encoded once more, then served."""
+    clips = [media_factory.speech_wav(tmp_path / f"{n}.wav", text) for n, text in enumerate(
+        ("Hi.", "Tell me about the weather in Paris tomorrow morning, please.", "What time is it?"))]
+    replies = {}
+    for cache_mb in (256, 0):
+        with build_backend("transformers", resolve_checkpoint("tiny"), encoder_cache_mb=cache_mb) as backend:
+            turns: tuple = ()
+            for clip in clips:
+                turns += (Turn.user(MediaPart("audio", str(clip))),)
+                events = collect(backend, ChatRequest(turns=turns, sampling=Sampling(temperature=0, max_new_tokens=6),
+                                                      return_audio=False))
+                assert not [e for e in events if isinstance(e, Error)]
+                replies.setdefault(cache_mb, []).append(text_of(events))
+                turns += (Turn.assistant(text_of(events)),)
+        # Turn 2: the new long clip, and "Hi." again (the longest of turn 1, padded now); turn 3: the new clip.
+        assert encoder_inputs["audio"] == ([1, 2, 1] if cache_mb else [1, 2, 3])
+        encoder_inputs["audio"].clear()
+    assert replies[256] == replies[0]
+
+
 class FakeThinker:
     """Stands in for the thinker's image encoder: each image's output is its pixels' rows, doubled."""
 
