@@ -112,7 +112,7 @@ class EncoderCache:
     def _lookup(self, keys: list[tuple], items: list[torch.Tensor], encode_batch) -> list:
         """Each item's output: kept ones from the cache, the others encoded in one batch and kept."""
         with torch.no_grad():  # one sync for all the items' sums
-            sums = torch.stack([torch.stack((item.float().sum(), item.float().square().sum())) for item in items])
+            sums = torch.stack([_sums(item.float()) for item in items])
         keys = [(*key, *map(float, pair)) for key, pair in zip(keys, sums.tolist())]
         with self._lock:
             found = [self._get(key, item) for key, item in zip(keys, items)]
@@ -135,20 +135,20 @@ class EncoderCache:
         return entry[1]
 
     def _put(self, key: tuple, item: torch.Tensor, output) -> None:
-        size = _size(item) + _size(output)
+        size = _size((item, output))
         if size > self.max_bytes:
             return
         if key in self._entries:
-            self._bytes -= self._entry_size(self._entries.pop(key))
+            self._bytes -= _size(self._entries.pop(key))
         # Copies: views would keep the whole batch they came from alive.
         self._entries[key] = (item.detach().clone(), _cloned(output))
         self._bytes += size
         while self._bytes > self.max_bytes:
-            self._bytes -= self._entry_size(self._entries.popitem(last=False)[1])
+            self._bytes -= _size(self._entries.popitem(last=False)[1])
 
-    @staticmethod
-    def _entry_size(entry: tuple) -> int:
-        return _size(entry[0]) + _size(entry[1])
+
+def _sums(values: torch.Tensor) -> torch.Tensor:
+    return torch.stack((values.sum(), values.square().sum()))
 
 
 def _cloned(value):
@@ -158,6 +158,7 @@ def _cloned(value):
 
 
 def _size(value) -> int:
+    """Bytes of a tensor, or of the tensors in a (nested) tuple."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     return sum(_size(part) for part in value)

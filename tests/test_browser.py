@@ -283,19 +283,9 @@ def test_the_header_says_when_the_engine_is_warming_up_and_clears_once_ready(bro
 
 
 def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, monkeypatch, output_dir):
-    import asyncio
-    import threading
-
     from playwright.sync_api import expect
 
-    original, started, release = type(instruct_backend).stream, [], threading.Event()
-
-    async def held_stream(self, request):  # a turn holds the engine until the test lets it go
-        started.append(request)
-        while not release.is_set():
-            await asyncio.sleep(0.05)
-        async for event in original(self, request):
-            yield event
+    started, release = hold_the_engine(instruct_backend, monkeypatch)
 
     def send_while_the_first_user_holds_the_engine(first_text, second_text):
         """The first user's turn is running (held) before the second user sends: timing-proof on a slow machine."""
@@ -305,7 +295,6 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, 
         wait_until(lambda: len(started) > already, "the first user's turn never reached the engine")
         send(second, second_text)
 
-    monkeypatch.setattr(type(instruct_backend), "stream", held_stream)
     demo = launch(instruct_backend)
     first, second = (browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(2))
     try:
@@ -335,6 +324,24 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, instruct_backend, 
         demo.close()
 
 
+def hold_the_engine(backend, monkeypatch):
+    """Each turn waits at the engine's door until ``release`` is set; ``started`` lists the turns that reached it."""
+    import asyncio
+    import threading
+
+    original, started, release = type(backend).stream, [], threading.Event()
+
+    async def held_stream(self, request):
+        started.append(request)
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        async for event in original(self, request):
+            yield event
+
+    monkeypatch.setattr(type(backend), "stream", held_stream)
+    return started, release
+
+
 def send(page, text: str) -> None:
     page.locator("#chat-input textarea").fill(text)
     page.locator("#chat-input textarea").press("Enter")
@@ -350,22 +357,11 @@ def wait_until(condition, failure: str, seconds: float = 30.0) -> None:
 
 
 def test_a_user_turned_away_by_a_full_queue_keeps_the_message(browser, instruct_backend, monkeypatch):
-    import asyncio
-    import threading
-
     from playwright.sync_api import expect
 
     from ui import build_demo
 
-    original, release = type(instruct_backend).stream, threading.Event()
-
-    async def held_stream(self, request):  # the first turn holds the engine until the test is done
-        while not release.is_set():
-            await asyncio.sleep(0.05)
-        async for event in original(self, request):
-            yield event
-
-    monkeypatch.setattr(type(instruct_backend), "stream", held_stream)
+    _, release = hold_the_engine(instruct_backend, monkeypatch)  # the first turn holds it until the test is done
     demo = build_demo(instruct_backend)
     demo.queue(default_concurrency_limit=1, max_size=1).launch(prevent_thread_lock=True, quiet=True)
     pages = [browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(3)]
