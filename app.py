@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")
+    parser.add_argument("--no-decode-attention", action="store_true",
+                        help="transformers, compiled: decode steps attend with sdpa over every slot of the static "
+                             "cache instead of our Triton kernel, which reads only the filled ones")
     parser.add_argument("--encoder-cache-mb", type=int, default=256,
                         help="transformers: keep the audio and vision encoders' outputs for files already seen, so "
                              "later turns don't encode them again (0: off)")
@@ -134,7 +137,8 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     }
     if args.backend == "transformers":
         # The page opens at once; the header shows the load.
-        return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe}
+        return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe,
+                "decode_attention": not args.no_decode_attention}
     engine = {
         "tensor_parallel_size": args.tensor_parallel_size,
         "gpu_memory_utilization": args.gpu_memory_utilization,

@@ -25,6 +25,8 @@ import torch
 from transformers import StaticCache
 from transformers.modeling_outputs import MoeModelOutputWithPast
 
+from backends.decode_attention import prompt_mask_slots
+
 log = logging.getLogger(__name__)
 
 PREDICTOR_TOP_K = 50
@@ -138,8 +140,9 @@ class TalkerDecoder:
     def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
+        slots = prompt_mask_slots(self.talker.model.config, length, self.prompt_mask.shape[-1])
         out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
-                                attention_mask=self.prompt_mask[:, :, :length],
+                                attention_mask=self.prompt_mask[:, :, :length, :slots],
                                 position_ids=self.prompt_positions[..., :length], use_cache=True)
         hidden = out.last_hidden_state.index_select(1, self.prompt_last)
         return self.talker.codec_head(hidden[:, -1]), hidden
@@ -539,7 +542,9 @@ class ThinkerDecoder:
     def _text_pass(self, length: int) -> torch.Tensor:
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
-        out = self._text_forward(inputs_embeds=self.prompt_in[:, :length], attention_mask=self.prompt_mask[:, :, :length],
+        slots = prompt_mask_slots(self.thinker.model.config, length, self.max_tokens)
+        out = self._text_forward(inputs_embeds=self.prompt_in[:, :length],
+                                 attention_mask=self.prompt_mask[:, :, :length, :slots],
                                  position_ids=self.prompt_positions[..., :length], past_key_values=self.cache,
                                  use_cache=True, deepstack_visual_embeds=list(self.deepstack_in[:, :, :length]))
         return out.last_hidden_state.index_select(1, self.prompt_last)

@@ -43,7 +43,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 if triton is not None:
     @triton.jit
-    def _bf16(x):
+    def round_to_bf16(x):
         """fp32 rounded to the nearest bf16 (ties to even), kept in fp32: the stock path's rounding after each
         op. Done on the bits, because Triton's interpreter (the CPU tests) truncates in casts."""
         bits = x.to(tl.uint32, bitcast=True)
@@ -67,8 +67,8 @@ if triton is not None:
             x = tl.load(x_ptr + cols, mask=cols < hidden, other=0.0).to(tl.float32)[None, :]
             gate += tl.sum(tl.load(gate_rows + cols[None, :], mask=ok, other=0.0).to(tl.float32) * x, axis=1)
             up += tl.sum(tl.load(up_rows + cols[None, :], mask=ok, other=0.0).to(tl.float32) * x, axis=1)
-        gate = _bf16(gate)
-        h = _bf16(_bf16(gate * tl.sigmoid(gate)) * _bf16(up))
+        gate = round_to_bf16(gate)
+        h = round_to_bf16(round_to_bf16(gate * tl.sigmoid(gate)) * round_to_bf16(up))
         tl.store(h_ptr + slot * inter + rows, h.to(tl.bfloat16), mask=rows < inter)
 
     @triton.jit
@@ -87,8 +87,8 @@ if triton is not None:
                 w = tl.load(weight_rows + cols[None, :], mask=row_ok & (cols[None, :] < inter), other=0.0)
                 part += tl.sum(w.to(tl.float32) * h, axis=1)
             routing = tl.load(routing_ptr + slot).to(tl.float32)
-            total += _bf16(_bf16(part) * routing)
-        tl.store(out_ptr + rows, _bf16(total).to(tl.bfloat16), mask=rows < hidden)
+            total += round_to_bf16(round_to_bf16(part) * routing)
+        tl.store(out_ptr + rows, round_to_bf16(total).to(tl.bfloat16), mask=rows < hidden)
 
 
 BLOCKS = {"gate_up_rows": 8, "down_rows": 8, "k": 256}

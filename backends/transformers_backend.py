@@ -88,6 +88,10 @@ class TransformersOptions:
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE experts in backends/fused_moe.py's Triton kernels
     (1.5x transformers' grouped_mm for one token's MoE layer on an H200); prompts keep grouped_mm."""
+    decode_attention: bool = True
+    """Compiled on a GPU: the thinker's and talker's decode steps attend in backends/decode_attention.py's Triton
+    kernel, which reads only the cache slots the conversation filled (sdpa reads every slot of the static
+    cache); prompts keep sdpa."""
     encoder_cache_mb: int = 256
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
     many MB, on the model's device), so a conversation's later turns don't encode its earlier files again;
@@ -115,6 +119,8 @@ class TransformersBackend(Backend):
         self.compiled = False
         self._stock_experts = None
         """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
+        self._stock_attention = None
+        """Puts sdpa back in the thinker and talker while the decode-attention kernel serves them."""
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -157,6 +163,10 @@ class TransformersBackend(Backend):
                 from backends.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
 
                 self._stock_experts = use_fused_decode_experts(self.model.thinker)
+            if options.decode_attention and self.model.device.type == "cuda":
+                from backends.decode_attention import use_decode_attention  # imports triton: GPUs only
+
+                self._stock_attention = use_decode_attention(self.model)
             self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
                                      for size in sorted(sizes)]
             self.warming_up = WAITING_TO_COMPILE
@@ -371,10 +381,12 @@ class TransformersBackend(Backend):
             started = time.perf_counter()
             for decoder in self.thinker_decoders:
                 decoder.compile()
-            if self._stock_experts is not None and not all(d.compiled for d in self.thinker_decoders):
-                log.warning("the thinker did not compile with the fused MoE kernels; again with transformers' own")
-                self._stock_experts()
-                self._stock_experts = None
+            ours = [k for k in (self._stock_experts, self._stock_attention) if k is not None]
+            if ours and not all(d.compiled for d in self.thinker_decoders):
+                log.warning("the thinker did not compile with our Triton kernels; again with transformers' own")
+                for put_stock_back in ours:
+                    put_stock_back()
+                self._stock_experts = self._stock_attention = None
                 for decoder in self.thinker_decoders:
                     decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),

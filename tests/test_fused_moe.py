@@ -22,11 +22,12 @@ def test_fused_experts_equal_transformers_grouped_mm_and_the_thinker_replies_ali
     assert "layer: fused == grouped_mm" in done.stdout and "thinker: the same 12 greedy tokens" in done.stdout
 
 
-def test_a_thinker_that_wont_compile_with_the_fused_experts_compiles_again_with_transformers_own(tiny_cache,
-                                                                                                 monkeypatch):
-    """On a GPU the backend turns the fused experts on before compiling; if the thinker's step then fails to
-    compile (a kernel dynamo can't trace, say) it must not stay eager: the stock experts go back, and it
-    compiles again. The first try fails here on purpose; the CPU never turns the kernels on by itself."""
+def test_a_thinker_that_wont_compile_with_our_kernels_compiles_again_with_transformers_own(tiny_cache,
+                                                                                             monkeypatch):
+    """On a GPU the backend turns the fused experts and the decode attention on before compiling; if the
+    thinker's step then fails to compile (a kernel dynamo can't trace, say) it must not stay eager: the stock
+    experts and sdpa go back, and it compiles again. The first try fails here on purpose; the CPU never turns
+    the kernels on by itself."""
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
     from backends.decoding import TalkerDecoder, ThinkerDecoder
@@ -42,10 +43,12 @@ def test_a_thinker_that_wont_compile_with_the_fused_experts_compiles_again_with_
     monkeypatch.setattr(TalkerDecoder, "compile", lambda self: 0.0)
     with build_backend("transformers", resolve_checkpoint("tiny"), compile="on", small_cache_tokens=0,
                        max_speech_seconds=1.0) as backend:
-        assert backend._stock_experts is None, "no fused kernels without a GPU"
+        assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
         restored = []
-        backend._stock_experts = lambda: restored.append(True)
+        backend._stock_experts = lambda: restored.append("experts")
+        backend._stock_attention = lambda: restored.append("attention")
         backend.warm_up()
-        assert restored == [True] and backend._stock_experts is None
+        assert restored == ["experts", "attention"]
+        assert backend._stock_experts is None and backend._stock_attention is None
         assert len(tries) == 2 and all(decoder.compiled for decoder in backend.thinker_decoders)
         assert backend.compiled and backend.warming_up is None

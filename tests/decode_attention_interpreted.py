@@ -1,0 +1,110 @@
+"""Checks of backends/decode_attention.py on CPU tensors through Triton's interpreter;
+tests/test_decode_attention.py runs this file in a process of its own with TRITON_INTERPRET=1 (set before
+triton is imported)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+
+from backends import decode_attention  # noqa: E402
+
+
+def sdpa(query, key, value, seen, scale):
+    """transformers' path for the same step: keys and values repeated per query head, a bool mask."""
+    group = query.shape[0] // key.shape[0]
+    key, value = key.repeat_interleave(group, 0), value.repeat_interleave(group, 0)
+    out = torch.nn.functional.scaled_dot_product_attention(query[:, None].float(), key.float(), value.float(),
+                                                           attn_mask=seen[None, None, :], scale=scale)
+    return out[:, 0].to(query.dtype)
+
+
+def kernel_matches_sdpa() -> None:
+    """The real thinker's and talker's head layouts and the tiny ones', caches that fill no block or split
+    exactly, a few slots filled or most, and a mask with holes (slots written but hidden)."""
+    torch.manual_seed(0)
+    cases = 0
+    for heads, kv_heads, head_dim in ((32, 4, 128), (16, 2, 128), (2, 1, 32), (2, 2, 16)):
+        for slots, filled in ((200, 1), (200, 137), (2100, 2100), (4096, 700)):
+            query = torch.randn((heads, head_dim), dtype=torch.bfloat16)
+            key = torch.randn((kv_heads, slots, head_dim), dtype=torch.bfloat16)
+            value = torch.randn((kv_heads, slots, head_dim), dtype=torch.bfloat16)
+            seen = torch.arange(slots) < filled
+            if filled > 100:
+                seen[torch.randint(0, filled - 1, (20,))] = False  # the current token (the last) stays seen
+            out = decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5)
+            expected = sdpa(query, key, value, seen, head_dim ** -0.5)
+            torch.testing.assert_close(out, expected, rtol=2 ** -7, atol=2e-3)
+            cases += 1
+    # What it reads: an empty slot's keys can be anything, even NaN, and change nothing.
+    key[:, 700:] = float("nan")
+    value[:, 700:] = float("nan")
+    assert torch.isfinite(decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5)).all()
+    print(f"kernel: sdpa's outputs in {cases} layouts (within one bf16 rounding step); empty slots unread")
+
+
+def thinker_replies_alike() -> None:
+    """The tiny thinker in bf16, greedy through ThinkerDecoder (a static cache, a padded prompt pass): the same
+    12 tokens with the kernel (the prompt pass on sdpa over its own slots only), and every decode step's
+    layers went through it."""
+    from backends.checkpoints import resolve_checkpoint
+    from backends.conversation import build_prompt_inputs
+    from backends.decoding import ThinkerDecoder
+    from backends.request import ChatRequest, Turn
+    from backends.transformers_backend import TransformersBackend, TransformersOptions
+
+    backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
+    thinker = backend.model.thinker.to(torch.bfloat16)
+    inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
+
+    def reply() -> list[int]:
+        tokens: list[int] = []
+
+        class Collect:
+            def put(self, value):
+                tokens.extend(value.reshape(-1).tolist())
+
+        decoder = ThinkerDecoder(thinker, 200, prefill_lengths=(64,))
+        decoder.capture_prompt_passes()  # the padded prompt pass (on the CPU: a plain function)
+        assert inputs["input_ids"].shape[1] <= 64, "the prompt takes the padded pass"
+        decoder.generate(inputs, 0.0, 20, 1.0, 12, Collect(), threading.Event(), eos_token_id=-1, generator=None)
+        return tokens[inputs["input_ids"].shape[1]:]
+
+    stock = reply()
+    calls, prompt_keys = [], []
+    original, original_sdpa = decode_attention.decode_attention, decode_attention.sdpa_attention_forward
+    decode_attention.decode_attention = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    decode_attention.sdpa_attention_forward = lambda module, query, key, *args, **kwargs: (
+        prompt_keys.append(key.shape[2]) or original_sdpa(module, query, key, *args, **kwargs))
+    try:
+        restore = decode_attention.use_decode_attention(thinker)
+        assert restore and thinker.model.config._attn_implementation == decode_attention.DECODE_ATTENTION
+        assert decode_attention.prompt_mask_slots(thinker.model.config, 40, 200) == 40
+        ours = reply()
+        talker_layers = decode_attention.use_decode_attention(backend.model.talker)
+        assert talker_layers, "the talker's text layers take the kernel too"
+        predictor = backend.model.talker.code_predictor.config
+        assert predictor._attn_implementation == "sdpa", "the code predictor (another attention class) keeps sdpa"
+        restore()
+        assert reply() == stock
+    finally:
+        decode_attention.decode_attention, decode_attention.sdpa_attention_forward = original, original_sdpa
+        backend.close()
+    assert set(prompt_keys[:2]) == {64}, f"the prompt pass read {prompt_keys[:2]} keys, not its own 64 slots"
+    layers = thinker.config.text_config.num_hidden_layers
+    assert len(stock) == 12 and ours == stock, (stock, ours)
+    # 11 decode steps, and the one the decoder's constructor runs to allocate its cache.
+    assert len(calls) == 12 * layers, f"{len(calls)} kernel calls for 12 steps x {layers} layers"
+    print("thinker: the same 12 greedy tokens;", len(calls), "kernel calls")
+
+
+if __name__ == "__main__":
+    kernel_matches_sdpa()
+    thinker_replies_alike()
