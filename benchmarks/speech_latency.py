@@ -94,14 +94,15 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
     return model, processor
 
 
-def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192) -> dict:
+def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
+                       small_cache_tokens: int = 2048) -> dict:
     """Two TransformersBackends around one full-size random-weight model (GPU): eager, and compiled."""
     from backends.transformers_backend import TransformersBackend, TransformersOptions
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, static_cache_tokens=static_tokens,
-                                  encoder_cache_mb=0)  # every turn here encodes its files (--encoder-cache-ab: not)
+                                  small_cache_tokens=small_cache_tokens, encoder_cache_mb=0)  # every turn here encodes its files (--encoder-cache-ab: not)
     return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
             for mode in ("off", "auto")}
 
@@ -256,6 +257,27 @@ def profile_decoder(decoder, steps: int = 50) -> dict:
                                       ("predictor frame", lambda: decoder.predict(hidden, hidden, None)))}
         decoder.cache.reset()
     return results
+
+
+def profile_thinker_step(decoder, steps: int = 50, top: int = 8) -> str:
+    """One captured thinker step (GPU): wall vs kernel time, and the kernels that take the most of it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        decoder.cache.reset()
+        wall = wall_ms(decoder._step, steps, warm_up=5)
+        decoder.cache.reset()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                decoder._step()
+            torch.cuda.synchronize()
+        decoder.cache.reset()
+    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    per_step = sum(e.self_device_time_total for e in kernels) / 1e3 / steps
+    biggest = ", ".join(f"{e.key[:60]} {e.self_device_time_total / steps:.0f} µs ({e.count // steps}×)"
+                        for e in kernels[:top])
+    return (f"{decoder.max_tokens}-slot cache: {wall:.2f} ms per step, GPU kernels {per_step:.2f} ms; "
+            f"largest per step: {biggest}")
 
 
 @contextmanager
@@ -418,6 +440,30 @@ def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
         backend.thinker_decoders = decoders
 
 
+def thinker_by_attention(backend, request: ChatRequest) -> list[str]:
+    """Thinker alone (speech off) with the decode-attention kernel and with transformers' sdpa, alternating in
+    one run: a second decoder of the largest cache's size is compiled with sdpa (GPU)."""
+    from backends.decode_attention import use_decode_attention
+    from backends.decoding import ThinkerDecoder
+
+    if backend._stock_attention is None:
+        return ["the decode-attention kernel is off here (no GPU)"]
+    ours = backend.thinker_decoders[-1]
+    decoders = backend.thinker_decoders
+    backend._stock_attention()  # the stock decoder's step is traced with sdpa
+    stock = ThinkerDecoder(backend.model.thinker, ours.max_tokens)  # its prompt pass runs eagerly: tok/s only
+    seconds = stock.compile()
+    backend._stock_attention = use_decode_attention(backend.model)
+
+    def only(decoder):
+        return lambda: setattr(backend, "thinker_decoders", [decoder])
+    try:
+        return [f"sdpa thinker step ({ours.max_tokens}-slot cache) compiled in {seconds:.0f} s",
+                *alternating(backend, request, {"decode-attention kernel": only(ours), "sdpa": only(stock)})]
+    finally:
+        backend.thinker_decoders = decoders
+
+
 def thinker_by_overlap(backend, request: ChatRequest) -> list[str]:
     """Thinker alone (speech off) launching each step before the host reads the last token, and one step at a
     time, alternating in one run."""
@@ -496,11 +542,14 @@ def main() -> None:
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
+    parser.add_argument("--small-cache-tokens", type=int, default=2048, help="the thinker's second cache (0: none)")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
     parser.add_argument("--overlap-ab", action="store_true",
                         help="also the thinker alone with each step launched ahead of the host, and one at a time")
     parser.add_argument("--fused-moe-ab", action="store_true",
                         help="also the thinker alone with transformers' grouped_mm experts beside the fused kernels")
+    parser.add_argument("--decode-attention-ab", action="store_true",
+                        help="also the thinker alone with sdpa's decode attention beside our kernel")
     parser.add_argument("--encoder-cache-ab", action="store_true",
                         help="also a second turn's TTFT with its earlier files encoded again and from the cache")
     parser.add_argument("--prompt-passes-eager", action="store_true",
@@ -508,6 +557,7 @@ def main() -> None:
     args = parser.parse_args()
     comparisons = [compare for wanted, compare in ((args.overlap_ab, thinker_by_overlap),
                                                    (args.fused_moe_ab, thinker_by_experts),
+                                                   (args.decode_attention_ab, thinker_by_attention),
                                                    (args.encoder_cache_ab, second_turn_by_encoder_cache)) if wanted]
     import logging
 
@@ -522,7 +572,8 @@ def main() -> None:
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     started = time.perf_counter()
-    backends = full_size_backends(tiny_path, static_tokens=args.static_tokens) if args.full_size \
+    backends = full_size_backends(tiny_path, static_tokens=args.static_tokens,
+                                  small_cache_tokens=args.small_cache_tokens) if args.full_size \
         else tiny_backends(args.device)
     eager, compiled = backends.values()
     print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
@@ -545,6 +596,9 @@ def main() -> None:
         for compare in comparisons:
             for line in compare(compiled, request):
                 print("compiled,", line, flush=True)
+        if on_gpu:
+            for decoder in compiled.thinker_decoders:
+                print("profile thinker step,", profile_thinker_step(decoder), flush=True)
         return
     paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
              "our loop, compiled": (run_streaming, compiled)}
@@ -586,6 +640,8 @@ def main() -> None:
     if on_gpu:
         for line in profile_prompt_passes(compiled, prompt_tokens=360):
             print("profile", line, flush=True)
+        for decoder in compiled.thinker_decoders:
+            print("profile thinker step,", profile_thinker_step(decoder), flush=True)
         for name, backend in (("eager", eager), ("compiled", compiled)):
             if name == "eager" and args.skip_eager:
                 continue
