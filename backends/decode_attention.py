@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
@@ -27,6 +28,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+log = logging.getLogger(__name__)
 
 DECODE_ATTENTION = "omni_decode_attention"
 """The name registered in transformers' AttentionInterface (and, with sdpa's masks, its mask interface)."""
@@ -144,10 +147,37 @@ def _attention_forward(module, query, key, value, attention_mask, dropout=0.0, s
                                   sliding_window=sliding_window, **kwargs)
 
 
+def _kernel_agrees(layer) -> bool:
+    """Whether the kernel builds on this GPU and gives sdpa's output for ``layer``'s head layout (a few
+    hundred slots, some empty): else the layers keep sdpa rather than fail in a reply."""
+    config = layer.config
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, layer.head_dim
+    device = next(layer.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(0)
+    query, key, value = (torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
+                         for shape in ((heads, head_dim), (kv_heads, 300, head_dim), (kv_heads, 300, head_dim)))
+    seen = torch.arange(300, device=device) < 170
+    try:
+        with torch.inference_mode():
+            ours = decode_attention(query, key, value, seen, layer.scaling).float()
+            group = heads // kv_heads
+            expected = torch.nn.functional.scaled_dot_product_attention(
+                query[:, None].float(), key.repeat_interleave(group, 0).float(),
+                value.repeat_interleave(group, 0).float(), attn_mask=seen, scale=layer.scaling)[:, 0]
+    except Exception:  # noqa: BLE001 - any failure to build or run the kernel: sdpa serves
+        log.warning("the decode-attention kernel does not run here; decode steps keep sdpa", exc_info=True)
+        return False
+    if not torch.allclose(ours, expected, rtol=2 ** -7, atol=1e-2):
+        log.warning("the decode-attention kernel disagrees with sdpa here (%.3g); decode steps keep sdpa",
+                    (ours - expected).abs().max().item())
+        return False
+    return True
+
+
 def use_decode_attention(module: torch.nn.Module) -> Callable[[], None] | None:
     """Route the text attention layers of ``module`` (the thinker, the talker) that use sdpa through
     ``_attention_forward``. Returns a function that puts sdpa back, or None when nothing changed (no
-    triton, or no such layer on the current GPU)."""
+    triton, no such layer on the current GPU, or a kernel that fails its check against sdpa here)."""
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextAttention
 
     layers = [m for m in module.modules() if isinstance(m, Qwen3OmniMoeThinkerTextAttention)]
@@ -158,6 +188,8 @@ def use_decode_attention(module: torch.nn.Module) -> Callable[[], None] | None:
     current = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     if not INTERPRETED and {p.device for layer in layers for p in layer.parameters()} != {current}:
         return None  # Triton launches on the current device: layers spread over GPUs keep sdpa
+    if not all(_kernel_agrees(layer) for layer in {id(layer.config): layer for layer in layers}.values()):
+        return None
     AttentionInterface.register(DECODE_ATTENTION, _attention_forward)
     AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
     for config in configs:

@@ -410,6 +410,11 @@ class TransformersBackend(Backend):
         import torch
 
         times = {"talker_s": self.talker_decoder.compile()}
+        if not self.talker_decoder.compiled and self._stock_attention is not None:
+            log.warning("the talker did not compile with our attention kernel; again with sdpa")
+            self._stock_attention()
+            self._stock_attention = None
+            times["talker_s"] += self.talker_decoder.compile()
         if self.vocoder is not None:
             before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
             times["code2wav_s"] = self.vocoder.capture()

@@ -87,7 +87,9 @@ def thinker_replies_alike() -> None:
         restore = decode_attention.use_decode_attention(thinker)
         assert restore and thinker.model.config._attn_implementation == decode_attention.DECODE_ATTENTION
         assert decode_attention.prompt_mask_slots(thinker.model.config, 40, 200) == 40
+        calls.clear()  # (enabling checked the kernel once against sdpa)
         ours = reply()
+        step_calls = len(calls)
         talker_layers = decode_attention.use_decode_attention(backend.model.talker)
         assert talker_layers, "the talker's text layers take the kernel too"
         predictor = backend.model.talker.code_predictor.config
@@ -101,10 +103,31 @@ def thinker_replies_alike() -> None:
     layers = thinker.config.text_config.num_hidden_layers
     assert len(stock) == 12 and ours == stock, (stock, ours)
     # 11 decode steps, and the one the decoder's constructor runs to allocate its cache.
-    assert len(calls) == 12 * layers, f"{len(calls)} kernel calls for 12 steps x {layers} layers"
-    print("thinker: the same 12 greedy tokens;", len(calls), "kernel calls")
+    assert step_calls == 12 * layers, f"{step_calls} kernel calls for 12 steps x {layers} layers"
+    print("thinker: the same 12 greedy tokens;", step_calls, "kernel calls")
+
+
+def a_kernel_that_fails_its_check_leaves_sdpa() -> None:
+    """Where the kernel can't be built or disagrees with sdpa (another GPU, another Triton), the layers keep
+    sdpa instead of failing in a reply."""
+    from backends.checkpoints import resolve_checkpoint
+    from backends.transformers_backend import TransformersBackend, TransformersOptions
+
+    backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
+    thinker = backend.model.thinker.to(torch.bfloat16)
+    original = decode_attention.decode_attention
+    try:
+        for broken in (lambda *args: 1 / 0, lambda query, *args: torch.zeros_like(query)):
+            decode_attention.decode_attention = broken
+            assert decode_attention.use_decode_attention(thinker) is None
+            assert thinker.model.config._attn_implementation == "sdpa"
+    finally:
+        decode_attention.decode_attention = original
+        backend.close()
+    print("a kernel that fails or disagrees: the layers keep sdpa")
 
 
 if __name__ == "__main__":
     kernel_matches_sdpa()
     thinker_replies_alike()
+    a_kernel_that_fails_its_check_leaves_sdpa()
