@@ -47,6 +47,11 @@ BLOCK = 64
 """Cache slots per step of a program's loop (and the granularity at which empty slots are skipped)."""
 MAX_SPLITS = 32
 """Programs per key/value head: enough to fill an H200's 132 SMs for long conversations."""
+INTERLEAVED = False
+"""How a cache's blocks are dealt to the splits: False, each split a contiguous run (measured on an H200:
+BENCHMARKS.md); True, round-robin, so a short conversation's few blocks land on as many programs as there are
+blocks whatever the cache's size (with contiguous runs, 400 filled slots of 8192 are 2 runs of 4 blocks).
+Not yet measured on a GPU: benchmarks/decode_attention.py times both."""
 
 if triton is not None:
     from backends.fused_moe import round_to_bf16
@@ -55,7 +60,8 @@ if triton is not None:
     def _attend_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, max_ptr, sum_ptr, slots,
                       q_head_stride, k_head_stride, k_slot_stride, v_head_stride, v_slot_stride, mask_stride,
                       SCALE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-                      DIM_PAD: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr):
+                      DIM_PAD: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
+                      INTERLEAVE: tl.constexpr):
         # SCALE is a constant: a float argument arrives as fp64 inside torch.compile, and so would the scores.
         kv_head = tl.program_id(0)
         split = tl.program_id(1)
@@ -72,7 +78,11 @@ if triton is not None:
         acc = tl.zeros([GROUP_PAD, DIM_PAD], dtype=tl.float32)
         keys = k_ptr + kv_head * k_head_stride
         values = v_ptr + kv_head * v_head_stride
-        for start in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_N):
+        if INTERLEAVE:  # blocks split, split + splits, ...
+            first, end, stride = split * BLOCK_N, slots, splits * BLOCK_N
+        else:  # the split's own run of blocks
+            first, end, stride = split * SPLIT, split * SPLIT + SPLIT, BLOCK_N
+        for start in range(first, end, stride):
             slot = start + tl.arange(0, BLOCK_N)
             seen = tl.load(mask_ptr + slot * mask_stride, mask=slot < slots, other=0) != 0
             if tl.max(seen.to(tl.int32), axis=0) > 0:  # an empty block costs its mask only
@@ -95,9 +105,10 @@ if triton is not None:
 
 
 def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, seen: torch.Tensor,
-                     scale: float) -> torch.Tensor:
+                     scale: float, interleaved: bool | None = None) -> torch.Tensor:
     """``query`` (heads, head_dim) of one token; ``key``/``value`` (kv_heads, slots, head_dim), the whole
-    cache; ``seen`` (slots,) bool, the slots it may attend to → (heads, head_dim)."""
+    cache; ``seen`` (slots,) bool, the slots it may attend to → (heads, head_dim). ``interleaved``: the
+    blocks' order (default INTERLEAVED)."""
     heads, head_dim = query.shape
     kv_heads, slots, _ = key.shape
     group = heads // kv_heads
@@ -110,7 +121,8 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     _attend_split[(kv_heads, splits)](
         query, key, value, seen, acc, best, total, slots, query.stride(0), key.stride(0), key.stride(1),
         value.stride(0), value.stride(1), seen.stride(0), SCALE=scale, GROUP=group, GROUP_PAD=group_pad,
-        HEAD_DIM=head_dim, DIM_PAD=dim_pad, SPLIT=split, BLOCK_N=BLOCK)
+        HEAD_DIM=head_dim, DIM_PAD=dim_pad, SPLIT=split, BLOCK_N=BLOCK,
+        INTERLEAVE=INTERLEAVED if interleaved is None else interleaved)
     # Splits with nothing to attend to hold -inf and 0: their weight below is 0 (one split always has the token).
     weight = torch.exp(best - best.amax(dim=1, keepdim=True))
     out = (acc * weight[..., None]).sum(dim=1) / (total * weight).sum(dim=1)[..., None]

@@ -8,8 +8,9 @@ bf16, caches of the app's sizes (the thinker's 2048 and 8192 slots, the talker's
 with a few hundred or a few thousand slots filled. ``--layers`` separate caches, so one layer's keys are not
 in L2 when the next reads them. Each variant's calls over all layers are compiled (fullgraph) and captured
 in one CUDA graph, as in the app's decode step (eager kernels; compiling each case would take minutes: one case
-is also compiled, to show torch.compile traces the kernel and gives the same output). Prints per layer: wall
-and GPU kernel time, and the largest difference from sdpa's output.
+is also compiled, to show torch.compile traces the kernel and gives the same output). Our kernel twice: with
+the cache's blocks in contiguous runs per split (the app's) and dealt round-robin (decode_attention.INTERLEAVED).
+Prints per layer: wall and GPU kernel time, and the largest difference from sdpa's output.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"{torch.cuda.get_device_name()}, {args.layers} layers a graph, medians over {args.calls} replays\n")
-    print("| model | cache slots | filled | sdpa (transformers) | our kernel | kernel time | max diff |")
+    print("| model | cache slots | filled | sdpa (transformers) | our kernel (contiguous runs; the app's) | "
+          "our kernel, blocks round-robin | max diff |")
     print("|---|---|---|---|---|---|---|")
     with torch.inference_mode(), torch.device("cuda"):
         for model, slots, filled in CASES:
@@ -63,16 +65,18 @@ def main() -> None:
             values = [torch.randn_like(k) for k in keys]
             masks = [(torch.arange(slots) < filled)[None, None, None, :] for _ in range(args.layers)]
             results = {}
-            for name, forward in (("sdpa", decode_attention.sdpa_attention_forward),
-                                  ("ours", decode_attention._attention_forward)):
+            for name, forward, interleaved in (("sdpa", decode_attention.sdpa_attention_forward, False),
+                                               ("ours", decode_attention._attention_forward, False),
+                                               ("round-robin", decode_attention._attention_forward, True)):
+                decode_attention.INTERLEAVED = interleaved  # read when the graph is captured
                 outputs = [torch.empty((heads, HEAD_DIM), dtype=torch.bfloat16) for _ in range(args.layers)]
                 wall, kernels = wall_and_kernels(variant(forward, queries, keys, values, masks, outputs), args.calls)
                 results[name] = (wall / args.layers, kernels / args.layers, outputs)
+            decode_attention.INTERLEAVED = False
             diff = max((a.float() - b.float()).abs().max().item()
-                       for a, b in zip(results["sdpa"][2], results["ours"][2]))
-            (sdpa_wall, sdpa_kernels, _), (wall, kernels, _) = results["sdpa"], results["ours"]
-            print(f"| {model} | {slots} | {filled} | {sdpa_wall * 1e3:.1f} µs ({sdpa_kernels * 1e3:.1f} µs of kernels) "
-                  f"| **{wall * 1e3:.1f} µs** | {kernels * 1e3:.1f} µs | {diff:.2e} |", flush=True)
+                       for name in ("ours", "round-robin") for a, b in zip(results["sdpa"][2], results[name][2]))
+            cells = [f"{wall * 1e3:.1f} µs ({kernels * 1e3:.1f} µs of kernels)" for wall, kernels, _ in results.values()]
+            print(f"| {model} | {slots} | {filled} | {' | '.join(cells)} | {diff:.2e} |", flush=True)
         eager_outputs = results["ours"][2]
         outputs = [torch.empty_like(out) for out in eager_outputs]
         wall, kernels = wall_and_kernels(variant(decode_attention._attention_forward, queries, keys, values, masks,

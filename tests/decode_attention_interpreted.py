@@ -39,14 +39,17 @@ def kernel_matches_sdpa() -> None:
             seen = torch.arange(slots) < filled
             if filled > 100:
                 seen[torch.randint(0, filled - 1, (20,))] = False  # the current token (the last) stays seen
-            out = decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5)
             expected = sdpa(query, key, value, seen, head_dim ** -0.5)
-            torch.testing.assert_close(out, expected, rtol=2 ** -7, atol=2e-3)
+            for interleaved in (False, True):  # both orders of the blocks over the splits
+                out = decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5, interleaved)
+                torch.testing.assert_close(out, expected, rtol=2 ** -7, atol=2e-3)
             cases += 1
     # What it reads: an empty slot's keys can be anything, even NaN, and change nothing.
     key[:, 700:] = float("nan")
     value[:, 700:] = float("nan")
-    assert torch.isfinite(decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5)).all()
+    for interleaved in (False, True):
+        out = decode_attention.decode_attention(query, key, value, seen, head_dim ** -0.5, interleaved)
+        assert torch.isfinite(out).all()
     print(f"kernel: sdpa's outputs in {cases} layouts (within one bf16 rounding step); empty slots unread")
 
 
