@@ -7,7 +7,8 @@ empty ones), and with a mask it first copies the keys and values out to one per 
 (BENCHMARKS.md). Here one Triton kernel splits the cache into blocks; a block whose mask is all
 false is skipped before its keys are read, so a step costs what the conversation holds, not what the
 cache could. Each program serves one key/value head with all the query heads that share it (no
-copies). Partial softmaxes of the splits are combined after (flash-decoding).
+copies). Partial softmaxes of the splits are combined after (flash-decoding). Per layer on the H200, 400
+tokens in an 8192-slot cache: 37 µs against sdpa's 185; the thinker alone went from 113 to 173 tok/s.
 
 Rounding follows flash attention's: scores and softmax in fp32, the probabilities in bf16 for the
 product with the values, the sum in fp32. Prompt passes (many tokens), other devices and anything

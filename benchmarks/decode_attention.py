@@ -75,7 +75,8 @@ def main() -> None:
             decode_attention.INTERLEAVED = False
             diff = max((a.float() - b.float()).abs().max().item()
                        for name in ("ours", "round-robin") for a, b in zip(results["sdpa"][2], results[name][2]))
-            cells = [f"{wall * 1e3:.1f} µs ({kernels * 1e3:.1f} µs of kernels)" for wall, kernels, _ in results.values()]
+            cells = [f"{wall * 1e3:.1f} µs ({kernels * 1e3:.1f} µs of kernels)"
+                     for wall, kernels, _ in results.values()]
             print(f"| {model} | {slots} | {filled} | {' | '.join(cells)} | {diff:.2e} |", flush=True)
         eager_outputs = results["ours"][2]
         outputs = [torch.empty_like(out) for out in eager_outputs]

@@ -101,8 +101,9 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
+    # encoder_cache_mb=0: every turn here encodes its files (--encoder-cache-ab measures the cache)
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, static_cache_tokens=static_tokens,
-                                  small_cache_tokens=small_cache_tokens, encoder_cache_mb=0)  # every turn here encodes its files (--encoder-cache-ab: not)
+                                  small_cache_tokens=small_cache_tokens, encoder_cache_mb=0)
     return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
             for mode in ("off", "auto")}
 
@@ -417,51 +418,46 @@ def alternating(backend, request: ChatRequest, variants: dict, rounds: int = 2) 
     return lines
 
 
-def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
-    """Thinker alone (speech off) with the fused MoE kernels and with transformers' grouped_mm, alternating in
-    one run: a second decoder of the first cache's size is compiled with the stock experts (GPU)."""
+def thinker_against_stock(backend, request: ChatRequest, cache: int, kernel: str, turn_on,
+                          names: tuple[str, str]) -> list[str]:
+    """Thinker alone (speech off) through the backend's decoder ``thinker_decoders[cache]``, with one of our
+    kernels, and through a second one of its size compiled with transformers' own, alternating in one run (GPU).
+    ``kernel``: the backend's attribute holding the function that puts transformers' own back; ``turn_on(model)``
+    turns ours on again."""
     from backends.decoding import ThinkerDecoder
-    from backends.fused_moe import use_fused_decode_experts
 
-    if backend._stock_experts is None:
-        return ["the fused MoE kernels are off here (no GPU, or the thinker doesn't fit them)"]
     decoders = backend.thinker_decoders
-    backend._stock_experts()  # the stock decoder's graph is traced with grouped_mm
-    stock = ThinkerDecoder(backend.model.thinker, decoders[0].max_tokens)  # its prompt pass runs eagerly: tok/s only
+    if getattr(backend, kernel) is None or not decoders:
+        return [f"{names[0]} is off here (no GPU, or the model doesn't fit it)"]
+    ours = decoders[cache]
+    getattr(backend, kernel)()  # the stock decoder's step is traced with transformers' own
+    stock = ThinkerDecoder(backend.model.thinker, ours.max_tokens)  # its prompt pass runs eagerly: tok/s only
     seconds = stock.compile()
-    backend._stock_experts = use_fused_decode_experts(backend.model.thinker)
+    setattr(backend, kernel, turn_on(backend.model))
 
     def only(decoder):
         return lambda: setattr(backend, "thinker_decoders", [decoder])
     try:
-        return [f"grouped_mm thinker step compiled in {seconds:.0f} s",
-                *alternating(backend, request, {"fused MoE": only(decoders[0]), "grouped_mm": only(stock)})]
+        return [f"{names[1]} thinker step ({ours.max_tokens}-slot cache) compiled in {seconds:.0f} s",
+                *alternating(backend, request, {names[0]: only(ours), names[1]: only(stock)})]
     finally:
         backend.thinker_decoders = decoders
+
+
+def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
+    """The fused MoE kernels vs transformers' grouped_mm (thinker_against_stock), in the smallest cache."""
+    from backends.fused_moe import use_fused_decode_experts
+
+    return thinker_against_stock(backend, request, 0, "_stock_experts",
+                                 lambda model: use_fused_decode_experts(model.thinker), ("fused MoE", "grouped_mm"))
 
 
 def thinker_by_attention(backend, request: ChatRequest) -> list[str]:
-    """Thinker alone (speech off) with the decode-attention kernel and with transformers' sdpa, alternating in
-    one run: a second decoder of the largest cache's size is compiled with sdpa (GPU)."""
+    """The decode-attention kernel vs transformers' sdpa (thinker_against_stock), in the largest cache."""
     from backends.decode_attention import use_decode_attention
-    from backends.decoding import ThinkerDecoder
 
-    if backend._stock_attention is None:
-        return ["the decode-attention kernel is off here (no GPU)"]
-    ours = backend.thinker_decoders[-1]
-    decoders = backend.thinker_decoders
-    backend._stock_attention()  # the stock decoder's step is traced with sdpa
-    stock = ThinkerDecoder(backend.model.thinker, ours.max_tokens)  # its prompt pass runs eagerly: tok/s only
-    seconds = stock.compile()
-    backend._stock_attention = use_decode_attention(backend.model)
-
-    def only(decoder):
-        return lambda: setattr(backend, "thinker_decoders", [decoder])
-    try:
-        return [f"sdpa thinker step ({ours.max_tokens}-slot cache) compiled in {seconds:.0f} s",
-                *alternating(backend, request, {"decode-attention kernel": only(ours), "sdpa": only(stock)})]
-    finally:
-        backend.thinker_decoders = decoders
+    return thinker_against_stock(backend, request, -1, "_stock_attention", use_decode_attention,
+                                 ("decode-attention kernel", "sdpa"))
 
 
 def thinker_by_overlap(backend, request: ChatRequest) -> list[str]:

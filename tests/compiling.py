@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +24,13 @@ def traced_without_inductor():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
         yield
+
+
+def run_interpreted(script: Path) -> str:
+    """Run ``script`` under Triton's interpreter, which runs GPU kernels on CPU tensors (TRITON_INTERPRET=1 must
+    be set before triton is imported: hence a process of its own); returns what it printed, after checking
+    that it succeeded."""
+    done = subprocess.run([sys.executable, str(script)], env={**os.environ, "TRITON_INTERPRET": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import torch
@@ -62,23 +61,17 @@ def thinker_replies_alike() -> None:
     from backends.decoding import ThinkerDecoder
     from backends.request import ChatRequest, Turn
     from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
     thinker = backend.model.thinker.to(torch.bfloat16)
     inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
 
     def reply() -> list[int]:
-        tokens: list[int] = []
-
-        class Collect:
-            def put(self, value):
-                tokens.extend(value.reshape(-1).tolist())
-
         decoder = ThinkerDecoder(thinker, 200, prefill_lengths=(64,))
         decoder.capture_prompt_passes()  # the padded prompt pass (on the CPU: a plain function)
         assert inputs["input_ids"].shape[1] <= 64, "the prompt takes the padded pass"
-        decoder.generate(inputs, 0.0, 20, 1.0, 12, Collect(), threading.Event(), eos_token_id=-1, generator=None)
-        return tokens[inputs["input_ids"].shape[1]:]
+        return decoded_tokens(decoder, inputs)
 
     stock = reply()
     calls, prompt_keys = [], []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import torch
@@ -59,21 +58,14 @@ def thinker_replies_alike() -> None:
     from backends.decoding import ThinkerDecoder
     from backends.request import ChatRequest, Turn
     from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny-captioner"), TransformersOptions(compile="off"))
     thinker = backend.model.thinker.to(torch.bfloat16)
     inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
 
     def reply() -> list[int]:
-        tokens: list[int] = []
-
-        class Collect:
-            def put(self, value):
-                tokens.extend(value.reshape(-1).tolist())
-
-        decoder = ThinkerDecoder(thinker, 64)
-        decoder.generate(inputs, 0.0, 20, 1.0, 12, Collect(), threading.Event(), eos_token_id=-1, generator=None)
-        return tokens[inputs["input_ids"].shape[1]:]
+        return decoded_tokens(ThinkerDecoder(thinker, 64), inputs)
 
     stock = reply()
     calls = []

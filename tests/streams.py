@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
+import torch
 
 from backends.events import AudioChunk, Done, Error, TextDelta
 from backends.request import ChatRequest
@@ -56,3 +58,30 @@ def seconds_to_stop(backend, request: ChatRequest, *, after_deltas: int = 1, aft
         return time.perf_counter() - closed
 
     return asyncio.run(run())
+
+
+class TokenCollector:
+    """A streamer that keeps the reply's token ids (a ThinkerDecoder, like generate(), puts the prompt first)."""
+
+    def __init__(self):
+        self.puts: list[list[int]] = []
+
+    def put(self, value):
+        self.puts.append(value.reshape(-1).tolist())
+
+    def end(self):
+        pass
+
+    @property
+    def reply(self) -> list[int]:
+        return [token for put in self.puts[1:] for token in put]
+
+
+def decoded_tokens(decoder, inputs: dict, *, temperature=0.0, top_k=20, top_p=1.0, seed=None,
+                   max_new_tokens=12) -> list[int]:
+    """A ThinkerDecoder's reply to ``inputs`` (greedy unless ``temperature``), as token ids."""
+    streamer = TokenCollector()
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    decoder.generate(inputs, temperature, top_k, top_p, max_new_tokens, streamer, threading.Event(),
+                     eos_token_id=-1, generator=generator)
+    return streamer.reply

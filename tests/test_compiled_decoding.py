@@ -15,11 +15,11 @@ import torch
 
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
-from backends.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
+from backends.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, ThinkerDecoder, _gumbel_pick
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
-from tests.streams import collect, errors_of, text_of
+from tests.streams import TokenCollector, collect, decoded_tokens, errors_of, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 SMALL_CACHE = 48
@@ -108,35 +108,10 @@ def test_the_predictor_samples_top_p_of_top_k_in_proportion():
     assert torch.allclose(frequencies, expected, atol=0.015)
 
 
-class _Collect:
-    """A streamer that keeps the reply's token ids (generate() puts the prompt first)."""
-
-    def __init__(self):
-        self.puts: list[list[int]] = []
-
-    def put(self, value):
-        self.puts.append(value.reshape(-1).tolist())
-
-    def end(self):
-        pass
-
-    @property
-    def reply(self) -> list[int]:
-        return [token for put in self.puts[1:] for token in put]
-
-
 def _thinker_inputs(backend, text: str) -> dict:
     from backends.conversation import build_prompt_inputs
 
     return backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user(text),))))
-
-
-def _decode(decoder, inputs, *, temperature=0.0, top_k=20, top_p=1.0, seed=None, max_new_tokens=12):
-    streamer = _Collect()
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    decoder.generate(inputs, temperature, top_k, top_p, max_new_tokens, streamer, threading.Event(),
-                     eos_token_id=-1, generator=generator)
-    return streamer.reply
 
 
 def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy_in_either_cache(warm_up_run):
@@ -144,17 +119,15 @@ def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy_in_either_cache
     inputs = _thinker_inputs(compiled, "Tell me something.")
     small, large = compiled.thinker_decoders
     assert (small.max_tokens, large.max_tokens) == (SMALL_CACHE, compiled.options.static_cache_tokens)
-    greedy = _decode(small, inputs)
-    assert _decode(large, inputs) == greedy  # the cache's size changes no token
-    first, again, other = (_decode(small, inputs, temperature=1.0, top_k=200, seed=seed) for seed in (1, 1, 2))
+    greedy = decoded_tokens(small, inputs)
+    assert decoded_tokens(large, inputs) == greedy  # the cache's size changes no token
+    first, again, other = (decoded_tokens(small, inputs, temperature=1.0, top_k=200, seed=seed) for seed in (1, 1, 2))
     assert len(first) == 12 and first == again and first != other
-    assert _decode(small, inputs, temperature=1.0, top_k=1, seed=3) == greedy
+    assert decoded_tokens(small, inputs, temperature=1.0, top_k=1, seed=3) == greedy
 
 
 def test_the_thinker_samples_like_generates_processors_and_warpers():
     from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-    from backends.decoding import ThinkerDecoder
 
     logits = torch.randn((1, 64), generator=torch.Generator().manual_seed(5)) * 2
     said = torch.tensor([[int(logits.argmax()), 7, 9]])  # the likeliest token was said already
@@ -250,7 +223,6 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     """The text model's prompt pass, padded to a fixed length (on a GPU: a CUDA graph), gives the same reply and
     the same states for the talker; with an image that includes DeepStack's features."""
     from backends.conversation import build_prompt_inputs
-    from backends.decoding import ThinkerDecoder
     from backends.speech import capture_prompt_hidden
 
     model = instruct_backend.model
@@ -266,7 +238,7 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     captured._prefills[length + 5] = lambda: replays.append(length + 5) or padded_pass()
     replies, states = [], []
     for decoder in (eager, captured):
-        streamer, kept = _Collect(), {}
+        streamer, kept = TokenCollector(), {}
         with torch.inference_mode(), capture_prompt_hidden(model.thinker, layer) as hooked:
             decoder.generate(inputs, 0.0, 20, 1.0, 12, streamer, threading.Event(), eos_token_id=-1, generator=None,
                              prompt_states=kept)
@@ -284,7 +256,6 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
 def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(instruct_backend):
     """Each step is launched before the host has read the token before it (on a GPU the next step runs while the
     host streams); the reply must be token for token the one of a step at a time, and stop where it did."""
-    from backends.decoding import ThinkerDecoder
 
     decoder = ThinkerDecoder(instruct_backend.model.thinker, 128)
     inputs = _thinker_inputs(instruct_backend, "Tell me something.")
@@ -295,7 +266,7 @@ def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(i
     def reply(overlap: bool, **kwargs) -> tuple[list[int], int]:
         decoder.overlap = overlap
         steps.clear()
-        streamer = _Collect()
+        streamer = TokenCollector()
         seed = kwargs.pop("seed", None)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         decoder.generate(inputs, kwargs.pop("temperature", 0.0), 200, 1.0, 12, streamer, threading.Event(),
@@ -309,3 +280,40 @@ def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(i
     ended, ahead_steps = reply(True, eos_token_id=greedy[ends_at])
     assert ended == greedy[:ends_at + 1] == reply(False, eos_token_id=greedy[ends_at])[0]
     assert ahead_steps == ends_at + 1, "one step launched past the end, its token never streamed"
+
+
+@pytest.mark.parametrize("failing", ["thinker", "talker"])
+def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transformers_own(tiny_cache, monkeypatch,
+                                                                                            failing):
+    """On a GPU the backend turns our Triton kernels on before compiling (fused MoE experts for the thinker,
+    decode attention for thinker and talker). If a decoder's steps then fail to compile (a kernel dynamo can't
+    trace, say) it must not stay eager, where it would launch the same kernels: transformers' own go back
+    (both for the thinker; attention for the talker, which has no fused experts) and it compiles again. The
+    first try fails here on purpose; the CPU never turns the kernels on by itself."""
+    tries = []
+
+    def compile_fails_first(self):
+        tries.append(self)
+        self.compiled = len(tries) > 1
+        return 0.0
+
+    def compiles(self):
+        self.compiled = True
+        return 0.0
+
+    failing_class = ThinkerDecoder if failing == "thinker" else TalkerDecoder
+    for decoder_class in (ThinkerDecoder, TalkerDecoder):
+        monkeypatch.setattr(decoder_class, "compile", compile_fails_first if decoder_class is failing_class
+                            else compiles)
+    with build_backend("transformers", resolve_checkpoint("tiny"), compile="on", small_cache_tokens=0,
+                       max_speech_seconds=1.0) as backend:
+        assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
+        restored = []
+        backend._stock_experts = lambda: restored.append("experts")
+        backend._stock_attention = lambda: restored.append("attention")
+        backend.warm_up()
+        assert restored == (["experts", "attention"] if failing == "thinker" else ["attention"])
+        assert backend._stock_attention is None
+        assert len(tries) == 2 and backend.talker_decoder.compiled
+        assert all(decoder.compiled for decoder in backend.thinker_decoders)
+        assert backend.compiled and backend.warming_up is None
