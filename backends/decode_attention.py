@@ -148,6 +148,7 @@ def _attention_forward(module, query, key, value, attention_mask, dropout=0.0, s
     GPU) takes the kernel; everything else goes to sdpa, over only the first slots when the mask spans fewer
     than the cache (a prompt pass, prompt_mask_slots)."""
     if (query.shape[0] == 1 and query.shape[2] == 1 and (query.is_cuda or INTERPRETED)
+            and query.stride(-1) == key.stride(-1) == value.stride(-1) == 1  # the kernel's loads assume it
             and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool
             and attention_mask.shape[-1] == key.shape[2] and attention_mask.shape[-2] == 1
             and not dropout and sliding_window is None and not kwargs.get("softcap")):
@@ -161,15 +162,17 @@ def _attention_forward(module, query, key, value, attention_mask, dropout=0.0, s
 
 
 def _kernel_agrees(layer) -> bool:
-    """Whether the kernel builds on this GPU and gives sdpa's output for ``layer``'s head layout (a few
-    hundred slots, some empty): else the layers keep sdpa rather than fail in a reply."""
+    """Whether the kernel builds on this GPU and gives sdpa's output for ``layer``'s head layout (a cache
+    whose splits hold several blocks each, with empty slots and holes): else the layers keep sdpa rather
+    than fail in a reply."""
     config = layer.config
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, layer.head_dim
     device = next(layer.parameters()).device
     generator = torch.Generator(device=device).manual_seed(0)
+    slots = 40 * BLOCK  # more blocks than splits: each split rescales across blocks, as a real cache's do
     query, key, value = (torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
-                         for shape in ((heads, head_dim), (kv_heads, 300, head_dim), (kv_heads, 300, head_dim)))
-    seen = torch.arange(300, device=device) < 170
+                         for shape in ((heads, head_dim), (kv_heads, slots, head_dim), (kv_heads, slots, head_dim)))
+    seen = (torch.arange(slots, device=device) < 30 * BLOCK + 7) & (torch.arange(slots, device=device) % 5 != 3)
     try:
         with torch.inference_mode():
             ours = decode_attention(query, key, value, seen, layer.scaling).float()

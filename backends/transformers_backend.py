@@ -411,7 +411,7 @@ class TransformersBackend(Backend):
 
         times = {"talker_s": self.talker_decoder.compile()}
         if not self.talker_decoder.compiled and self._stock_attention is not None:
-            log.warning("the talker did not compile with our attention kernel; again with sdpa")
+            log.warning("the talker did not compile with our attention kernel; again with sdpa (thinker's too)")
             self._stock_attention()
             self._stock_attention = None
             times["talker_s"] += self.talker_decoder.compile()

@@ -55,7 +55,7 @@ def kernel_matches_sdpa() -> None:
 def thinker_replies_alike() -> None:
     """The tiny thinker in bf16, greedy through ThinkerDecoder (a static cache, a padded prompt pass): the same
     12 tokens with the kernel (the prompt pass on sdpa over its own slots only), and every decode step's
-    layers went through it."""
+    layers went through it. (The talker's layout is among kernel_matches_sdpa's; here it is only switched.)"""
     from backends.checkpoints import resolve_checkpoint
     from backends.conversation import build_prompt_inputs
     from backends.decoding import ThinkerDecoder
@@ -65,12 +65,13 @@ def thinker_replies_alike() -> None:
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
     thinker = backend.model.thinker.to(torch.bfloat16)
-    inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
+    # Over two blocks of prompt, in a cache of 10 splits: the steps combine several splits' partial softmaxes.
+    inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something. " * 15),))))
 
     def reply() -> list[int]:
-        decoder = ThinkerDecoder(thinker, 200, prefill_lengths=(64,))
+        decoder = ThinkerDecoder(thinker, 640, prefill_lengths=(256,))
         decoder.capture_prompt_passes()  # the padded prompt pass (on the CPU: a plain function)
-        assert inputs["input_ids"].shape[1] <= 64, "the prompt takes the padded pass"
+        assert 128 < inputs["input_ids"].shape[1] <= 256, "the prompt spans blocks and takes the padded pass"
         return decoded_tokens(decoder, inputs)
 
     stock = reply()
@@ -95,7 +96,7 @@ def thinker_replies_alike() -> None:
     finally:
         decode_attention.decode_attention, decode_attention.sdpa_attention_forward = original, original_sdpa
         backend.close()
-    assert set(prompt_keys[:2]) == {64}, f"the prompt pass read {prompt_keys[:2]} keys, not its own 64 slots"
+    assert set(prompt_keys[:2]) == {256}, f"the prompt pass read {prompt_keys[:2]} keys, not its own 256 slots"
     layers = thinker.config.text_config.num_hidden_layers
     assert len(stock) == 12 and ours == stock, (stock, ours)
     # 11 decode steps, and the one the decoder's constructor runs to allocate its cache.

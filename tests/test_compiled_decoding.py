@@ -290,9 +290,11 @@ def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transf
     trace, say) it must not stay eager, where it would launch the same kernels: transformers' own go back
     (both for the thinker; attention for the talker, which has no fused experts) and it compiles again. The
     first try fails here on purpose; the CPU never turns the kernels on by itself."""
-    tries = []
+    tries, restored = [], []
 
     def compile_fails_first(self):
+        if tries:
+            assert restored, "it compiles again only after transformers' own are back"
         tries.append(self)
         self.compiled = len(tries) > 1
         return 0.0
@@ -308,7 +310,6 @@ def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transf
     with build_backend("transformers", resolve_checkpoint("tiny"), compile="on", small_cache_tokens=0,
                        max_speech_seconds=1.0) as backend:
         assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
-        restored = []
         backend._stock_experts = lambda: restored.append("experts")
         backend._stock_attention = lambda: restored.append("attention")
         backend.warm_up()
