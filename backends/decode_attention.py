@@ -197,15 +197,17 @@ def use_decode_attention(module: torch.nn.Module) -> Callable[[], None] | None:
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextAttention
 
     layers = [m for m in module.modules() if isinstance(m, Qwen3OmniMoeThinkerTextAttention)]
-    configs = list({id(layer.config): layer.config for layer in layers
-                    if layer.config._attn_implementation in ("sdpa", DECODE_ATTENTION)}.values())
-    if triton is None or not configs:
+    # One layer per config (the thinker's, the talker's): what gets checked, and switched.
+    served = {id(layer.config): layer for layer in layers
+              if layer.config._attn_implementation in ("sdpa", DECODE_ATTENTION)}.values()
+    if triton is None or not served:
         return None
     current = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     if not INTERPRETED and {p.device for layer in layers for p in layer.parameters()} != {current}:
         return None  # Triton launches on the current device: layers spread over GPUs keep sdpa
-    if not all(_kernel_agrees(layer) for layer in {id(layer.config): layer for layer in layers}.values()):
+    if not all(_kernel_agrees(layer) for layer in served):
         return None
+    configs = [layer.config for layer in served]
     AttentionInterface.register(DECODE_ATTENTION, _attention_forward)
     AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
     for config in configs:
