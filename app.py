@@ -62,15 +62,18 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers: skip torch.compile/CUDA graphs (starts in seconds, generates slower)")
     parser.add_argument("--static-cache-tokens", type=int, default=8192,
                         help="transformers, compiled: prompt + reply tokens of the fast path (longer turns run eagerly)")
-    parser.add_argument("--small-cache-tokens", type=int, default=2048,
-                        help="transformers, compiled: a second, faster thinker cache for turns that fit it (0: none; "
-                             "costs about 0.2 GB and a minute of first-start compile)")
+    parser.add_argument("--small-cache-tokens", type=int, default=0,
+                        help="transformers, compiled: a second thinker cache this size for turns that fit it (0: none; "
+                             "faster only with --no-decode-attention; costs about 0.2 GB and a minute of compile)")
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")
     parser.add_argument("--no-decode-attention", action="store_true",
                         help="transformers, compiled: decode steps attend with sdpa over every slot of the static "
                              "cache instead of our Triton kernel, which reads only the filled ones")
+    parser.add_argument("--no-fused-projections", action="store_true",
+                        help="transformers, compiled: attention layers compute query, key and value in three matrix "
+                             "products (transformers' own) instead of one")
     parser.add_argument("--encoder-cache-mb", type=int, default=256,
                         help="transformers: keep the audio and vision encoders' outputs for files already seen, so "
                              "later turns don't encode them again (0: off)")
@@ -138,7 +141,7 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     if args.backend == "transformers":
         # The page opens at once; the header shows the load.
         return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe,
-                "decode_attention": not args.no_decode_attention}
+                "decode_attention": not args.no_decode_attention, "fused_projections": not args.no_fused_projections}
     engine = {
         "tensor_parallel_size": args.tensor_parallel_size,
         "gpu_memory_utilization": args.gpu_memory_utilization,

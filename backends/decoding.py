@@ -77,6 +77,9 @@ class TalkerDecoder:
                                                            for p in range(2, self.groups)]
         self._step, self._predict = self._step_fn, self._predict_fn
         self.compiled = False
+        # One capture stream for all the talker's graphs (steps, predictor, prompt passes): one thread replays
+        # them one after another, so they may share the cuBLAS workspace PyTorch keeps per stream (32 MiB).
+        self.capture_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._initialize_caches()
 
     def fits(self, prompt_tokens: int, frames: int) -> bool:
@@ -191,7 +194,8 @@ class TalkerDecoder:
             predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False)
             with torch.inference_mode():
                 if self.codec_in.device.type == "cuda":
-                    self._step, self._predict = _captured(step), _captured(predict)
+                    self._step, self._predict = _captured(step, stream=self.capture_stream), \
+                        _captured(predict, stream=self.capture_stream)
                 else:
                     step(), predict()  # compile now, not during the first reply
                     self._step, self._predict = step, predict
@@ -209,7 +213,7 @@ class TalkerDecoder:
         on_gpu = self.codec_in.device.type == "cuda"
         before = torch.cuda.memory_allocated() if on_gpu else 0
         self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, self.codec_in.device,
-                                        "the talker's prompt pass")
+                                        "the talker's prompt pass", self.capture_stream)
         with torch.inference_mode():
             self.cache.reset()
         if on_gpu and self._prefills:
@@ -221,8 +225,8 @@ class CapturedVocoder:
     """code2wav for the chunk lengths a speech stream always has, each captured as a CUDA graph.
 
     Eagerly, code2wav's hundreds of small kernels wait on Python, and the first chunk is on the
-    way to the first sound. Other lengths (a reply's last chunk) run eagerly. On the CPU the
-    same fixed-buffer functions run without graphs.
+    way to the first sound. A shorter length (a reply's last chunk) runs in the next captured one,
+    padded; a longer one eagerly. On the CPU the same fixed-buffer functions run without graphs.
 
     Example::
 
@@ -235,6 +239,7 @@ class CapturedVocoder:
         self.code2wav = code2wav
         self.device = compute_device(code2wav)
         self.frame_counts = sorted(set(frame_counts))
+        self.upsample = int(code2wav.total_upsample)  # samples per frame
         self.codes_in = {n: torch.zeros((1, code2wav.config.num_quantizers, n), device=self.device,
                                         dtype=torch.long) for n in self.frame_counts}
         self._decoders: dict = {}
@@ -247,11 +252,19 @@ class CapturedVocoder:
 
     @torch.inference_mode()
     def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        """A captured length that holds the codes decodes them: code2wav is causal (causal convolutions,
+        causal attention), so the padding after them changes none of their samples, which are cut out.
+        Eagerly, a reply's last chunk took 0.18 GB of activations beside the captured graphs' own pool."""
         frames = codes.shape[-1]
-        if frames not in self._decoders:
+        padded = next((n for n in self.frame_counts if n >= frames and n in self._decoders), None)
+        if padded is None:
             return self.code2wav(codes)
-        self.codes_in[frames].copy_(codes)
-        return self._decoders[frames]().clone()  # the graph's output is overwritten at its next replay
+        self.codes_in[padded][..., :frames].copy_(codes)
+        self.codes_in[padded][..., frames:].zero_()
+        wav = self._decoders[padded]()
+        # code2wav's output for n frames is n * upsample samples less a constant the convolutions trim.
+        samples = wav.shape[-1] - (padded - frames) * self.upsample
+        return wav[..., :samples].clone()  # the graph's output is overwritten at its next replay
 
 
 def compute_device(module) -> torch.device:
@@ -321,14 +334,16 @@ def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
     return replay
 
 
-def _captured_each(function, sizes: list[int], device: torch.device, what: str) -> dict:
+def _captured_each(function, sizes: list[int], device: torch.device, what: str,
+                   stream: torch.cuda.Stream | None = None) -> dict:
     """{size: function(size) as a CUDA graph} (on the CPU: the plain function), the graphs sharing one
     memory pool: the sizes are alternatives, so never two replay at once. Empty if a capture fails (the
-    caller then runs eagerly)."""
+    caller then runs eagerly). ``stream``: the capture stream (default: one of their own)."""
     made: dict = {}
     pool = None
     # One capture stream for all: they never replay at once, so they may share its cuBLAS workspace.
-    stream = torch.cuda.Stream() if device.type == "cuda" else None
+    if stream is None and device.type == "cuda":
+        stream = torch.cuda.Stream()
     try:
         with torch.inference_mode():
             for size in sizes:
@@ -405,6 +420,9 @@ class ThinkerDecoder:
         self.repetition_penalty = float(getattr(thinker.generation_config, "repetition_penalty", None) or 1.0)
         self._step = self._step_fn
         self.compiled = False
+        # One capture stream for the step and the prompt passes (replayed one after another by one thread):
+        # they share the cuBLAS workspace PyTorch keeps per stream.
+        self.capture_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.replies = 0
         """Replies decoded so far (which cache served a turn)."""
         self.overlap = True
@@ -584,7 +602,7 @@ class ThinkerDecoder:
             step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
             with torch.inference_mode():
                 if self.token_in.device.type == "cuda":
-                    self._step = _captured(step)
+                    self._step = _captured(step, stream=self.capture_stream)
                 else:
                     step()  # compile now, not during the first reply
                     self._step = step
@@ -600,7 +618,8 @@ class ThinkerDecoder:
         (plain functions on the CPU), like the talker's (TalkerDecoder.capture_prompt_passes says why)."""
         device = self.token_in.device
         before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
-        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass")
+        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass",
+                                        self.capture_stream)
         if before and self._prefills:
             log.info("the thinker's %d captured prompt passes (%d-slot cache) hold %.2f GB", len(self._prefills),
                      self.max_tokens, (torch.cuda.memory_allocated() - before) / 1e9)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
 from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.encoder_cache import EncoderCache
+from backends.fused_projections import fuse_attention_projections
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -39,6 +41,11 @@ and the assistant's header) runs in the shortest that holds it; a longer one run
 THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """Likewise for the thinker's text model, per cache (those shorter than the cache)."""
 
+
+CUBLAS_WORKSPACE = ":4096:2:16:8"
+"""cuBLAS's workspace per stream (CUBLAS_WORKSPACE_CONFIG, unless set already): 8 MiB, PyTorch's default before
+Hopper, instead of its 32 MiB on Hopper. The compiled path keeps one per capture stream and thread (about ten,
+so 0.2 GB less at the same peak), and a decode step's products, one token wide, need a few KiB."""
 
 LOADING_WEIGHTS = "Loading the model's weights…"
 WAITING_TO_COMPILE = "Waiting to compile the model…"
@@ -82,9 +89,10 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
-    small_cache_tokens: int = 2048
-    """A second, smaller static cache for the thinker, for the turns that fit it (0: none). A decode step
-    attends over every slot of its cache: at 8192 slots that was 40 % of the step's kernels."""
+    small_cache_tokens: int = 0
+    """A second, smaller static cache for the thinker, for the turns that fit it (0: none). With sdpa a decode
+    step attended over every slot of its cache, so a small one was faster; the decode-attention kernel reads
+    only the filled slots, so one cache serves as fast (0.2 GB and a minute of first-start compile saved)."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE experts in backends/fused_moe.py's Triton kernels
     (1.5x transformers' grouped_mm for one token's MoE layer on an H200); prompts keep grouped_mm."""
@@ -92,6 +100,9 @@ class TransformersOptions:
     """Compiled on a GPU: the thinker's and talker's decode steps attend in backends/decode_attention.py's Triton
     kernel, which reads only the cache slots the conversation filled (sdpa reads every slot of the static
     cache); prompts keep sdpa."""
+    fused_projections: bool = True
+    """Compiled: each text attention layer (thinker, talker) computes its query, key and value in one matrix
+    product instead of three (backends/fused_projections.py; the same weights, viewed as one tensor)."""
     encoder_cache_mb: int = 256
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
     many MB, on the model's device), so a conversation's later turns don't encode its earlier files again;
@@ -121,6 +132,8 @@ class TransformersBackend(Backend):
         """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
         self._stock_attention = None
         """Puts sdpa back in the thinker and talker while the decode-attention kernel serves them."""
+        self._stock_projections = None
+        """Puts transformers' attention forward (three projections) back while ours (one) serves."""
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -157,6 +170,8 @@ class TransformersBackend(Backend):
         self.compiled = not offloaded and (
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
+            if self.model.device.type == "cuda":  # read once, at cuBLAS's first product: the kernel checks below
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
@@ -167,6 +182,8 @@ class TransformersBackend(Backend):
                 from backends.decode_attention import use_decode_attention  # imports triton: GPUs only
 
                 self._stock_attention = use_decode_attention(self.model)
+            if options.fused_projections:
+                self._stock_projections = fuse_attention_projections(self.model)
             self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
                                      for size in sorted(sizes)]
             self.warming_up = WAITING_TO_COMPILE
@@ -381,12 +398,12 @@ class TransformersBackend(Backend):
             started = time.perf_counter()
             for decoder in self.thinker_decoders:
                 decoder.compile()
-            ours = [k for k in (self._stock_experts, self._stock_attention) if k is not None]
+            ours = [k for k in (self._stock_experts, self._stock_attention, self._stock_projections) if k is not None]
             if ours and not all(d.compiled for d in self.thinker_decoders):
-                log.warning("the thinker did not compile with our Triton kernels; again with transformers' own")
+                log.warning("the thinker did not compile with our kernels; again with transformers' own")
                 for put_stock_back in ours:
                     put_stock_back()
-                self._stock_experts = self._stock_attention = None
+                self._stock_experts = self._stock_attention = self._stock_projections = None
                 for decoder in self.thinker_decoders:
                     decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
@@ -410,10 +427,13 @@ class TransformersBackend(Backend):
         import torch
 
         times = {"talker_s": self.talker_decoder.compile()}
-        if not self.talker_decoder.compiled and self._stock_attention is not None:
-            log.warning("the talker did not compile with our attention kernel; again with sdpa (thinker's too)")
-            self._stock_attention()
-            self._stock_attention = None
+        ours = [k for k in (self._stock_attention, self._stock_projections) if k is not None]
+        if not self.talker_decoder.compiled and ours:
+            log.warning("the talker did not compile with our attention kernel and projections; again with "
+                        "transformers' own (the thinker's too)")
+            for put_stock_back in ours:
+                put_stock_back()
+            self._stock_attention = self._stock_projections = None
             times["talker_s"] += self.talker_decoder.compile()
         if self.vocoder is not None:
             before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
@@ -520,8 +540,6 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
 
 def _memory_caps(gib_per_gpu: float) -> dict:
     """accelerate's ``max_memory``: this much on each GPU, the rest in CPU memory (leaving 8 GiB to the system)."""
-    import os
-
     import torch
 
     caps: dict = {index: f"{gib_per_gpu}GiB" for index in range(torch.cuda.device_count())}

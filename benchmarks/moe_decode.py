@@ -29,8 +29,12 @@ from backends import fused_moe  # noqa: E402
 from backends.decoding import _captured  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
-TILES = [(8, 8, 256), (16, 16, 256), (32, 32, 128), (16, 8, 512), (8, 16, 128)]
-"""Tile sizes tried for the experts alone: (gate_up_rows, down_rows, k), as in fused_moe.BLOCKS."""
+GATE_UP_TILES = [(8, 256, 4), (8, 512, 4), (4, 512, 4), (4, 1024, 4), (8, 1024, 8), (16, 512, 8), (8, 2048, 8),
+                 (2, 2048, 4), (4, 256, 2)]
+"""(rows, k, warps) tried for the gate/up kernel, with the default down kernel."""
+DOWN_TILES = [(8, 256, 4, False), (8, 256, 4, True), (4, 256, 4, True), (16, 256, 4, True), (8, 1024, 8, True),
+              (4, 1024, 4, True), (2, 1024, 4, False), (4, 1024, 4, False), (2, 256, 2, True)]
+"""(rows, k, warps, one program per expert) tried for the down kernel, with the best gate/up tiles."""
 
 
 def moe_layers(count: int, device: str):
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--compile", action="store_true", help="also torch.compile each variant before capture")
+    parser.add_argument("--sweep", action="store_true", help="also time the kernels' tile and launch sizes (GPU)")
     parser.add_argument("--cpu", action="store_true", help="no GPU: check the outputs only (TRITON_INTERPRET=1)")
     args = parser.parse_args()
     device = "cpu" if args.cpu else "cuda"
@@ -116,15 +121,64 @@ def main() -> None:
             scale = max(s.abs().max().item() for s in stock)
             print(f"{name} vs eager grouped_mm: max |diff| {max(diffs):.2e} (outputs up to {scale:.2e}), "
                   f"{equal:.1%} of values identical", flush=True)
-        if on_gpu:  # one layer, called again and again: part of its 76 MB may stay in L2, so compare only here
-            x, experts = inputs[0].view(1, -1), layers[0].experts
-            _, weights, ids = layers[0].gate(x)
-            for gate_up_rows, down_rows, k in TILES:
-                tiles = {"gate_up_rows": gate_up_rows, "down_rows": down_rows, "k": k}
-                call = (lambda: fused_moe.fused_decode_experts(x, ids, weights, experts.gate_up_proj,
-                                                               experts.down_proj, tiles))
-                wall, kernels = timed(call, args.calls, on_gpu)
-                print(f"tiles {tiles}: kernels {kernels * 1e3:.1f} µs (eager launch {wall * 1e3:.1f} µs)", flush=True)
+        if on_gpu and args.sweep:
+            sweep(config, layers, inputs, args.calls)
+
+
+def kernel_times(call, calls: int) -> dict[str, float]:
+    """GPU µs per call of each kernel ``call`` launches (a captured graph's replay), by kernel name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    return {e.key: e.self_device_time_total / calls for e in prof.key_averages() if e.self_device_time_total}
+
+
+def sweep(config, layers, inputs, calls: int) -> None:
+    """Tile and launch sizes of the fused kernels, each over every layer (its own weights and chosen experts)
+    in one captured graph, as in a decode step: GPU µs per layer of each kernel, and the weights' read rate."""
+    hidden, inter, top_k = config.hidden_size, config.moe_intermediate_size, config.num_experts_per_tok
+    routed = []
+    for layer, x in zip(layers, inputs):
+        _, weights, ids = layer.gate(x.view(1, -1))
+        routed.append((x.view(1, -1), ids, weights, layer.experts))
+    outputs = [torch.empty_like(x) for x in inputs]
+
+    def timed_blocks(blocks: dict) -> dict[str, float]:
+        def run():
+            for (x, ids, weights, experts), out in zip(routed, outputs):
+                out.view(1, -1).copy_(fused_moe.fused_decode_experts(x, ids, weights, experts.gate_up_proj,
+                                                                     experts.down_proj, blocks))
+        run()
+        times = kernel_times(_captured(run), calls)
+        per_layer = {"gate_up": sum(t for k, t in times.items() if "gate_up" in k) / len(layers),
+                     "down": sum(t for k, t in times.items() if "_down" in k) / len(layers),
+                     "all": sum(times.values()) / len(layers)}
+        gate_up_bytes, down_bytes = top_k * 2 * hidden * inter * 2, top_k * hidden * inter * 2
+        print(f"  {blocks}: gate/up {per_layer['gate_up']:.1f} µs ({gate_up_bytes / per_layer['gate_up'] / 1e6:.2f} "
+              f"TB/s), down {per_layer['down']:.1f} µs ({down_bytes / per_layer['down'] / 1e6:.2f} TB/s), all kernels "
+              f"{per_layer['all']:.1f} µs per layer", flush=True)
+        return per_layer
+
+    print(f"tile sweep, {len(layers)} layers per captured graph, medians of {calls} replays:", flush=True)
+    best, best_gate_up = dict(fused_moe.BLOCKS), float("inf")
+    for rows, k, warps in GATE_UP_TILES:
+        blocks = {**fused_moe.BLOCKS, "gate_up_rows": rows, "gate_up_k": k, "gate_up_warps": warps}
+        took = timed_blocks(blocks)["gate_up"]
+        if took < best_gate_up:
+            best, best_gate_up = blocks, took
+    best_all = float("inf")
+    for rows, k, warps, split in DOWN_TILES:
+        blocks = {**best, "down_rows": rows, "down_k": k, "down_warps": warps, "down_split": split}
+        took = timed_blocks(blocks)["all"]
+        if took < best_all:
+            chosen, best_all = blocks, took
+    print(f"fastest: {chosen}, {best_all:.1f} µs per layer of kernels", flush=True)
 
 
 if __name__ == "__main__":

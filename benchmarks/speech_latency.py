@@ -95,7 +95,7 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
 
 
 def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
-                       small_cache_tokens: int = 2048) -> dict:
+                       small_cache_tokens: int = 0) -> dict:
     """Two TransformersBackends around one full-size random-weight model (GPU): eager, and compiled."""
     from backends.transformers_backend import TransformersBackend, TransformersOptions
 
@@ -357,6 +357,89 @@ def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
     return ", ".join(f"{name} {statistics.median(times[1:]):.1f} ms" for name, times in stages.items())
 
 
+def _cache_bytes(cache) -> int:
+    return sum(t.numel() * t.element_size() for layer in cache.layers
+               for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
+
+
+def _place(frames: list[dict]) -> str:
+    """Where an allocation was made: the innermost frames in transformers or torch and in this project."""
+    frames = [f for f in frames if f["filename"].endswith(".py")]
+    ours = next((f for f in frames if "/backends/" in f["filename"] or "/benchmarks/" in f["filename"]), None)
+    theirs = next((f for f in frames if "/transformers/" in f["filename"] or "/torch/" in f["filename"]), None)
+    return " ← ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in (theirs, ours) if f) \
+        or "(no Python frame)"
+
+
+def _largest(by_place: dict[str, int], top: int) -> list[str]:
+    return [f"  {size / 1e6:8.1f} MB  {place}" for place, size in sorted(by_place.items(), key=lambda i: -i[1])[:top]]
+
+
+def record_memory_history() -> int:
+    """Start recording the GPU allocator's events (with Python stacks); returns the bytes allocated before."""
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=5_000_000, stacks="python")
+    return torch.cuda.memory_allocated()
+
+
+def memory_kept(backend, recorded_from: int, top: int = 12) -> list[str]:
+    """What stays allocated (GPU) once the warm-up is done, by owner: the weights and static caches, and what
+    was made since record_memory_history() returned ``recorded_from``, by where. Stops the recording."""
+    model = backend.model
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda)
+    thinker_caches = sum(_cache_bytes(decoder.cache) for decoder in backend.thinker_decoders)
+    talker = backend.talker_decoder
+    talker_caches = _cache_bytes(talker.cache) + _cache_bytes(talker.predictor_cache) if talker else 0
+    torch.cuda.synchronize()
+    segments = torch.cuda.memory._snapshot()["segments"]
+    torch.cuda.memory._record_memory_history(enabled=None)
+    by_place: dict[str, int] = {}
+    for block in (b for segment in segments for b in segment["blocks"] if b["state"] == "active_allocated"):
+        if block.get("frames"):
+            place = _place(block["frames"])
+            by_place[place] = by_place.get(place, 0) + block["size"]
+    other = recorded_from - weights - thinker_caches - talker_caches
+    return [f"before the warm-up {recorded_from / 1e9:.2f} GB: weights {weights / 1e9:.2f}, thinker caches "
+            f"{thinker_caches / 1e9:.2f}, talker + predictor caches {talker_caches / 1e9:.2f}, other "
+            f"{other / 1e9:.2f}; after it {torch.cuda.memory_allocated() / 1e9:.2f} GB, made during it "
+            f"{sum(by_place.values()) / 1e9:.2f} GB:", *_largest(by_place, top)]
+
+
+def memory_at_peak(backend, request: ChatRequest, top: int = 12) -> list[str]:
+    """One reply with the allocator's events recorded (GPU): its peak, and the allocations made during the reply
+    that were live then, by where they were made."""
+    device = torch.cuda.current_device()
+    before = record_memory_history()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        run_streaming(backend, request)
+        torch.cuda.synchronize()
+        events = torch.cuda.memory._snapshot()["device_traces"][device]
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    peak = torch.cuda.max_memory_allocated()
+
+    def replay(until: int | None = None) -> tuple[int, int, dict]:
+        live, current, highest, at = {}, before, before, -1
+        for index, event in enumerate(events[:until]):
+            if event["action"] == "alloc":
+                live[event["addr"]] = event
+                current += event["size"]
+            elif event["action"] == "free_completed" and event["addr"] in live:
+                current -= live.pop(event["addr"])["size"]
+            if current > highest:
+                highest, at = current, index
+        return highest, at, live
+
+    highest, at, _ = replay()
+    by_place: dict[str, int] = {}
+    for event in replay(at + 1)[2].values():
+        place = _place(event.get("frames", []))
+        by_place[place] = by_place.get(place, 0) + event["size"]
+    return [f"before the reply {before / 1e9:.2f} GB; its peak {peak / 1e9:.2f} GB (replayed from the allocator's "
+            f"events: {highest / 1e9:.2f}); made during the reply and live then:", *_largest(by_place, top)]
+
+
 def stop_latency(backend, request: ChatRequest) -> float:
     """Seconds from closing the stream (Stop) to the engine being free, during speech."""
 
@@ -538,7 +621,7 @@ def main() -> None:
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
-    parser.add_argument("--small-cache-tokens", type=int, default=2048, help="the thinker's second cache (0: none)")
+    parser.add_argument("--small-cache-tokens", type=int, default=0, help="the thinker's second cache (0: none)")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
     parser.add_argument("--overlap-ab", action="store_true",
                         help="also the thinker alone with each step launched ahead of the host, and one at a time")
@@ -548,6 +631,8 @@ def main() -> None:
                         help="also the thinker alone with sdpa's decode attention beside our kernel")
     parser.add_argument("--encoder-cache-ab", action="store_true",
                         help="also a second turn's TTFT with its earlier files encoded again and from the cache")
+    parser.add_argument("--memory-at-peak", action="store_true",
+                        help="also one reply with the GPU allocator's history: what its peak memory is made of")
     parser.add_argument("--prompt-passes-eager", action="store_true",
                         help="also the compiled path with its prompt passes and code2wav chunks eager")
     args = parser.parse_args()
@@ -574,7 +659,11 @@ def main() -> None:
     eager, compiled = backends.values()
     print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
     on_gpu = eager.model.device.type == "cuda"
+    recorded_from = record_memory_history() if on_gpu and args.memory_at_peak else None
     warm = compiled.warm_up()
+    if recorded_from is not None:
+        for line in memory_kept(compiled, recorded_from):
+            print("memory,", line, flush=True)
     print("warm-up:", {k: round(v, 1) for k, v in warm.items()}, flush=True)
     audio, image = make_prompt_files(Path(tempfile.mkdtemp()))
     request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),
@@ -618,6 +707,9 @@ def main() -> None:
             if run:
                 results[name].append(measured)
     print_table(results, peaks, {"our loop, compiled": sum(warm.values())})
+    if on_gpu and args.memory_at_peak:
+        for line in memory_at_peak(compiled, request):
+            print("memory,", line, flush=True)
     for name, backend in (("eager", eager), ("compiled", compiled)):
         if name in " ".join(paths):
             print(f"stop during speech ({name}) frees the engine in {stop_latency(backend, request) * 1000:.0f} ms",

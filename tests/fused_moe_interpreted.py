@@ -32,6 +32,14 @@ def layer_matches_stock() -> None:
         stock = [layer(x) for x in inputs]
         assert fused_moe.use_fused_decode_experts(layer)
         fused = [layer(x) for x in inputs]
+        experts = layer.experts
+        for blocks in ({**fused_moe.BLOCKS, "down_split": True, "down_rows": 4, "down_k": 16},  # several k steps
+                       {**fused_moe.BLOCKS, "down_split": False, "gate_up_rows": 2, "gate_up_k": 32}):
+            for x, f in zip(inputs, fused):  # other tiles, with or without a program per expert: alike
+                _, weights, ids = layer.gate(x.view(1, -1))
+                routed = fused_moe.fused_decode_experts(x.view(1, -1), ids, weights, experts.gate_up_proj,
+                                                        experts.down_proj, blocks)
+                torch.testing.assert_close(routed.view_as(f), f, rtol=2 ** -7, atol=1e-4)
         prompt = torch.randn((1, 7, 96), dtype=torch.bfloat16)  # many tokens: still the stock path
         assert torch.equal(layer(prompt), _with(layer, "grouped_mm", prompt))
     for s, f in zip(stock, fused):
@@ -39,6 +47,33 @@ def layer_matches_stock() -> None:
         torch.testing.assert_close(f, s, rtol=2 ** -7, atol=1e-4)
         assert (f == s).float().mean() > 0.9
     print("layer: fused == grouped_mm on", len(inputs), "tokens (within one bf16 rounding step)")
+
+
+def router_matches_stock() -> None:
+    """For one token the router's kernel picks transformers' experts in transformers' order, with the same
+    weights (bf16), for expert and pick counts that fill no power of two; more tokens keep the stock router."""
+    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeTextConfig
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextSparseMoeBlock
+
+    for experts, top_k, normalize in ((20, 6, True), (16, 4, False)):
+        config = Qwen3OmniMoeTextConfig(hidden_size=64, moe_intermediate_size=32, num_experts=experts,
+                                        num_experts_per_tok=top_k, norm_topk_prob=normalize)
+        config._experts_implementation = "grouped_mm"
+        torch.manual_seed(experts)
+        layer = Qwen3OmniMoeThinkerTextSparseMoeBlock(config).to(torch.bfloat16)
+        for param in layer.parameters():
+            param.data.normal_(0, 0.1)
+        tokens = torch.randn((40, 64), dtype=torch.bfloat16)
+        with torch.inference_mode():
+            stock = [layer.gate(token[None]) for token in tokens]
+            assert fused_moe.use_fused_decode_experts(layer) and "forward" in vars(layer.gate)
+            ours = [layer.gate(token[None]) for token in tokens]
+            assert torch.equal(layer.gate(tokens)[2], torch.cat([ids for _, _, ids in stock]))
+        for (_, stock_weights, stock_ids), (_, weights, ids) in zip(stock, ours):
+            assert torch.equal(ids, stock_ids), (ids, stock_ids)
+            assert weights.dtype == stock_weights.dtype
+            torch.testing.assert_close(weights, stock_weights, rtol=2 ** -7, atol=0)
+    print("router: the same experts in the same order on", len(tokens), "tokens")
 
 
 def _with(layer, implementation: str, x):
@@ -85,5 +120,6 @@ def thinker_replies_alike() -> None:
 
 
 if __name__ == "__main__":
+    router_matches_stock()
     layer_matches_stock()
     thinker_replies_alike()

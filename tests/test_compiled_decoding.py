@@ -57,6 +57,7 @@ def test_a_turn_sent_while_compiling_is_told_and_then_answered(warm_up_run):
 def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, talker_frames, speech_path, image_path,
                                                with_media):
     compiled, _ = warm_up_run
+    assert compiled._stock_projections, "the compiled path projects q, k and v in one product (the eager one: three)"
     parts = (MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path))) if with_media else ()
     request = ChatRequest(turns=(Turn.user(*parts, "What is this?"),), sampling=GREEDY, speaker="chelsie")
     eager_events = collect(instruct_backend, request)
@@ -213,8 +214,15 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend):
     streamed = torch.cat([p for p in pieces if p is not None])
     assert streamed.shape == whole.shape
     assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()
-    # Chunks end at 4, 29, …, 154 frames; the last one, 160 - (154 - left_context) frames, is not captured.
-    assert outside == [160 - (154 - left_context)], "only the last, shorter chunk should run outside the captures"
+    # Chunks end at 4, 29, …, 154 frames; the last one, 160 - (154 - left_context) frames, runs padded in a
+    # captured length: code2wav is causal, so the padding changes none of its samples (checked above).
+    assert outside == [], "every chunk, the last shorter one too, should run in a captured length"
+    last = 160 - (154 - left_context)
+    assert last not in counts
+    alone = captured(codes[None, :, -last:])
+    with torch.inference_mode():
+        own = code2wav(codes[None, :, -last:])
+    assert alone.shape == own.shape and (alone - own).abs().max() <= 1e-5 * own.abs().max(), "padded, then cut"
 
 
 @pytest.mark.parametrize("with_media", [False, True])
@@ -286,10 +294,11 @@ def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(i
 def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transformers_own(tiny_cache, monkeypatch,
                                                                                             failing):
     """On a GPU the backend turns our Triton kernels on before compiling (fused MoE experts for the thinker,
-    decode attention for thinker and talker). If a decoder's steps then fail to compile (a kernel dynamo can't
-    trace, say) it must not stay eager, where it would launch the same kernels: transformers' own go back
-    (both for the thinker; attention for the talker, which has no fused experts) and it compiles again. The
-    first try fails here on purpose; the CPU never turns the kernels on by itself."""
+    decode attention for thinker and talker), and on any device the fused q/k/v projections. If a decoder's
+    steps then fail to compile (a kernel dynamo can't trace, say) it must not stay eager, where it would launch
+    the same kernels: transformers' own go back (all for the thinker; attention and projections for the talker,
+    which has no fused experts) and it compiles again. The first try fails here on purpose; the CPU never turns
+    the Triton kernels on by itself."""
     tries, restored = [], []
 
     def compile_fails_first(self):
@@ -312,9 +321,50 @@ def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transf
         assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
         backend._stock_experts = lambda: restored.append("experts")
         backend._stock_attention = lambda: restored.append("attention")
+        fused_projections = backend._stock_projections
+        backend._stock_projections = lambda: restored.append("projections") or fused_projections()
         backend.warm_up()
-        assert restored == (["experts", "attention"] if failing == "thinker" else ["attention"])
-        assert backend._stock_attention is None
+        assert restored == (["experts", "attention", "projections"] if failing == "thinker"
+                            else ["attention", "projections"])
+        assert backend._stock_attention is None and backend._stock_projections is None
+        attention = backend.model.thinker.model.layers[0].self_attn
+        assert "forward" not in vars(attention), "transformers' own attention forward is back"
         assert len(tries) == 2 and backend.talker_decoder.compiled
         assert all(decoder.compiled for decoder in backend.thinker_decoders)
         assert backend.compiled and backend.warming_up is None
+
+
+def test_fused_projections_view_the_same_weights_and_give_the_same_logits(tiny_cache):
+    """One q/k/v product per attention layer: the three weights become views of one tensor (no memory added,
+    the values unchanged), the thinker's logits stay bit for bit the same on the CPU, and undoing it puts
+    transformers' forward back."""
+    from backends.conversation import build_prompt_inputs
+    from backends.fused_projections import fuse_attention_projections
+
+    backend = build_backend("transformers", resolve_checkpoint("tiny"), compile="off")
+    try:
+        model = backend.model
+        inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
+        attention = model.thinker.model.layers[0].self_attn
+        weights = [p.weight.clone() for p in (attention.q_proj, attention.k_proj, attention.v_proj)]
+        allocated = sum(p.untyped_storage().nbytes() for p in {p.untyped_storage().data_ptr(): p
+                                                                for p in model.parameters()}.values())
+        with torch.inference_mode():
+            stock = model.thinker(**inputs).logits
+            put_back = fuse_attention_projections(model)
+            fused = model.thinker(**inputs).logits
+        assert put_back and "forward" in vars(attention)
+        layers = [m for m in model.modules() if hasattr(m, "qkv_weight")]
+        assert len(layers) == model.config.thinker_config.text_config.num_hidden_layers + \
+            model.config.talker_config.text_config.num_hidden_layers
+        views = (attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight)
+        assert all(v.untyped_storage().data_ptr() == attention.qkv_weight.untyped_storage().data_ptr() for v in views)
+        assert all(torch.equal(v, w) for v, w in zip(views, weights))
+        after = sum(p.untyped_storage().nbytes() for p in {p.untyped_storage().data_ptr(): p
+                                                           for p in model.parameters()}.values())
+        assert after <= allocated
+        assert torch.equal(fused, stock)
+        put_back()
+        assert "forward" not in vars(attention)
+    finally:
+        backend.close()
