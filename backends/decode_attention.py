@@ -100,14 +100,36 @@ if triton is not None:
                 acc = acc * rescale[:, None] + tl.dot(round_to_bf16(p), v)
                 best = new_best
         part = (kv_head * splits + split) * GROUP_PAD + rows
-        tl.store(acc_ptr + part[:, None] * DIM_PAD + dims[None, :], acc)
+        tl.store(acc_ptr + part[:, None] * DIM_PAD + dims[None, :], acc, mask=rows[:, None] < GROUP)
         tl.store(max_ptr + part, best)
         tl.store(sum_ptr + part, total)
+
+    @triton.jit
+    def _combine_splits(acc_ptr, max_ptr, sum_ptr, out_ptr, SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
+                        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr):
+        """One query head's output from its key/value head's splits: their partial sums rescaled to the
+        largest score seen. A split that attended to nothing (-inf, 0) is skipped before its sums are read."""
+        kv_head = tl.program_id(0)
+        row = tl.program_id(1)
+        splits = tl.arange(0, SPLITS_PAD)
+        parts = (kv_head * SPLITS + splits) * GROUP_PAD + row
+        best = tl.load(max_ptr + parts, mask=splits < SPLITS, other=float("-inf"))
+        top = tl.max(best, axis=0)
+        total = tl.sum(tl.load(sum_ptr + parts, mask=splits < SPLITS, other=0.0) * tl.exp(best - top), axis=0)
+        dims = tl.arange(0, DIM_PAD)
+        out = tl.zeros([DIM_PAD], dtype=tl.float32)
+        for split in range(0, SPLITS):
+            part = (kv_head * SPLITS + split) * GROUP_PAD + row
+            split_best = tl.load(max_ptr + part)
+            if split_best > float("-inf"):
+                out += tl.exp(split_best - top) * tl.load(acc_ptr + part * DIM_PAD + dims)
+        tl.store(out_ptr + (kv_head * GROUP + row) * HEAD_DIM + dims, round_to_bf16(out / total).to(tl.bfloat16),
+                 mask=dims < HEAD_DIM)
 
 
 def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, seen: torch.Tensor,
                      scale: float, interleaved: bool | None = None) -> torch.Tensor:
-    """``query`` (heads, head_dim) of one token; ``key``/``value`` (kv_heads, slots, head_dim), the whole
+    """``query`` (heads, head_dim) of one token, bf16; ``key``/``value`` (kv_heads, slots, head_dim), the whole
     cache; ``seen`` (slots,) bool, the slots it may attend to → (heads, head_dim). ``interleaved``: the
     blocks' order (default INTERLEAVED)."""
     heads, head_dim = query.shape
@@ -124,10 +146,10 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         value.stride(0), value.stride(1), seen.stride(0), SCALE=scale, GROUP=group, GROUP_PAD=group_pad,
         HEAD_DIM=head_dim, DIM_PAD=dim_pad, SPLIT=split, BLOCK_N=BLOCK,
         INTERLEAVE=INTERLEAVED if interleaved is None else interleaved)
-    # Splits with nothing to attend to hold -inf and 0: their weight below is 0 (one split always has the token).
-    weight = torch.exp(best - best.amax(dim=1, keepdim=True))
-    out = (acc * weight[..., None]).sum(dim=1) / (total * weight).sum(dim=1)[..., None]
-    return out[:, :group, :head_dim].reshape(heads, head_dim).to(query.dtype)
+    out = torch.empty((heads, head_dim), device=query.device, dtype=query.dtype)
+    _combine_splits[(kv_heads, group)](acc, best, total, out, SPLITS=splits, SPLITS_PAD=_power_of_two_above(splits),
+                                       GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, DIM_PAD=dim_pad)
+    return out
 
 
 def _power_of_two_above(n: int) -> int:
@@ -148,6 +170,7 @@ def _attention_forward(module, query, key, value, attention_mask, dropout=0.0, s
     GPU) takes the kernel; everything else goes to sdpa, over only the first slots when the mask spans fewer
     than the cache (a prompt pass, prompt_mask_slots)."""
     if (query.shape[0] == 1 and query.shape[2] == 1 and (query.is_cuda or INTERPRETED)
+            and query.dtype == torch.bfloat16  # the kernel writes bf16
             and query.stride(-1) == key.stride(-1) == value.stride(-1) == 1  # the kernel's loads assume it
             and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool
             and attention_mask.shape[-1] == key.shape[2] and attention_mask.shape[-2] == 1

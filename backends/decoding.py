@@ -454,7 +454,9 @@ class ThinkerDecoder:
         self.seen.zero_()
         self.seen.scatter_(1, inputs["input_ids"], True)
         self.cache.reset()
+        started = time.perf_counter()
         logits = self._prompt_pass(inputs, prompt_states)
+        launched = time.perf_counter()
         # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
         self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
         streamer.put(inputs["input_ids"].cpu())
@@ -467,6 +469,9 @@ class ThinkerDecoder:
             if launched:  # the next step reads this token on the GPU: it needn't wait for the host
                 token = self._launch_step(token, greedy, generator)
             token_id = self._host_token()
+            if produced == 1:
+                log.debug("thinker: prompt pass launched in %.1f ms (encoders included), first token on the host "
+                          "%.1f ms after it began", (launched - started) * 1e3, (time.perf_counter() - started) * 1e3)
             streamer.put(torch.tensor([token_id]))
             # An end seen here leaves the launched step's token unread (a step's worth of GPU time per reply).
             if token_id == eos_token_id or produced == max_new_tokens or stop.is_set():

@@ -276,6 +276,8 @@ class TransformersBackend(Backend):
         if stop.is_set():  # Stop while the media was decoded: don't start the prefill
             return emit(Done("cancelled"))
         prompt_tokens = int(inputs["input_ids"].shape[1])
+        log.debug("prompt of %d tokens ready %.1f ms after the request (media decoding, the processor)", prompt_tokens,
+                  (time.perf_counter() - started) * 1e3)
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)
         speech = self.speech_run(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak \

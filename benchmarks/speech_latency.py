@@ -646,7 +646,7 @@ def main() -> None:
     for name in ("backends.transformers_backend", "backends.decoding"):  # warm-up progress, graph memory
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
-        for name in ("backends.speech", "backends.decoding"):  # first-audio timeline, each capture's memory
+        for name in ("backends.speech", "backends.decoding", "backends.transformers_backend"):  # first token, audio
             logging.getLogger(name).setLevel(logging.DEBUG)
 
     from backends.tiny_checkpoint import ensure_tiny_checkpoint
