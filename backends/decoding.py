@@ -251,20 +251,42 @@ class CapturedVocoder:
         return time.perf_counter() - started
 
     @torch.inference_mode()
-    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
-        """A captured length that holds the codes decodes them: code2wav is causal (causal convolutions,
-        causal attention), so the padding after them changes none of their samples, which are cut out.
-        Eagerly, a reply's last chunk took 0.18 GB of activations beside the captured graphs' own pool."""
+    def __call__(self, codes: torch.Tensor, conv_frames: int | None = None) -> torch.Tensor:
+        """speech.decode_tail's signature. A whole decode (``conv_frames`` None or all the frames) runs in the
+        shortest captured length that holds it: code2wav is causal (causal convolutions, causal attention), so
+        the padding after the codes changes none of their samples, which are cut out. A tail (a later chunk of
+        a long reply, after its context) runs eagerly."""
         frames = codes.shape[-1]
         padded = next((n for n in self.frame_counts if n >= frames and n in self._decoders), None)
-        if padded is None:
-            return self.code2wav(codes)
+        if padded is None or (conv_frames is not None and conv_frames < frames):
+            return decode_tail(self.code2wav, codes, frames if conv_frames is None else conv_frames)
         self.codes_in[padded][..., :frames].copy_(codes)
         self.codes_in[padded][..., frames:].zero_()
         wav = self._decoders[padded]()
         # code2wav's output for n frames is n * upsample samples less a constant the convolutions trim.
         samples = wav.shape[-1] - (padded - frames) * self.upsample
         return wav[..., :samples].clone()  # the graph's output is overwritten at its next replay
+
+
+def decode_tail(code2wav, codes: torch.Tensor, conv_frames: int) -> torch.Tensor:
+    """``code2wav(codes)`` for its last ``conv_frames`` frames only: (1, 1, conv_frames * upsample - trim).
+
+    code2wav's transformer attends over a window of 72 frames, but its convolutions, which upsample each frame
+    to 1920 samples and hold nearly all of its work and activations, reach back only a few frames. So the
+    transformer runs over every frame given and the convolutions over the last ``conv_frames``: a streamed
+    chunk of 25 new frames with its 80 frames of context upsamples 33 frames, not 105. The steps are
+    code2wav.forward's own (transformers 5.19), cut between its transformer and its convolutions."""
+    if conv_frames >= codes.shape[-1]:
+        return code2wav(codes)
+    hidden = code2wav.code_embedding(codes + code2wav.code_offset).mean(1)
+    hidden = code2wav.pre_transformer(inputs_embeds=hidden).last_hidden_state
+    hidden = hidden[:, -conv_frames:].permute(0, 2, 1)
+    for blocks in code2wav.upsample:
+        for block in blocks:
+            hidden = block(hidden)
+    for block in code2wav.decoder:
+        hidden = block(hidden)
+    return hidden.clamp(min=-1, max=1)
 
 
 def compute_device(module) -> torch.device:
@@ -456,7 +478,7 @@ class ThinkerDecoder:
         self.cache.reset()
         started = time.perf_counter()
         logits = self._prompt_pass(inputs, prompt_states)
-        launched = time.perf_counter()
+        prompt_launched = time.perf_counter()
         # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
         self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
         streamer.put(inputs["input_ids"].cpu())
@@ -471,7 +493,8 @@ class ThinkerDecoder:
             token_id = self._host_token()
             if produced == 1:
                 log.debug("thinker: prompt pass launched in %.1f ms (encoders included), first token on the host "
-                          "%.1f ms after it began", (launched - started) * 1e3, (time.perf_counter() - started) * 1e3)
+                          "%.1f ms after it began", (prompt_launched - started) * 1e3,
+                          (time.perf_counter() - started) * 1e3)
             streamer.put(torch.tensor([token_id]))
             # An end seen here leaves the launched step's token unread (a step's worth of GPU time per reply).
             if token_id == eos_token_id or produced == max_new_tokens or stop.is_set():

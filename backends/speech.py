@@ -29,7 +29,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backends.decoding import TalkerDecoder, compute_device
+from backends.decoding import TalkerDecoder, compute_device, decode_tail
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)
@@ -279,16 +279,17 @@ class StreamingVocoder:
     ``left_context`` earlier frames and keeps only the samples after what was already sent.
     The context must cover the transformer's sliding window plus the convolutions' reach
     (measured: window + 4 frames is exact to 1e-6; with stock's 25 frames a long reply
-    drifts by ~1% of its peak). Stock ``chunked_decode`` also cuts ``trim`` samples out at
-    every chunk boundary.
+    drifts by ~1% of its peak); the convolutions themselves run over the new frames and
+    ``CONV_REACH_FRAMES`` before them only (``decode_tail``). Stock ``chunked_decode`` also cuts
+    ``trim`` samples out at every chunk boundary.
     """
 
     def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None,
                  decode=None):
-        """``decode``: what turns codes into a waveform, code2wav's signature (default code2wav itself;
-        the backend passes a ``CapturedVocoder``)."""
+        """``decode(codes, conv_frames)``: the waveform of the codes' last ``conv_frames`` frames, decode_tail's
+        signature (default decode_tail on code2wav; the backend passes a ``CapturedVocoder``)."""
         self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
-        self.decode = decode or code2wav
+        self.decode = decode or (lambda codes, conv_frames: decode_tail(code2wav, codes, conv_frames))
         self.device = compute_device(code2wav)
         self.left_context = self.default_left_context(code2wav) if left_context is None else left_context
         self.upsample = int(code2wav.total_upsample)
@@ -325,11 +326,12 @@ class StreamingVocoder:
     @torch.inference_mode()
     def _decode(self) -> torch.Tensor:
         start = max(0, self.sent_frames - self.left_context)
+        conv_start = max(start, self.sent_frames - CONV_REACH_FRAMES)  # where the convolutions' samples begin
         codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.device)
-        wav = self.decode(codes)[0, 0]
+        wav = self.decode(codes, len(self.frames) - conv_start)[0, 0]
         if self.trim is None:
-            self.trim = (len(self.frames) - start) * self.upsample - wav.shape[-1]
-        begin = 0 if self.sent_frames == 0 else (self.sent_frames - start) * self.upsample - self.trim
+            self.trim = (len(self.frames) - conv_start) * self.upsample - wav.shape[-1]
+        begin = 0 if self.sent_frames == 0 else (self.sent_frames - conv_start) * self.upsample - self.trim
         self.sent_frames = len(self.frames)
         return wav[begin:].float()
 

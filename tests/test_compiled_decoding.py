@@ -185,26 +185,21 @@ def test_a_prompt_padded_to_a_captured_length_decodes_like_the_exact_one(instruc
         assert torch.equal(logits.argmax(-1), padded_logits.argmax(-1))
 
 
-def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend):
+def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypatch):
+    from backends import decoding
     from backends.decoding import CapturedVocoder
-    from backends.speech import StreamingVocoder
+    from backends.speech import CONV_REACH_FRAMES, StreamingVocoder
 
     code2wav = instruct_backend.model.code2wav
     left_context = StreamingVocoder.default_left_context(code2wav)
     counts = StreamingVocoder.chunk_frame_counts(4, 25, left_context)
     assert counts == (4, 29, 54, 79, 104, 105)  # the context fills at 80 frames, then every chunk is 105
-    captured = CapturedVocoder(code2wav, counts)
+    captured = CapturedVocoder(code2wav, counts[:2])  # as the backend: the first sound, and the chunk after it
     captured.capture()
-    outside = []  # the lengths decoded from codes not in a captured length's fixed buffer
-    original = captured.code2wav
-    fixed = {buffer.data_ptr() for buffer in captured.codes_in.values()}
-
-    def spy(codes):
-        if codes.data_ptr() not in fixed:
-            outside.append(codes.shape[-1])
-        return original(codes)
-
-    captured.code2wav = spy
+    eager = []  # (frames decoded, frames upsampled) of each decode outside the captured graphs
+    original = decoding.decode_tail
+    monkeypatch.setattr(decoding, "decode_tail", lambda model, codes, conv_frames: eager.append(
+        (codes.shape[-1], conv_frames)) or original(model, codes, conv_frames))
     codes = torch.randint(0, code2wav.config.codebook_size, (code2wav.config.num_quantizers, 160),
                           generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -214,15 +209,18 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend):
     streamed = torch.cat([p for p in pieces if p is not None])
     assert streamed.shape == whole.shape
     assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()
-    # Chunks end at 4, 29, …, 154 frames; the last one, 160 - (154 - left_context) frames, runs padded in a
-    # captured length: code2wav is causal, so the padding changes none of its samples (checked above).
-    assert outside == [], "every chunk, the last shorter one too, should run in a captured length"
-    last = 160 - (154 - left_context)
-    assert last not in counts
-    alone = captured(codes[None, :, -last:])
+    # Chunks end at 4, 29, 54, …, 154 and 160 frames. The first two run whole in their graphs; each later one
+    # runs the transformer over its context and upsamples only its new frames and the convolutions' reach.
+    reach = CONV_REACH_FRAMES
+    assert eager == [(54, 25 + reach), (79, 25 + reach), (104, 25 + reach), (105, 25 + reach), (105, 25 + reach),
+                     (160 - (154 - left_context), 6 + reach)]
+    # A whole decode shorter than a captured length runs in it, padded: code2wav is causal, so the padding
+    # changes none of the samples kept.
+    eager.clear()
+    alone = captured(codes[None, :, :17])
     with torch.inference_mode():
-        own = code2wav(codes[None, :, -last:])
-    assert alone.shape == own.shape and (alone - own).abs().max() <= 1e-5 * own.abs().max(), "padded, then cut"
+        own = code2wav(codes[None, :, :17])
+    assert eager == [] and alone.shape == own.shape and (alone - own).abs().max() <= 1e-5 * own.abs().max()
 
 
 @pytest.mark.parametrize("with_media", [False, True])
