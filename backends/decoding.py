@@ -272,9 +272,9 @@ def decode_tail(code2wav, codes: torch.Tensor, conv_frames: int) -> torch.Tensor
     """``code2wav(codes)`` for its last ``conv_frames`` frames only: (1, 1, conv_frames * upsample - trim).
 
     code2wav's transformer attends over a window of 72 frames, but its convolutions, which upsample each frame
-    to 1920 samples and hold nearly all of its work and activations, reach back only a few frames. So the
+    to 1920 samples and hold nearly all of its work and activations, reach back 10 frames. So the
     transformer runs over every frame given and the convolutions over the last ``conv_frames``: a streamed
-    chunk of 25 new frames with its 80 frames of context upsamples 33 frames, not 105. The steps are
+    chunk of 25 new frames with its 84 frames of context upsamples 37 frames, not 109. The steps are
     code2wav.forward's own (transformers 5.19), cut between its transformer and its convolutions."""
     if conv_frames >= codes.shape[-1]:
         return code2wav(codes)

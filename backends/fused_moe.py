@@ -199,6 +199,7 @@ def decode_route(router, hidden_states: torch.Tensor) -> tuple[torch.Tensor, tor
 def _routes_alike(router) -> bool:
     """A router with the layout, dtype and forward ``decode_route`` stands in for."""
     return (type(router).forward.__qualname__.endswith("TopKRouter.forward")
+            and not hasattr(router, "_hf_hook")  # accelerate's device hooks wrap forward: leave those alone
             and getattr(router, "weight", None) is not None and router.weight.dtype == torch.bfloat16
             and all(hasattr(router, name) for name in ("top_k", "num_experts", "norm_topk_prob", "hidden_dim")))
 

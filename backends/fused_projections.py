@@ -51,6 +51,7 @@ def _fused_forward(self, hidden_states: torch.Tensor, position_embeddings: tuple
 def _fusable(layer) -> bool:
     projections = (layer.q_proj, layer.k_proj, layer.v_proj)
     return (all(p.bias is None for p in projections)
+            and not hasattr(layer, "_hf_hook")  # accelerate's device hooks wrap forward: leave those layers alone
             and len({(p.weight.device, p.weight.dtype, p.in_features) for p in projections}) == 1
             and type(layer).forward.__qualname__ == "Qwen3OmniMoeThinkerTextAttention.forward")
 

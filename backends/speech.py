@@ -267,8 +267,10 @@ def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorLis
     return warpers
 
 
-CONV_REACH_FRAMES = 8
-"""Frames of left context code2wav's convolutions need beyond the attention window (4 measured, 2x margin)."""
+CONV_REACH_FRAMES = 12
+"""Frames before a chunk's new ones that code2wav's convolutions read: their kernels, dilations and upsampling
+reach 10 frames back from the first sample a chunk emits (autograd through them); 2 more for margin. Random
+weights hide most of it (their contributions fade within 5 frames), trained ones need not."""
 
 
 class StreamingVocoder:
@@ -278,7 +280,7 @@ class StreamingVocoder:
     change when more frames follow (code2wav is causal). So each chunk re-decodes
     ``left_context`` earlier frames and keeps only the samples after what was already sent.
     The context must cover the transformer's sliding window plus the convolutions' reach
-    (measured: window + 4 frames is exact to 1e-6; with stock's 25 frames a long reply
+    (with random weights window + 4 frames was exact to 1e-6; with stock's 25 frames a long reply
     drifts by ~1% of its peak); the convolutions themselves run over the new frames and
     ``CONV_REACH_FRAMES`` before them only (``decode_tail``). Stock ``chunked_decode`` also cuts
     ``trim`` samples out at every chunk boundary.
@@ -291,7 +293,8 @@ class StreamingVocoder:
         self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
         self.decode = decode or (lambda codes, conv_frames: decode_tail(code2wav, codes, conv_frames))
         self.device = compute_device(code2wav)
-        self.left_context = self.default_left_context(code2wav) if left_context is None else left_context
+        # At least one frame: a chunk's first samples finish the frame before it (code2wav trims its tail).
+        self.left_context = max(1, self.default_left_context(code2wav) if left_context is None else left_context)
         self.upsample = int(code2wav.total_upsample)
         self.frames: list[torch.Tensor] = []
         self.sent_frames = 0  # frames whose audio has been returned (up to their trimmed tail)

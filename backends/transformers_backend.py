@@ -29,7 +29,7 @@ from backends.fused_projections import fuse_attention_projections
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
+from backends.speech import CONV_REACH_FRAMES, SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,8 @@ class TransformersBackend(Backend):
         self.compiled = not offloaded and (
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
-            if self.model.device.type == "cuda":  # read once, at cuBLAS's first product: the kernel checks below
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+            if self.model.device.type == "cuda":
+                _smaller_cublas_workspaces(self.model.device)
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
@@ -196,10 +196,12 @@ class TransformersBackend(Backend):
                 left_context = options.left_context_frames
                 if left_context is None:
                     left_context = StreamingVocoder.default_left_context(self.model.code2wav)
-                # The first two chunks: the first sound, and the one due before it has played. Later
-                # ones would hold 0.4 GB of graph memory to save 9 ms per 2 s of speech.
-                self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
-                    options.first_chunk_frames, options.chunk_frames, left_context)[:2])
+                # The first two chunks: the first sound, and the one due before it has played, when code2wav
+                # decodes it whole (a later chunk upsamples only its new frames: decoding.decode_tail).
+                counts = StreamingVocoder.chunk_frame_counts(options.first_chunk_frames, options.chunk_frames,
+                                                             left_context)
+                whole = counts[:2] if options.first_chunk_frames <= CONV_REACH_FRAMES else counts[:1]
+                self.vocoder = CapturedVocoder(self.model.code2wav, whole)
         self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
 
     def _load_in_background(self) -> None:
@@ -421,6 +423,10 @@ class TransformersBackend(Backend):
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
             self.compiled, self.thinker_decoders = False, []
+            for put_stock_back in (self._stock_experts, self._stock_attention, self._stock_projections):
+                if put_stock_back is not None:  # one of our kernels may be what failed
+                    put_stock_back()
+            self._stock_experts = self._stock_attention = self._stock_projections = None
         finally:
             self.warming_up = None
 
@@ -539,6 +545,23 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
         raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
     model.eval()
     return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
+
+
+def _smaller_cublas_workspaces(device) -> None:
+    """CUBLAS_WORKSPACE (unless the user set CUBLAS_WORKSPACE_CONFIG): PyTorch reads the size once, at its first
+    cuBLAS product, so one is made now and the variable put back (vLLM's processes and deterministic mode read
+    it too). Products made before this (a benchmark's own) keep PyTorch's size."""
+    import torch
+
+    if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
+        return
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    try:
+        square = torch.ones((16, 16), device=device)
+        torch.mm(square, square)
+        torch.cuda.synchronize(device)
+    finally:
+        del os.environ["CUBLAS_WORKSPACE_CONFIG"]
 
 
 def _memory_caps(gib_per_gpu: float) -> dict:

@@ -193,7 +193,7 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     code2wav = instruct_backend.model.code2wav
     left_context = StreamingVocoder.default_left_context(code2wav)
     counts = StreamingVocoder.chunk_frame_counts(4, 25, left_context)
-    assert counts == (4, 29, 54, 79, 104, 105)  # the context fills at 80 frames, then every chunk is 105
+    assert counts == (4, 29, 54, 79, 104, 109)  # the context fills at 84 frames, then every chunk is 109
     captured = CapturedVocoder(code2wav, counts[:2])  # as the backend: the first sound, and the chunk after it
     captured.capture()
     eager = []  # (frames decoded, frames upsampled) of each decode outside the captured graphs
@@ -212,7 +212,7 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     # Chunks end at 4, 29, 54, …, 154 and 160 frames. The first two run whole in their graphs; each later one
     # runs the transformer over its context and upsamples only its new frames and the convolutions' reach.
     reach = CONV_REACH_FRAMES
-    assert eager == [(54, 25 + reach), (79, 25 + reach), (104, 25 + reach), (105, 25 + reach), (105, 25 + reach),
+    assert eager == [(54, 25 + reach), (79, 25 + reach), (104, 25 + reach), (109, 25 + reach), (109, 25 + reach),
                      (160 - (154 - left_context), 6 + reach)]
     # A whole decode shorter than a captured length runs in it, padded: code2wav is causal, so the padding
     # changes none of the samples kept.

@@ -141,3 +141,25 @@ def test_stop_during_speech_frees_the_engine_within_half_a_second(instruct_backe
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user("Hi"),), sampling=Sampling(temperature=0,
                                                                                                 max_new_tokens=8)))
     assert text_of(events) and any(isinstance(e, AudioChunk) for e in events)
+
+
+def test_a_chunks_convolutions_read_every_frame_they_reach(instruct_backend):
+    """decode_tail runs code2wav's convolutions over a chunk's new frames and CONV_REACH_FRAMES before them: the
+    first sample a chunk emits must depend on no frame before that (checked through the convolutions' gradient,
+    which weights of any size would show; random ones hide it in the samples themselves)."""
+    from backends.speech import CONV_REACH_FRAMES
+
+    code2wav = instruct_backend.model.code2wav
+    upsample, frames, sent = int(code2wav.total_upsample), 40, 30
+    hidden = torch.randn((1, code2wav.config.hidden_size, frames), requires_grad=True)
+    wav = hidden
+    for blocks in code2wav.upsample:
+        for block in blocks:
+            wav = block(wav)
+    for block in code2wav.decoder:
+        wav = block(wav)
+    trim = frames * upsample - wav.shape[-1]
+    first_emitted = sent * upsample - trim  # the samples after what the chunk before sent
+    gradient, = torch.autograd.grad(wav[0, 0, first_emitted], hidden)
+    read = (gradient[0].abs().sum(dim=0) != 0).nonzero().flatten()
+    assert sent - int(read.min()) <= CONV_REACH_FRAMES, f"reaches {sent - int(read.min())} frames back"
