@@ -43,9 +43,10 @@ THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 307
 
 
 CUBLAS_WORKSPACE = ":4096:2:16:8"
-"""cuBLAS's workspace per stream (CUBLAS_WORKSPACE_CONFIG, unless set already): 8 MiB, PyTorch's default before
-Hopper, instead of its 32 MiB on Hopper. The compiled path keeps one per capture stream and thread (about ten,
-so 0.2 GB less at the same peak), and a decode step's products, one token wide, need a few KiB."""
+CUBLAS_WORKSPACE_BYTES = (4096 * 2 + 16 * 8) * 1024
+"""cuBLAS's workspace per stream: 8 MiB, PyTorch's default before Hopper, instead of its 32 MiB on Hopper. The
+compiled path keeps one per capture stream and thread (about ten, so 0.2 GB less at the same peak), and a
+decode step's products, one token wide, need a few KiB."""
 
 LOADING_WEIGHTS = "Loading the model's weights…"
 WAITING_TO_COMPILE = "Waiting to compile the model…"
@@ -171,8 +172,8 @@ class TransformersBackend(Backend):
         self.compiled = not offloaded and (
             options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
         if self.compiled:
-            if self.model.device.type == "cuda":
-                _smaller_cublas_workspaces(self.model.device)
+            if self.model.device.type == "cuda":  # before the first product: the kernel checks below
+                _smaller_cublas_workspaces()
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
@@ -547,21 +548,19 @@ def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_
     return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
 
 
-def _smaller_cublas_workspaces(device) -> None:
-    """CUBLAS_WORKSPACE (unless the user set CUBLAS_WORKSPACE_CONFIG): PyTorch reads the size once, at its first
-    cuBLAS product, so one is made now and the variable put back (vLLM's processes and deterministic mode read
-    it too). Products made before this (a benchmark's own) keep PyTorch's size."""
+def _smaller_cublas_workspaces() -> None:
+    """CUBLAS_WORKSPACE's size for every cuBLAS workspace made from now on, unless the user set
+    CUBLAS_WORKSPACE_CONFIG: through PyTorch's setter where it has one (nothing for vLLM's processes or
+    deterministic mode to inherit), else through the variable, which PyTorch reads at its first product."""
     import torch
 
     if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
         return
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-    try:
-        square = torch.ones((16, 16), device=device)
-        torch.mm(square, square)
-        torch.cuda.synchronize(device)
-    finally:
-        del os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    setter = getattr(torch._C, "_cuda_setCublasWorkspaceSize", None)
+    if setter is not None:
+        setter(CUBLAS_WORKSPACE_BYTES)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
 
 
 def _memory_caps(gib_per_gpu: float) -> dict:
