@@ -59,7 +59,8 @@ def _fusable(layer) -> bool:
 def fuse_attention_projections(module: torch.nn.Module) -> Callable[[], None] | None:
     """Give every text attention layer in ``module`` (thinker, talker) one q/k/v product. Returns a function that
     puts transformers' forward back (the weights stay views: same values), or None when nothing changed (a
-    layer with biases, or one whose forward transformers changed since this was written)."""
+    layer with biases, one under accelerate's device hooks, or one whose forward transformers changed since this
+    was written)."""
     layers = [m for m in module.modules() if isinstance(m, Qwen3OmniMoeThinkerTextAttention)]
     if not layers or not all(_fusable(layer) for layer in layers):
         return None
