@@ -78,7 +78,7 @@ class TalkerDecoder:
         self._step, self._predict = self._step_fn, self._predict_fn
         self.compiled = False
         # One capture stream for all the talker's graphs (steps, predictor, prompt passes): one thread replays
-        # them one after another, so they may share the cuBLAS workspace PyTorch keeps per stream (32 MiB).
+        # them one after another, so they may share the cuBLAS workspace PyTorch keeps per stream.
         self.capture_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._initialize_caches()
 
@@ -252,7 +252,7 @@ class CapturedVocoder:
 
     @torch.inference_mode()
     def __call__(self, codes: torch.Tensor, conv_frames: int | None = None) -> torch.Tensor:
-        """speech.decode_tail's signature. A whole decode (``conv_frames`` None or all the frames) runs in the
+        """decode_tail's signature. A whole decode (``conv_frames`` None or all the frames) runs in the
         shortest captured length that holds it: code2wav is causal (causal convolutions, causal attention), so
         the padding after the codes changes none of their samples, which are cut out. A tail (a later chunk of
         a long reply, after its context) runs eagerly."""

@@ -306,16 +306,19 @@ class StreamingVocoder:
         return window + CONV_REACH_FRAMES
 
     @staticmethod
-    def chunk_frame_counts(first_chunk: int, chunk: int, left_context: int) -> tuple[int, ...]:
+    def chunk_frame_counts(first_chunk: int, chunk: int, left_context: int,
+                           whole_only: bool = False) -> tuple[int, ...]:
         """The frames code2wav decodes per chunk (context included) in any stream, but its last
-        chunk: the lengths worth capturing. They repeat once the context is full."""
+        chunk: the lengths worth capturing. They repeat once the context is full. ``whole_only``: only
+        the chunks whose convolutions run over every frame decoded (sent within their reach)."""
         counts, sent, frames = [], 0, first_chunk
-        while True:
+        while not (whole_only and sent > CONV_REACH_FRAMES):
             count = frames - max(0, sent - left_context)
             if count in counts:
-                return tuple(counts)
+                break
             counts.append(count)
             sent, frames = frames, frames + chunk
+        return tuple(counts)
 
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         """Add one frame of codes; returns new samples when a chunk is complete."""

@@ -29,7 +29,7 @@ from backends.fused_projections import fuse_attention_projections
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.speech import CONV_REACH_FRAMES, SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
+from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ CUBLAS_WORKSPACE_BYTES = (4096 * 2 + 16 * 8) * 1024
 """cuBLAS's workspace per stream: 8 MiB, PyTorch's default before Hopper, instead of its 32 MiB on Hopper. The
 compiled path keeps one per capture stream and thread (about ten, so 0.2 GB less at the same peak), and a
 decode step's products, one token wide, need a few KiB."""
+
+OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections")
+"""The backend's attributes that put transformers' own back while ours serve (each None when not)."""
 
 LOADING_WEIGHTS = "Loading the model's weights…"
 WAITING_TO_COMPILE = "Waiting to compile the model…"
@@ -199,10 +202,8 @@ class TransformersBackend(Backend):
                     left_context = StreamingVocoder.default_left_context(self.model.code2wav)
                 # The first two chunks: the first sound, and the one due before it has played, when code2wav
                 # decodes it whole (a later chunk upsamples only its new frames: decoding.decode_tail).
-                counts = StreamingVocoder.chunk_frame_counts(options.first_chunk_frames, options.chunk_frames,
-                                                             left_context)
-                whole = counts[:2] if options.first_chunk_frames <= CONV_REACH_FRAMES else counts[:1]
-                self.vocoder = CapturedVocoder(self.model.code2wav, whole)
+                self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
+                    options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
         self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
 
     def _load_in_background(self) -> None:
@@ -404,12 +405,8 @@ class TransformersBackend(Backend):
             started = time.perf_counter()
             for decoder in self.thinker_decoders:
                 decoder.compile()
-            ours = [k for k in (self._stock_experts, self._stock_attention, self._stock_projections) if k is not None]
-            if ours and not all(d.compiled for d in self.thinker_decoders):
+            if not all(d.compiled for d in self.thinker_decoders) and self._put_stock_back(OUR_KERNELS):
                 log.warning("the thinker did not compile with our kernels; again with transformers' own")
-                for put_stock_back in ours:
-                    put_stock_back()
-                self._stock_experts = self._stock_attention = self._stock_projections = None
                 for decoder in self.thinker_decoders:
                     decoder.compile()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
@@ -424,10 +421,7 @@ class TransformersBackend(Backend):
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
             self.compiled, self.thinker_decoders = False, []
-            for put_stock_back in (self._stock_experts, self._stock_attention, self._stock_projections):
-                if put_stock_back is not None:  # one of our kernels may be what failed
-                    put_stock_back()
-            self._stock_experts = self._stock_attention = self._stock_projections = None
+            self._put_stock_back(OUR_KERNELS)  # one of our kernels may be what failed
         finally:
             self.warming_up = None
 
@@ -437,13 +431,9 @@ class TransformersBackend(Backend):
         import torch
 
         times = {"talker_s": self.talker_decoder.compile()}
-        ours = [k for k in (self._stock_attention, self._stock_projections) if k is not None]
-        if not self.talker_decoder.compiled and ours:
+        if not self.talker_decoder.compiled and self._put_stock_back(("_stock_attention", "_stock_projections")):
             log.warning("the talker did not compile with our attention kernel and projections; again with "
                         "transformers' own (the thinker's too)")
-            for put_stock_back in ours:
-                put_stock_back()
-            self._stock_attention = self._stock_projections = None
             times["talker_s"] += self.talker_decoder.compile()
         if self.vocoder is not None:
             before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
@@ -451,6 +441,17 @@ class TransformersBackend(Backend):
             if before:
                 log.info("code2wav's captured chunks hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
         return times
+
+    def _put_stock_back(self, kernels: tuple[str, ...]) -> bool:
+        """Put transformers' own back where ``kernels`` (of OUR_KERNELS) serve; returns whether any did."""
+        restored = False
+        for name in kernels:
+            put_back = getattr(self, name)
+            if put_back is not None:
+                put_back()
+                setattr(self, name, None)
+                restored = True
+        return restored
 
     def _progress(self, message: str) -> None:
         self.warming_up = message

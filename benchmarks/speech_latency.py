@@ -260,20 +260,30 @@ def profile_decoder(decoder, steps: int = 50) -> dict:
     return results
 
 
-def profile_thinker_step(decoder, steps: int = 50, top: int = 8) -> str:
-    """One captured thinker step (GPU): wall vs kernel time, and the kernels that take the most of it."""
+def thinker_step_kernels(decoder, steps: int = 50, filled: int = 0) -> tuple[float, list]:
+    """One captured thinker step replayed ``steps`` times from ``filled`` cached tokens (GPU): (wall ms per step,
+    the profiler's averages per kernel, largest first)."""
     from torch.profiler import ProfilerActivity, profile
 
+    def from_filled():
+        for layer in decoder.cache.layers:
+            layer.cumulative_length.fill_(filled)
+
     with torch.inference_mode():
-        decoder.cache.reset()
+        from_filled()
         wall = wall_ms(decoder._step, steps, warm_up=5)
-        decoder.cache.reset()
+        from_filled()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(steps):
                 decoder._step()
             torch.cuda.synchronize()
         decoder.cache.reset()
-    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    return wall, sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+
+
+def profile_thinker_step(decoder, steps: int = 50, top: int = 8) -> str:
+    """One captured thinker step (GPU): wall vs kernel time, and the kernels that take the most of it."""
+    wall, kernels = thinker_step_kernels(decoder, steps)
     per_step = sum(e.self_device_time_total for e in kernels) / 1e3 / steps
     biggest = ", ".join(f"{e.key[:60]} {e.self_device_time_total / steps:.0f} µs ({e.count // steps}×)"
                         for e in kernels[:top])

@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speech_latency import full_size_config, wall_ms  # noqa: E402
+from benchmarks.speech_latency import full_size_config, thinker_step_kernels  # noqa: E402
 
 SWITCHES = ("experts", "attention", "projections")
 """Our kernels a step can run without (--ab): the fused MoE, the decode attention, the fused q/k/v product."""
@@ -59,21 +59,7 @@ def switch_on(thinker, without: str | None) -> list:
 
 
 def profile_step(decoder, filled: int, steps: int, top: int) -> None:
-    from torch.profiler import ProfilerActivity, profile
-
-    def from_filled():
-        for layer in decoder.cache.layers:
-            layer.cumulative_length.fill_(filled)
-
-    with torch.inference_mode():
-        from_filled()
-        wall = wall_ms(decoder._step, steps, warm_up=5)
-        from_filled()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(steps):
-                decoder._step()
-            torch.cuda.synchronize()
-    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    wall, kernels = thinker_step_kernels(decoder, steps, filled)
     total = sum(e.self_device_time_total for e in kernels) / steps
     layers = decoder.thinker.config.text_config.num_hidden_layers
     print(f"  {wall * 1e3:.0f} µs per step wall, {total:.0f} µs of kernels; {len(kernels)} kernel kinds, "
