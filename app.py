@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--no-fused-projections", action="store_true",
                         help="transformers, compiled: attention layers compute query, key and value in three matrix "
                              "products (transformers' own) instead of one")
+    parser.add_argument("--no-encoder-graphs", action="store_true",
+                        help="transformers, compiled: the audio and vision encoders run eagerly instead of padded "
+                             "into captured sizes (CUDA graphs)")
     parser.add_argument("--encoder-cache-mb", type=int, default=256,
                         help="transformers: keep the audio and vision encoders' outputs for files already seen, so "
                              "later turns don't encode them again (0: off)")
@@ -141,7 +144,8 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     if args.backend == "transformers":
         # The page opens at once; the header shows the load.
         return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe,
-                "decode_attention": not args.no_decode_attention, "fused_projections": not args.no_fused_projections}
+                "decode_attention": not args.no_decode_attention, "fused_projections": not args.no_fused_projections,
+                "encoder_graphs": not args.no_encoder_graphs}
     engine = {
         "tensor_parallel_size": args.tensor_parallel_size,
         "gpu_memory_utilization": args.gpu_memory_utilization,

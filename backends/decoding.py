@@ -357,12 +357,12 @@ def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
 
 
 def _captured_each(function, sizes: list[int], device: torch.device, what: str,
-                   stream: torch.cuda.Stream | None = None) -> dict:
+                   stream: torch.cuda.Stream | None = None, pool=None) -> dict:
     """{size: function(size) as a CUDA graph} (on the CPU: the plain function), the graphs sharing one
     memory pool: the sizes are alternatives, so never two replay at once. Empty if a capture fails (the
-    caller then runs eagerly). ``stream``: the capture stream (default: one of their own)."""
+    caller then runs eagerly). ``stream``: the capture stream (default: one of their own); ``pool``: a
+    memory pool to share with other graphs that never replay at the same time as these (default: a new one)."""
     made: dict = {}
-    pool = None
     # One capture stream for all: they never replay at once, so they may share its cuBLAS workspace.
     if stream is None and device.type == "cuda":
         stream = torch.cuda.Stream()
@@ -640,6 +640,12 @@ class ThinkerDecoder:
             self._step = self._step_fn
         self.capture_prompt_passes()
         return time.perf_counter() - started
+
+    @property
+    def prompt_pool(self):
+        """The memory pool of the captured prompt passes (None if none are captured): graphs replayed by this
+        thread just before a prompt pass, like the encoders', may share it."""
+        return next((getattr(run, "pool", None) for run in self._prefills.values()), None)
 
     def capture_prompt_passes(self) -> None:
         """The text model's prompt pass for each of ``prefill_lengths``: eager kernels captured as CUDA graphs

@@ -25,6 +25,7 @@ from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
 from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.encoder_cache import EncoderCache
+from backends.encoder_graphs import EncoderGraphs
 from backends.fused_projections import fuse_attention_projections
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
@@ -48,7 +49,7 @@ CUBLAS_WORKSPACE_BYTES = (4096 * 2 + 16 * 8) * 1024
 compiled path keeps one per capture stream and thread (about ten, so 0.2 GB less at the same peak), and a
 decode step's products, one token wide, need a few KiB."""
 
-OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections")
+OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections", "_stock_encoders")
 """The backend's attributes that put transformers' own back while ours serve (each None when not)."""
 
 LOADING_WEIGHTS = "Loading the model's weights…"
@@ -108,6 +109,10 @@ class TransformersOptions:
     fused_projections: bool = True
     """Compiled: each text attention layer (thinker, talker) computes its query, key and value in one matrix
     product instead of three (backends/fused_projections.py; the same weights, viewed as one tensor)."""
+    encoder_graphs: bool = True
+    """Compiled: the audio and vision encoders run padded to the next of a ladder of sizes, each captured as a
+    CUDA graph on a GPU (backends/encoder_graphs.py): their kernel launches were most of a turn's time to the
+    first token. Longer clips and larger images run eagerly."""
     encoder_cache_mb: int = 256
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
     many MB, on the model's device), so a conversation's later turns don't encode its earlier files again;
@@ -139,6 +144,9 @@ class TransformersBackend(Backend):
         """Puts sdpa back in the thinker and talker while the decode-attention kernel serves them."""
         self._stock_projections = None
         """Puts transformers' attention forward (three projections) back while ours (one) serves."""
+        self._stock_encoders = None
+        """Puts transformers' encoders back while their padded, captured passes serve (encoder_graphs.py)."""
+        self.encoder_graphs: EncoderGraphs | None = None
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -409,6 +417,8 @@ class TransformersBackend(Backend):
                 log.warning("the thinker did not compile with our kernels; again with transformers' own")
                 for decoder in self.thinker_decoders:
                     decoder.compile()
+            if self.options.encoder_graphs and self.thinker_decoders:
+                times["encoders_s"] = self._capture_encoders()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -424,6 +434,27 @@ class TransformersBackend(Backend):
             self._put_stock_back(OUR_KERNELS)  # one of our kernels may be what failed
         finally:
             self.warming_up = None
+
+    def _capture_encoders(self) -> float:
+        """The encoders' padded passes installed, and captured on a GPU; returns the seconds it took."""
+        import torch
+
+        started = time.perf_counter()
+        graphs = EncoderGraphs(self.model.thinker)
+        put_back = graphs.install()
+        # They replay just before the thinker's prompt pass, on the same thread: one pool and stream for both.
+        decoder = self.thinker_decoders[-1]
+        before = torch.cuda.memory_allocated() if graphs.device.type == "cuda" else 0
+        try:
+            graphs.capture(pool=decoder.prompt_pool, stream=decoder.capture_stream)
+        except Exception:
+            log.exception("capturing the encoders failed; they run eagerly (slower, same answers)")
+            put_back()
+            return time.perf_counter() - started
+        self._stock_encoders, self.encoder_graphs = put_back, graphs
+        if before:
+            log.info("the encoders' captured passes hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
+        return time.perf_counter() - started
 
     def compile_talker(self) -> dict:
         """The talker's decode steps compiled and captured, then its prompt passes and code2wav's chunks

@@ -308,6 +308,20 @@ def prompt_passes_eager(backend):
         backend.vocoder = vocoder
 
 
+@contextmanager
+def encoders_eager(backend):
+    """transformers' own encoders meanwhile, for every backend around the model ``backend`` (compiled) serves."""
+    graphs = backend.encoder_graphs
+    if backend._stock_encoders is None or graphs is None:
+        yield
+        return
+    backend._stock_encoders()
+    try:
+        yield
+    finally:
+        backend._stock_encoders = graphs.install()
+
+
 def run_streaming_prompt_passes_eager(backend, request: ChatRequest) -> dict:
     with prompt_passes_eager(backend):
         return run_streaming(backend, request)
@@ -356,11 +370,14 @@ def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
         for _ in range(runs + 1):
             prompt = timed("media decoding", lambda: build_prompt_inputs(request, backend.options.media_limits))
             inputs = timed("processor", lambda: backend.encode(prompt))
-            timed("audio encoder", lambda: thinker.get_audio_features(inputs["input_features"],
-                                                                      inputs["feature_attention_mask"]))
-            timed("vision encoder", lambda: thinker.get_image_features(inputs["pixel_values"],
-                                                                       inputs["image_grid_thw"]))
-            timed("whole prompt pass, eager", whole_pass)
+            for kind, context in (("captured", nullcontext()), ("eager", encoders_eager(backend))):
+                with context:
+                    timed(f"audio encoder, {kind}", lambda: thinker.get_audio_features(
+                        inputs["input_features"], inputs["feature_attention_mask"]))
+                    timed(f"vision encoder, {kind}", lambda: thinker.get_image_features(
+                        inputs["pixel_values"], inputs["image_grid_thw"]))
+            with encoders_eager(backend):
+                timed("whole prompt pass, eager", whole_pass)
             cache.reset()
             timed("whole prompt pass, text model captured", lambda: decoder._prompt_pass(inputs, None))
         cache.reset()
@@ -695,7 +712,14 @@ def main() -> None:
             for decoder in compiled.thinker_decoders:
                 print("profile thinker step,", profile_thinker_step(decoder), flush=True)
         return
-    paths = {"stock generate(), eager": (run_stock, eager), "our loop, eager": (run_streaming, eager),
+    def eager_encoders(runner):  # the eager paths share the compiled backend's model: its encoders too
+        def run(backend, request):
+            with encoders_eager(compiled):
+                return runner(backend, request)
+        return run
+
+    paths = {"stock generate(), eager": (eager_encoders(run_stock), eager),
+             "our loop, eager": (eager_encoders(run_streaming), eager),
              "our loop, compiled": (run_streaming, compiled)}
     if args.skip_stock:
         del paths["stock generate(), eager"]
@@ -705,6 +729,9 @@ def main() -> None:
         paths["compiled, prompt passes + code2wav uncaptured"] = (run_streaming_prompt_passes_eager, compiled)
     results: dict[str, list[dict]] = {name: [] for name in paths}
     peaks: dict[str, float] = {}
+    reserved: dict[str, float] = {}
+    """The allocator's segments at their peak: what the tensors hold (peaks) plus what it keeps cached and the
+    CUDA graphs' pools keep for their replays, which no tensor of ours holds."""
     for run in range(args.runs + 1):  # the first round warms up every path
         for name, (runner, backend) in paths.items():
             if on_gpu:
@@ -712,11 +739,15 @@ def main() -> None:
             measured = runner(backend, request)
             if on_gpu:
                 peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated() / 1e9)
+                reserved[name] = max(reserved.get(name, 0), torch.cuda.max_memory_reserved() / 1e9)
             print(name, "warm-up" if run == 0 else f"run {run}",
                   {k: None if v is None else round(v, 3) for k, v in measured.items()}, flush=True)
             if run:
                 results[name].append(measured)
     print_table(results, peaks, {"our loop, compiled": sum(warm.values())})
+    for name, gigabytes in reserved.items():
+        print(f"{name}: peak GPU memory reserved by the allocator {gigabytes:.2f} GB (tensors: {peaks[name]:.2f})",
+              flush=True)
     if on_gpu and args.memory_at_peak:
         for line in memory_at_peak(compiled, request):
             print("memory,", line, flush=True)
@@ -745,7 +776,10 @@ def main() -> None:
                 continue
             for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():
                 print(f"profile {name} {what}: {wall:.2f} ms per call, GPU kernels {kernel:.2f} ms", flush=True)
-        print(f"peak GPU memory of the process: {torch.cuda.max_memory_allocated() / 1e9:.1f} GB", flush=True)
+        free, total = torch.cuda.mem_get_info()
+        print(f"peak GPU memory of the process: {torch.cuda.max_memory_allocated() / 1e9:.1f} GB in tensors, "
+              f"{torch.cuda.max_memory_reserved() / 1e9:.1f} GB reserved; the device's in use now "
+              f"{(total - free) / 1e9:.1f} GB (CUDA context and libraries included)", flush=True)
 
 
 if __name__ == "__main__":

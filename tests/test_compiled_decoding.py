@@ -58,6 +58,7 @@ def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, ta
                                                with_media):
     compiled, _ = warm_up_run
     assert compiled._stock_projections, "the compiled path projects q, k and v in one product (the eager one: three)"
+    assert compiled._stock_encoders, "the compiled path encodes media in padded passes (what a GPU captures)"
     parts = (MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path))) if with_media else ()
     request = ChatRequest(turns=(Turn.user(*parts, "What is this?"),), sampling=GREEDY, speaker="chelsie")
     eager_events = collect(instruct_backend, request)

@@ -1,0 +1,97 @@
+"""The encoders' padded passes (what a GPU captures as CUDA graphs) give transformers' own outputs.
+
+A clip, two images of different sizes and a video each run padded to the next captured size, with a mask
+in place of transformers' attention per window; what a user's turn gets from them must be the stock
+encoders' output. ``fullgraph`` tracing proves a pass has no host sync, which is what lets a GPU capture it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backends.conversation import build_prompt_inputs
+from backends.encoder_graphs import EncoderGraphs
+from backends.request import ChatRequest, MediaPart, Turn
+from tests import media_factory
+
+
+@pytest.fixture(scope="module")
+def thinker_inputs(instruct_backend, speech_path, image_path, video_path, tmp_path_factory):
+    """The tiny thinker and a turn's processed inputs: a speech clip, two images, a video with its sound."""
+    tall = media_factory.test_image(tmp_path_factory.mktemp("tall") / "tall.png", size=(160, 224))
+    turn = Turn.user(MediaPart("audio", str(speech_path)), MediaPart("image", str(image_path)),
+                     MediaPart("image", str(tall)), MediaPart("video", str(video_path)), "What is this?")
+    inputs = instruct_backend.encode(build_prompt_inputs(ChatRequest(turns=(turn,))))
+    return instruct_backend.model.thinker, inputs
+
+
+def encode(thinker, inputs: dict) -> dict:
+    """What the thinker's forward asks its encoders for, for every file of the turn (through transformers'
+    methods: the backend's encoder cache would serve the second call from the first)."""
+    model = type(thinker)
+    with torch.no_grad():
+        audio = model.get_audio_features(thinker, inputs["input_features"], inputs["feature_attention_mask"])
+        images = model.get_image_features(thinker, inputs["pixel_values"], inputs["image_grid_thw"])
+        video = model.get_video_features(thinker, inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    return {"audio": audio.last_hidden_state,
+            **{f"{kind} {n}": pooled for kind, out in (("image", images), ("video", video))
+               for n, pooled in enumerate(out.pooler_output)},
+            **{f"{kind} deepstack {n}": level for kind, out in (("image", images), ("video", video))
+               for n, level in enumerate(torch.cat(levels) for levels in out.deepstack_features)}}
+
+
+def test_padded_passes_give_what_transformers_encoders_give(thinker_inputs):
+    thinker, inputs = thinker_inputs
+    assert len(inputs["feature_attention_mask"]) == 2 and len(inputs["image_grid_thw"]) == 2
+    stock = encode(thinker, inputs)
+    graphs = EncoderGraphs(thinker)
+    put_back = graphs.install()
+    try:
+        padded = encode(thinker, inputs)
+        # Each file ran padded: none fills a captured size exactly.
+        frames = inputs["feature_attention_mask"].sum(-1).tolist()
+        assert all(n % graphs.chunk_frames for n in frames)
+        assert all(int(grid.prod()) not in graphs.vision_patches
+                   for grid in (*inputs["image_grid_thw"], *inputs["video_grid_thw"]))
+    finally:
+        put_back()
+    assert padded.keys() == stock.keys()
+    for name, expected in stock.items():
+        assert padded[name].shape == expected.shape, name
+        # One masked attention instead of one per window: the same sums in another order.
+        assert torch.allclose(padded[name], expected, rtol=1e-4, atol=1e-6 * expected.abs().max()), name
+    assert all(torch.equal(again, stock[name]) for name, again in encode(thinker, inputs).items()), \
+        "put_back() restores transformers' encoders"
+
+
+def test_what_no_captured_size_holds_runs_in_transformers_encoders(thinker_inputs):
+    """A clip shorter than one chunk (transformers pads it differently), or an image past the largest size."""
+    thinker, inputs = thinker_inputs
+    short = dict(inputs, feature_attention_mask=inputs["feature_attention_mask"].clone())
+    short["feature_attention_mask"][:, 60:] = 0
+    stock = encode(thinker, short)
+    graphs = EncoderGraphs(thinker, vision_patches=(16,))
+    put_back = graphs.install()
+    try:
+        served = encode(thinker, short)
+    finally:
+        put_back()
+    for name, expected in stock.items():
+        assert torch.equal(served[name], expected), name
+
+
+@pytest.mark.parametrize("encoder", ["audio", "vision"])
+def test_a_padded_pass_traces_as_one_graph(thinker_inputs, encoder):
+    """No host sync (no .item(), .tolist(), data-dependent shape) in a pass: a GPU can capture it whole."""
+    thinker, _ = thinker_inputs
+    graphs = EncoderGraphs(thinker)
+    put_back = graphs.install()
+    try:
+        passes = graphs._audio_passes if encoder == "audio" else graphs._vision_passes
+        with torch.no_grad():
+            out = torch.compile(passes[min(passes)], fullgraph=True, backend="eager")()
+    finally:
+        put_back()
+    tensors = [out] if encoder == "audio" else [out[0], out[1], *out[2]]
+    assert all(torch.isfinite(tensor).all() for tensor in tensors)
