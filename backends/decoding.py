@@ -371,11 +371,13 @@ def _captured_each(function, sizes: list[int], device: torch.device, what: str,
             for size in sizes:
                 run = (lambda size=size: function(size))
                 if device.type == "cuda":
-                    before = torch.cuda.memory_allocated()
+                    before, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
                     run = _captured(run, pool, stream)
                     pool = run.pool
-                    log.debug("%s of %d: %.3f GB more GPU memory", what, size,
-                              (torch.cuda.memory_allocated() - before) / 1e9)
+                    # Reserved: the graph's pool also keeps what its replays use and no tensor of ours holds.
+                    log.debug("%s of %d: %.3f GB more GPU memory (reserved: %.3f GB more)", what, size,
+                              (torch.cuda.memory_allocated() - before) / 1e9,
+                              (torch.cuda.memory_reserved() - reserved) / 1e9)
                 made[size] = run
     except Exception:
         log.exception("capturing %s failed; it runs eagerly (slower, same output)", what)
@@ -424,6 +426,9 @@ class ThinkerDecoder:
         # DeepStack's vision features, added to the first layers' states at image and video positions: here
         # as dense rows (zeros elsewhere), because selecting those positions in a graph is a host sync.
         deepstack_layers = len(getattr(thinker.config.vision_config, "deepstack_visual_indexes", ()) or ())
+        # The talker layer's prompt states, one buffer for every captured length (else each graph keeps its own).
+        self.talker_states_out = torch.zeros((1, longest, text_config.hidden_size), device=device,
+                                             dtype=thinker.dtype) if talker_layer is not None else None
         self.deepstack_in = torch.zeros((deepstack_layers, 1, longest, text_config.hidden_size), device=device,
                                         dtype=thinker.dtype)
         self._text_forward = thinker.model.forward  # the real one, while a prompt pass stands in for it
@@ -574,7 +579,10 @@ class ThinkerDecoder:
         finally:
             if handle is not None:
                 handle.remove()
-        return hidden, kept.get("layer")
+        layer = kept.get("layer")
+        if layer is not None and self.talker_states_out is not None:
+            layer = self.talker_states_out[:, :length].copy_(layer)
+        return hidden, layer
 
     @contextlib.contextmanager
     def dense_deepstack(self) -> Iterator[None]:

@@ -85,6 +85,17 @@ class EncoderGraphs:
         self.interp_weights_in = torch.zeros((most_patches, taps), device=device)
         self.positions_in = torch.zeros((most_patches, 2), device=device, dtype=torch.long)
         self.vision_blocks = torch.zeros(most_patches, device=device, dtype=torch.long)
+        # Their outputs too, shared by every size (sizes never replay at once): else each size's graph keeps its own.
+        vision_config = self.visual.config
+        self.audio_out = torch.zeros((self.audio_blocks.shape[0], audio_config.output_dim), device=device,
+                                     dtype=self.audio.dtype)
+        self.vision_last_out = torch.zeros((most_patches, vision_config.hidden_size), device=device,
+                                           dtype=self.visual.dtype)
+        merged = most_patches // merge_unit
+        self.vision_pooled_out = torch.zeros((merged, vision_config.out_hidden_size), device=device,
+                                             dtype=self.visual.dtype)
+        self.vision_deepstack_out = torch.zeros((len(vision_config.deepstack_visual_indexes), merged,
+                                                 vision_config.out_hidden_size), device=device, dtype=self.visual.dtype)
         self._unused = torch.zeros(2, device=device, dtype=torch.int32)
         """Stands for what transformers would compute on the host and the masked attention doesn't read."""
         # transformers' own forwards (not whatever instance attribute stands in for them now).
@@ -224,7 +235,7 @@ class EncoderGraphs:
                                           cu_seqlens=self._unused, max_seqlen=tokens)
             finally:
                 self._mask = None
-            return out.last_hidden_state
+            return self.audio_out[:tokens].copy_(out.last_hidden_state)
         return audio_pass
 
     def _vision_pass_of(self, patches: int) -> Callable[[], tuple]:
@@ -240,7 +251,11 @@ class EncoderGraphs:
                                            max_seqlen=patches)
             finally:
                 self._mask = None
-            return out.last_hidden_state, out.pooler_output, tuple(out.deepstack_features)
+            merged = patches // self.visual.spatial_merge_unit
+            return (self.vision_last_out[:patches].copy_(out.last_hidden_state),
+                    self.vision_pooled_out[:merged].copy_(out.pooler_output),
+                    tuple(self.vision_deepstack_out[n, :merged].copy_(level)
+                          for n, level in enumerate(out.deepstack_features)))
         return vision_pass
 
     def _masked_attention(self, module) -> Callable:
@@ -260,11 +275,11 @@ class EncoderGraphs:
             else:
                 query, key, value = module.qkv(hidden_states).reshape(length, 3, module.num_heads, -1).unbind(1)
                 query, key = apply_rotary_pos_emb_vision(query, key, *position_embeddings)
-            # (heads, positions, head dim), as transformers' sdpa sees each window.
-            attended = F.scaled_dot_product_attention(query.transpose(0, 1), key.transpose(0, 1),
-                                                      value.transpose(0, 1), attn_mask=self._mask,
-                                                      scale=module.scaling)
-            output = attended.transpose(0, 1).reshape(length, -1)
+            # (1, heads, positions, head dim), as transformers' sdpa sees each window: in 4 dimensions, which
+            # sdpa's fused kernels require (in 3 it computes every score in fp32: gigabytes at 4096 patches).
+            attended = F.scaled_dot_product_attention(*(part.transpose(0, 1)[None] for part in (query, key, value)),
+                                                      attn_mask=self._mask, scale=module.scaling)
+            output = attended[0].transpose(0, 1).reshape(length, -1)
             return (module.out_proj if audio else module.proj)(output)
         return forward
 

@@ -428,6 +428,7 @@ class TransformersBackend(Backend):
                 raise RuntimeError("; ".join(failures))
             times["thinker_s"] = time.perf_counter() - started
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
+            _free_accelerator_memory()  # what compiling and capturing left cached, and no graph holds
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
             self.compiled, self.thinker_decoders = False, []

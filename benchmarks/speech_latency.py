@@ -426,7 +426,9 @@ def memory_kept(backend, recorded_from: int, top: int = 12) -> list[str]:
             place = _place(block["frames"])
             by_place[place] = by_place.get(place, 0) + block["size"]
     other = recorded_from - weights - thinker_caches - talker_caches
-    return [f"before the warm-up {recorded_from / 1e9:.2f} GB: weights {weights / 1e9:.2f}, thinker caches "
+    return [f"reserved by the allocator (graph pools and cached blocks included): "
+            f"{torch.cuda.memory_reserved() / 1e9:.2f} GB after the warm-up",
+            f"before the warm-up {recorded_from / 1e9:.2f} GB: weights {weights / 1e9:.2f}, thinker caches "
             f"{thinker_caches / 1e9:.2f}, talker + predictor caches {talker_caches / 1e9:.2f}, other "
             f"{other / 1e9:.2f}; after it {torch.cuda.memory_allocated() / 1e9:.2f} GB, made during it "
             f"{sum(by_place.values()) / 1e9:.2f} GB:", *_largest(by_place, top)]
@@ -686,6 +688,9 @@ def main() -> None:
     eager, compiled = backends.values()
     print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
     on_gpu = eager.model.device.type == "cuda"
+    if on_gpu:
+        print(f"memory, reserved by the allocator before the warm-up: {torch.cuda.memory_reserved() / 1e9:.2f} GB",
+              flush=True)
     recorded_from = record_memory_history() if on_gpu and args.memory_at_peak else None
     warm = compiled.warm_up()
     if recorded_from is not None:
