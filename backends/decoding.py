@@ -212,6 +212,7 @@ class TalkerDecoder:
         the pass no longer waits on Python's kernel launches, which is most of its time."""
         on_gpu = self.codec_in.device.type == "cuda"
         before = torch.cuda.memory_allocated() if on_gpu else 0
+        self.prompt_last.zero_()  # a shorter pass indexes its last position: not an earlier prompt's
         self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, self.codec_in.device,
                                         "the talker's prompt pass", self.capture_stream)
         with torch.inference_mode():
@@ -660,6 +661,7 @@ class ThinkerDecoder:
         (plain functions on the CPU), like the talker's (TalkerDecoder.capture_prompt_passes says why)."""
         device = self.token_in.device
         before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+        self.prompt_last.zero_()  # a shorter pass indexes its last position: not an earlier prompt's
         self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass",
                                         self.capture_stream)
         if before and self._prefills:
