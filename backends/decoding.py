@@ -358,7 +358,7 @@ def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
 
 
 def _captured_each(function, sizes: list[int], device: torch.device, what: str,
-                   stream: torch.cuda.Stream | None = None, pool=None) -> dict:
+                   stream: torch.cuda.Stream | None = None, pool=None, largest_first: bool = True) -> dict:
     """{size: function(size) as a CUDA graph} (on the CPU: the plain function), the graphs sharing one
     memory pool: the sizes are alternatives, so never two replay at once. Empty if a capture fails (the
     caller then runs eagerly). ``stream``: the capture stream (default: one of their own); ``pool``: a
@@ -369,7 +369,9 @@ def _captured_each(function, sizes: list[int], device: torch.device, what: str,
         stream = torch.cuda.Stream()
     try:
         with torch.inference_mode():
-            for size in sizes:
+            # Largest first: a smaller graph then fits in the blocks a larger one freed. Smallest first, each
+            # larger one needed blocks of new sizes: the thinker's pool grew to 1.9 GB (BENCHMARKS.md).
+            for size in sorted(sizes, reverse=largest_first):
                 run = (lambda size=size: function(size))
                 if device.type == "cuda":
                     before, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
@@ -383,7 +385,7 @@ def _captured_each(function, sizes: list[int], device: torch.device, what: str,
     except Exception:
         log.exception("capturing %s failed; it runs eagerly (slower, same output)", what)
         return {}
-    return made
+    return dict(sorted(made.items()))  # callers take the first size that holds an input
 
 
 THINKER_TOP_K_LIMIT = 256
