@@ -80,7 +80,7 @@ class EncoderGraphs:
         self.audio_blocks = torch.zeros(self.tokens_per_chunk * max(self.audio_chunks), device=device,
                                         dtype=torch.long)
         self.pixels_in = torch.zeros((most_patches, patch_values), device=device, dtype=self.visual.dtype)
-        taps = self._interpolation(torch.tensor([[1, 2, 2]], device=device))[0].shape[1]  # 4 bilinear, 16 bicubic
+        taps = self._interpolation(torch.tensor([[1, 2, 2]]))[0].shape[1]  # 4 bilinear, 16 bicubic
         self.interp_indices_in = torch.zeros((most_patches, taps), device=device, dtype=torch.long)
         self.interp_weights_in = torch.zeros((most_patches, taps), device=device)
         self.positions_in = torch.zeros((most_patches, 2), device=device, dtype=torch.long)
@@ -108,16 +108,21 @@ class EncoderGraphs:
         self._audio_runs: dict[int, Callable] = dict(self._audio_passes)
         self._vision_runs: dict[int, Callable] = dict(self._vision_passes)
         """Size → its pass: the plain functions, or their CUDA graphs once captured."""
-        # One set of input buffers, and _mask is read by every attention layer: one encoding at a time.
+        # One set of input buffers, and _mask is read by every attention layer: one encoding at a time. The lock
+        # orders the host's work; the GPU's (filling the buffers, the replay, copying out) is ordered by running
+        # on the caller's current stream.
         self._lock = threading.Lock()
         self.captured = False
 
     def install(self) -> Callable[[], None]:
         """The encoders' forward (instance attributes) and attention go through the padded passes; returns a
-        function that puts transformers' own back."""
+        function that puts transformers' own back. Raises ValueError for encoders under accelerate's device
+        hooks (spread over GPUs): the hooks' forward moves inputs between devices, which ours would skip."""
+        modules = [*self.audio.modules(), *self.visual.modules()]
+        if any(hasattr(module, "_hf_hook") for module in modules):
+            raise ValueError("the encoders are under accelerate's device hooks")
+        attentions = [m for m in modules if isinstance(m, (Qwen3OmniMoeAudioAttention, Qwen3OmniMoeVisionAttention))]
         self.audio.forward, self.visual.forward = self._encode_audio, self._encode_vision
-        attentions = [m for m in (*self.audio.modules(), *self.visual.modules())
-                      if isinstance(m, (Qwen3OmniMoeAudioAttention, Qwen3OmniMoeVisionAttention))]
         for module in attentions:
             module.forward = self._masked_attention(module)
 
@@ -162,7 +167,7 @@ class EncoderGraphs:
         with self._lock:
             # transformers pads every clip's last chunk to the longest chunk of the call: a whole one (as the
             # padded pass does) unless all clips are shorter than a chunk.
-            if None in sizes or max(lengths) < self.chunk_frames or _asks_for_more(kwargs):
+            if not lengths or None in sizes or max(lengths) < self.chunk_frames or _asks_for_more(kwargs):
                 return self._audio_forward(input_features, feature_lens=feature_lens, **kwargs)
             with torch.no_grad():
                 hidden = [self._audio_item(features, frames, size)
@@ -184,7 +189,7 @@ class EncoderGraphs:
         counts = [t * h * w for t, h, w in grids]
         sizes = [self.vision_size(n) for n in counts]
         with self._lock:
-            if None in sizes or _asks_for_more(kwargs):
+            if not grids or None in sizes or _asks_for_more(kwargs):
                 return self._vision_forward(hidden_states, grid_thw=grid_thw, **kwargs)
             with torch.no_grad():
                 outputs = [self._vision_item(pixels, grid, size)
@@ -196,7 +201,7 @@ class EncoderGraphs:
 
     def _vision_item(self, pixels: torch.Tensor, grid: tuple[int, int, int], size: int) -> tuple:
         visual, patches = self.visual, pixels.shape[0]
-        grid_thw = torch.tensor([grid], device=self.device)
+        grid_thw = torch.tensor([grid])  # on the host: transformers' helpers read it there, with no GPU sync
         indices, weights = self._interpolation(grid_thw)
         positions = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
         for buffer, real in ((self.pixels_in, pixels), (self.interp_indices_in, indices),
@@ -300,5 +305,6 @@ def _smallest(sizes: list[int], needed: int) -> int | None:
 
 
 def _asks_for_more(kwargs: dict) -> bool:
-    """Whether the caller wants what only transformers' forward gives (attentions, hidden states per layer)."""
-    return any(value for name, value in kwargs.items() if name != "return_dict")
+    """Whether the caller wants what only transformers' forward does: attentions or hidden states per layer,
+    or tensors it was given precomputed (``image_position_ids`` …)."""
+    return any(value is not None and value is not False for name, value in kwargs.items() if name != "return_dict")

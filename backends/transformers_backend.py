@@ -441,16 +441,18 @@ class TransformersBackend(Backend):
         import torch
 
         started = time.perf_counter()
-        graphs = EncoderGraphs(self.model.thinker)
-        put_back = graphs.install()
+        put_back = None
         # They replay just before the thinker's prompt pass, on the same thread: one pool and stream for both.
         decoder = self.thinker_decoders[-1]
-        before = torch.cuda.memory_allocated() if graphs.device.type == "cuda" else 0
+        before = torch.cuda.memory_allocated() if decoder.token_in.is_cuda else 0
         try:
+            graphs = EncoderGraphs(self.model.thinker)
+            put_back = graphs.install()
             graphs.capture(pool=decoder.prompt_pool, stream=decoder.capture_stream)
         except Exception:
             log.exception("capturing the encoders failed; they run eagerly (slower, same answers)")
-            put_back()
+            if put_back is not None:
+                put_back()
             return time.perf_counter() - started
         self._stock_encoders, self.encoder_graphs = put_back, graphs
         if before:
@@ -483,6 +485,8 @@ class TransformersBackend(Backend):
                 put_back()
                 setattr(self, name, None)
                 restored = True
+        if self._stock_encoders is None:
+            self.encoder_graphs = None  # their buffers and graphs go too
         return restored
 
     def _progress(self, message: str) -> None:
