@@ -56,28 +56,39 @@ def counting_passes(graphs: EncoderGraphs) -> dict[str, int]:
     return runs
 
 
-def test_padded_passes_give_what_transformers_encoders_give(thinker_inputs):
-    thinker, inputs = thinker_inputs
-    assert len(inputs["feature_attention_mask"]) == 2 and len(inputs["image_grid_thw"]) == 2
-    stock = encode(thinker, inputs)
-    graphs = EncoderGraphs(thinker)
+def stock_then_padded(thinker, encode_all, **sizes) -> tuple:
+    """``encode_all()`` through transformers' encoders, then through the padded passes (``sizes``: the ladders
+    EncoderGraphs takes); returns (stock, padded, how many padded passes ran by encoder)."""
+    stock = encode_all()
+    graphs = EncoderGraphs(thinker, **sizes)
     put_back = graphs.install()
     runs = counting_passes(graphs)
     try:
-        padded = encode(thinker, inputs)
-        assert runs == {"audio": 2, "vision": 3}, "each clip, image and video ran in a padded pass"
-        # Each file ran padded: none fills a captured size exactly.
-        frames = inputs["feature_attention_mask"].sum(-1).tolist()
-        assert all(n % graphs.chunk_frames for n in frames)
-        assert all(int(grid.prod()) not in graphs.vision_patches
-                   for grid in (*inputs["image_grid_thw"], *inputs["video_grid_thw"]))
+        padded = encode_all()
     finally:
         put_back()
+    return stock, padded, runs
+
+
+def assert_close(padded: torch.Tensor, expected: torch.Tensor, name: str = "") -> None:
+    # One masked attention instead of one per window: the same sums in another order.
+    assert padded.shape == expected.shape, name
+    assert torch.allclose(padded, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()), name
+
+
+def test_padded_passes_give_what_transformers_encoders_give(thinker_inputs):
+    thinker, inputs = thinker_inputs
+    assert len(inputs["feature_attention_mask"]) == 2 and len(inputs["image_grid_thw"]) == 2
+    # Each file runs padded: none fills a captured size exactly.
+    sizes = EncoderGraphs(thinker)
+    assert all(n % sizes.chunk_frames for n in inputs["feature_attention_mask"].sum(-1).tolist())
+    assert all(int(grid.prod()) not in sizes.vision_patches
+               for grid in (*inputs["image_grid_thw"], *inputs["video_grid_thw"]))
+    stock, padded, runs = stock_then_padded(thinker, lambda: encode(thinker, inputs))
+    assert runs == {"audio": 2, "vision": 3}, "each clip, image and video ran in a padded pass"
     assert padded.keys() == stock.keys()
     for name, expected in stock.items():
-        assert padded[name].shape == expected.shape, name
-        # One masked attention instead of one per window: the same sums in another order.
-        assert torch.allclose(padded[name], expected, rtol=1e-4, atol=1e-6 * expected.abs().max()), name
+        assert_close(padded[name], expected, name)
     assert all(torch.equal(again, stock[name]) for name, again in encode(thinker, inputs).items()), \
         "put_back() restores transformers' encoders"
 
@@ -87,17 +98,44 @@ def test_what_no_captured_size_holds_runs_in_transformers_encoders(thinker_input
     thinker, inputs = thinker_inputs
     short = dict(inputs, feature_attention_mask=inputs["feature_attention_mask"].clone())
     short["feature_attention_mask"][:, 60:] = 0
-    stock = encode(thinker, short)
-    graphs = EncoderGraphs(thinker, vision_patches=(16,))
-    put_back = graphs.install()
-    runs = counting_passes(graphs)
-    try:
-        served = encode(thinker, short)
-    finally:
-        put_back()
+    stock, served, runs = stock_then_padded(thinker, lambda: encode(thinker, short), vision_patches=(16,))
     assert runs == {"audio": 0, "vision": 0}
     for name, expected in stock.items():
         assert torch.equal(served[name], expected), name
+
+
+def test_long_clips_attend_in_transformers_windows(thinker_inputs):
+    """Clips past one attention window (8 s), one a whole number of chunks, beside a short one in one call."""
+    thinker, _ = thinker_inputs
+    frames = [1650, 800, 250]
+    features = torch.randn((len(frames), 128, max(frames)), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(max(frames))[None] < torch.tensor(frames)[:, None]).long()
+
+    def encode_clips():
+        with torch.no_grad():
+            return type(thinker).get_audio_features(thinker, features, mask).last_hidden_state
+
+    stock, padded, runs = stock_then_padded(thinker, encode_clips)
+    assert runs["audio"] == 3
+    assert_close(padded, stock)
+
+
+def test_precomputed_inputs_go_to_transformers_encoders(thinker_inputs):
+    """transformers lets a caller hand the vision encoder its rope positions: they are served as given."""
+    from transformers.vision_utils import get_vision_position_ids
+
+    thinker, inputs = thinker_inputs
+    grid = inputs["image_grid_thw"]
+    positions = get_vision_position_ids(grid, thinker.visual.spatial_merge_size).flip(-1)  # not the usual ones
+
+    def encode_images():
+        with torch.no_grad():
+            return type(thinker).get_image_features(thinker, inputs["pixel_values"], grid,
+                                                    image_position_ids=positions).pooler_output
+
+    stock, served, runs = stock_then_padded(thinker, encode_images)
+    assert runs["vision"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(served, stock))
 
 
 @pytest.mark.parametrize("encoder", ["audio", "vision"])
@@ -114,55 +152,3 @@ def test_a_padded_pass_traces_as_one_graph(thinker_inputs, encoder):
         put_back()
     tensors = [out] if encoder == "audio" else [out[0], out[1], *out[2]]
     assert all(torch.isfinite(tensor).all() for tensor in tensors)
-
-
-def test_long_clips_attend_in_transformers_windows(thinker_inputs):
-    """Clips past one attention window (8 s), one a whole number of chunks, beside a short one in one call."""
-    thinker, _ = thinker_inputs
-    frames = [1650, 800, 250]
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn((len(frames), 128, max(frames)), generator=generator)
-    mask = (torch.arange(max(frames))[None] < torch.tensor(frames)[:, None]).long()
-    model = type(thinker)
-
-    def encode_clips():
-        with torch.no_grad():
-            return model.get_audio_features(thinker, features, mask).last_hidden_state
-
-    stock = encode_clips()
-    graphs = EncoderGraphs(thinker)
-    put_back = graphs.install()
-    runs = counting_passes(graphs)
-    try:
-        padded = encode_clips()
-    finally:
-        put_back()
-    assert runs["audio"] == 3
-    assert padded.shape == stock.shape
-    assert torch.allclose(padded, stock, rtol=1e-4, atol=1e-6 * stock.abs().max())
-
-
-def test_precomputed_inputs_go_to_transformers_encoders(thinker_inputs):
-    """transformers lets a caller hand the vision encoder its rope positions: they are served as given."""
-    from transformers.vision_utils import get_vision_position_ids
-
-    thinker, inputs = thinker_inputs
-    grid = inputs["image_grid_thw"]
-    positions = get_vision_position_ids(grid, thinker.visual.spatial_merge_size).flip(-1)  # not the usual ones
-    model = type(thinker)
-
-    def encode_images():
-        with torch.no_grad():
-            return model.get_image_features(thinker, inputs["pixel_values"], grid,
-                                            image_position_ids=positions).pooler_output
-
-    stock = encode_images()
-    graphs = EncoderGraphs(thinker)
-    put_back = graphs.install()
-    runs = counting_passes(graphs)
-    try:
-        served = encode_images()
-    finally:
-        put_back()
-    assert runs["vision"] == 0
-    assert all(torch.equal(a, b) for a, b in zip(served, stock))
