@@ -67,7 +67,6 @@ class TalkerDecoder:
         self.prompt_in = torch.zeros((1, longest, hidden), device=device, dtype=dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
         self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
-        self.prompt_mask = _prompt_mask(longest, max_tokens, device)
         self._prefills: dict = {}
         """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         # Every predictor position is known in advance, so are its causal masks (the generic mask code
@@ -143,9 +142,9 @@ class TalkerDecoder:
     def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
-        slots = prompt_mask_slots(self.talker.model.config, length, self.prompt_mask.shape[-1])
+        slots = prompt_mask_slots(self.talker.model.config, length, self.max_tokens)
         out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
-                                attention_mask=self.prompt_mask[:, :, :length, :slots],
+                                attention_mask=_prompt_mask(length, slots, self.prompt_in.device),
                                 position_ids=self.prompt_positions[..., :length], use_cache=True)
         hidden = out.last_hidden_state.index_select(1, self.prompt_last)
         return self.talker.codec_head(hidden[:, -1]), hidden
@@ -309,12 +308,13 @@ def _add_dense_deepstack(hidden_states: torch.Tensor, visual_pos_masks, visual_e
     return hidden_states + visual_embeds
 
 
-def _prompt_mask(longest: int, cache_slots: int, device) -> torch.Tensor:
-    """A prompt's causal mask over a whole static cache (1, 1, longest, cache_slots), True where a token
-    may attend; a shorter prompt takes its first rows. Given ready-made because transformers' mask code
-    reads the cache's length on the host, which no CUDA graph can hold."""
+def _prompt_mask(length: int, cache_slots: int, device) -> torch.Tensor:
+    """A prompt's causal mask over the first ``cache_slots`` of an emptied static cache (1, 1, length,
+    cache_slots), True where a token may attend. Made here from sizes fixed per captured pass, because
+    transformers' mask code reads the cache's length on the host, which no CUDA graph can hold; made inside
+    the pass, so that it lives only while the pass runs (kept, the thinker's and the talker's took 58 MB)."""
     slots = torch.arange(cache_slots, device=device)
-    return (slots[None, :] <= torch.arange(longest, device=device)[:, None])[None, None]
+    return (slots[None, :] <= torch.arange(length, device=device)[:, None])[None, None]
 
 
 def _gumbel_pick(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -425,7 +425,6 @@ class ThinkerDecoder:
         self.prompt_in = torch.zeros((1, longest, text_config.hidden_size), device=device, dtype=thinker.dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
         self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
-        self.prompt_mask = _prompt_mask(longest, max_tokens, device)
         # DeepStack's vision features, added to the first layers' states at image and video positions: here
         # as dense rows (zeros elsewhere), because selecting those positions in a graph is a host sync.
         deepstack_layers = len(getattr(thinker.config.vision_config, "deepstack_visual_indexes", ()) or ())
@@ -601,7 +600,7 @@ class ThinkerDecoder:
             layer.cumulative_length.zero_()
         slots = prompt_mask_slots(self.thinker.model.config, length, self.max_tokens)
         out = self._text_forward(inputs_embeds=self.prompt_in[:, :length],
-                                 attention_mask=self.prompt_mask[:, :, :length, :slots],
+                                 attention_mask=_prompt_mask(length, slots, self.prompt_in.device),
                                  position_ids=self.prompt_positions[..., :length], past_key_values=self.cache,
                                  use_cache=True, deepstack_visual_embeds=list(self.deepstack_in[:, :, :length]))
         return out.last_hidden_state.index_select(1, self.prompt_last)
