@@ -68,6 +68,8 @@ class EncoderGraphs:
         self.n_window = audio_config.n_window
         self.chunk_frames = 2 * self.n_window
         self.tokens_per_chunk = int(_get_feat_extract_output_lengths(torch.tensor(self.chunk_frames), self.n_window))
+        # transformers' audio attention windows: n_window_infer frames of whole chunks.
+        self.audio_window = self.tokens_per_chunk * (self.audio.n_window_infer // self.chunk_frames)
         self.audio_chunks = sorted(set(audio_chunks))
         merge_unit = self.visual.spatial_merge_size ** 2
         self.vision_patches = sorted({n for n in vision_patches if n % merge_unit == 0})
@@ -178,9 +180,7 @@ class EncoderGraphs:
         self.features_in[:, :frames].copy_(features)
         self.features_in[:, frames:size * self.chunk_frames].zero_()  # as transformers pads a last chunk
         real = int(_get_feat_extract_output_lengths(torch.tensor(frames), self.n_window))
-        # transformers' attention windows: n_window_infer frames of whole chunks.
-        window = self.tokens_per_chunk * (self.audio.n_window_infer // self.chunk_frames)
-        _fill_blocks(self.audio_blocks, size * self.tokens_per_chunk, real, window)
+        _fill_blocks(self.audio_blocks, size * self.tokens_per_chunk, real, self.audio_window)
         return self._audio_runs[size]()[:real].clone()  # the graph's output buffer: the next replay overwrites it
 
     def _encode_vision(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs):

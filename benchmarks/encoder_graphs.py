@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.encoder_graphs import EncoderGraphs  # noqa: E402
+from benchmarks.encoder_cache import median_ms  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG  # noqa: E402
 
 AUDIO_SECONDS = (3.0, 10.0, 29.5)
@@ -73,7 +73,8 @@ def main() -> None:
             else result.last_hidden_state
 
     with torch.inference_mode():
-        eager = {name: (output(module(*args, **kwargs)), wall_ms(lambda: module(*args, **kwargs), device, runs))
+        # The first call of each (outside the timing) also warms up.
+        eager = {name: (output(module(*args, **kwargs)), median_ms(lambda: module(*args, **kwargs), device.type, runs))
                  for name, module, args, kwargs in inputs}
         graphs = EncoderGraphs(encoders)
         graphs.install()
@@ -87,7 +88,7 @@ def main() -> None:
         for name, module, args, kwargs in inputs:
             reference, eager_ms = eager[name]
             served = output(module(*args, **kwargs))
-            captured_ms = wall_ms(lambda: module(*args, **kwargs), device, runs)
+            captured_ms = median_ms(lambda: module(*args, **kwargs), device.type, runs)
             size = (f"{graphs.audio_size(args[0].shape[1])} chunks" if module is encoders.audio_tower
                     else f"{graphs.vision_size(args[0].shape[0])} patches")
             print(f"| {name} | {size} | {eager_ms:.1f} ms | {captured_ms:.1f} ms | {eager_ms / captured_ms:.1f}× "
@@ -95,19 +96,6 @@ def main() -> None:
                   flush=True)
     print(f"captured {len(graphs.audio_chunks)} audio and {len(graphs.vision_patches)} vision sizes in "
           f"{captured_in:.1f} s; the allocator reserved {held:.2f} GB more for them", flush=True)
-
-
-def wall_ms(call, device: torch.device, runs: int = 20) -> float:
-    times = []
-    for _ in range(runs + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times[2:])
 
 
 if __name__ == "__main__":
