@@ -34,7 +34,10 @@ IMAGES = ((448, 448), (640, 480), (1024, 768))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20, help="calls timed per input (the median is shown)")
-    runs = parser.parse_args().runs
+    parser.add_argument("--profile", action="store_true",
+                        help="also each image's GPU kernels, eager and captured (GPU): wall vs kernel time")
+    options = parser.parse_args()
+    runs = options.runs
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeThinkerConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
         Qwen3OmniMoeAudioEncoder,
@@ -77,7 +80,7 @@ def main() -> None:
         eager = {name: (output(module(*args, **kwargs)), median_ms(lambda: module(*args, **kwargs), device.type, runs))
                  for name, module, args, kwargs in inputs}
         graphs = EncoderGraphs(encoders)
-        graphs.install()
+        put_back = graphs.install()
         before = torch.cuda.memory_reserved() if device.type == "cuda" else 0
         started = time.perf_counter()
         graphs.capture()
@@ -94,8 +97,33 @@ def main() -> None:
             print(f"| {name} | {size} | {eager_ms:.1f} ms | {captured_ms:.1f} ms | {eager_ms / captured_ms:.1f}× "
                   f"| {(served - reference).abs().max().item():.2e} ({reference.abs().max().item():.2e}) |",
                   flush=True)
+        if options.profile and device.type == "cuda":
+            for name, module, call_args, kwargs in inputs:
+                if module is encoders.visual:
+                    print(f"profile {name}, captured:", kernel_profile(lambda: module(*call_args, **kwargs)),
+                          flush=True)
+                    put_back()
+                    print(f"profile {name}, eager:", kernel_profile(lambda: module(*call_args, **kwargs)),
+                          flush=True)
+                    put_back = graphs.install()
     print(f"captured {len(graphs.audio_chunks)} audio and {len(graphs.vision_patches)} vision sizes in "
           f"{captured_in:.1f} s; the allocator reserved {held:.2f} GB more for them", flush=True)
+
+
+def kernel_profile(call, calls: int = 10, top: int = 8) -> str:
+    """Wall and GPU kernel ms per call, and the kernels that take the most of it (GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    wall = median_ms(call, "cuda", calls)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in kernels) / 1e3 / calls
+    biggest = ", ".join(f"{e.key[:70]} {e.self_device_time_total / 1e3 / calls:.2f} ms ({e.count // calls}×)"
+                        for e in kernels[:top])
+    return f"{wall:.1f} ms wall, {total:.1f} ms of kernels; largest: {biggest}"
 
 
 if __name__ == "__main__":

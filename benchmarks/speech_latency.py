@@ -94,18 +94,22 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
     return model, processor
 
 
-def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
-                       small_cache_tokens: int = 0) -> dict:
-    """Two TransformersBackends around one full-size random-weight model (GPU): eager, and compiled."""
+def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192, small_cache_tokens: int = 0,
+                       modes: tuple[str, ...] = ("off", "auto")) -> dict:
+    """TransformersBackends around one full-size random-weight model (GPU), by ``compile`` mode: "off" (eager)
+    and "auto" (compiled). Their caches are the app's (300 s of speech); each reply stops after SPEECH_FRAMES."""
     from backends.transformers_backend import TransformersBackend, TransformersOptions
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
     # encoder_cache_mb=0: every turn here encodes its files (--encoder-cache-ab measures the cache)
-    options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, static_cache_tokens=static_tokens,
-                                  small_cache_tokens=small_cache_tokens, encoder_cache_mb=0)
-    return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
-            for mode in ("off", "auto")}
+    options = TransformersOptions(static_cache_tokens=static_tokens, small_cache_tokens=small_cache_tokens,
+                                  encoder_cache_mb=0)
+    backends = {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
+                for mode in modes}
+    for backend in backends.values():  # after the caches are sized: replies read it
+        backend.options = replace(backend.options, max_speech_seconds=SPEECH_FRAMES / 12.5)
+    return backends
 
 
 def tiny_backends(device: str = "cpu") -> dict:
@@ -409,29 +413,42 @@ def record_memory_history() -> int:
     return torch.cuda.memory_allocated()
 
 
-def memory_kept(backend, recorded_from: int, top: int = 12) -> list[str]:
-    """What stays allocated (GPU) once the warm-up is done, by owner: the weights and static caches, and what
-    was made since record_memory_history() returned ``recorded_from``, by where. Stops the recording."""
+def memory_kept(backend, recorded_from: int, top: int = 16) -> list[str]:
+    """What stays allocated (GPU) once the warm-up is done: the weights, the static caches, and the rest, made
+    since record_memory_history() returned ``recorded_from`` (the model loaded), by where. Stops the recording."""
+    import bisect
+
     model = backend.model
-    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()) if t.is_cuda)
-    thinker_caches = sum(_cache_bytes(decoder.cache) for decoder in backend.thinker_decoders)
+    owned = [t for t in (*model.parameters(), *model.buffers()) if t.is_cuda]
+    weights = sum(t.numel() * t.element_size() for t in owned)
+    caches = [decoder.cache for decoder in backend.thinker_decoders]
+    thinker_caches = sum(_cache_bytes(cache) for cache in caches)
     talker = backend.talker_decoder
+    if talker:
+        caches += [talker.cache, talker.predictor_cache]
     talker_caches = _cache_bytes(talker.cache) + _cache_bytes(talker.predictor_cache) if talker else 0
+    owned += [t for cache in caches for layer in cache.layers for t in (getattr(layer, "keys", None),
+                                                                          getattr(layer, "values", None))
+              if isinstance(t, torch.Tensor)]
+    starts = sorted(t.data_ptr() for t in owned)
     torch.cuda.synchronize()
+    allocated = torch.cuda.memory_allocated()
     segments = torch.cuda.memory._snapshot()["segments"]
     torch.cuda.memory._record_memory_history(enabled=None)
     by_place: dict[str, int] = {}
     for block in (b for segment in segments for b in segment["blocks"] if b["state"] == "active_allocated"):
-        if block.get("frames"):
+        holds_owned = bisect.bisect_left(starts, block["address"]) < bisect.bisect_left(
+            starts, block["address"] + block["size"])  # e.g. the fused q/k/v weights, made after the load
+        if block.get("frames") and not holds_owned:
             place = _place(block["frames"])
             by_place[place] = by_place.get(place, 0) + block["size"]
-    other = recorded_from - weights - thinker_caches - talker_caches
+    other = allocated - weights - thinker_caches - talker_caches
     return [f"reserved by the allocator (graph pools and cached blocks included): "
             f"{torch.cuda.memory_reserved() / 1e9:.2f} GB after the warm-up",
-            f"before the warm-up {recorded_from / 1e9:.2f} GB: weights {weights / 1e9:.2f}, thinker caches "
-            f"{thinker_caches / 1e9:.2f}, talker + predictor caches {talker_caches / 1e9:.2f}, other "
-            f"{other / 1e9:.2f}; after it {torch.cuda.memory_allocated() / 1e9:.2f} GB, made during it "
-            f"{sum(by_place.values()) / 1e9:.2f} GB:", *_largest(by_place, top)]
+            f"the model loaded: {recorded_from / 1e9:.2f} GB; after the backend's start and warm-up "
+            f"{allocated / 1e9:.2f} GB: weights {weights / 1e9:.2f}, thinker caches {thinker_caches / 1e9:.2f}, "
+            f"talker + predictor caches {talker_caches / 1e9:.2f}, other {other / 1e9:.3f}, of which made since "
+            f"the load {sum(by_place.values()) / 1e9:.3f} GB:", *_largest(by_place, top)]
 
 
 def memory_at_peak(backend, request: ChatRequest, top: int = 12) -> list[str]:
@@ -682,16 +699,28 @@ def main() -> None:
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     started = time.perf_counter()
-    backends = full_size_backends(tiny_path, static_tokens=args.static_tokens,
-                                  small_cache_tokens=args.small_cache_tokens) if args.full_size \
+    loaded = full_size_model(tiny_path) if args.full_size else None
+    # From here on the allocator's events say who made what the weights don't hold (memory_kept).
+    recorded_from = record_memory_history() if loaded is not None and args.memory_at_peak else None
+    # The eager backend's own talker cache would count in the compiled path's peak: with --skip-eager it is made
+    # only for the agreement check, after the memory is measured.
+    backends = full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens,
+                                  small_cache_tokens=args.small_cache_tokens,
+                                  modes=("auto",) if args.skip_eager else ("off", "auto")) if args.full_size \
         else tiny_backends(args.device)
-    eager, compiled = backends.values()
-    print(f"model ready in {time.perf_counter() - started:.1f} s on {eager.info.device}", flush=True)
-    on_gpu = eager.model.device.type == "cuda"
+    compiled = backends.get("auto") or backends["on"]
+
+    def eager():
+        if "off" not in backends:
+            backends.update(full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens,
+                                               small_cache_tokens=args.small_cache_tokens, modes=("off",)))
+        return backends["off"]
+
+    print(f"model ready in {time.perf_counter() - started:.1f} s on {compiled.info.device}", flush=True)
+    on_gpu = compiled.model.device.type == "cuda"
     if on_gpu:
         print(f"memory, reserved by the allocator before the warm-up: {torch.cuda.memory_reserved() / 1e9:.2f} GB",
               flush=True)
-    recorded_from = record_memory_history() if on_gpu and args.memory_at_peak else None
     warm = compiled.warm_up()
     if recorded_from is not None:
         for line in memory_kept(compiled, recorded_from):
@@ -701,9 +730,9 @@ def main() -> None:
     request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(audio)), MediaPart("image", str(image)),
                                            "What do you hear, and what is in the picture?"),),
                           speaker="ethan", sampling=Sampling(temperature=0, max_new_tokens=TEXT_TOKENS))
-    prompt = build_prompt_inputs(request, eager.options.media_limits)
+    prompt = build_prompt_inputs(request, compiled.options.media_limits)
     encode_started = time.perf_counter()
-    print("prompt tokens:", eager.encode(prompt)["input_ids"].shape[1],
+    print("prompt tokens:", compiled.encode(prompt)["input_ids"].shape[1],
           f"(media decoding + processor {time.perf_counter() - encode_started:.3f} s)", flush=True)
     if on_gpu:
         print("profile, time to first token:", profile_prompt_stages(compiled, request), flush=True)
@@ -723,13 +752,10 @@ def main() -> None:
                 return runner(backend, request)
         return run
 
-    paths = {"stock generate(), eager": (eager_encoders(run_stock), eager),
-             "our loop, eager": (eager_encoders(run_streaming), eager),
-             "our loop, compiled": (run_streaming, compiled)}
-    if args.skip_stock:
-        del paths["stock generate(), eager"]
-    if args.skip_eager:
-        paths = {"our loop, compiled": paths["our loop, compiled"]}
+    paths = {"our loop, compiled": (run_streaming, compiled)}
+    if not args.skip_eager:
+        stock = {} if args.skip_stock else {"stock generate(), eager": (eager_encoders(run_stock), eager())}
+        paths = {**stock, "our loop, eager": (eager_encoders(run_streaming), eager()), **paths}
     if args.prompt_passes_eager:
         paths["compiled, prompt passes + code2wav uncaptured"] = (run_streaming_prompt_passes_eager, compiled)
     results: dict[str, list[dict]] = {name: [] for name in paths}
@@ -753,16 +779,20 @@ def main() -> None:
     for name, gigabytes in reserved.items():
         print(f"{name}: peak GPU memory reserved by the allocator {gigabytes:.2f} GB (tensors: {peaks[name]:.2f})",
               flush=True)
+    if on_gpu:
+        free, total = torch.cuda.mem_get_info()
+        print(f"the device's memory in use after the replies: {(total - free) / 1e9:.2f} GB (CUDA context and "
+              f"libraries included)", flush=True)
     if on_gpu and args.memory_at_peak:
         for line in memory_at_peak(compiled, request):
             print("memory,", line, flush=True)
-    for name, backend in (("eager", eager), ("compiled", compiled)):
+    for name, backend in (("eager", backends.get("off")), ("compiled", compiled)):
         if name in " ".join(paths):
             print(f"stop during speech ({name}) frees the engine in {stop_latency(backend, request) * 1000:.0f} ms",
                   flush=True)
-    print("greedy, compiled vs eager loop:", agreement(eager, compiled, request), flush=True)
+    print("greedy, compiled vs eager loop:", agreement(eager(), compiled, request), flush=True)
     if "eager" in " ".join(paths):
-        print(f"eager: {thinker_alone(eager, request, profile_tokens=32 if on_gpu else 0)}", flush=True)
+        print(f"eager: {thinker_alone(eager(), request, profile_tokens=32 if on_gpu else 0)}", flush=True)
     for line in thinker_by_cache(compiled, request, profile_tokens=32 if on_gpu else 0):
         print("compiled,", line, flush=True)
     for compare in comparisons:
@@ -776,7 +806,7 @@ def main() -> None:
             print("profile", line, flush=True)
         for decoder in compiled.thinker_decoders:
             print("profile thinker step,", profile_thinker_step(decoder), flush=True)
-        for name, backend in (("eager", eager), ("compiled", compiled)):
+        for name, backend in (("eager", backends.get("off")), ("compiled", compiled)):
             if name == "eager" and args.skip_eager:
                 continue
             for what, (wall, kernel) in profile_decoder(backend.talker_decoder).items():
