@@ -10,8 +10,9 @@ An item is found by its encoder input: its shape and two sums pick a candidate, 
 element for element to the one kept is served, so a mirrored photo (same sums) is encoded anew. The
 processor pads a turn's audio clips to the longest before its STFT: a clip's features are the same however
 far it is padded, but differ at its end when it is the longest (not padded). So a clip that was the longest
-of its turn is encoded once more when a longer one joins; the cache simply misses it then. Entries are
-dropped least recently used first past ``max_bytes`` (inputs and outputs counted).
+of its turn is encoded once more when a longer one joins; the cache simply misses it then. Entries live in
+host memory (pinned on a GPU, whose memory the weights and caches need) and are dropped least recently
+used first past ``max_bytes`` (inputs and outputs counted).
 
 Example::
 
@@ -38,7 +39,8 @@ class EncoderCache:
 
     def __init__(self, thinker, max_bytes: int):
         self.thinker, self.max_bytes = thinker, max_bytes
-        self._entries: OrderedDict[tuple, tuple[torch.Tensor, object]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        """Key → (the input, its outputs, an event once their copies into host memory are done or None)."""
         self._bytes = 0
         self._lock = threading.Lock()  # the hybrid backend's prompt pass and a reply may encode at once
         self.encoded = self.reused = 0
@@ -129,32 +131,50 @@ class EncoderCache:
 
     def _get(self, key: tuple, item: torch.Tensor):
         entry = self._entries.get(key)
-        if entry is None or not torch.equal(entry[0], item):
+        if entry is None:
+            return None
+        kept_item, output, copied = entry
+        if copied is not None:
+            copied.synchronize()  # its copies into host memory have landed
+        if not torch.equal(kept_item, item.to(kept_item.device)):
             return None
         self._entries.move_to_end(key)
-        return entry[1]
+        return _moved(output, item.device)
 
     def _put(self, key: tuple, item: torch.Tensor, output) -> None:
         size = _size((item, output))
         if size > self.max_bytes:
             return
         if key in self._entries:
-            self._bytes -= _size(self._entries.pop(key))
-        # Copies: views would keep the whole batch they came from alive.
-        self._entries[key] = (item.detach().clone(), _cloned(output))
+            self._bytes -= _size(self._entries.pop(key)[:2])
+        # Copies in host memory: views would keep the whole batch they came from alive, and on a GPU the weights
+        # and caches need its memory (a hit copies a few MB back, well under a millisecond).
+        on_gpu = item.is_cuda
+        self._entries[key] = (_to_host(item), _to_host(output), torch.cuda.Event() if on_gpu else None)
+        if on_gpu:
+            self._entries[key][2].record()  # behind the copies, on this stream
         self._bytes += size
         while self._bytes > self.max_bytes:
-            self._bytes -= _size(self._entries.popitem(last=False)[1])
+            self._bytes -= _size(self._entries.popitem(last=False)[1][:2])
 
 
 def _sums(values: torch.Tensor) -> torch.Tensor:
     return torch.stack((values.sum(), values.square().sum()))
 
 
-def _cloned(value):
+def _to_host(value):
+    """A copy in host memory (pinned, copied without waiting for the GPU) of a tensor or (nested) tuple."""
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    return tuple(_cloned(part) for part in value)
+        if not value.is_cuda:
+            return value.detach().clone()
+        return torch.empty(value.shape, dtype=value.dtype, pin_memory=True).copy_(value.detach(), non_blocking=True)
+    return tuple(_to_host(part) for part in value)
+
+
+def _moved(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    return tuple(_moved(part, device) for part in value)
 
 
 def _size(value) -> int:

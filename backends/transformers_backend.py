@@ -115,8 +115,8 @@ class TransformersOptions:
     first token. Longer clips and larger images run eagerly."""
     encoder_cache_mb: int = 256
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
-    many MB, on the model's device), so a conversation's later turns don't encode its earlier files again;
-    0: off (backends/encoder_cache.py)."""
+    many MB, in host memory), so a conversation's later turns don't encode its earlier files again; 0: off
+    (backends/encoder_cache.py)."""
     load_in_background: bool = False
     """Load the weights on the generation thread: the constructor returns at once (the app's page opens
     while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""

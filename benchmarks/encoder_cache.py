@@ -1,6 +1,6 @@
 """The encoder cache's own cost (backends/encoder_cache.py) for one 448×448 image, around an image encoder
 that costs nothing: on a miss (sums, then copies of the input and outputs it keeps) and on a hit (sums and
-one equality test). Real sizes: the input 784 patches × 1536 values, outputs 196 × 2048 with 3 DeepStack levels.
+one equality test, in host memory). Real sizes: the input 784 patches × 1536 values, outputs 196 × 2048 with 3 DeepStack levels.
 
     python benchmarks/encoder_cache.py            # --device cuda on a GPU (bf16 there)
 """
@@ -24,7 +24,7 @@ class FreeEncoder:
     """Outputs of the real shapes, made ahead: what remains is the cache's work."""
 
     def __init__(self, device: str, dtype: torch.dtype):
-        self.pooled = torch.zeros(196, 2048, device=device, dtype=dtype)
+        self.pooled = torch.randn(196, 2048, device=device, dtype=dtype)
 
     def get_image_features(self, pixel_values, image_grid_thw=None, **kwargs):
         from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import BaseModelOutputWithDeepstackFeatures
@@ -63,6 +63,9 @@ def main() -> None:
         alone = median_ms(lambda: FreeEncoder.get_image_features(encoder, pixels, grid), device)
         miss = median_ms(lambda: (cache.clear(), encoder.get_image_features(pixels, grid)), device)
         hit = median_ms(lambda: encoder.get_image_features(pixels, grid), device)
+        served = encoder.get_image_features(pixels, grid)  # a hit: copied back from host memory
+    assert cache.reused > 0 and all(out.device == pixels.device and torch.equal(out, encoder.pooled)
+                                    for out in (served.pooler_output[0], *served.deepstack_features[0])), "hit differs"
     print(f"one 448x448 image on {device} ({dtype}), medians of 50: the free encoder alone {alone:.2f} ms; "
           f"through the cache: a miss {miss:.2f} ms, a hit {hit:.2f} ms")
 
