@@ -1,6 +1,7 @@
 """The encoder cache's own cost (backends/encoder_cache.py) for one 448×448 image, around an image encoder
 that costs nothing: on a miss (sums, then copies of the input and outputs it keeps) and on a hit (sums and
-one equality test, in host memory). Real sizes: the input 784 patches × 1536 values, outputs 196 × 2048 with 3 DeepStack levels.
+one equality test, in host memory, and the copy back). Real sizes: the input 784 patches × 1536 values, outputs
+196 × 2048 with 3 DeepStack levels.
 
     python benchmarks/encoder_cache.py            # --device cuda on a GPU (bf16 there)
 """
