@@ -12,6 +12,7 @@ greedy decoding the codes and the waveform are identical (tests compare them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -273,6 +274,14 @@ reach 10 frames back from the first sample a chunk emits (autograd through them)
 weights hide most of it (their contributions fade within 5 frames), trained ones need not."""
 
 
+@functools.cache
+def talker_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one CUDA stream every reply's talker runs on, per GPU. cuBLAS keeps a workspace for each stream it
+    has run on (9.6 MB), and torch.cuda.Stream() deals out its pool's 32 streams in turn: a new stream per reply
+    would leave up to 32 of them behind (0.3 GB) over a session's replies."""
+    return torch.cuda.Stream(device)
+
+
 class StreamingVocoder:
     """code2wav in chunks whose concatenation equals one decode of all frames.
 
@@ -389,8 +398,7 @@ class SpeechRun:
         # syncs (one per frame) would wait for the thinker's queued steps, and its kernels could
         # never run beside the thinker's.
         device = compute_device(self.model.talker)
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        with torch.cuda.stream(talker_stream(device)) if device.type == "cuda" else contextlib.nullcontext():
             self._speak(captured)
 
     def _speak(self, captured: dict) -> None:
