@@ -12,7 +12,8 @@ processor pads a turn's audio clips to the longest before its STFT: a clip's fea
 far it is padded, but differ at its end when it is the longest (not padded). So a clip that was the longest
 of its turn is encoded once more when a longer one joins; the cache simply misses it then. Entries live in
 host memory (pinned on a GPU, whose memory the weights and caches need) and are dropped least recently
-used first past ``max_bytes`` (inputs and outputs counted).
+used first past ``max_bytes`` (inputs and outputs counted). PyTorch's pinned-memory allocator rounds each
+block up to a power of two and keeps freed blocks for reuse, so the host may hold up to twice ``max_bytes``.
 
 Example::
 
@@ -40,7 +41,7 @@ class EncoderCache:
     def __init__(self, thinker, max_bytes: int):
         self.thinker, self.max_bytes = thinker, max_bytes
         self._entries: OrderedDict[tuple, tuple] = OrderedDict()
-        """Key → (the input, its outputs, an event once their copies into host memory are done or None)."""
+        """Key → (the input, its outputs, the outputs' device, events once their copies into host memory are done)."""
         self._bytes = 0
         self._lock = threading.Lock()  # the hybrid backend's prompt pass and a reply may encode at once
         self.encoded = self.reused = 0
@@ -133,13 +134,13 @@ class EncoderCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        kept_item, output, copied = entry
-        if copied is not None:
-            copied.synchronize()  # its copies into host memory have landed
+        kept_item, output, device, copied = entry
+        for event in copied:
+            event.synchronize()  # its copies into host memory have landed
         if not torch.equal(kept_item, item.to(kept_item.device)):
             return None
         self._entries.move_to_end(key)
-        return _moved(output, item.device)
+        return _moved(output, device)
 
     def _put(self, key: tuple, item: torch.Tensor, output) -> None:
         size = _size((item, output))
@@ -148,11 +149,10 @@ class EncoderCache:
         if key in self._entries:
             self._bytes -= _size(self._entries.pop(key)[:2])
         # Copies in host memory: views would keep the whole batch they came from alive, and on a GPU the weights
-        # and caches need its memory (a hit copies a few MB back, well under a millisecond).
-        on_gpu = item.is_cuda
-        self._entries[key] = (_to_host(item), _to_host(output), torch.cuda.Event() if on_gpu else None)
-        if on_gpu:
-            self._entries[key][2].record()  # behind the copies, on this stream
+        # and caches need its memory (a hit copies a few MB back, well under a millisecond). A hit goes back to
+        # the device the encoder gave it on (spread over GPUs, not always the input's).
+        device = _first_tensor(output).device
+        self._entries[key] = (_to_host(item), _to_host(output), device, _copies_done({item.device, device}))
         self._bytes += size
         while self._bytes > self.max_bytes:
             self._bytes -= _size(self._entries.popitem(last=False)[1][:2])
@@ -169,6 +169,20 @@ def _to_host(value):
             return value.detach().clone()
         return torch.empty(value.shape, dtype=value.dtype, pin_memory=True).copy_(value.detach(), non_blocking=True)
     return tuple(_to_host(part) for part in value)
+
+
+def _copies_done(devices: set) -> list:
+    """Events behind the copies just queued on each GPU among ``devices`` (on its current stream)."""
+    events = []
+    for device in (d for d in devices if d.type == "cuda"):
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        events.append(event)
+    return events
+
+
+def _first_tensor(value) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else _first_tensor(value[0])
 
 
 def _moved(value, device: torch.device):

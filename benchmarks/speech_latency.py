@@ -702,11 +702,10 @@ def main() -> None:
     loaded = full_size_model(tiny_path) if args.full_size else None
     # From here on the allocator's events say who made what the weights don't hold (memory_kept).
     recorded_from = record_memory_history() if loaded is not None and args.memory_at_peak else None
-    # The eager backend's own talker cache would count in the compiled path's peak: with --skip-eager it is made
-    # only for the agreement check, after the memory is measured.
+    # The eager backend's own talker cache would count in the compiled path's memory: it is made after the warm-up
+    # (memory_kept), when an eager path needs it, else only for the agreement check after the memory is measured.
     backends = full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens,
-                                  small_cache_tokens=args.small_cache_tokens,
-                                  modes=("auto",) if args.skip_eager else ("off", "auto")) if args.full_size \
+                                  small_cache_tokens=args.small_cache_tokens, modes=("auto",)) if args.full_size \
         else tiny_backends(args.device)
     compiled = backends.get("auto") or backends["on"]
 
