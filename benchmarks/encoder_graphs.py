@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends.encoder_graphs import EncoderGraphs  # noqa: E402
 from benchmarks.encoder_cache import median_ms  # noqa: E402
-from benchmarks.speech_latency import REAL_CONFIG  # noqa: E402
+from benchmarks.speech_latency import REAL_CONFIG, kernels_of  # noqa: E402
 
 AUDIO_SECONDS = (3.0, 10.0, 29.5)
 IMAGES = ((448, 448), (640, 480), (1024, 768))
@@ -112,14 +112,8 @@ def main() -> None:
 
 def kernel_profile(call, calls: int = 10, top: int = 8) -> str:
     """Wall and GPU kernel ms per call, and the kernels that take the most of it (GPU)."""
-    from torch.profiler import ProfilerActivity, profile
-
     wall = median_ms(call, "cuda", calls)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            call()
-        torch.cuda.synchronize()
-    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    kernels = kernels_of(call, calls)
     total = sum(e.self_device_time_total for e in kernels) / 1e3 / calls
     biggest = ", ".join(f"{e.key[:70]} {e.self_device_time_total / 1e3 / calls:.2f} ms ({e.count // calls}×)"
                         for e in kernels[:top])

@@ -240,16 +240,21 @@ def wall_ms(call, calls: int, warm_up: int) -> float:
     return (time.perf_counter() - started) / calls * 1e3
 
 
-def wall_and_kernels(call, calls: int = 50, warm_up: int = 5) -> tuple[float, float]:
-    """(wall ms, GPU kernel ms) per call of ``call``, after ``warm_up`` calls (GPU)."""
+def kernels_of(call, calls: int) -> list:
+    """The profiler's averages per GPU kernel over ``calls`` calls of ``call``, largest total first (GPU)."""
     from torch.profiler import ProfilerActivity, profile
 
-    wall = wall_ms(call, calls, warm_up)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             call()
         torch.cuda.synchronize()
-    return wall, sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / calls
+    return sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+
+
+def wall_and_kernels(call, calls: int = 50, warm_up: int = 5) -> tuple[float, float]:
+    """(wall ms, GPU kernel ms) per call of ``call``, after ``warm_up`` calls (GPU)."""
+    wall = wall_ms(call, calls, warm_up)
+    return wall, sum(e.self_device_time_total for e in kernels_of(call, calls)) / 1e3 / calls
 
 
 def profile_decoder(decoder, steps: int = 50) -> dict:
@@ -267,8 +272,6 @@ def profile_decoder(decoder, steps: int = 50) -> dict:
 def thinker_step_kernels(decoder, steps: int = 50, filled: int = 0) -> tuple[float, list]:
     """One captured thinker step replayed ``steps`` times from ``filled`` cached tokens (GPU): (wall ms per step,
     the profiler's averages per kernel, largest first)."""
-    from torch.profiler import ProfilerActivity, profile
-
     def from_filled():
         for layer in decoder.cache.layers:
             layer.cumulative_length.fill_(filled)
@@ -277,12 +280,9 @@ def thinker_step_kernels(decoder, steps: int = 50, filled: int = 0) -> tuple[flo
         from_filled()
         wall = wall_ms(decoder._step, steps, warm_up=5)
         from_filled()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(steps):
-                decoder._step()
-            torch.cuda.synchronize()
+        kernels = kernels_of(decoder._step, steps)
         decoder.cache.reset()
-    return wall, sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    return wall, kernels
 
 
 def profile_thinker_step(decoder, steps: int = 50, top: int = 8) -> str:
