@@ -89,11 +89,12 @@ class OpenAIBackend(Backend):
     """
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
-        import httpx
+        import openai
 
         self.options = options
         api_key = options.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s)
+        # Only openai's own types go to its client: its http library is its business, and changes under us.
+        timeout = openai.Timeout(options.timeout_s, connect=options.connect_timeout_s)
         # No retries: a retried chat stream would repeat a reply, and errors should show at once.
         self._client_settings = {"base_url": options.api_base, "api_key": api_key, "timeout": timeout,
                                  "max_retries": 0}
@@ -228,13 +229,12 @@ class OpenAIBackend(Backend):
 
     def _failure(self, err: Exception, *, reply_started: bool, has_text: bool) -> Error | None:
         """The user's message for what went wrong with the server; None for anything else."""
-        import httpx
         import openai
 
         if isinstance(err, openai.APITimeoutError):
             return Error(f"The model server sent nothing for {self.options.timeout_s:.0f} s; gave up. "
                          + _kept(has_text), "backend")
-        if isinstance(err, (openai.APIConnectionError, httpx.HTTPError)):
+        if isinstance(err, openai.APIConnectionError):  # openai wraps its http library's errors, mid-stream too
             if not reply_started:
                 return Error(f"Can't reach the model server at {self.options.api_base} ({_cause(err)}). "
                              "Is it running?", "backend")

@@ -187,3 +187,18 @@ def test_stop_closes_the_http_stream(omni):
     assert seconds < 0.5, "the server should notice the closed stream at once"
     omni.words = ["Still", " here"]
     assert text_of(collect(backend, ask("Hi"))) == "Still here"
+
+
+def test_the_installed_openai_client_takes_our_settings_and_reaches_the_server(omni):
+    """The client is built from the installed openai and its own http library: a release of that library
+    must not be able to refuse what we hand it (httpx2 2.17.0 refused an httpx.Timeout)."""
+    import asyncio
+
+    backend = backend_for(omni, timeout_s=7.0, connect_timeout_s=2.0)
+
+    async def ask_models():
+        client = backend._client()
+        assert (client.timeout.read, client.timeout.connect) == (7.0, 2.0) and client.max_retries == 0
+        return [m.id async for m in client.models.list()]
+
+    assert asyncio.run(ask_models()) == [MODEL]
