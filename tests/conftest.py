@@ -9,6 +9,8 @@ import pytest
 
 from tests import media_factory
 
+pytest_plugins = ["tests.failure_reports"]  # a failure pytest can't format still gets reported, and the run goes on
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
 
