@@ -202,3 +202,42 @@ def test_the_installed_openai_client_takes_our_settings_and_reaches_the_server(o
         return [m.id async for m in client.models.list()]
 
     assert asyncio.run(ask_models()) == [MODEL]
+
+
+def test_the_app_with_backend_openai_answers_through_gradio_client(omni, tmp_path):
+    """`python app.py --backend openai` as a user starts it, in its own process, against the fixture server."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    from tests.conftest import ROOT
+    from tests.test_app import last_reply
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "app.py", "--backend", "openai", "--api-base", omni.url,
+                            "--server-port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert app.poll() is None, f"the app exited: {app.stderr.read()[-2000:]}"
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the app did not start in 120 s"
+                time.sleep(0.5)
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        conversation, *_ = client.predict({"text": "Hi", "files": []}, api_name="/chat")
+        assert last_reply(conversation) == HELLO
+        assert omni.requests and omni.requests[-1]["messages"][-1]["content"][0]["text"] == "Hi"
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
