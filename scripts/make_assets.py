@@ -9,6 +9,7 @@ picture drawn with Pillow.
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,31 @@ def picture(path: Path) -> None:
     image.save(path, optimize=True)
 
 
+EVALUATION_SET = [
+    # (id, prompt, media, reference answer)
+    ("asr-en", "Transcribe this recording.", "question-en.wav",
+     "What is the tallest mountain in the world, and how high is it?"),
+    ("spoken-question", "Answer the question in the recording in one sentence.", "question-en.wav",
+     "Mount Everest, about 8,849 metres high."),
+    ("translate-zh", "Translate what is said into English.", "question-zh.wav",
+     "The weather is nice today; let's go for a walk in the park."),
+    ("music", "Describe this music: instruments, key and mood.", "chord.wav",
+     "A C major chord, arpeggiated then held; calm."),
+    ("image", "What shapes and colours are in this picture?", "shapes.png",
+     "A red circle, a blue square and a yellow triangle, with the word Qwen."),
+    ("video", "What sound plays while the pattern is on screen?", "pattern-with-tone.mp4", "A steady 440 Hz tone."),
+    ("text", "Tell me a short joke.", "", ""),
+]
+
+
+def evaluation_sheet(path: Path) -> None:
+    """The Evaluate tab's example set: prompts over the files above, with reference answers."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "prompt", "media", "reference"])
+        writer.writerows(EVALUATION_SET)
+
+
 def main(folder: Path = EXAMPLES) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     speech(folder / "question-en.wav", "What is the tallest mountain in the world, and how high is it?", "en")
@@ -69,6 +95,7 @@ def main(folder: Path = EXAMPLES) -> None:
     chord(folder / "chord.wav")
     video(folder / "pattern-with-tone.mp4")
     picture(folder / "shapes.png")
+    evaluation_sheet(folder / "evaluation-set.csv")
     for file in sorted(folder.iterdir()):
         print(f"{file.name}: {file.stat().st_size // 1024} KB")
 

@@ -6,6 +6,7 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from ui import caption, chat, gradio_fixes, live
+from ui.evaluate import tab as evaluate
 from ui.i18n import random_weights_warning, t, warm_up_line
 from ui.feedback import FeedbackLog
 
@@ -70,6 +71,8 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
             live.build(backend)
         with gr.Tab(t("Caption"), id="caption"):
             caption.build(backend)
+        with gr.Tab(t("Evaluate"), id="evaluate"):
+            evaluate.build(backend, compare_with)
         if chat_parts.examples is not None:
             demo.load(chat.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
     return demo

@@ -35,3 +35,16 @@ def caption_examples() -> list[list[str]]:
 def available() -> bool:
     """False in a checkout without the assets (the tabs then show no examples)."""
     return all((EXAMPLES_DIR / name).is_file() for _, _, files in CHAT for name in files)
+
+
+EVALUATION_SET = "evaluation-set.csv"
+
+
+def evaluation_files() -> list[str]:
+    """The Evaluate tab's example set: its sheet and every file it names."""
+    import csv
+
+    sheet = EXAMPLES_DIR / EVALUATION_SET
+    with sheet.open(encoding="utf-8") as rows:
+        names = sorted({row["media"] for row in csv.DictReader(rows) if row["media"]})
+    return [str(sheet), *(str(EXAMPLES_DIR / name) for name in names)]

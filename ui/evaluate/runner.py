@@ -1,0 +1,54 @@
+"""Answering an evaluation row: one request per side, each its own engine request.
+
+A run never holds the model for longer than one answer: between answers the engine serves whoever else is
+waiting (engines take requests in arrival order), so people chatting during a run are not locked out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import soundfile
+
+from backends.base import Backend
+from ui.evaluate.results import Answer, EvalRow, EvalRun, Setup, _audio_name
+from ui.evaluate.sheet import Prompt
+from ui.reply import ReplyState
+
+
+async def answer(backend: Backend, setup: Setup, prompt: Prompt, audio_path: Path) -> Answer:
+    """The engine's answer to ``prompt`` under ``setup``; its speech goes to ``audio_path``."""
+    reply = ReplyState()
+    stream = backend.stream(setup.request(prompt, backend.info.can_speak))
+    try:
+        async for event in stream:
+            reply.handle(event)
+    finally:
+        await stream.aclose()  # a Stop lands here: the engine stops this request too
+    result = Answer(text=reply.text, error="; ".join(e.message for e in reply.errors),
+                    finish_reason=reply.finish_reason or "")
+    if (metrics := reply.metrics) is not None:
+        result.first_token_s = _round(metrics.time_to_first_token_s)
+        result.first_audio_s = _round(metrics.time_to_first_audio_s)
+        result.tokens_per_s = _round(metrics.tokens_per_s, 1)
+    samples = reply.audio()
+    if samples is not None and samples.size:
+        await asyncio.to_thread(soundfile.write, audio_path, samples, reply.sample_rate)
+        result.audio = str(audio_path)
+    return result
+
+
+async def answer_row(run: EvalRun, row: EvalRow, engines: dict[str, Backend]) -> None:
+    """Fill in the row's missing answers (A, then B when the run has two set-ups)."""
+    folder = Path(run.folder)
+    if row.a is None:
+        row.a = await answer(engines[run.setup_a.engine], run.setup_a, row.prompt,
+                             folder / _audio_name(row.prompt.id, "a"))
+    if run.setup_b is not None and row.b is None:
+        row.b = await answer(engines[run.setup_b.engine], run.setup_b, row.prompt,
+                             folder / _audio_name(row.prompt.id, "b"))
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,279 @@
+"""The Evaluate tab: a prompt set in, every answer and its speech out, two set-ups side by side, rated, exported.
+
+Layout first, then the handlers, then the wiring. The run lives in a per-session ``EvalRun`` (``gr.State``).
+A run is one ``/evaluate`` event on its own concurrency id; each answer is a separate engine request, so
+between answers the engine serves people chatting at the same time (see ``ui.evaluate.runner``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from backends.base import Backend
+from ui import examples
+from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, Setup, import_run, write_exports
+from ui.evaluate.runner import answer_row
+from ui.evaluate.sheet import SheetError, media_index, read_prompts, resolve
+from ui.i18n import t
+from ui.messages import translator
+from ui.scratch import session_folder
+
+EVALUATE_QUEUE = "evaluate"
+"""Runs wait in their own queue: one at a time per engine slot, never ahead of a chat turn."""
+SESSION_TTL_S = 24 * 3600
+TABLE_COLUMNS = ["id", "prompt", "media", "answer A", "answer B", "timings A", "timings B", "rating", "status"]
+INTRO = ("Run a prompt set through the model and judge the answers: a **.csv** or **.jsonl** sheet (columns `id`, "
+         "`prompt`, `media`, and optionally `system_prompt`, `reference`) with its media files or a .zip of them. "
+         "Answers fill the table as they finish; pick a row to listen and rate it.")
+
+
+def setup_controls(side: str, engines: list[tuple[str, str]], speakers: tuple[str, ...], random_weights: bool):
+    """One set-up's controls, in the order ``Setup`` takes them."""
+    engine = gr.Dropdown(engines, value=engines[0][1], label=t(f"Engine {side}"), interactive=len(engines) > 1)
+    speaker = gr.Dropdown(list(speakers) or [""], value=("ethan" if "ethan" in speakers else (speakers or ("",))[0]),
+                          label=t(f"Speaker {side}"), visible=bool(speakers))
+    system_prompt = gr.Textbox("", label=t("System prompt"), lines=2, placeholder=t("(none)"))
+    with gr.Row():
+        temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label=t("Temperature (0 = greedy)"))
+        top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label=t("Top-p"))
+        top_k = gr.Slider(1, 200, 20, step=1, label=t("Top-k"))
+    with gr.Row():
+        max_tokens = gr.Slider(1, 8192, 64 if random_weights else 1024, step=1, label=t("Max new tokens"))
+        seed = gr.Number(0, label=t(f"Seed {side}"), precision=0, info=t("-1 = random"))
+        speech = gr.Checkbox(bool(speakers), label=t("Speak the reply"), interactive=bool(speakers))
+    return [engine, speaker, system_prompt, temperature, top_p, top_k, max_tokens, seed, speech]
+
+
+def make_setup(engine, speaker, system_prompt, temperature, top_p, top_k, max_tokens, seed, speech) -> Setup:
+    return Setup(engine or "app", speaker or None, system_prompt or "", float(temperature), float(top_p), int(top_k),
+                 int(max_tokens), None if seed is None or int(seed) < 0 else int(seed), bool(speech))
+
+
+def build(backend: Backend, compare_with: Backend | None = None) -> None:
+    info = backend.info
+    engines = {"app": backend, **({"compare": compare_with} if compare_with else {})}
+    engine_choices = [(f"{name_of(b)}", key) for key, b in engines.items()]
+    session = gr.State(EvalRun(), time_to_live=SESSION_TTL_S, delete_callback=EvalRun.close)
+
+    gr.Markdown(t(INTRO))
+    with gr.Row():
+        sheet_files = gr.File(label=t("Prompt sheet and its media (files or a .zip)"), file_count="multiple",
+                              file_types=[".csv", ".jsonl", ".zip", "image", "audio", "video"], type="filepath",
+                              elem_id="eval-files", scale=3)
+        with gr.Column(scale=1):
+            example_button = gr.Button(t("Load the example set"), size="sm", visible=examples.available())
+            import_button = gr.UploadButton(t("⬆ Import results"), file_types=[".zip", ".jsonl"], size="sm")
+    with gr.Row():
+        with gr.Column(variant="panel"):
+            gr.Markdown(t("**Set-up A**"))
+            controls_a = setup_controls("A", engine_choices, info.speakers, info.random_weights)
+        with gr.Column(variant="panel"):
+            use_b = gr.Checkbox(True, label=t("**Set-up B** (compare two set-ups)"), elem_id="eval-use-b")
+            controls_b = setup_controls("B", engine_choices, info.speakers, info.random_weights)
+    with gr.Row():
+        run_button = gr.Button(t("▶ Run"), variant="primary", elem_id="eval-run")
+        stop_button = gr.Button(t("⏹ Stop"), variant="stop")
+        new_button = gr.Button(t("🗑 New run"))
+    progress = gr.HTML("", elem_id="eval-progress")
+    status = gr.Markdown("", elem_id="eval-status")
+    table = gr.Dataframe(headers=TABLE_COLUMNS, label=t("Results"), wrap=True, interactive=False,
+                         elem_id="eval-table", max_height=420)
+    with gr.Group():
+        row_choice = gr.Dropdown([], label=t("Row"), elem_id="eval-row", allow_custom_value=False)
+        row_prompt = gr.Markdown("", elem_id="eval-row-prompt")
+        row_media = gr.File(label=t("Media"), file_count="multiple", interactive=False, visible=False)
+        with gr.Row():
+            with gr.Column():
+                answer_a = gr.Markdown("", elem_id="eval-answer-a")
+                audio_a = gr.Audio(label=t("Speech A"), type="filepath", interactive=False, visible=False)
+            with gr.Column():
+                answer_b = gr.Markdown("", elem_id="eval-answer-b")
+                audio_b = gr.Audio(label=t("Speech B"), type="filepath", interactive=False, visible=False)
+        with gr.Row():
+            rating = gr.Radio(list(RATINGS_AB), label=t("Rating"), elem_id="eval-rating")
+            comment = gr.Textbox("", label=t("Comment"), lines=1, elem_id="eval-comment")
+    with gr.Row():
+        export_button = gr.Button(t("⬇ Export"), elem_id="eval-export")
+    exported = gr.File(label=t("Results (CSV, JSONL, zip with the speech)"), file_count="multiple",
+                       interactive=False, elem_id="eval-exported")
+
+    async def evaluate(files: list[str] | None, run: EvalRun, engine_a, speaker_a, system_a, temperature_a,
+                       top_p_a, top_k_a, max_tokens_a, seed_a, speech_a, use_b: bool, engine_b, speaker_b,
+                       system_b, temperature_b, top_p_b, top_k_b, max_tokens_b, seed_b, speech_b,
+                       http_request: gr.Request):
+        """Run every row not done yet: a new run from the sheet, or the rest of a stopped or imported one."""
+        say = translator(http_request)
+        files = list(files or [])
+        if run.pending():
+            note = say(f"Resuming: {len(run.pending())} rows left, with the run's own set-ups.")
+            await asyncio.to_thread(_resolve_media, run, files)
+        else:
+            run.close()
+            run.rows.clear()
+            run.setup_a = make_setup(engine_a, speaker_a, system_a, temperature_a, top_p_a, top_k_a, max_tokens_a,
+                                     seed_a, speech_a)
+            run.setup_b = make_setup(engine_b, speaker_b, system_b, temperature_b, top_p_b, top_k_b, max_tokens_b,
+                                     seed_b, speech_b) if use_b else None
+            try:
+                prompts = await asyncio.to_thread(read_prompts, files, Path(_folder(run)) / "media")
+            except SheetError as err:
+                raise gr.Error(say(str(err))) from err
+            run.rows.extend(EvalRow(prompt) for prompt in prompts)
+            note = ""
+        for side, setup in (("A", run.setup_a), ("B", run.setup_b)):
+            if setup is not None:
+                chosen = engines.get(setup.engine) or backend
+                run.engines[side] = {"model": chosen.info.model, "backend": chosen.info.backend}
+        yield _view(run, say, note or say("Running…"))
+        for row in run.pending():
+            if row.prompt.problem:
+                continue
+            yield _view(run, say, say(f"Answering {row.prompt.id}…"))
+            await answer_row(run, row, engines)
+            yield _view(run, say, say(f"{row.prompt.id} done."))
+        yield _view(run, say, say("Every row is done: pick a row to listen and rate it, then export."))
+
+    def stopped(run: EvalRun, http_request: gr.Request):
+        say = translator(http_request)
+        return _view(run, say, say(f"Stopped: the rows done are kept; ▶ Run answers the {len(run.pending())} left."))
+
+    def new_run(run: EvalRun, http_request: gr.Request):
+        run.close()
+        return EvalRun(), [], "", translator(http_request)("Ready."), gr.Dropdown(choices=[], value=None)
+
+    def show_row(run: EvalRun, row_id: str | None, http_request: gr.Request):
+        say = translator(http_request)
+        row = next((r for r in run.rows if r.prompt.id == row_id), None)
+        if row is None:
+            return "", gr.File(visible=False), "", gr.Audio(visible=False), "", gr.Audio(visible=False), \
+                gr.Radio(value=None), ""
+        p = row.prompt
+        prompt = f"**{html.escape(p.id)}** · {html.escape(p.text) or '—'}"
+        if p.reference:
+            prompt += "\n\n" + say("Reference:") + f" {html.escape(p.reference)}"
+        if p.problem:
+            prompt += f"\n\n⚠️ {html.escape(say(p.problem))}"
+        ratings = RATINGS_AB if run.two_sides else RATINGS_A
+        return (prompt, gr.File(value=list(p.paths) or None, visible=bool(p.paths)),
+                _answer_text("A", row.a, say), gr.Audio(value=row.a.audio if row.a else None,
+                                                        visible=bool(row.a and row.a.audio)),
+                _answer_text("B", row.b, say) if run.two_sides else "",
+                gr.Audio(value=row.b.audio if row.b else None, visible=bool(row.b and row.b.audio)),
+                gr.Radio(choices=list(ratings), value=row.rating or None), row.comment)
+
+    def rate(run: EvalRun, row_id: str | None, rating_value: str | None, comment_value: str):
+        """Kept as you go: every change of the rating or the comment is in the run (and its exports) at once."""
+        row = next((r for r in run.rows if r.prompt.id == row_id), None)
+        if row is not None:
+            row.rating, row.comment = rating_value or "", comment_value or ""
+        return run, _table(run)
+
+    def export(run: EvalRun, http_request: gr.Request):
+        if not run.rows:
+            raise gr.Error(translator(http_request)("Nothing to export yet: run a prompt set first."))
+        return write_exports(run, Path(tempfile.mkdtemp(dir=_folder(run), prefix="export-")))
+
+    def import_(file: str | None, run: EvalRun, http_request: gr.Request):
+        say = translator(http_request)
+        if not file:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            imported = import_run(file, Path(session_folder("omni-eval-")))
+        except (ValueError, OSError, KeyError, TypeError) as err:
+            raise gr.Error(say(f"Can't import it: {err}")) from err
+        run.close()
+        return imported, *_view(imported, say, say(f"Imported {len(imported.rows)} rows: rate on, or ▶ Run the "
+                                                    f"{len(imported.pending())} not answered."))[1:]
+
+    # Wiring: the run streams its rows; Stop cancels it at once and keeps what is done.
+    view = [session, table, progress, status, row_choice]
+    run_event = run_button.click(evaluate, [sheet_files, session, *controls_a, use_b, *controls_b], view,
+                                 api_name="evaluate", concurrency_id=EVALUATE_QUEUE,
+                                 concurrency_limit=info.max_concurrency)
+    stop_button.click(stopped, session, view, cancels=[run_event], api_name="evaluate_stop", queue=False)
+    new_button.click(new_run, session, view, cancels=[run_event], api_visibility="private", queue=False)
+    example_button.click(examples.evaluation_files, None, sheet_files, api_visibility="private", queue=False)
+    row_outputs = [row_prompt, row_media, answer_a, audio_a, answer_b, audio_b, rating, comment]
+    row_choice.change(show_row, [session, row_choice], row_outputs, api_visibility="private", queue=False)
+    table.select(_selected_id, session, row_choice, api_visibility="private", queue=False)
+    rating.input(rate, [session, row_choice, rating, comment], [session, table], api_name="evaluate_rate",
+                 queue=False)
+    comment.input(rate, [session, row_choice, rating, comment], [session, table], api_visibility="private",
+                  queue=False)
+    export_button.click(export, session, exported, api_name="evaluate_export", queue=False)
+    import_button.upload(import_, [import_button, session], view, api_name="evaluate_import", queue=False)
+
+
+def name_of(backend: Backend) -> str:
+    return f"{backend.info.model} ({backend.info.backend})"
+
+
+def _folder(run: EvalRun) -> str:
+    if run.folder is None:
+        run.folder = session_folder("omni-eval-")
+    return run.folder
+
+
+def _resolve_media(run: EvalRun, files: list[str]) -> None:
+    """Rows imported without their files find them among the files given now."""
+    if any(row.prompt.media and not row.prompt.paths for row in run.pending()):
+        media = media_index(files, Path(_folder(run)) / "media")
+        for row in run.pending():
+            if row.prompt.media and not row.prompt.paths:
+                row.prompt = resolve(row.prompt, media)
+
+
+def _selected_id(run: EvalRun, event: gr.SelectData):
+    index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+    return run.rows[index].prompt.id if 0 <= index < len(run.rows) else gr.skip()
+
+
+def _view(run: EvalRun, say, note: str):
+    done = sum(row.done(run.two_sides) for row in run.rows)
+    bar = (f'<progress max="{len(run.rows)}" value="{done}" style="width:100%"></progress>'
+           f"<div>{done} / {len(run.rows)}</div>") if run.rows else ""
+    ids = [row.prompt.id for row in run.rows]
+    return run, _table(run), bar, note, gr.Dropdown(choices=ids)
+
+
+def _table(run: EvalRun) -> list[list]:
+    return [[row.prompt.id, row.prompt.text, "; ".join(row.prompt.media),
+             row.a.text if row.a else "", row.b.text if row.b else "",
+             _timings(row.a), _timings(row.b), row.rating, _row_status(run, row)] for row in run.rows]
+
+
+def _row_status(run: EvalRun, row: EvalRow) -> str:
+    if row.prompt.problem:
+        return f"⚠️ row {row.prompt.row}: {row.prompt.problem}"
+    errors = [f"{side}: {answer.error}" for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
+    if errors:
+        return "⚠️ " + "; ".join(errors)
+    cut = [side for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.finish_reason == "length"]
+    if not row.done(run.two_sides):
+        return "…"
+    return "✓" + (f" (✂️ {', '.join(cut)}: max tokens)" if cut else "")
+
+
+def _timings(answer) -> str:
+    if answer is None:
+        return ""
+    parts = []
+    if answer.first_token_s is not None:
+        parts.append(f"1st token {answer.first_token_s:.2f} s")
+    if answer.first_audio_s is not None:
+        parts.append(f"1st audio {answer.first_audio_s:.2f} s")
+    if answer.tokens_per_s is not None:
+        parts.append(f"{answer.tokens_per_s:.0f} tok/s")
+    return " · ".join(parts)
+
+
+def _answer_text(side: str, answer, say) -> str:
+    if answer is None:
+        return f"**{side}** " + say("(not answered yet)")
+    text = html.escape(answer.text) or say("(empty reply)")
+    return f"**{side}** {text}" + (f"\n\n⚠️ {html.escape(say(answer.error))}" if answer.error else "")
