@@ -27,6 +27,7 @@ from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.encoder_cache import EncoderCache
 from backends.encoder_graphs import EncoderGraphs
 from backends.fused_projections import fuse_attention_projections
+from backends.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -656,16 +657,15 @@ class _TextStreamer:
 
     def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None],
                  feed: TextFeed | None = None):
-        self.tokenizer, self.splitter, self.emit, self.feed = tokenizer, splitter, emit, feed
-        self.ids: list[int] = []
-        self.text = ""
+        self.splitter, self.emit, self.feed = splitter, emit, feed
+        self.decoder = IncrementalDecoder(tokenizer)
         self.prompt_seen = False
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
 
     @property
     def tokens(self) -> int:
-        return len(self.ids)
+        return len(self.decoder.ids)
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # generate() first puts the prompt
@@ -675,14 +675,10 @@ class _TextStreamer:
         self.first_token_at = self.first_token_at or now
         self.last_token_at = now
         new_ids = value.reshape(-1).tolist()
-        self.ids.extend(new_ids)
         if self.feed is not None:
             self.feed.extend(new_ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
-            return
-        delta, self.text = text[len(self.text) :], text
-        for event in self.splitter.feed(delta):
+        delta = self.decoder.add(new_ids)
+        for event in self.splitter.feed(delta) if delta else ():
             self.emit(event)
 
     def end(self) -> None:
@@ -690,7 +686,5 @@ class _TextStreamer:
 
     def flush(self) -> None:
         """Emit what put() held back (an incomplete character, a possible tag) once generation ended."""
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        delta, self.text = text[len(self.text) :], text
-        for event in self.splitter.feed(delta) + self.splitter.flush():
+        for event in self.splitter.feed(self.decoder.flush()) + self.splitter.flush():
             self.emit(event)
