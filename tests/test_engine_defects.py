@@ -76,3 +76,94 @@ def test_a_byte_sequence_that_never_completes_does_not_hold_the_reply_back(token
     shown = [decoder.add([i]) for i in ids]
     assert "".join(shown[:-1]), "text came out before the end of the reply"
     assert "and on" in "".join(shown) + decoder.flush()
+
+
+@pytest.fixture
+def engine_backend(instruct_backend):
+    """A backend of its own (its engine thread may die) on the session's tiny model."""
+    from backends.transformers_backend import TransformersBackend, TransformersOptions
+
+    options = TransformersOptions(max_speech_seconds=2.0, talker_do_sample=False, encoder_cache_mb=0)
+    backend = TransformersBackend(instruct_backend.checkpoint, options,
+                                  loaded=(instruct_backend.model, instruct_backend.processor))
+    yield backend
+    backend.close()
+
+
+def collect_within(backend, request, seconds: float = 20.0) -> list:
+    """The turn's events; a stream that hangs fails the test instead of the run."""
+    import asyncio
+
+    async def run():
+        return [event async for event in backend.stream(request)]
+
+    async def bounded():
+        return await asyncio.wait_for(run(), seconds)
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        pytest.fail(f"the turn showed 'Thinking…' for {seconds:.0f} s with no answer")
+
+
+def hi():
+    from backends.request import ChatRequest, Sampling, Turn
+
+    return ChatRequest(turns=(Turn.user("Hi"),), sampling=Sampling(temperature=0, max_new_tokens=4),
+                       return_audio=False)
+
+
+def test_a_job_that_fails_in_the_engine_thread_ends_the_turn_with_an_error_and_the_next_works(
+        engine_backend, monkeypatch):
+    from tests.streams import errors_of, finish_of, text_of
+
+    def broken(request, emit, stop):
+        raise RuntimeError("the engine broke")  # past every handler of the reply: a bug, a failing emit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_backend, "_run", broken)
+        events = collect_within(engine_backend, hi())
+    assert finish_of(events) == "error" and "Try again" in errors_of(events)[0].message
+    events = collect_within(engine_backend, hi())
+    assert finish_of(events) == "length" and text_of(events) and not errors_of(events)
+
+
+def test_a_dead_engine_thread_says_the_app_needs_a_restart_at_once(engine_backend, monkeypatch):
+    import time
+
+    from tests.streams import errors_of, finish_of
+
+    def fatal(request, emit, stop):
+        raise SystemExit("fatal")  # what no job handler catches: the thread ends
+
+    monkeypatch.setattr(engine_backend, "_run", fatal)
+    events = collect_within(engine_backend, hi())
+    assert finish_of(events) == "error" and "Restart the app" in errors_of(events)[0].message
+    started = time.perf_counter()
+    events = collect_within(engine_backend, hi())
+    assert finish_of(events) == "error" and "Restart the app" in errors_of(events)[0].message
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_stuck_engine_ends_waiting_turns_with_an_error_and_serves_again_once_free(engine_backend, monkeypatch):
+    import threading
+
+    from tests.streams import errors_of, finish_of, text_of
+
+    release = threading.Event()
+    original = engine_backend._run
+
+    def stuck_once(request, emit, stop):  # a reply hung in a kernel, until released
+        monkeypatch.setattr(engine_backend, "_run", original)
+        release.wait(30)
+        original(request, emit, stop)
+
+    monkeypatch.setattr(engine_backend.engine, "stall_s", 1.5)
+    monkeypatch.setattr(engine_backend, "_run", stuck_once)
+    events = collect_within(engine_backend, hi(), seconds=10)
+    assert finish_of(events) == "error" and "no progress" in errors_of(events)[0].message
+    events = collect_within(engine_backend, hi(), seconds=10)  # still stuck: says so at once
+    assert finish_of(events) == "error" and "Restart the app" in errors_of(events)[0].message
+    release.set()
+    events = collect_within(engine_backend, hi())
+    assert finish_of(events) == "length" and text_of(events)
