@@ -167,3 +167,72 @@ def test_a_stuck_engine_ends_waiting_turns_with_an_error_and_serves_again_once_f
     release.set()
     events = collect_within(engine_backend, hi())
     assert finish_of(events) == "length" and text_of(events)
+
+
+def test_the_openai_backend_encodes_files_off_the_event_loop(image_path, monkeypatch):
+    import asyncio
+    import threading
+    import time
+
+    from backends import openai_backend
+    from backends.openai_backend import OpenAIBackend, OpenAIOptions
+    from backends.request import ChatRequest, MediaPart, Turn
+    from tests.omni_server import OmniServer
+    from tests.streams import finish_of
+
+    encoded_on: list[threading.Thread] = []
+    real_image_url = openai_backend._image_url
+
+    def big_image_url(path, limits):  # a file big enough that decoding and encoding it takes a second
+        encoded_on.append(threading.current_thread())
+        time.sleep(1.0)
+        return real_image_url(path, limits)
+
+    monkeypatch.setattr(openai_backend, "_image_url", big_image_url)
+
+    async def turn_beside_a_heartbeat(backend):
+        beats: list[float] = []
+
+        async def heartbeat():  # what every other user's stream needs: a loop that keeps turning
+            while True:
+                beats.append(time.perf_counter())
+                await asyncio.sleep(0.02)
+
+        beating = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.05)
+        events = [e async for e in backend.stream(ChatRequest(turns=(Turn.user(MediaPart("image", str(image_path)),
+                                                                                 "What is it?"),)))]
+        beating.cancel()
+        return events, max(b - a for a, b in zip(beats, beats[1:])), threading.current_thread()
+
+    with OmniServer("vllm-omni") as server:
+        backend = OpenAIBackend(OpenAIOptions(api_base=server.url, speech="off"))
+        events, longest_pause, loop_thread = asyncio.run(turn_beside_a_heartbeat(backend))
+    assert finish_of(events) == "stop" and encoded_on
+    assert loop_thread not in encoded_on
+    assert longest_pause < 0.5, f"the event loop stood still for {longest_pause:.2f} s while a file was encoded"
+
+
+def test_the_openai_backends_file_cache_stays_within_its_byte_budget(tmp_path, monkeypatch):
+    from backends import openai_backend
+    from backends.openai_backend import OpenAIBackend, OpenAIOptions
+    from backends.request import ChatRequest, MediaPart, Turn
+
+    megabyte = 1 << 20
+    encodes: list[str] = []
+
+    def url_of(path, limits):  # a 6 MB data: URL per picture (a large photo, a short video)
+        encodes.append(path)
+        return "data:image/png;base64," + "A" * (6 * megabyte)
+
+    monkeypatch.setattr(openai_backend, "_image_url", url_of)
+    backend = OpenAIBackend(OpenAIOptions(model="m", media_cache_mb=64))
+    files = []
+    for index in range(30):  # one long conversation, a new picture each turn: every turn resends them all
+        files.append(tmp_path / f"photo{index}.png")
+        files[-1].write_bytes(b"x")
+        backend._messages(ChatRequest(turns=tuple(Turn.user(MediaPart("image", str(f)), "And this?")
+                                                  for f in files[-3:])))
+        held = sum(len(url) for url in backend._encoded.values())
+        assert held <= 64 * megabyte, f"the cache holds {held / megabyte:.0f} MB, over its 64 MB budget"
+    assert len(encodes) == 30, "the files of recent turns are reused, not encoded again"
