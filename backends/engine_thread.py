@@ -49,8 +49,10 @@ class EngineThread:
         """Run ``job`` after those before it. An exception it raises is logged; the thread goes on."""
         self._jobs.put(job)
 
-    async def call(self, fn: Callable[[], Any]) -> Any:
-        """``fn()``'s result (or exception) once the engine thread has run it."""
+    async def call(self, fn: Callable[[], Any], *, patient: Callable[[], bool] = lambda: False) -> Any:
+        """``fn()``'s result (or exception) once the engine thread has run it; waiting holds no thread.
+
+        Raises ``EngineUnavailable`` if the thread dies or stalls (unless ``patient()``) before it is done."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
@@ -66,10 +68,40 @@ class EngineThread:
                 raise
             loop.call_soon_threadsafe(settle, lambda: done.set_result(result))
 
-        if (problem := self.health()) is not None:
+        if (problem := self.health(stalls=not patient())) is not None:
             raise EngineUnavailable(problem)
         self.submit(job)
-        return await done
+        while not (await asyncio.wait({done}, timeout=HEALTH_CHECK_S))[0]:
+            if (problem := self.health(stalls=not patient())) is not None:
+                raise EngineUnavailable(problem)
+        return done.result()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``'s result (or exception) from another thread, once the engine thread has run it (warm-up)."""
+        outcome: dict = {}
+        finished = threading.Event()
+
+        def job() -> None:
+            try:
+                outcome["result"] = fn()
+            except BaseException as err:
+                outcome["error"] = err
+                raise
+            finally:
+                finished.set()
+
+        self.submit(job)
+        while not finished.wait(HEALTH_CHECK_S):
+            if (problem := self.health(stalls=False)) is not None:
+                raise EngineUnavailable(problem)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("result")
+
+    @property
+    def busy(self) -> bool:
+        """A job is running."""
+        return self._job_started is not None
 
     async def stream(self, run: Callable[[Callable[[Event], None], threading.Event], None], *,
                      patient: Callable[[], bool] = lambda: False) -> AsyncIterator[Event]:

@@ -236,3 +236,67 @@ def test_the_openai_backends_file_cache_stays_within_its_byte_budget(tmp_path, m
         held = sum(len(url) for url in backend._encoded.values())
         assert held <= 64 * megabyte, f"the cache holds {held / megabyte:.0f} MB, over its 64 MB budget"
     assert len(encodes) == 30, "the files of recent turns are reused, not encoded again"
+
+
+class PacedText:
+    """A stand-in for vLLM's text side: a reply's token ids at a steady pace (the talker is what's tested)."""
+
+    device = "paced test text"
+
+    def __init__(self, tokenizer, seconds_per_token: float = 0.05):
+        self.ids = tokenizer.encode("A short reply the talker speaks, one token after another.")
+        self.tokenizer, self.pace = tokenizer, seconds_per_token
+
+    async def tokens(self, request, prompt):
+        import asyncio
+
+        from backends.tokens import TokenDelta
+
+        for index, token_id in enumerate(self.ids):
+            await asyncio.sleep(self.pace)
+            finish = "stop" if index == len(self.ids) - 1 else None
+            yield TokenDelta(self.tokenizer.decode([token_id]), [token_id], 9, finish)
+
+    def close(self) -> None:
+        pass
+
+
+def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it_speaks(
+        instruct_backend, tokenizer):
+    import asyncio
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backends.hybrid_backend import HybridBackend, TalkerSide
+    from backends.request import ChatRequest, Sampling, Turn
+    from backends.transformers_backend import TransformersOptions
+    from backends.vllm_backend import VLLMOptions
+    from tests.streams import audio_of, errors_of, finish_of
+
+    talker = TalkerSide(instruct_backend.checkpoint, TransformersOptions(
+        talker_do_sample=False, max_speech_seconds=1.0, encoder_cache_mb=0),
+        loaded=(instruct_backend.model, instruct_backend.processor))
+    hybrid = HybridBackend(instruct_backend.checkpoint, VLLMOptions(max_num_seqs=4), engine=PacedText(tokenizer),
+                           talker=talker)
+    speaking = ChatRequest(turns=(Turn.user("Hi"),), sampling=Sampling(temperature=0), speaker="ethan")
+
+    async def four_users_at_once():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+
+        async def turn():
+            return [event async for event in hybrid.stream(speaking)]
+
+        turns = [asyncio.create_task(turn()) for _ in range(4)]
+        await asyncio.sleep(1.0)  # one reply speaks, three wait for the talker
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.to_thread(time.sleep, 0), 60)  # what any other file read or encode needs
+        return time.perf_counter() - started, await asyncio.gather(*turns)
+
+    try:
+        waited, replies = asyncio.run(four_users_at_once())
+    finally:
+        talker.backend.close()
+    assert waited < 0.5, f"a worker thread came free only after {waited:.1f} s: waiting turns held them all"
+    for events in replies:
+        assert finish_of(events) == "stop" and audio_of(events).size and not errors_of(events)
+    assert hybrid.info.max_concurrency == 1, "the talker speaks one reply at a time"
