@@ -22,6 +22,7 @@ from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_to_context
+from backends.engine_thread import EngineUnavailable
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -51,6 +52,11 @@ class TalkerSide:
     @property
     def speakers(self) -> tuple[str, ...]:
         return self.backend.info.speakers
+
+    @property
+    def engine(self):
+        """The thread the talker side's jobs run on, one after another."""
+        return self.backend.engine
 
     @property
     def compiles(self) -> bool:
@@ -124,16 +130,15 @@ class HybridBackend(Backend):
         self.talker = talker or TalkerSide(checkpoint, talker_options)
         if server is not None:
             self.text_source: VLLMEngine | OpenAIBackend = OpenAIBackend(replace(server, speech="off"))
-            text_device, concurrency = f"vLLM server {server.api_base}", server.max_concurrency
+            text_device = f"vLLM server {server.api_base}"
         else:
             self.text_source = engine or VLLMEngine(checkpoint, leave_room_for_talker(vllm_options, talker_options))
-            text_device, concurrency = f"vLLM {self.text_source.device}", vllm_options.max_num_seqs
+            text_device = f"vLLM {self.text_source.device}"
         if not self.talker.speakers:
             self.close()
             raise ValueError(f"{checkpoint.name} has no talker, so the hybrid backend has nothing to add: "
                              "use --backend vllm for text (Thinking and Captioner checkpoints don't speak).")
         self.media_limits = vllm_options.media_limits
-        self._speaking = threading.Lock()  # one talker at a time; the text side batches as usual
         if self.talker.compiles:
             self.warming_up = COMPILING_TALKER
         self.info = BackendInfo(
@@ -143,7 +148,10 @@ class HybridBackend(Backend):
             device=f"{text_device} + Transformers {self.talker.backend.info.device}",
             speakers=self.talker.speakers,
             random_weights=checkpoint.random_weights,
-            max_concurrency=concurrency,
+            # The talker speaks one reply at a time (its jobs run one after another on the talker side's engine
+            # thread), though vLLM could batch the text of max_num_seqs: more users at once would hold their
+            # queue slots waiting for speech that starts only after the previous reply's.
+            max_concurrency=1,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -165,23 +173,29 @@ class HybridBackend(Backend):
         speech_metrics: dict = {}
 
         def emit(event: Event) -> None:  # from the talker thread
+            self.talker.engine.progressed()
             if not stop.is_set():
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        def speak() -> None:
-            with self._speaking:
-                if stop.is_set():
-                    return
-                try:
-                    speech_metrics.update(self.talker.speak(request, prompt, feed, emit, stop, started))
-                except Exception as err:  # speech is extra: the text reply goes on without it
-                    log.exception("hybrid speech failed")
-                    emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text is kept.",
-                               "speech"))
+        def speak() -> None:  # a job of the talker's engine thread: turns waiting for it are queued, not threads
+            if stop.is_set():
+                return
+            try:
+                speech_metrics.update(self.talker.speak(request, prompt, feed, emit, stop, started))
+            except Exception as err:  # speech is extra: the text reply goes on without it
+                log.exception("hybrid speech failed")
+                emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text is kept.",
+                           "speech"))
+
+        async def speak_in_turn() -> None:
+            try:
+                await self.talker.engine.call(speak, patient=lambda: bool(self.warming_up))
+            except EngineUnavailable as err:
+                events.put_nowait(Error(f"No speech: {err}", "speech"))
 
         speaking = None
         if request.return_audio and self.info.can_speak:
-            speaking = loop.run_in_executor(None, speak)
+            speaking = asyncio.ensure_future(speak_in_turn())
         text = asyncio.create_task(self._text(request, prompt, reply, feed, events))
         try:
             while not (text.done() and (speaking is None or speaking.done()) and events.empty()):
@@ -197,6 +211,8 @@ class HybridBackend(Backend):
             stop.set()  # a closed stream (Stop, closed tab) ends the talker…
             feed.finish()
             text.cancel()  # …and aborts the vLLM request
+            if speaking is not None:
+                speaking.cancel()  # a turn still waiting for the talker leaves the queue
         if failure is not None:
             yield failure
             yield Done("error")
@@ -208,8 +224,9 @@ class HybridBackend(Backend):
 
     def warm_up(self) -> None:
         """Compile the talker side before its first reply (text turns stream meanwhile; speech waits)."""
-        with self._speaking:
-            self.talker.warm_up()
+        try:
+            self.talker.engine.run(self.talker.warm_up)  # on the thread that replays its CUDA graphs
+        finally:
             self.warming_up = None
 
     def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:

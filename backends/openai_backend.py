@@ -18,6 +18,7 @@ import io
 import logging
 import mimetypes
 import os
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -78,6 +79,9 @@ class OpenAIOptions:
     connect_timeout_s: float = 10.0
     max_concurrency: int = 8
     """Requests the app sends at once; the server batches them."""
+    media_cache_mb: int = 512
+    """Keeps the data: URLs of recent files (resent every turn) up to this many MB in all; a larger file is
+    encoded again each turn."""
     media_limits: media.MediaLimits = media.DEFAULT_LIMITS
 
 
@@ -104,6 +108,8 @@ class OpenAIBackend(Backend):
         self._server_speaks = options.speech != "off"
         self._video_audio = "separate" if options.video_audio == "separate" else "processor"
         self._encoded: OrderedDict[tuple, str] = OrderedDict()  # data: URLs of recent files, resent each turn
+        self._encoded_bytes = 0
+        self._encoded_lock = threading.Lock()  # turns build their messages in worker threads, at once
         self.info = BackendInfo(
             backend="openai",
             model=f"{model} @ {options.api_base}",
@@ -118,7 +124,7 @@ class OpenAIBackend(Backend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         try:
-            messages = self._messages(request)
+            messages = await self._messages_off_loop(request)
         except media.MediaError as err:
             yield Error(str(err), "input")
             yield Done("error")
@@ -160,7 +166,7 @@ class OpenAIBackend(Backend):
 
         Raises ``media.MediaError`` for a bad file and ``ServerFailure`` for everything the server does wrong.
         """
-        messages = self._messages(request)
+        messages = await self._messages_off_loop(request)
         stream = None
         text_seen = False
         try:
@@ -215,12 +221,12 @@ class OpenAIBackend(Backend):
                         and self.options.video_audio == "auto":
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
                     self._video_audio = "separate"
-                    messages = self._messages(request)
+                    messages = await self._messages_off_loop(request)
                 elif _over_context(refused) and (later := _second_user_turn(request)) is not None:
                     # We don't hold the server's tokenizer: the server is the judge of what fits.
                     dropped += later
                     request = replace(request, turns=request.turns[later:])
-                    messages = self._messages(request)
+                    messages = await self._messages_off_loop(request)
                     notes = [n for n in notes if not isinstance(n, Notice)] + [Notice(
                         f"The conversation outgrew the model server's context, so the first {dropped} messages "
                         "were left out.")]
@@ -289,6 +295,11 @@ class OpenAIBackend(Backend):
         has_video = any(p.kind == "video" for t in request.turns if t.role == "user" for p in t.media)
         return has_video and request.use_audio_in_video and self._video_audio == "processor"
 
+    async def _messages_off_loop(self, request: ChatRequest) -> list[dict]:
+        """``_messages`` in a worker thread: decoding and base64-encoding a file can take seconds, which on the
+        event loop would freeze every other user's stream."""
+        return await asyncio.to_thread(self._messages, request)
+
     def _messages(self, request: ChatRequest) -> list[dict]:
         messages: list[dict] = []
         if request.system_prompt.strip():
@@ -325,14 +336,23 @@ class OpenAIBackend(Backend):
         return content
 
     def _cached(self, part: MediaPart, encode, suffix: str = "") -> str:
+        """The file's data: URL, kept while the most recently used ones fit ``media_cache_mb`` (a URL is ASCII:
+        one byte a character)."""
         stat = os.stat(part.path) if os.path.exists(part.path) else None
         key = (part.path, suffix, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
-        if key not in self._encoded:
-            self._encoded[key] = encode()
-            while len(self._encoded) > 32:
-                self._encoded.popitem(last=False)
-        self._encoded.move_to_end(key)
-        return self._encoded[key]
+        with self._encoded_lock:
+            if key in self._encoded:
+                self._encoded.move_to_end(key)
+                return self._encoded[key]
+        url = encode()  # outside the lock: other turns' files needn't wait for this one
+        budget = self.options.media_cache_mb << 20
+        with self._encoded_lock:
+            if key not in self._encoded and len(url) <= budget:
+                self._encoded[key] = url
+                self._encoded_bytes += len(url)
+                while self._encoded_bytes > budget:
+                    self._encoded_bytes -= len(self._encoded.popitem(last=False)[1])
+        return url
 
 
 class _Reply:

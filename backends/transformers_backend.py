@@ -1,19 +1,18 @@
 """Qwen3-Omni in this process through transformers: the stock path that can speak.
 
-The model runs in a worker thread (``generate`` blocks); events cross into asyncio
-through a queue filled with ``loop.call_soon_threadsafe``. A ``threading.Event`` checked
+The model runs in one worker thread (``generate`` blocks; backends/engine_thread.py); events
+cross into asyncio through a queue filled with ``loop.call_soon_threadsafe``, and a turn
+waiting on a dead or stuck thread gets an error instead of waiting forever. A ``threading.Event`` checked
 by stopping criteria on both the thinker and the talker is how closing the stream
 stops the engine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import logging
+import functools
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -25,8 +24,10 @@ from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context
 from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.encoder_cache import EncoderCache
+from backends.engine_thread import HEALTH_CHECK_S, EngineThread
 from backends.encoder_graphs import EncoderGraphs
 from backends.fused_projections import fuse_attention_projections
+from backends.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -117,6 +118,9 @@ class TransformersOptions:
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
     many MB, in host memory), so a conversation's later turns don't encode its earlier files again; 0: off
     (backends/encoder_cache.py)."""
+    stall_timeout_s: float = 600.0
+    """A reply, load or warm-up step that makes no progress (no token, no audio chunk) this long counts as hung:
+    the turns waiting on it end with an error that says the app needs a restart."""
     load_in_background: bool = False
     """Load the weights on the generation thread: the constructor returns at once (the app's page opens
     while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
@@ -150,7 +154,6 @@ class TransformersBackend(Backend):
         self.load_error: str | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         config = loaded[0].config if loaded else model_config(checkpoint, options)
         self.info = BackendInfo(
             backend="transformers",
@@ -160,14 +163,14 @@ class TransformersBackend(Backend):
             speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
         )
-        if options.load_in_background and not loaded:
-            self.warming_up = LOADING_WEIGHTS
-            self._jobs.put(self._load_in_background)
-        else:
+        if not (options.load_in_background and not loaded):
             self._load(loaded or load_model(checkpoint, options))
         # One long-lived generation thread runs the jobs (loading, warm-up, replies) one after another:
         # the model and its static caches serve one reply at a time.
-        threading.Thread(target=self._serve, daemon=True, name="omni-generate").start()
+        self.engine = EngineThread("omni-generate", options.stall_timeout_s)
+        if options.load_in_background and not loaded:
+            self.warming_up = LOADING_WEIGHTS
+            self.engine.submit(self._load_in_background)
 
     def _load(self, loaded: tuple) -> None:
         self.model, self.processor = loaded
@@ -217,6 +220,7 @@ class TransformersBackend(Backend):
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
             self.warming_up = loading_line(done / total)
+            self.engine.progressed()
 
         started = time.perf_counter()
         log.info("loading %s behind the page", self.checkpoint.name)
@@ -232,34 +236,12 @@ class TransformersBackend(Backend):
             self.warming_up = None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
-        stop = threading.Event()
-
-        def emit(event: Event) -> None:
-            if stop.is_set():
-                return  # nobody listens any more (and the loop may be gone)
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop closed under us
-                stop.set()
-
-        if self.warming_up:
+        if self.warming_up and self.engine.health() is None:
             yield Notice(f"The model is warming up ({self.warming_up.rstrip('…').lower()}); this turn starts "
                          "right after.")
-        self._jobs.put(functools.partial(self._run, request, emit, stop))
-        try:
-            while True:
-                event = await events.get()
-                yield event
-                if isinstance(event, Done):
-                    return
-        finally:
-            stop.set()  # the stream was closed (Stop, closed tab) or finished: end the worker
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
+        async for event in self.engine.stream(functools.partial(self._run, request),
+                                              patient=lambda: bool(self.warming_up)):
+            yield event
 
     def _run(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
         with self._lock:
@@ -394,12 +376,15 @@ class TransformersBackend(Backend):
         finished = threading.Event()
 
         def compile_once_loaded() -> None:  # a job: it runs after the weights are in (loading is one too)
-            if self.compiled:
-                self._compile(times)
-            finished.set()
+            try:
+                if self.compiled:
+                    self._compile(times)
+            finally:
+                finished.set()
 
-        self._jobs.put(compile_once_loaded)
-        finished.wait()
+        self.engine.submit(compile_once_loaded)
+        while not finished.wait(HEALTH_CHECK_S) and self.engine.health(stalls=False) is None:
+            pass
         return times
 
     def _compile(self, times: dict) -> None:
@@ -491,10 +476,11 @@ class TransformersBackend(Backend):
 
     def _progress(self, message: str) -> None:
         self.warming_up = message
+        self.engine.progressed()
         log.info(message)
 
     def close(self) -> None:
-        self._jobs.put(None)
+        self.engine.stop()
         self.model = None  # type: ignore[assignment]
         _free_accelerator_memory()
 
@@ -656,16 +642,15 @@ class _TextStreamer:
 
     def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None],
                  feed: TextFeed | None = None):
-        self.tokenizer, self.splitter, self.emit, self.feed = tokenizer, splitter, emit, feed
-        self.ids: list[int] = []
-        self.text = ""
+        self.splitter, self.emit, self.feed = splitter, emit, feed
+        self.decoder = IncrementalDecoder(tokenizer)
         self.prompt_seen = False
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
 
     @property
     def tokens(self) -> int:
-        return len(self.ids)
+        return len(self.decoder.ids)
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # generate() first puts the prompt
@@ -675,14 +660,10 @@ class _TextStreamer:
         self.first_token_at = self.first_token_at or now
         self.last_token_at = now
         new_ids = value.reshape(-1).tolist()
-        self.ids.extend(new_ids)
         if self.feed is not None:
             self.feed.extend(new_ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
-            return
-        delta, self.text = text[len(self.text) :], text
-        for event in self.splitter.feed(delta):
+        delta = self.decoder.add(new_ids)
+        for event in self.splitter.feed(delta) if delta else ():
             self.emit(event)
 
     def end(self) -> None:
@@ -690,7 +671,5 @@ class _TextStreamer:
 
     def flush(self) -> None:
         """Emit what put() held back (an incomplete character, a possible tag) once generation ended."""
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        delta, self.text = text[len(self.text) :], text
-        for event in self.splitter.feed(delta) + self.splitter.flush():
+        for event in self.splitter.feed(self.decoder.flush()) + self.splitter.flush():
             self.emit(event)

@@ -179,7 +179,7 @@ def test_the_talker_side_fed_transformers_token_ids_matches_stock_generate(talke
 def test_stop_during_hybrid_speech_frees_both_engines(hybrid, engine):
     request = ChatRequest(turns=(Turn.user("Talk for long."),), sampling=Sampling(max_new_tokens=2000))
     assert seconds_to_stop(hybrid, request, after=AudioChunk,
-                           settled=lambda: not unfinished(engine) and not hybrid._speaking.locked()) < 0.5
+                           settled=lambda: not unfinished(engine) and not hybrid.talker.engine.busy) < 0.5
     events = collect(hybrid, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     assert text_of(events) and audio_of(events).size
 
