@@ -90,6 +90,7 @@ def videos(tmp_path_factory):
         "one_second": media_factory.test_video(folder / "one.mp4", seconds=1.0),
         "long": media_factory.test_video(folder / "long.mp4", seconds=100.0, size="96x72"),
         "longer": media_factory.test_video(folder / "longer.mp4", seconds=200.0, size="64x48", rate=4),
+        "large": media_factory.test_video(folder / "large.mp4", seconds=60.0, size="640x480", rate=2),
     }
 
 
@@ -156,6 +157,21 @@ def test_a_video_over_the_budget_is_spread_over_its_whole_length(videos, referen
     height, width = smart_resize(*clip.frames.shape[1:3], factor=32, min_pixels=VIDEO_PIXELS["shortest_edge"],
                                  max_pixels=VIDEO_PIXELS["longest_edge"])
     assert clip.frames.shape[0] // 2 * (height // 32) * (width // 32) <= limits.video_total_pixels // 28**2
+
+
+def test_large_frames_of_a_long_clip_share_the_budget(videos, reference):
+    """A 60 s 640x480 clip: the same 120 frames at the same times as qwen-omni-utils, but each frame smaller than
+    the 476x644 it would pick, as it sizes them when given our 16,384-tile budget."""
+    limits = media.DEFAULT_LIMITS
+    clip = media.load_video(videos["large"])
+    default_frames, default_times, *_ = _reference_video(reference, videos["large"])
+    frames, *_ = _reference_video(reference, videos["large"], total_pixels=limits.video_total_pixels)
+
+    assert clip.frames.shape[0] == default_frames.shape[0] == 120
+    assert clip.times == pytest.approx(default_times, abs=1e-6)
+    assert clip.frames.shape[1:3] == tuple(frames.shape[2:4])
+    assert clip.frames.shape[1] * clip.frames.shape[2] < default_frames.shape[2] * default_frames.shape[3]
+    assert 60 * clip.frames.shape[1] * clip.frames.shape[2] / 28**2 <= limits.video_total_pixels / 28**2
 
 
 def test_videos_of_different_rates_each_keep_their_own_time_positions(videos, processor):
