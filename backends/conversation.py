@@ -22,7 +22,8 @@ class PromptInputs:
     images: list = field(default_factory=list)
     audios: list[np.ndarray] = field(default_factory=list)
     videos: list[np.ndarray] = field(default_factory=list)
-    video_fps: float = media.DEFAULT_LIMITS.video_fps
+    video_fps: list[float] = field(default_factory=list)
+    """Frames taken per second of each video (they differ: a long clip gets fewer per second)."""
     use_audio_in_video: bool = False
     notes: list[str] = field(default_factory=list)
     """Things the user should know (e.g. a video without sound was given silence)."""
@@ -38,9 +39,34 @@ class PromptInputs:
             "use_audio_in_video": self.use_audio_in_video,
         }
         if self.videos:
-            # Frames are already sampled at video_fps; tell the processor so time positions are right.
-            kwargs["videos_kwargs"] = {"fps": self.video_fps, "do_sample_frames": False}
+            # The frames are already chosen; the rate gives them their time positions (``run_processor`` gives
+            # each video its own when they differ).
+            kwargs["videos_kwargs"] = {"fps": self.video_fps[0], "do_sample_frames": False}
         return kwargs
+
+
+def run_processor(processor, text: str, prompt: PromptInputs, **kwargs):
+    """``processor(text=text, ...)`` for the prompt's media, each video timed by its own frame rate.
+
+    ``Qwen3OmniMoeProcessor`` takes one ``fps`` for all videos of a call, and it sets both the placeholder
+    order of a video with its sound and ``video_second_per_grid``, which must agree. A call with videos
+    of different rates runs on a shallow copy of the processor whose placeholder expansion gets each
+    video's own seconds per grid, and returns those.
+    """
+    rates = prompt.video_fps
+    if len(set(rates)) <= 1:
+        return processor(text=text, **kwargs, **prompt.processor_kwargs())
+    import copy
+
+    seconds = [processor.video_processor.temporal_patch_size / rate for rate in rates]
+    stock = processor.replace_multimodal_special_tokens
+    per_video = copy.copy(processor)
+    per_video.replace_multimodal_special_tokens = lambda *args, video_second_per_grid, **rest: stock(
+        *args, video_second_per_grid=iter(seconds), **rest)
+    inputs = per_video(text=text, **kwargs, **prompt.processor_kwargs())
+    given = inputs["video_second_per_grid"]
+    inputs["video_second_per_grid"] = given.new_tensor(seconds) if hasattr(given, "new_tensor") else np.asarray(seconds)
+    return inputs
 
 
 def build_prompt_inputs(request: ChatRequest, limits: media.MediaLimits = media.DEFAULT_LIMITS) -> PromptInputs:
@@ -51,7 +77,7 @@ def build_prompt_inputs(request: ChatRequest, limits: media.MediaLimits = media.
     Raises ``media.MediaError`` naming the first file that can't be used.
     """
     use_video_audio = request.use_audio_in_video
-    prompt = PromptInputs(messages=[], video_fps=limits.video_fps, use_audio_in_video=use_video_audio)
+    prompt = PromptInputs(messages=[], use_audio_in_video=use_video_audio)
     if request.system_prompt.strip():
         prompt.messages.append({"role": "system", "content": [{"type": "text", "text": request.system_prompt}]})
     for turn in request.turns:
@@ -81,6 +107,7 @@ def _add_media(prompt: PromptInputs, part: MediaPart, limits: media.MediaLimits)
     else:
         clip = media.load_video(part.path, limits)
         prompt.videos.append(clip.frames)
+        prompt.video_fps.append(clip.fps)
         if prompt.use_audio_in_video:
             # The processor interleaves one audio per video here; a silent video gets silence.
             if clip.audio is None or clip.audio.size == 0:

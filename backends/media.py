@@ -1,13 +1,16 @@
 """All media decoding and validation of the app, in one place.
 
 Images with Pillow, audio with soundfile (PyAV for compressed formats), video with
-PyAV (frames at a fixed rate plus the sound track). No decord, torchcodec or ffmpeg
-binary is needed. Every failure is a ``MediaError`` naming the file and the problem,
+PyAV (frames spread evenly over the whole clip, plus the sound track). No decord,
+torchcodec or ffmpeg binary is needed. Frame counts and sizes follow qwen-omni-utils,
+what the official demo prepares media with, so the model sees what it was shown there
+(tests/test_media_reference.py compares the two). Every failure is a ``MediaError`` naming the file and the problem,
 which the UI shows as it is.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +39,16 @@ class MediaLimits:
     """Shorter audio (a truncated file, a tap on Record) has nothing to hear, and breaks the audio encoder."""
     max_video_s: float = 300.0
     video_fps: float = 2.0
-    max_video_frames: int = 128
-    max_image_pixels: int = 1280 * 28 * 28 * 4
+    """Frames per second of video taken, within ``min_video_frames``..``max_video_frames``."""
+    min_video_frames: int = 4
+    max_video_frames: int = 256
+    """qwen-omni-utils allows 768; 256 frames at their smallest size (``VIDEO_FRAME_MIN_PIXELS``) is what
+    ``video_total_pixels`` holds, so a longer clip gets fewer frames over its whole length, not a cut."""
+    video_total_pixels: int = 16384 * 28 * 28
+    """All frames of one video together (about 16k vision tokens); qwen-omni-utils allows 0.9 x 128k tokens,
+    more than the model's context. Frames shrink to share it, down to ``VIDEO_FRAME_MIN_PIXELS`` each."""
+    min_image_pixels: int = 4 * 28 * 28
+    max_image_pixels: int = 16384 * 28 * 28
     max_items_per_turn: int = 10
     max_items_per_conversation: int = 32
     """Older turns are left out (and the user told) beyond this many media files."""
@@ -54,13 +65,23 @@ class MediaError(ValueError):
         super().__init__(f"{Path(path).name}: {problem}")
 
 
+# qwen-omni-utils sizes pictures in multiples of 28 pixels (its default patch 14 x merge 2); the processor
+# then rounds them to its own 32. Per video frame it keeps 128..768 such tiles.
+SIZE_FACTOR = 28
+VIDEO_FRAME_MIN_PIXELS = 128 * SIZE_FACTOR**2
+VIDEO_FRAME_MAX_PIXELS = 768 * SIZE_FACTOR**2
+
+
 @dataclass(frozen=True, eq=False)
 class VideoClip:
     frames: np.ndarray
-    """uint8 array (T, H, W, 3), sampled at ``fps``."""
+    """uint8 array (T, H, W, 3), spread evenly from the first frame to the last."""
     fps: float
+    """Frames taken per second of video: what the processor needs for the frames' time positions."""
     audio: np.ndarray | None
     """The sound track at 16 kHz mono float32, or None when the file has none."""
+    times: tuple[float, ...] = ()
+    """Each frame's time in the video, in seconds."""
 
 
 def kind_of(path: str | os.PathLike) -> MediaKind:
@@ -85,21 +106,19 @@ def _check_file(path: str | os.PathLike, limits: MediaLimits) -> None:
 
 
 def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
-    """An RGB ``PIL.Image``, downscaled to ``limits.max_image_pixels`` (the processor
-    would do the same later, after holding the full image in memory)."""
+    """An RGB ``PIL.Image`` sized as qwen-omni-utils sizes it: sides in multiples of 28 pixels, the
+    area within ``limits.min_image_pixels``..``max_image_pixels``, the aspect ratio kept."""
     from PIL import Image, UnidentifiedImageError
 
     _check_file(path, limits)
     try:
         with Image.open(path) as img:
-            img.draft("RGB", (4096, 4096))  # JPEG: decode at reduced size when huge
-            image = img.convert("RGB")
+            height, width = smart_resize(img.height, img.width, limits.min_image_pixels, limits.max_image_pixels)
+            img.draft("RGB", (width, height))  # JPEG: decode at reduced size when huge
+            image = _to_rgb(img)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise MediaError(path, f"not a readable image ({err.__class__.__name__})") from err
-    if image.width * image.height > limits.max_image_pixels:
-        scale = (limits.max_image_pixels / (image.width * image.height)) ** 0.5
-        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-    return image
+    return image if image.size == (width, height) else image.resize((width, height))
 
 
 def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -128,7 +147,8 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
 
 
 def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> VideoClip:
-    """Frames sampled at ``limits.video_fps`` (at most ``max_video_frames``) and the sound track."""
+    """Frames spread evenly from the first to the last (``frame_indices``), sized to share
+    ``limits.video_total_pixels`` (``video_frame_size``), and the whole sound track."""
     import av
 
     _check_file(path, limits)
@@ -140,7 +160,11 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
             duration = _duration_s(container, stream)
             if duration is not None and duration > limits.max_video_s:
                 raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
-            frames = _sample_frames(container, stream, limits)
+            total = stream.frames or _count_frames(path)
+            rate = float(stream.average_rate or 0) or (total / duration if duration else limits.video_fps)
+            indices = frame_indices(total, rate, limits) if total else []
+            size = video_frame_size(stream.codec_context.height, stream.codec_context.width, len(indices), limits)
+            frames, times = _decode_frames(container, stream, indices, size)
     except av.FFmpegError as err:
         raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
     if not frames:
@@ -148,7 +172,89 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     # The vision encoder groups frames in pairs (temporal patch 2): keep an even count.
     if len(frames) % 2:
         frames.append(frames[-1])
-    return VideoClip(np.stack(frames), limits.video_fps, _decode_audio_track(path))
+        times.append(times[-1])
+    fps = len(frames) / max(total, 1) * rate  # as qwen-omni-utils reports it: frames taken per second of video
+    return VideoClip(np.stack(frames), fps, _decode_audio_track(path), tuple(times))
+
+
+def frame_indices(total: int, rate: float, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Which of a video's ``total`` frames (at ``rate`` fps) the model sees: qwen-omni-utils' ``smart_nframes``
+    (``video_fps`` per second, an even count within the frame limits) spread with its ``linspace``."""
+    most = _floor_to(min(limits.max_video_frames, total), 2)
+    least = _ceil_to(limits.min_video_frames, 2)
+    wanted = total / rate * limits.video_fps
+    count = max(2, _floor_to(min(max(wanted, least), most, total), 2))
+    return np.linspace(0, total - 1, count).round().astype(int)
+
+
+def video_frame_size(height: int, width: int, frames: int, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[int, int]:
+    """(height, width) of each of ``frames`` frames, as qwen-omni-utils' ``fetch_video`` sizes them."""
+    share = limits.video_total_pixels / max(frames, 1) * 2
+    max_pixels = max(min(VIDEO_FRAME_MAX_PIXELS, share), int(VIDEO_FRAME_MIN_PIXELS * 1.05))
+    return smart_resize(height, width, VIDEO_FRAME_MIN_PIXELS, max_pixels)
+
+
+def smart_resize(height: int, width: int, min_pixels: float, max_pixels: float,
+                 factor: int = SIZE_FACTOR) -> tuple[int, int]:
+    """Sides in multiples of ``factor``, area within [min_pixels, max_pixels], aspect ratio kept
+    (the rule of qwen-omni-utils and of the Qwen2-VL processors)."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _floor_to(number: float, factor: int) -> int:
+    return math.floor(number / factor) * factor
+
+
+def _ceil_to(number: float, factor: int) -> int:
+    return math.ceil(number / factor) * factor
+
+
+def _count_frames(path) -> int:
+    """Frames of the first video stream, by its packets, when the header doesn't say (webm, mkv)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+
+
+def _decode_frames(container, stream, indices, size: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
+    """The frames at ``indices`` (in presentation order) as RGB arrays of ``size``, and their times."""
+    from collections import Counter
+
+    wanted, (height, width) = Counter(int(i) for i in indices), size
+    frames, times = [], []
+    start = stream.start_time or 0
+    for index, frame in enumerate(container.decode(stream)):
+        if index in wanted:
+            image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+            t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else index / float(
+                stream.average_rate or 1)
+            frames.extend([image] * wanted[index])
+            times.extend([t] * wanted[index])
+        if index >= max(wanted, default=-1):
+            break
+    return frames, times
+
+
+def _to_rgb(image):
+    """RGB, a transparent background turned white (as qwen-omni-utils does), not black."""
+    from PIL import Image
+
+    if image.mode != "RGBA":
+        return image.convert("RGB")
+    background = Image.new("RGB", image.size, (255, 255, 255))
+    background.paste(image, mask=image.split()[3])
+    return background
 
 
 def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> None:
@@ -180,19 +286,6 @@ def _duration_s(container, stream) -> float | None:
     if container.duration is not None:
         return container.duration / 1_000_000
     return None
-
-
-def _sample_frames(container, stream, limits: MediaLimits) -> list[np.ndarray]:
-    frames, next_t = [], 0.0
-    for frame in container.decode(stream):
-        t = float(frame.pts * stream.time_base) if frame.pts is not None else next_t
-        if t + 1e-6 < next_t:
-            continue
-        frames.append(frame.to_ndarray(format="rgb24"))
-        next_t += 1.0 / limits.video_fps
-        if len(frames) >= limits.max_video_frames:
-            break
-    return frames
 
 
 def _has_video_stream(path) -> bool:

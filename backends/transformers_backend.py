@@ -21,7 +21,7 @@ from typing import AsyncIterator, Callable
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, fit_to_context
+from backends.conversation import PromptInputs, fit_to_context, run_processor
 from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.encoder_cache import EncoderCache
 from backends.engine_thread import HEALTH_CHECK_S, EngineThread
@@ -317,7 +317,7 @@ class TransformersBackend(Backend):
     def encode(self, prompt: PromptInputs) -> dict:
         """The model's inputs (token ids, features, grids) for a decoded conversation."""
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=text, return_tensors="pt", padding=True, **prompt.processor_kwargs())
+        inputs = run_processor(self.processor, text, prompt, return_tensors="pt", padding=True)
         inputs = inputs.to(self.model.thinker.device)
         for key, value in inputs.items():  # features follow the model's dtype (bf16 on GPU)
             if value.is_floating_point():

@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from backends import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, fit_to_context
+from backends.conversation import PromptInputs, fit_to_context, run_processor
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
@@ -124,7 +124,7 @@ class VLLMEngine:
         text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
         if not (prompt.images or prompt.audios or prompt.videos):
             return None, len(self.processor.tokenizer(text)["input_ids"])
-        inputs = self.processor(text=text, return_tensors="np", **prompt.processor_kwargs())
+        inputs = run_processor(self.processor, text, prompt, return_tensors="np")
         return None, int(inputs["input_ids"].shape[1])
 
     def engine_prompt(self, prompt: PromptInputs) -> dict:
@@ -139,10 +139,10 @@ class VLLMEngine:
             data["video"] = prompt.videos
         engine_prompt: dict = {"prompt": text, "multi_modal_data": data}
         if prompt.videos:
-            # Frames are already sampled at video_fps: the processor must not sample again, and must
-            # know the rate for the time positions (as the Transformers backend tells it).
+            # The frames are already chosen: the processor must not sample again, and must know their rate
+            # for the time positions. vLLM passes one rate for all videos of a prompt (the first video's).
             engine_prompt["mm_processor_kwargs"] = {"use_audio_in_video": prompt.use_audio_in_video,
-                                                    "fps": prompt.video_fps, "do_sample_frames": False}
+                                                    "fps": prompt.video_fps[0], "do_sample_frames": False}
         return engine_prompt
 
     def tokens(self, request: ChatRequest, prompt: PromptInputs) -> AsyncIterator[TokenDelta]:

@@ -13,9 +13,10 @@ def speech_wav(path: Path, text: str = "Hello, what can you hear in this recordi
     return path
 
 
-def test_video(path: Path, seconds: float = 2.0, with_audio: bool = True, size: str = "160x120") -> Path:
-    """ffmpeg's test pattern at 10 fps, with a 440 Hz tone as its sound track."""
-    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=10:duration={seconds}"]
+def test_video(path: Path, seconds: float = 2.0, with_audio: bool = True, size: str = "160x120", rate: int = 10) -> Path:
+    """ffmpeg's test pattern at ``rate`` fps, with a 440 Hz tone as its sound track."""
+    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+           f"testsrc=size={size}:rate={rate}:duration={seconds}"]
     if with_audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac"]
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-shortest", str(path)]
