@@ -4,6 +4,7 @@ Gradio patches' version guard."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from backends.media import MediaError
 from backends.request import MediaPart, TextPart, Turn
 from ui import archive
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def crafted_archive(path: Path, turns: list[dict], members: dict[str, bytes] | None = None) -> str:
@@ -96,3 +99,77 @@ def test_a_malformed_document_is_refused_as_unreadable(tmp_path, document):
         zipped.writestr("conversation.json", json.dumps(document))
     with pytest.raises(MediaError, match="^shared.zip: not a (readable )?conversation"):
         archive.import_conversation(str(path), str(tmp_path))
+
+
+# The Gradio patches (ui/gradio_fixes.py, ui/reply_player.py) touch Gradio's private code: on a Gradio they were
+# not written for they stay out and say so, and the app runs on stock Gradio.
+
+OTHER_GRADIO = "6.99.0"
+
+
+def test_the_session_blocks_fix_applies_only_on_the_gradio_it_was_written_for(monkeypatch, caplog):
+    import gradio
+    from gradio.state_holder import SessionState
+
+    from ui import gradio_fixes
+
+    def stock_setitem(self, key, value):
+        pass
+
+    monkeypatch.setattr(SessionState, "__setitem__", stock_setitem)
+    monkeypatch.setattr(gradio, "__version__", OTHER_GRADIO)
+    applied = gradio_fixes.apply()
+    assert SessionState.__setitem__ is stock_setitem
+    assert f"Gradio {OTHER_GRADIO}: the fix for session blocks (ui/gradio_fixes.py) not applied" in caplog.text
+    assert caplog.records[-1].levelname == "WARNING" and applied is False
+
+    caplog.clear()
+    monkeypatch.setattr(gradio, "__version__", gradio_fixes.GRADIO_VERSIONS[0])
+    assert gradio_fixes.apply() is True
+    assert SessionState.__setitem__ is not stock_setitem and not caplog.text
+
+
+def test_the_reply_player_is_stock_gradio_audio_on_another_gradio_and_still_plays(monkeypatch, caplog):
+    import gradio
+    import gradio as gr
+
+    from tests.test_streaming_audio import decoded, stream, tone
+    from ui import gradio_fixes
+    from ui.reply_player import ReplyAudio, reply_player
+
+    monkeypatch.setattr(gradio, "__version__", OTHER_GRADIO)
+    player = reply_player("Reply")
+    assert type(player) is gr.Audio and player.streaming and player.autoplay
+    assert f"Gradio {OTHER_GRADIO}: the reply player's early-started audio encoders" in caplog.text
+    segments = [s for s in stream(player, "stock-player", [tone(0.5)]) if s is not None]
+    assert decoded([s["data"] for s in segments]).size > 0.4 * 24_000
+
+    caplog.clear()
+    monkeypatch.setattr(gradio, "__version__", gradio_fixes.GRADIO_VERSIONS[0])
+    assert type(reply_player("Reply")) is ReplyAudio and not caplog.text
+
+
+# The README's promises.
+
+def readme_section(title: str) -> str:
+    """The README's text under the heading ``title``, up to the next heading of the same or a higher level
+    (a ``#`` line inside a code block is a comment, not a heading)."""
+    lines, level, fenced = [], None, False
+    for line in README.read_text(encoding="utf-8").splitlines():
+        fenced ^= line.startswith("```")
+        heading = None if fenced else re.match(r"(#+) (.*)", line)
+        if level is None:
+            level = len(heading.group(1)) if heading and heading.group(2) == title else None
+        elif heading and len(heading.group(1)) <= level:
+            break
+        else:
+            lines.append(line)
+    assert level is not None, f"the README has no section {title!r}"
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_names_the_gradio_versions_the_patches_were_written_for():
+    from ui.gradio_fixes import GRADIO_VERSIONS
+
+    said = re.search(r"written for Gradio (.+?) \(", readme_section("Gradio patches"))
+    assert said and re.findall(r"\d+\.\d+\.\d+", said.group(1)) == list(GRADIO_VERSIONS)
