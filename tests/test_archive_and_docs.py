@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 from backends.media import MediaError
 from backends.request import MediaPart, TextPart, Turn
@@ -149,7 +153,7 @@ def test_the_reply_player_is_stock_gradio_audio_on_another_gradio_and_still_play
     assert type(reply_player("Reply")) is ReplyAudio and not caplog.text
 
 
-# The README's promises.
+# The README's promises, checked against the app (the tiny model, launched as tests/test_app.py does).
 
 def readme_section(title: str) -> str:
     """The README's text under the heading ``title``, up to the next heading of the same or a higher level
@@ -166,6 +170,46 @@ def readme_section(title: str) -> str:
             lines.append(line)
     assert level is not None, f"the README has no section {title!r}"
     return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def server(instruct_backend):
+    from tests.test_app import launch
+
+    demo = launch(instruct_backend)
+    yield demo.local_url
+    demo.close()
+
+
+def test_the_readme_api_examples_run_as_written(server, image_path, speech_path, tmp_path):
+    code = "\n".join(re.findall(r"```python\n(.*?)```", readme_section("API"), re.DOTALL))
+    assert 'api_name="/chat"' in code and 'api_name="/caption_batch"' in code
+    # The files the examples name, and the address of this test's server instead of the default port.
+    shutil.copy(image_path, tmp_path / "cat.png")
+    for name in ("interview.wav", "a.wav"):
+        shutil.copy(speech_path, tmp_path / name)
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as clips:
+        clips.write(speech_path, "clip.wav")
+    code = re.sub(r"http://127\.0\.0\.1:786\d/", server, code)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "'type': 'file'" in run.stdout  # the spoken reply it prints
+    assert "first token" in run.stdout and "tok/s" in run.stdout  # and the status line
+
+
+def test_the_readme_lists_exactly_the_apps_public_endpoints(server):
+    listed = re.search(r"Every public event has a stable name: (.*?)\.\s", readme_section("API"), re.DOTALL)
+    assert listed, "the API section should list the endpoints"
+    api = Client(server, verbose=False).view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) | set(api["unnamed_endpoints"]) == set(re.findall(r"`(/\w+)`",
+                                                                                          listed.group(1)))
+
+
+def test_the_readme_gives_the_live_tabs_microphone_chunk_length():
+    from ui.live import MIC_CHUNK_S
+
+    said = re.search(r"The microphone streams to the server in ([\d.]+) s chunks", readme_section("The Live tab"))
+    assert said and float(said.group(1)) == MIC_CHUNK_S
 
 
 def test_the_readme_names_the_gradio_versions_the_patches_were_written_for():
