@@ -53,8 +53,8 @@ def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
     status = gr.Markdown(visible=False, elem_id="warm-up")
     timer = gr.Timer(1.0, active=False)
     # Checked when a page opens, then every second while warming (queue=False: never behind a reply).
-    demo.load(current, outputs=[status, timer], queue=False)
-    timer.tick(current, outputs=[status, timer], queue=False)
+    demo.load(current, outputs=[status, timer], queue=False, api_visibility="private")
+    timer.tick(current, outputs=[status, timer], queue=False, api_visibility="private")
 
 
 def build_demo(backend: Backend, feedback_file: str | None = None, compare_with: Backend | None = None) -> gr.Blocks:

@@ -10,18 +10,21 @@ import json
 import os
 import shutil
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import get_args
 
 from backends.media import MediaError
-from backends.request import MediaPart, TextPart, Turn
+from backends.request import MediaKind, MediaPart, Part, Role, TextPart, Turn
 
 FORMAT = "qwen3-omni-app/conversation-v1"
 MAX_UNZIPPED_BYTES = 2 * 10**9
+ROLES = get_args(Role)
+PART_TYPES = ("text", *get_args(MediaKind))
 
 
 def export_conversation(turns: list[Turn], path: str, settings: dict | None = None) -> str:
     """Write ``turns`` to the zip ``path``; returns it."""
-    entries, written = [], set()
+    entries, members = [], {}  # source file -> its name in the zip
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for index, turn in enumerate(turns):
             parts = []
@@ -29,11 +32,12 @@ def export_conversation(turns: list[Turn], path: str, settings: dict | None = No
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
                 elif os.path.isfile(part.path):
-                    name = f"media/{index:03d}-{Path(part.path).name}"
-                    if name not in written:
-                        archive.write(part.path, name)
-                        written.add(name)
-                    parts.append({"type": part.kind, "file": name})
+                    source = os.path.realpath(part.path)
+                    if source not in members:
+                        # Two uploads of one message often share a name ("image.png"): each gets its own member.
+                        members[source] = _unique(f"media/{index:03d}-{Path(part.path).name}", members.values())
+                        archive.write(source, members[source])
+                    parts.append({"type": part.kind, "file": members[source]})
             entries.append({"role": turn.role, "parts": parts})
         archive.writestr("conversation.json", json.dumps({"format": FORMAT, "settings": settings or {},
                                                           "turns": entries}, ensure_ascii=False, indent=1))
@@ -45,25 +49,69 @@ def import_conversation(path: str, folder: str) -> list[Turn]:
     try:
         with zipfile.ZipFile(path) as archive:
             document = json.loads(archive.read("conversation.json"))
-            if document.get("format") != FORMAT:
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
                 raise MediaError(path, "not a conversation exported by this app")
             if sum(member.file_size for member in archive.infolist()) > MAX_UNZIPPED_BYTES:
                 raise MediaError(path, f"unpacks to more than {MAX_UNZIPPED_BYTES // 10**9} GB")
+            unpacked: dict[str, str] = {}  # member -> its file in ``folder``
             turns = []
-            for entry in document["turns"]:
-                parts = []
-                for part in entry["parts"]:
-                    if part["type"] == "text":
-                        parts.append(TextPart(part["text"]))
-                        continue
-                    # Only the base name is used, so an entry can't write outside the folder.
-                    target = Path(folder) / Path(part["file"]).name
-                    with archive.open(part["file"]) as source, open(target, "wb") as out:
-                        shutil.copyfileobj(source, out)
-                    parts.append(MediaPart(part["type"], str(target)))
+            for number, entry in enumerate(document["turns"], 1):
+                if entry["role"] not in ROLES:
+                    raise MediaError(path, f"message {number} has the role {_shown(entry['role'])}; "
+                                           f"a message's role is {' or '.join(ROLES)}")
+                parts = [_import_part(archive, part, number, folder, unpacked, path) for part in entry["parts"]]
                 turns.append(Turn(entry["role"], tuple(parts)))
             return turns
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as err:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError) as err:
         if isinstance(err, MediaError):
             raise
+        # The error's own text may name files on this machine: only its kind is shown.
         raise MediaError(path, f"not a readable conversation archive ({err.__class__.__name__})") from err
+
+
+def _import_part(archive: zipfile.ZipFile, part: dict, number: int, folder: str, unpacked: dict[str, str],
+                 path: str) -> Part:
+    if part["type"] not in PART_TYPES:
+        raise MediaError(path, f"message {number} has a part of type {_shown(part['type'])}; "
+                               f"a part is {', '.join(PART_TYPES[:-1])} or {PART_TYPES[-1]}")
+    if part["type"] == "text":
+        if not isinstance(part["text"], str):
+            raise MediaError(path, f"message {number} has a text part that is not text")
+        return TextPart(part["text"])
+    member = part["file"]
+    if not _safe_member(member):
+        raise MediaError(path, f"message {number} names the file {_shown(member)}, a path that leads out of "
+                               "the folder it would be unpacked into")
+    if member not in archive.namelist():
+        raise MediaError(path, f"message {number} names the file {_shown(member)}, which the archive does not hold")
+    if member not in unpacked:
+        target = Path(folder) / _unique(PurePosixPath(member).name, {Path(p).name for p in unpacked.values()})
+        with archive.open(member) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        unpacked[member] = str(target)
+    return MediaPart(part["type"], unpacked[member])
+
+
+def _safe_member(name) -> bool:
+    """A relative name that stays inside the archive's folder: no absolute path, drive, ``..`` or ``.``."""
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
+        return False
+    pieces = name.split("/")
+    return ":" not in pieces[0] and all(piece not in ("", ".", "..") for piece in pieces)
+
+
+def _unique(name: str, taken) -> str:
+    """``name``, or ``stem-2.ext``, ``stem-3.ext`` … if it is taken."""
+    taken = set(taken)
+    stem, suffix = os.path.splitext(name)
+    candidate, count = name, 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{stem}-{count}{suffix}"
+    return candidate
+
+
+def _shown(value) -> str:
+    """A value from the archive, quoted and cut short for a message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "…"

@@ -1,7 +1,9 @@
 """The streaming player for spoken replies: Gradio's ``gr.Audio`` with its AAC encoders started ahead.
 
 In a module of its own because Gradio writes a ``.pyi`` stub next to any module that subclasses one of
-its components (git ignores it).
+its components (git ignores it). It overrides a private method of Gradio's, so it is used only on the Gradio
+versions it was written for (``ui.gradio_fixes.GRADIO_VERSIONS``); on others the reply plays from a stock
+``gr.Audio``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import threading
 import time
 
 import gradio as gr
-import gradio.components.audio as gradio_audio
-from gradio.audio_stream_encoder import AacStreamEncoder, decode_to_pcm, segment_from_frames
 
 from backends.events import OUTPUT_SAMPLE_RATE
+from ui.gradio_fixes import written_for_this_gradio
+
+try:
+    import gradio.components.audio as gradio_audio
+    from gradio.audio_stream_encoder import AacStreamEncoder, decode_to_pcm, segment_from_frames
+except ImportError:  # another Gradio: reply_player() gives the stock player and says why
+    gradio_audio = AacStreamEncoder = decode_to_pcm = segment_from_frames = None
 
 FIRST_SEGMENT_WAIT_S = 0.025
 """How long a stream's first chunk waits for the encoder to return most of it in the same update."""
@@ -77,10 +84,10 @@ class ReplyAudio(gr.Audio):
     """The streaming reply player (made by ``reply_player``): ``gr.Audio`` whose stream takes an already
     started encoder.
 
-    Overrides Gradio 6's private ``_encode_chunk`` (pinned in requirements.txt; tests/test_streaming_audio.py
-    fails if it changes): the same steps, with the encoder from ENCODERS, and the first chunk waits up to
-    FIRST_SEGMENT_WAIT_S for most of its frames instead of returning the first one alone. No ``__init__`` of
-    its own: Gradio reads a component's props from its signature.
+    Overrides Gradio 6's private ``_encode_chunk`` (used only on the versions in ``GRADIO_VERSIONS``;
+    tests/test_streaming_audio.py fails if it changes): the same steps, with the encoder from ENCODERS, and
+    the first chunk waits up to FIRST_SEGMENT_WAIT_S for most of its frames instead of returning the first
+    one alone. No ``__init__`` of its own: Gradio reads a component's props from its signature.
     """
 
     is_template = True  # the browser draws it as a plain Audio
@@ -110,7 +117,12 @@ class ReplyAudio(gr.Audio):
         return segment_from_frames(encoder, frames)
 
 
-def reply_player(label: str, **kwargs) -> ReplyAudio:
-    """An autoplaying streaming player for spoken replies, with encoders started for it."""
+def reply_player(label: str, **kwargs) -> gr.Audio:
+    """An autoplaying streaming player for spoken replies, with encoders started for it (a stock
+    ``gr.Audio`` on a Gradio that ``ReplyAudio`` wasn't written for)."""
+    settings = dict(label=label, streaming=True, autoplay=True, interactive=False, **kwargs)
+    if not written_for_this_gradio("the reply player's early-started audio encoders (ui/reply_player.py)",
+                                   "a reply's first audio may come one update later"):
+        return gr.Audio(**settings)
     ENCODERS.prefill(OUTPUT_SAMPLE_RATE, 1)
-    return ReplyAudio(label=label, streaming=True, autoplay=True, interactive=False, **kwargs)
+    return ReplyAudio(**settings)
