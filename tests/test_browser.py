@@ -382,3 +382,62 @@ def test_a_user_turned_away_by_a_full_queue_keeps_the_message(browser, instruct_
         for page in pages:
             page.close()
         demo.close()
+
+
+def test_an_evaluator_runs_a_prompt_set_rates_two_rows_and_exports(browser, instruct_backend, speech_path,
+                                                                      image_path, tmp_path, output_dir):
+    import csv
+    import json
+    import urllib.request
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    sheet = tmp_path / "three.csv"
+    sheet.write_text("id,prompt,media\nhear,What is said?,speech.wav\nlost,And this?,missing.wav\n"
+                     "see,What shapes?,gradient.png\n", encoding="utf-8")
+    demo = launch(instruct_backend)
+    page = browser.new_page(viewport={"width": 1280, "height": 1500})
+    try:
+        page.goto(demo.local_url)
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#eval-files input[type=file]").set_input_files([str(sheet), str(speech_path), str(image_path)])
+        expect(page.locator("#eval-files a")).to_have_count(3, timeout=20_000)
+        page.locator("#eval-run").click()
+        expect(page.locator("#eval-status")).to_contain_text("Every row is done", timeout=120_000)
+        expect(page.locator("#eval-table")).to_contain_text("row 3: missing file: missing.wav")
+
+        for row_id, rating, comment in (("hear", "A better", "clearer"), ("see", "tie", "")):
+            page.locator("#eval-row input").click()
+            page.get_by_role("option", name=row_id, exact=True).click()
+            expect(page.locator("#eval-row-prompt")).to_contain_text(row_id)
+            page.locator("#eval-rating").get_by_label(rating, exact=True).check()
+            if comment:
+                page.locator("#eval-comment textarea").fill(comment)
+        expect(page.locator("#eval-table")).to_contain_text("tie", timeout=10_000)
+        page.locator("#eval-export").click()
+        links = page.locator("#eval-exported a")
+        expect(links).to_have_count(3, timeout=20_000)
+        page.locator("#eval-row-prompt").scroll_into_view_if_needed()
+        page.screenshot(path=str(output_dir / "evaluate.png"), full_page=True)
+
+        files = {}
+        for href in links.evaluate_all("links => links.map(a => a.href)"):
+            name = href.rsplit("/", 1)[-1].split("?")[0]
+            files[name] = tmp_path / name
+            files[name].write_bytes(urllib.request.urlopen(href, timeout=20).read())
+        with files["results.csv"].open(encoding="utf-8") as f:
+            from_csv = {row["id"]: row for row in csv.DictReader(f)}
+        from_jsonl = {r["id"]: r for r in map(json.loads, files["results.jsonl"].read_text(encoding="utf-8").splitlines())}
+        with zipfile.ZipFile(files["results.zip"]) as archive:
+            assert archive.read("results.csv") == files["results.csv"].read_bytes()
+            assert archive.read("results.jsonl") == files["results.jsonl"].read_bytes()
+            speech = sorted(n for n in archive.namelist() if n.startswith("audio/"))
+        assert [(from_csv[i]["rating"], from_csv[i]["comment"]) for i in ("hear", "lost", "see")] == \
+            [("A better", "clearer"), ("", ""), ("tie", "")]
+        assert [from_jsonl[i]["rating"] for i in ("hear", "lost", "see")] == ["A better", "", "tie"]
+        assert from_jsonl["lost"]["problem"] == "missing file: missing.wav" and from_jsonl["lost"]["answer_a"] is None
+        assert speech == sorted(from_jsonl[i][f"answer_{s}"]["audio"] for i in ("hear", "see") for s in "ab")
+    finally:
+        page.close()
+        demo.close()

@@ -128,6 +128,31 @@ ZH.update({
         "（取决于服务器：vLLM-Omni、SGLang-Omni 可发声；`vllm serve` 只回答文字）",
 })
 
+# The Evaluate tab (ui/evaluate/tab.py).
+ZH.update({
+    "Evaluate": "评测",
+    "Run a prompt set through the model and judge the answers: a **.csv** or **.jsonl** sheet (columns `id`, "
+    "`prompt`, `media`, and optionally `system_prompt`, `reference`) with its media files or a .zip of them. "
+    "Answers fill the table as they finish; pick a row to listen and rate it.":
+        "用一组提示评测模型并评判回答：一个 **.csv** 或 **.jsonl** 表格（列 `id`、`prompt`、`media`，可选 "
+        "`system_prompt`、`reference`），以及它用到的媒体文件或其 .zip。回答完成后逐行填入表格；选中一行即可收听并评分。",
+    "Prompt sheet and its media (files or a .zip)": "提示表格及其媒体（文件或 .zip）",
+    "Load the example set": "载入示例集",
+    "⬆ Import results": "⬆ 导入结果",
+    "**Set-up A**": "**配置 A**",
+    "Set-up B (compare two set-ups)": "配置 B（对比两种配置）",
+    "-1 = random": "-1 = 随机",
+    "▶ Run": "▶ 运行",
+    "🗑 New run": "🗑 新的评测",
+    "Row": "行",
+    "Media": "媒体",
+    "Speech A": "语音 A",
+    "Speech B": "语音 B",
+    "Rating": "评分",
+    "Comment": "评论",
+    "Results (CSV, JSONL, zip with the speech)": "结果（CSV、JSONL、含语音的 zip）",
+})
+
 I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
 
 

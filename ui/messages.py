@@ -124,6 +124,22 @@ ZH_TEMPLATES = {
     "(`vllm serve <checkpoint> --omni`) or SGLang-Omni; replies stay text until then.":
         "此服务器只回答文字：普通的 `vllm serve` 只运行 Thinker。要语音回复，请启动 vLLM-Omni"
         "（`vllm serve <checkpoint> --omni`）或 SGLang-Omni；在此之前回复只有文字。",
+    # The Evaluate tab (ui/evaluate/)
+    "Running…": "运行中…",
+    "Answering {row}…": "正在回答 {row}…",
+    "{row} done.": "{row} 已完成。",
+    "Resuming: {count} rows left, with the run's own set-ups.": "继续运行：剩余 {count} 行，沿用本次评测的配置。",
+    "Every row is done: pick a row to listen and rate it, then export.": "全部完成：选中一行收听并评分，然后导出。",
+    "Stopped: the rows done are kept; ▶ Run answers the {count} left.": "已停止：已完成的行会保留；▶ 运行 会回答剩余的 {count} 行。",
+    "Nothing to export yet: run a prompt set first.": "还没有可导出的内容：请先运行一组提示。",
+    "Can't import it: {cause}": "无法导入：{cause}",
+    "Imported {count} rows: rate on, or ▶ Run the {left} not answered.": "已导入 {count} 行：继续评分，或 ▶ 运行 未回答的 {left} 行。",
+    "Reference:": "参考答案：",
+    "(not answered yet)": "（尚未回答）",
+    "missing file: {file}": "缺少文件：{file}",
+    "no prompt and no media": "没有提示也没有媒体",
+    "Add exactly one prompt sheet (.csv or .jsonl).": "请只添加一个提示表格（.csv 或 .jsonl）。",
+    "Add exactly one prompt sheet (.csv or .jsonl); got {count}.": "请只添加一个提示表格（.csv 或 .jsonl）；收到了 {count} 个。",
 }
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

@@ -20,7 +20,7 @@ from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, Setup, 
 from ui.evaluate.runner import answer_row
 from ui.evaluate.sheet import SheetError, media_index, read_prompts, resolve
 from ui.i18n import t
-from ui.messages import translator
+from ui.messages import to_english, translator
 from ui.scratch import session_folder
 
 EVALUATE_QUEUE = "evaluate"
@@ -33,9 +33,13 @@ INTRO = ("Run a prompt set through the model and judge the answers: a **.csv** o
 
 
 def setup_controls(side: str, engines: list[tuple[str, str]], speakers: tuple[str, ...], random_weights: bool):
-    """One set-up's controls, in the order ``Setup`` takes them."""
-    engine = gr.Dropdown(engines, value=engines[0][1], label=t(f"Engine {side}"), interactive=len(engines) > 1)
-    speaker = gr.Dropdown(list(speakers) or [""], value=("ethan" if "ethan" in speakers else (speakers or ("",))[0]),
+    """One set-up's controls, in the order ``Setup`` takes them. B starts on another voice (and the second
+    engine, when there is one), so the two columns differ from the start."""
+    other = side == "B"
+    engine = gr.Dropdown(engines, value=engines[min(int(other), len(engines) - 1)][1], label=t(f"Engine {side}"),
+                         interactive=len(engines) > 1)
+    voices = [v for v in speakers if v != "ethan"] if other else (["ethan"] if "ethan" in speakers else [])
+    speaker = gr.Dropdown(list(speakers) or [""], value=(voices or list(speakers) or [""])[0],
                           label=t(f"Speaker {side}"), visible=bool(speakers))
     system_prompt = gr.Textbox("", label=t("System prompt"), lines=2, placeholder=t("(none)"))
     with gr.Row():
@@ -73,7 +77,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
             gr.Markdown(t("**Set-up A**"))
             controls_a = setup_controls("A", engine_choices, info.speakers, info.random_weights)
         with gr.Column(variant="panel"):
-            use_b = gr.Checkbox(True, label=t("**Set-up B** (compare two set-ups)"), elem_id="eval-use-b")
+            use_b = gr.Checkbox(True, label=t("Set-up B (compare two set-ups)"), elem_id="eval-use-b")
             controls_b = setup_controls("B", engine_choices, info.speakers, info.random_weights)
     with gr.Row():
         run_button = gr.Button(t("▶ Run"), variant="primary", elem_id="eval-run")
@@ -82,7 +86,8 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
     progress = gr.HTML("", elem_id="eval-progress")
     status = gr.Markdown("", elem_id="eval-status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, label=t("Results"), wrap=True, interactive=False,
-                         elem_id="eval-table", max_height=420)
+                         elem_id="eval-table", max_height=420,
+                         column_widths=["8%", "14%", "9%", "19%", "19%", "9%", "9%", "5%", "8%"])
     with gr.Group():
         row_choice = gr.Dropdown([], label=t("Row"), elem_id="eval-row", allow_custom_value=False)
         row_prompt = gr.Markdown("", elem_id="eval-row-prompt")
@@ -166,12 +171,13 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
                 gr.Audio(value=row.b.audio if row.b else None, visible=bool(row.b and row.b.audio)),
                 gr.Radio(choices=list(ratings), value=row.rating or None), row.comment)
 
-    def rate(run: EvalRun, row_id: str | None, rating_value: str | None, comment_value: str):
+    def rate(run: EvalRun, row_id: str | None, rating_value: str | None, comment_value: str,
+             http_request: gr.Request):
         """Kept as you go: every change of the rating or the comment is in the run (and its exports) at once."""
         row = next((r for r in run.rows if r.prompt.id == row_id), None)
         if row is not None:
             row.rating, row.comment = rating_value or "", comment_value or ""
-        return run, _table(run)
+        return run, _table(run, translator(http_request))
 
     def export(run: EvalRun, http_request: gr.Request):
         if not run.rows:
@@ -203,8 +209,10 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
     table.select(_selected_id, session, row_choice, api_visibility="private", queue=False)
     rating.input(rate, [session, row_choice, rating, comment], [session, table], api_name="evaluate_rate",
                  queue=False)
-    comment.input(rate, [session, row_choice, rating, comment], [session, table], api_visibility="private",
-                  queue=False)
+    # A comment is saved as typed, and again when the box is left (Gradio may send typing late, or not at all
+    # when a script fills the box); the row picked at that moment is the one it belongs to.
+    gr.on([comment.input, comment.blur, comment.submit], rate, [session, row_choice, rating, comment],
+          [session, table], api_visibility="private", queue=False)
     export_button.click(export, session, exported, api_name="evaluate_export", queue=False)
     import_button.upload(import_, [import_button, session], view, api_name="evaluate_import", queue=False)
 
@@ -238,19 +246,19 @@ def _view(run: EvalRun, say, note: str):
     bar = (f'<progress max="{len(run.rows)}" value="{done}" style="width:100%"></progress>'
            f"<div>{done} / {len(run.rows)}</div>") if run.rows else ""
     ids = [row.prompt.id for row in run.rows]
-    return run, _table(run), bar, note, gr.Dropdown(choices=ids)
+    return run, _table(run, say), bar, note, gr.Dropdown(choices=ids)
 
 
-def _table(run: EvalRun) -> list[list]:
+def _table(run: EvalRun, say=to_english) -> list[list]:
     return [[row.prompt.id, row.prompt.text, "; ".join(row.prompt.media),
              row.a.text if row.a else "", row.b.text if row.b else "",
-             _timings(row.a), _timings(row.b), row.rating, _row_status(run, row)] for row in run.rows]
+             _timings(row.a), _timings(row.b), row.rating, _row_status(run, row, say)] for row in run.rows]
 
 
-def _row_status(run: EvalRun, row: EvalRow) -> str:
+def _row_status(run: EvalRun, row: EvalRow, say) -> str:
     if row.prompt.problem:
-        return f"⚠️ row {row.prompt.row}: {row.prompt.problem}"
-    errors = [f"{side}: {answer.error}" for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
+        return f"⚠️ row {row.prompt.row}: {say(row.prompt.problem)}"
+    errors = [f"{side}: {say(answer.error)}" for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
     if errors:
         return "⚠️ " + "; ".join(errors)
     cut = [side for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.finish_reason == "length"]
