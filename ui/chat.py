@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 import gradio as gr
@@ -62,8 +63,9 @@ class ChatSession:
     """Fixed by the first turn: changing it mid-conversation corrupts the model's positions."""
     folder: str | None = None
     """This session's reply audio files; removed when the session ends, expires or is cleared."""
-    settings: dict[int, dict] = field(default_factory=dict)
-    """Chat message index → what produced that reply (for feedback)."""
+    requests: dict[int, ChatRequest] = field(default_factory=dict)
+    """Chat message index → the request that produced that reply. Its settings (``reply_settings``, for
+    feedback and export) are worked out only when asked for: they hash the conversation's files."""
 
     def replies_folder(self) -> str:
         if self.folder is None:
@@ -159,21 +161,25 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         reply = ReplyState()
         shown = len(chat.messages)
         chat.replying = True
-        events = EventPump(backend.stream(request))
-        yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), say("Thinking…"), gr.Checkbox(
-            interactive=False), gr.skip()
+        events = None
+        # Everything from the engine's start on is inside the try: Stop or a closed tab may close this
+        # generator at any yield, the first included, and the finally must stop the engine.
         try:
+            events = EventPump(backend.stream(request))
+            yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), say("Thinking…"), \
+                gr.Checkbox(interactive=False), gr.skip()
             async for player in reply_updates(events, reply):
                 chat.messages[shown:] = reply.messages(say=say)
                 yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(say), gr.Checkbox(), player
         finally:
             try:
-                await events.aclose()  # Stop or a closed tab lands here: the engine stops too
+                if events is not None:
+                    await events.aclose()  # Stop or a closed tab lands here: the engine stops too
             finally:
                 chat.replying = False
                 _finish_turn(chat, reply, shown, message, say)
                 for index in range(shown, len(chat.messages)):
-                    chat.settings[index] = reply_settings(info, request)
+                    chat.requests[index] = request
         # A turn that produced nothing gives its message back to the textbox so nothing typed is lost.
         textbox_value = message if reply.failed_without_reply else None
         yield chat.messages, chat, gr.MultimodalTextbox(value=textbox_value, interactive=True), reply.status(say), \
@@ -193,8 +199,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         chat_session.turns.append(Turn("user", parts))
         chat_session.messages.extend(_user_messages(parts))
         request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
-        async for outputs in respond(chat_session, message, request, say):
-            yield outputs
+        async with aclosing(respond(chat_session, message, request, say)) as replies:  # closing chat closes it
+            async for outputs in replies:
+                yield outputs
 
     async def retry(chat_session: ChatSession, system_prompt, speaker, speak, use_audio_in_video,
                     temperature, top_p, top_k, max_tokens, seed, http_request: gr.Request):
@@ -207,8 +214,9 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         last_user = max(i for i, m in enumerate(chat_session.messages) if m["role"] == "user")
         del chat_session.messages[last_user + 1 :]
         request = make_request(chat_session, system_prompt, speaker, speak, temperature, top_p, top_k, max_tokens, seed)
-        async for outputs in respond(chat_session, None, request, say):
-            yield outputs
+        async with aclosing(respond(chat_session, None, request, say)) as replies:
+            async for outputs in replies:
+                yield outputs
 
     def clear(chat_session: ChatSession, http_request: gr.Request):
         chat_session.close()
@@ -256,7 +264,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         if not chat_session.turns:
             raise gr.Error(translator(http_request)("Nothing to export yet."))
         path = os.path.join(chat_session.replies_folder(), "conversation.zip")
-        settings = chat_session.settings[max(chat_session.settings)] if chat_session.settings else {}
+        requests = chat_session.requests
+        settings = reply_settings(info, requests[max(requests)]) if requests else {}  # hashes: a worker thread
         return gr.File(archive.export_conversation(chat_session.turns, path, settings), visible=True)
 
     def import_(file: str, chat_session: ChatSession, http_request: gr.Request):
@@ -288,19 +297,22 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
                                  elem_id="feedback-comment")
             send_comment = gr.Button(t("Send comment"), size="sm", scale=1)
 
+        # Plain functions, so Gradio runs them on a worker thread: the settings hash the conversation's files.
         def rate(data: gr.LikeData, chat_session: ChatSession, text: str):
             rating = {True: "up", False: "down"}.get(data.liked)
             index = data.index if isinstance(data.index, int) else data.index[0]
             message = chat_session.messages[index] if index < len(chat_session.messages) else data.value
-            feedback.write(feedback_entry(chat_session.settings.get(index), _message_text(message), rating, text or ""))
+            request = chat_session.requests.get(index)
+            settings = reply_settings(info, request) if request is not None else None
+            feedback.write(feedback_entry(settings, _message_text(message), rating, text or ""))
             return ""
 
         def comment_on_last(chat_session: ChatSession, text: str, http_request: gr.Request):
-            if not text.strip() or not chat_session.settings:
+            if not text.strip() or not chat_session.requests:
                 raise gr.Error(translator(http_request)("Write a comment after a reply first."))
-            index = max(chat_session.settings)
-            feedback.write(feedback_entry(chat_session.settings[index], _message_text(chat_session.messages[index]),
-                                          None, text))
+            index = max(chat_session.requests)
+            feedback.write(feedback_entry(reply_settings(info, chat_session.requests[index]),
+                                          _message_text(chat_session.messages[index]), None, text))
             return ""
 
         chatbot.like(rate, [session, comment], comment, api_visibility="private", queue=False)

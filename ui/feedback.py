@@ -1,5 +1,9 @@
 """Evaluators' ratings: 👍/👎 and a comment on any reply, one JSON line each, with everything needed to
-reproduce the reply (model, backend, speaker, system prompt, sampling, seed, hashes of the media)."""
+reproduce the reply (model, backend, speaker, system prompt, sampling, seed, hashes of the media).
+
+Hashing reads every file of the conversation: ``reply_settings`` is for worker threads (Gradio runs plain
+functions on one), never for the event loop, and a file is read once (``file_hash`` remembers it).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ class FeedbackLog:
 
 
 def reply_settings(info: BackendInfo, request: ChatRequest) -> dict:
-    """What produced a reply: enough to generate it again."""
+    """What produced a reply: enough to generate it again. Blocks while it hashes the media."""
     return {
         "model": info.model,
         "backend": info.backend,
@@ -52,12 +56,29 @@ def feedback_entry(settings: dict | None, reply_text: str, rating: str | None, c
             "reply": reply_text, **(settings or {})}
 
 
+HASHES_KEPT = 4096
+_hashes: dict[tuple, str] = {}
+_hashes_lock = threading.Lock()
+
+
 def file_hash(path: str) -> str | None:
+    """The file's SHA-256 (None if it can't be read); remembered while its size and mtime stay the same."""
     try:
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        with _hashes_lock:
+            known = _hashes.get(key)
+        if known is not None:
+            return known
         digest = hashlib.sha256()
         with open(path, "rb") as file:
             for block in iter(lambda: file.read(1 << 20), b""):
                 digest.update(block)
-        return digest.hexdigest()
     except OSError:
         return None
+    hexdigest = digest.hexdigest()
+    with _hashes_lock:
+        if len(_hashes) >= HASHES_KEPT:
+            _hashes.pop(next(iter(_hashes)))  # the oldest
+        _hashes[key] = hexdigest
+    return hexdigest

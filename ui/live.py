@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections import deque
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -53,6 +55,22 @@ PHASES = {
 }
 
 
+class SessionLock:
+    """A lock that a deep copy replaces with a fresh one (``gr.State`` deep-copies its initial value)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+    def __deepcopy__(self, memo):
+        return SessionLock()
+
+
 @dataclass
 class LiveSession:
     """One browser session's live conversation (deep-copyable until first used)."""
@@ -62,13 +80,25 @@ class LiveSession:
     phase: str = "idle"
     turn_id: int = 0
     pending: list[Turn] = field(default_factory=list)
-    """Finished user turns not answered yet."""
+    """Finished user turns not answered yet. ``hear`` adds to it on a worker thread while ``answer`` takes
+    from it on the event loop: both go through ``_lock`` (``take_pending``)."""
     barge_in: bool = False
     frames: deque = field(default_factory=lambda: deque(maxlen=16))
     detector: TurnDetector | None = None
     resampler: StreamResampler | None = None
     silence_ms: int = 600
     folder: str | None = None
+    _lock: SessionLock = field(default_factory=SessionLock, repr=False, compare=False)
+
+    def take_pending(self) -> list[Turn]:
+        """The finished turns not answered yet, taken out at once: a turn heard meanwhile waits for the next."""
+        with self._lock:
+            taken, self.pending = self.pending, []
+        return taken
+
+    def drop_pending(self) -> None:
+        with self._lock:
+            self.pending = []
 
     def hear(self, rate: int, data: np.ndarray, silence_ms: int) -> None:
         """One microphone chunk: run the turn detector, queue finished turns, flag barge-in."""
@@ -82,8 +112,12 @@ class LiveSession:
             if isinstance(event, SpeechStarted) and self.phase in ("thinking", "speaking"):
                 self.barge_in = True  # the reply stops; what the user says now is the next turn
             elif isinstance(event, TurnEnded):
-                self.pending.append(self._user_turn(event.audio))
-                self.turn_id += 1
+                with self._lock:
+                    index = self.turn_id  # names the turn's files: unique, unlike a count of the turns
+                    self.turn_id += 1
+                user_turn = self._user_turn(event.audio, index)
+                with self._lock:
+                    self.pending.append(user_turn)
 
     def see(self, frame: np.ndarray) -> None:
         from PIL import Image
@@ -95,9 +129,8 @@ class LiveSession:
         while self.frames and now - self.frames[0][0] > FRAME_SECONDS:
             self.frames.popleft()
 
-    def _user_turn(self, audio: np.ndarray) -> Turn:
+    def _user_turn(self, audio: np.ndarray, index: int) -> Turn:
         folder = self._folder()
-        index = len(self.turns) + len(self.pending)
         audio_path = f"{folder}/turn-{index:03d}.wav"
         soundfile.write(audio_path, audio, INPUT_SAMPLE_RATE)
         parts: list = [MediaPart("audio", audio_path)]
@@ -125,7 +158,7 @@ class LiveSession:
     def close(self) -> None:
         """Free everything the session holds (Gradio calls this when the session expires)."""
         self.stop_listening()
-        self.pending.clear()
+        self.drop_pending()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
@@ -174,13 +207,16 @@ def build(backend: Backend) -> None:
 
     async def respond(_turn, session: LiveSession, speaker_name, prompt, http_request: gr.Request):
         max_tokens = 64 if info.random_weights else 512
-        async for outputs in answer(backend, session, speaker_name, prompt, max_tokens, translator(http_request)):
-            yield outputs
+        # Closing this generator (a closed tab) closes answer's at once, so its finally stops the engine.
+        async with aclosing(answer(backend, session, speaker_name, prompt, max_tokens,
+                                   translator(http_request))) as updates:
+            async for outputs in updates:
+                yield outputs
 
     def new_conversation(session: LiveSession):
         session.turns.clear()
         session.messages.clear()
-        session.pending.clear()
+        session.drop_pending()
         return session, [], session.indicator()
 
     mic.stream(hear, [mic, live, silence_ms], [live, indicator, turn], stream_every=MIC_CHUNK_S,
@@ -199,20 +235,21 @@ def build(backend: Backend) -> None:
 async def answer(backend: Backend, session: LiveSession, speaker: str | None, system_prompt: str,
                  max_new_tokens: int, say: Say = to_english):
     """Answer the waiting turn(s); yields (transcript, indicator, player update). Stops early on barge-in."""
-    if not session.pending:
+    user_turns = session.take_pending()
+    if not user_turns:
         return
-    for user_turn in session.pending:
+    for user_turn in user_turns:
         session.turns.append(user_turn)
         session.messages.extend({"role": "user", "content": {"path": p.path}} for p in user_turn.media)
-    session.pending.clear()
     session.phase, session.barge_in = "thinking", False
     request = ChatRequest(turns=tuple(session.turns), system_prompt=system_prompt or "", speaker=speaker or None,
                           sampling=Sampling(max_new_tokens=max_new_tokens), return_audio=backend.info.can_speak,
                           use_audio_in_video=False)
     reply, shown = ReplyState(), len(session.messages)
-    events = EventPump(backend.stream(request))
-    yield session.messages, session.indicator(), gr.skip()
-    try:
+    events = None
+    try:  # from the engine's start on: closing this generator at any yield must stop the engine
+        events = EventPump(backend.stream(request))
+        yield session.messages, session.indicator(), gr.skip()
         async for player in reply_updates(events, reply, poll_s=POLL_S):
             if session.barge_in:
                 break
@@ -223,14 +260,17 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
             session.messages[shown:] = reply.messages(say=say)
             yield session.messages, session.indicator(), player
     finally:
-        await events.aclose()  # barge-in, a closed tab or the end: the engine stops
-        interrupted = session.barge_in
-        if reply.text:  # an empty reply (interrupted at once, failed) leaves nothing to remember
-            session.turns.append(Turn.assistant(reply.text))
-        audio_path = save_reply_audio(reply, session._folder())
-        session.messages[shown:] = reply.messages(audio_path, say)
-        if interrupted:
-            session.messages.append({"role": "assistant", "content": say("✋ Interrupted.")})
-        session.phase = "listening" if session.detector is not None else "idle"
-        session.barge_in = False
+        try:
+            if events is not None:
+                await events.aclose()  # barge-in, a closed tab or the end: the engine stops
+        finally:
+            interrupted = session.barge_in
+            if reply.text:  # an empty reply (interrupted at once, failed) leaves nothing to remember
+                session.turns.append(Turn.assistant(reply.text))
+            audio_path = save_reply_audio(reply, session._folder())
+            session.messages[shown:] = reply.messages(audio_path, say)
+            if interrupted:
+                session.messages.append({"role": "assistant", "content": say("✋ Interrupted.")})
+            session.phase = "listening" if session.detector is not None else "idle"
+            session.barge_in = False
     yield session.messages, session.indicator(), gr.skip()

@@ -17,6 +17,8 @@ TEXT_UPDATES_PER_S = 12
 """Reply text is redrawn at most this often; faster adds load, not readability."""
 AUDIO_FLUSH_S = 0.3
 """After a speech chunk, keep nudging Gradio's audio encoder this long so the chunk goes out at once."""
+AUDIO_NUDGE_S = 0.1
+"""While nothing else is sent in those AUDIO_FLUSH_S, the encoder is nudged this often."""
 
 EMPTY_AUDIO = (OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
 
@@ -41,6 +43,7 @@ class EventPump:
 
     def __init__(self, stream):
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._stream = stream
         self._task = asyncio.create_task(self._pump(stream))
 
     async def _pump(self, stream) -> None:
@@ -67,6 +70,13 @@ class EventPump:
             await self._task  # re-raises what broke the backend, if anything
         except asyncio.CancelledError:
             pass
+        finally:
+            # A task cancelled before it ever ran leaves the stream unstarted: close it all the same,
+            # so the backend never starts that request (a no-op for a stream that has ended). A task
+            # still unwinding (this one was cancelled while it waited) closes the stream itself.
+            close = getattr(self._stream, "aclose", None)
+            if close is not None and self._task.done():
+                await close()
 
 
 def save_reply_audio(reply, folder: str) -> str | None:
@@ -86,22 +96,35 @@ def save_reply_audio(reply, folder: str) -> str | None:
 async def reply_updates(events: EventPump, reply, poll_s: float | None = None):
     """Feed a backend's events into ``reply`` (a ReplyState) and yield the player's update whenever the
     page should be redrawn: new speech, text at most TEXT_UPDATES_PER_S times a second, and the encoder
-    nudges of AUDIO_FLUSH_S. With ``poll_s``, yields None at least that often, so the caller can check
-    for something else (barge-in) while nothing arrives."""
+    nudges (EMPTY_AUDIO every AUDIO_NUDGE_S for AUDIO_FLUSH_S after speech, while nothing else is sent).
+    With ``poll_s``, yields None at least that often, so the caller can check for something else
+    (barge-in) while nothing arrives."""
     last_text = flush_until = 0.0
+    next_nudge: float | None = None
+    """When the encoder is nudged next if nothing arrives first; None once the flush window is over."""
     while True:
-        event = await events.next(timeout=max(0.0, flush_until - time.monotonic()) or poll_s)
+        # Whether a timeout is a nudge is decided before waiting: the clock read after the wait may
+        # be exactly at (or a hair before) the deadline.
+        nudging = next_nudge is not None
+        timeout = max(0.0, next_nudge - time.monotonic()) if nudging else poll_s
+        event = await events.next(timeout=timeout)
         if event is EventPump.END:
             return
         if event is EventPump.IDLE:
-            yield EMPTY_AUDIO if time.monotonic() < flush_until else None
+            if nudging:
+                later = time.monotonic() + AUDIO_NUDGE_S
+                next_nudge = later if later <= flush_until + AUDIO_NUDGE_S / 2 else None
+                yield EMPTY_AUDIO
+            else:
+                yield None
             continue
         reply.handle(event)
         if isinstance(event, AudioChunk):
-            flush_until = time.monotonic() + AUDIO_FLUSH_S
+            now = time.monotonic()
+            flush_until, next_nudge = now + AUDIO_FLUSH_S, now + AUDIO_NUDGE_S
         elif isinstance(event, (TextDelta, ReasoningDelta)):
             # Gradio sends one update at a time: coalesce text so speech never queues behind it.
             if time.monotonic() - last_text < 1 / TEXT_UPDATES_PER_S:
                 continue
             last_text = time.monotonic()
-        yield player_update(event, flushing=time.monotonic() < flush_until)
+        yield player_update(event, flushing=next_nudge is not None and time.monotonic() < flush_until)
