@@ -194,13 +194,16 @@ def test_the_app_refuses_an_archive_with_a_member_named_dotdot_and_shows_no_serv
 
 def test_the_readme_api_examples_run_as_written(server, image_path, speech_path, tmp_path):
     code = "\n".join(re.findall(r"```python\n(.*?)```", readme_section("API"), re.DOTALL))
-    assert 'api_name="/chat"' in code and 'api_name="/caption_batch"' in code
+    assert 'api_name="/chat"' in code and 'api_name="/caption_batch"' in code and 'api_name="/evaluate"' in code
     # The files the examples name, and the address of this test's server instead of the default port.
     shutil.copy(image_path, tmp_path / "cat.png")
     for name in ("interview.wav", "a.wav"):
         shutil.copy(speech_path, tmp_path / name)
     with zipfile.ZipFile(tmp_path / "clips.zip", "w") as clips:
         clips.write(speech_path, "clip.wav")
+    (tmp_path / "prompts.csv").write_text("id,prompt,media\nrow-1,What is said?,clip.wav\nrow-2,Hello.,\n")
+    with zipfile.ZipFile(tmp_path / "media.zip", "w") as media:
+        media.write(speech_path, "clip.wav")
     code = re.sub(r"http://127\.0\.0\.1:786\d/", server, code)
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
