@@ -103,28 +103,29 @@ def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
 
 
 def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Mono float32 samples at 16 kHz."""
+    """Mono float32 samples at 16 kHz.
+
+    Only what the limits allow is ever decoded: a file whose header says it is too long, or has
+    an absurd sample rate, is refused before decoding, and one that turns out too long is refused
+    as soon as decoding passes the limit (a 20 MB Opus file holds 8 hours).
+    """
     _check_file(path, limits)
-    samples, rate = _read_with_soundfile(path)
+    samples = _read_with_soundfile(path, limits)
     if samples is None:
-        samples = _decode_audio_track(path)
+        samples = _decode_audio_track(path, limits)
         if samples is None:
             problem = "not a readable audio file"
             if _has_video_stream(path):  # a silent video, or a picture behind an audio name
                 is_video = Path(path).suffix.lower() in EXTENSIONS["video"]
                 problem = "the video has no sound track" if is_video else problem + " (it holds pictures, no sound)"
             raise MediaError(path, problem)
-    else:
-        samples = resample(samples, rate, INPUT_SAMPLE_RATE)
     if samples.size == 0:
         raise MediaError(path, "the audio has no samples")
     seconds = samples.size / INPUT_SAMPLE_RATE
     if seconds < limits.min_audio_s:
         raise MediaError(path, f"the audio is only {seconds * 1000:.0f} ms long; it takes at least "
                          f"{limits.min_audio_s * 1000:.0f} ms")
-    if seconds > limits.max_audio_s:
-        raise MediaError(path, f"audio is {seconds:.0f} s long, the limit is {limits.max_audio_s:.0f} s")
-    return samples
+    return _checked_samples(path, samples)
 
 
 def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> VideoClip:
@@ -148,7 +149,8 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     # The vision encoder groups frames in pairs (temporal patch 2): keep an even count.
     if len(frames) % 2:
         frames.append(frames[-1])
-    return VideoClip(np.stack(frames), limits.video_fps, _decode_audio_track(path))
+    sound = _decode_audio_track(path, limits)
+    return VideoClip(np.stack(frames), limits.video_fps, None if sound is None else _checked_samples(path, sound))
 
 
 def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> None:
@@ -170,8 +172,8 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
 def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
     """A video's sound at 16 kHz mono, or None when it has none."""
     check_video(path, limits)
-    sound = _decode_audio_track(path)
-    return sound if sound is not None and sound.size else None
+    sound = _decode_audio_track(path, limits)
+    return _checked_samples(path, sound) if sound is not None and sound.size else None
 
 
 def _duration_s(container, stream) -> float | None:
@@ -205,32 +207,102 @@ def _has_video_stream(path) -> bool:
         return False
 
 
-def _read_with_soundfile(path) -> tuple[np.ndarray | None, int]:
+def _read_with_soundfile(path, limits: MediaLimits) -> np.ndarray | None:
+    """The file at 16 kHz mono if libsndfile reads it (WAV, FLAC, Ogg, MP3), read block by block."""
     import soundfile
 
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as sound:
+            sink = _SoundSink(path, sound.samplerate, limits, sound.frames / max(sound.samplerate, 1))
+            # Blocks of about a million samples whatever the channel count, so no read holds much.
+            block = max(1024, 2**20 // max(sound.channels, 1))
+            while len(data := sound.read(block, dtype="float32", always_2d=True)):
+                sink.add(data.mean(axis=1))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        return None, 0
-    return data.mean(axis=1), rate
+        return None
+    return sink.finish()
 
 
-def _decode_audio_track(path) -> np.ndarray | None:
-    """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent."""
+def _decode_audio_track(path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
+    """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent.
+
+    Stops with a ``MediaError`` once past ``limits.max_audio_s``.
+    """
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 return None
+            stream = container.streams.audio[0]
+            sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, _duration_s(container, stream),
+                              resample_here=False)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_SAMPLE_RATE)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    sink.add(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                sink.add(out.to_ndarray().reshape(-1))
     except (av.FFmpegError, OSError):
         return None
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return sink.finish()
+
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+"""Rates outside these are a broken or crafted header, not sound: resampling a '1 Hz' file to
+16 kHz multiplies its samples 16,000 times."""
+
+
+class _SoundSink:
+    """Collects decoded mono blocks at 16 kHz, refusing the file by name as soon as it is too long.
+
+    ``length_s`` is what the file's header says (None when unknown); a rate or length out of
+    bounds is refused before anything is decoded.
+    """
+
+    def __init__(self, path, rate: int, limits: MediaLimits, length_s: float | None, resample_here: bool = True):
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise MediaError(path, f"the audio's sample rate is {rate} Hz; it takes {MIN_SAMPLE_RATE} to "
+                             f"{MAX_SAMPLE_RATE} Hz")
+        self.path, self.limit_s = path, limits.max_audio_s
+        if length_s is not None and length_s > self.limit_s:
+            self._refuse(length_s)
+        self.max_size = int(self.limit_s * INPUT_SAMPLE_RATE) + 1
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+        self.stream = None
+        if resample_here and rate != INPUT_SAMPLE_RATE:
+            import soxr
+
+            self.stream = soxr.ResampleStream(rate, INPUT_SAMPLE_RATE, 1, dtype="float32")
+
+    def add(self, mono: np.ndarray, last: bool = False) -> None:
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self.stream is not None:
+            mono = self.stream.resample_chunk(mono, last=last)
+        self.chunks.append(mono)
+        self.size += mono.size
+        if self.size > self.max_size:
+            self.chunks.clear()
+            self._refuse(None)
+
+    def finish(self) -> np.ndarray:
+        if self.stream is not None:
+            self.add(np.zeros(0, np.float32), last=True)
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+    def _refuse(self, length_s: float | None):
+        if length_s is None:
+            raise MediaError(self.path, f"audio is longer than the {self.limit_s:.0f} s limit")
+        raise MediaError(self.path, f"audio is {length_s:.0f} s long, the limit is {self.limit_s:.0f} s")
+
+
+def _checked_samples(path, samples: np.ndarray) -> np.ndarray:
+    """NaN or infinite samples (a broken float WAV) would turn every feature into NaN and fail the
+    reply without the file's name: refuse them here."""
+    if not np.isfinite(samples).all():
+        raise MediaError(path, "the audio holds invalid samples (NaN or infinity)")
+    return samples
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
