@@ -64,11 +64,12 @@ class VideoClip:
 
 
 def kind_of(path: str | os.PathLike) -> MediaKind:
-    """The media kind a file's extension announces (webm counts as video if it has frames)."""
+    """The media kind a file's extension announces; a video container holding only sound (an .mp4
+    of a song, a .webm recording) is heard as audio."""
     suffix = Path(path).suffix.lower()
     for kind in ("image", "video", "audio"):
         if suffix in EXTENSIONS[kind]:  # type: ignore[index]
-            if suffix == ".webm" and kind == "video" and not _has_video_stream(path):
+            if kind == "video" and not _has_video_stream(path) and (suffix == ".webm" or _has_audio_stream(path)):
                 return "audio"
             return kind  # type: ignore[return-value]
     raise MediaError(path, f"unsupported file type '{suffix or '(none)'}'")
@@ -198,13 +199,22 @@ def _sample_frames(container, stream, limits: MediaLimits) -> list[np.ndarray]:
 
 
 def _has_video_stream(path) -> bool:
+    return "video" in _stream_types(path)
+
+
+def _has_audio_stream(path) -> bool:
+    return "audio" in _stream_types(path)
+
+
+def _stream_types(path) -> set[str]:
+    """The kinds of stream a container holds (none when PyAV can't open it)."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            return bool(container.streams.video)
+            return {stream.type for stream in container.streams}
     except (av.FFmpegError, OSError):
-        return False
+        return set()
 
 
 def _read_with_soundfile(path, limits: MediaLimits) -> np.ndarray | None:

@@ -59,4 +59,5 @@ def accepted(folder: Path) -> dict[str, Path]:
 
     Image.new("RGB", (9000, 7000), (30, 120, 200)).save(huge)  # downscaled to the pixel limit, not refused
     mute_video = media_factory.test_video(folder / "no-sound.mp4", with_audio=False)
-    return {"silence.wav": silent, "huge.png": huge, "no-sound.mp4": mute_video}
+    song = media_factory.sound_only_mp4(folder / "song.mp4")  # heard as audio
+    return {"silence.wav": silent, "huge.png": huge, "no-sound.mp4": mute_video, "song.mp4": song}

@@ -65,3 +65,9 @@ def long_opus(path: Path, seconds: float, tell_length: bool = True) -> Path:
             pts += template.duration
     return path
 
+
+def sound_only_mp4(path: Path, seconds: float = 2.0) -> Path:
+    """An .mp4 holding a sound track and no pictures (how many phones and sites save a song)."""
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                    "-c:a", "aac", str(path)], check=True, capture_output=True)
+    return path

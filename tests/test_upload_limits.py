@@ -105,3 +105,10 @@ def test_the_chat_refuses_a_long_opus_file_by_name_with_memory_flat(instruct_bac
     assert error.stage == "input" and error.message == "an-hour.ogg: audio is 3600 s long, the limit is 600 s"
     assert finish_of(events) == "error"
     assert peak[0] < 32 * MB, f"{peak[0] / MB:.0f} MB allocated to refuse it"
+
+
+def test_an_mp4_holding_only_sound_is_heard_as_audio(tmp_path):
+    song = media_factory.sound_only_mp4(tmp_path / "song.mp4", seconds=2.0)
+    assert media.kind_of(song) == "audio"
+    assert media.load_audio(song).size == pytest.approx(2.0 * media.INPUT_SAMPLE_RATE, rel=0.05)
+    assert media.kind_of(media_factory.test_video(tmp_path / "clip.mp4")) == "video"
