@@ -100,7 +100,32 @@ def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
     if image.width * image.height > limits.max_image_pixels:
         scale = (limits.max_image_pixels / (image.width * image.height)) ** 0.5
         image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-    return image
+    return _within_aspect_ratio(image, limits)
+
+
+MAX_ASPECT_RATIO = 200
+"""The vision processor refuses images more elongated than this (qwen-omni-utils does the same)."""
+
+
+def _within_aspect_ratio(image, limits: MediaLimits):
+    """A strip too elongated for the processor (a banner, a one-pixel line) is centred on a white
+    canvas just wide enough; a very long one is first shrunk so the canvas stays in the pixel budget."""
+    from PIL import Image
+
+    long_side, short_side = max(image.size), min(image.size)
+    if long_side <= short_side * MAX_ASPECT_RATIO:
+        return image
+    longest = int((MAX_ASPECT_RATIO * limits.max_image_pixels) ** 0.5)
+    if long_side > longest:
+        scale = longest / long_side
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        long_side = max(image.size)
+    short_side = -(-long_side // MAX_ASPECT_RATIO)
+    size = (image.width, max(image.height, short_side)) if image.width >= image.height else \
+        (max(image.width, short_side), image.height)
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    canvas.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
+    return canvas
 
 
 def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:

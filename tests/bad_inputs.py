@@ -58,6 +58,8 @@ def accepted(folder: Path) -> dict[str, Path]:
     from PIL import Image
 
     Image.new("RGB", (9000, 7000), (30, 120, 200)).save(huge)  # downscaled to the pixel limit, not refused
+    banner = folder / "banner.png"
+    Image.new("RGB", (8000, 20), (200, 30, 30)).save(banner)  # more elongated than the processor takes: padded
     mute_video = media_factory.test_video(folder / "no-sound.mp4", with_audio=False)
     song = media_factory.sound_only_mp4(folder / "song.mp4")  # heard as audio
-    return {"silence.wav": silent, "huge.png": huge, "no-sound.mp4": mute_video, "song.mp4": song}
+    return {"silence.wav": silent, "huge.png": huge, "banner.png": banner, "no-sound.mp4": mute_video, "song.mp4": song}

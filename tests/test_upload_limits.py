@@ -112,3 +112,19 @@ def test_an_mp4_holding_only_sound_is_heard_as_audio(tmp_path):
     assert media.kind_of(song) == "audio"
     assert media.load_audio(song).size == pytest.approx(2.0 * media.INPUT_SAMPLE_RATE, rel=0.05)
     assert media.kind_of(media_factory.test_video(tmp_path / "clip.mp4")) == "video"
+
+
+@pytest.mark.parametrize("size", [(8000, 20), (20, 8000), (4_000_000, 1)])
+def test_an_image_too_elongated_for_the_processor_is_padded_within_the_pixel_budget(tmp_path, size):
+    from PIL import Image
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (200, 30, 30)).save(path)
+    image = media.load_image(path)
+    assert max(image.size) / min(image.size) <= 200  # the processor refuses more
+    assert image.width * image.height <= media.DEFAULT_LIMITS.max_image_pixels * 1.01
+    # Padded, not cropped: the picture runs from end to end across the middle.
+    pixels = np.asarray(image) if image.width > image.height else np.asarray(image).transpose(1, 0, 2)
+    red = (pixels == [200, 30, 30]).all(axis=-1)
+    assert red[:, 0].any() and red[:, pixels.shape[1] // 2].any() and red[:, -1].any()
+    assert not red[0].any() and not red[-1].any(), "the margins are white"
