@@ -8,6 +8,7 @@ which the UI shows as it is.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,7 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
             duration = _duration_s(container, stream)
             if duration is not None and duration > limits.max_video_s:
                 raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
+            _check_frame_memory(path, stream, duration, limits)
             frames = _sample_frames(container, stream, limits)
     except av.FFmpegError as err:
         raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
@@ -208,6 +210,25 @@ def _duration_s(container, stream) -> float | None:
     if container.duration is not None:
         return container.duration / 1_000_000
     return None
+
+
+MAX_VIDEO_PIXELS = 2**29
+"""Pixels of all the frames one video may hold at once (1.6 GB as RGB): 128 frames of 1440p fit,
+128 frames of 8K (12.7 GB) don't."""
+
+
+def _check_frame_memory(path, stream, duration: float | None, limits: MediaLimits) -> None:
+    """Frames are held at their full size until the processor shrinks them: refuse a video whose
+    kept frames would take more than ``MAX_VIDEO_PIXELS``, before decoding any."""
+    width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+    frames = limits.max_video_frames
+    if duration is not None:
+        frames = min(frames, math.ceil(duration * limits.video_fps) + 1)
+    if width * height * frames > MAX_VIDEO_PIXELS:
+        seconds = MAX_VIDEO_PIXELS // (width * height) / limits.video_fps
+        if seconds < 1:
+            raise MediaError(path, f"the video is {width}×{height}, too large to take in")
+        raise MediaError(path, f"the video is {width}×{height}; at that size it can be at most {seconds:.0f} s long")
 
 
 def _sample_frames(container, stream, limits: MediaLimits) -> list[np.ndarray]:

@@ -39,6 +39,10 @@ def refused(folder: Path, speech: Path, image: Path, video: Path) -> dict[str, t
     subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=1:d=360",
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_video)], check=True, capture_output=True)
     files[long_video.name] = (long_video, "video is 360 s long, the limit is 300 s")
+    uhd = folder / "uhd.mp4"  # 69 full-size frames would take 1.7 GB
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:size=3840x2160:rate=1:d=34",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(uhd)], check=True, capture_output=True)
+    files[uhd.name] = (uhd, "the video is 3840×2160; at that size it can be at most 32 s long")
     hour = media_factory.long_opus(folder / "an-hour.ogg", 3600)  # 1.4 MB
     files[hour.name] = (hour, "audio is 3600 s long, the limit is 600 s")
     one_hertz = folder / "one-hertz.wav"  # 16 KB that would resample to 512 MB

@@ -8,6 +8,7 @@ bounds are far below what decoding the whole file takes (hundreds of MB to GB).
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import tracemalloc
 
 import numpy as np
@@ -128,3 +129,15 @@ def test_an_image_too_elongated_for_the_processor_is_padded_within_the_pixel_bud
     red = (pixels == [200, 30, 30]).all(axis=-1)
     assert red[:, 0].any() and red[:, pixels.shape[1] // 2].any() and red[:, -1].any()
     assert not red[0].any() and not red[-1].any(), "the margins are white"
+
+
+def test_a_huge_video_is_refused_by_name_before_its_frames_are_decoded(tmp_path):
+    """34 s of 3840×2160 at 2 frames/s would keep 69 full-size frames: 1.7 GB, and as much again to stack them."""
+    video = tmp_path / "uhd.mp4"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:size=3840x2160:rate=1:d=34",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(video)],
+                   check=True, capture_output=True)
+    with peak_growth() as peak, pytest.raises(media.MediaError) as refused:
+        media.load_video(video)
+    assert str(refused.value) == "uhd.mp4: the video is 3840×2160; at that size it can be at most 32 s long"
+    assert peak[0] < 64 * MB, f"{peak[0] / MB:.0f} MB allocated to refuse it"

@@ -76,6 +76,8 @@ ZH_TEMPLATES = {
         "音频的采样率是 {rate} Hz；只能接受 {minimum} 到 {maximum} Hz",
     "the audio holds invalid samples (NaN or infinity)": "音频中含有无效的采样值（NaN 或无穷大）",
     "video is {length} s long, the limit is {limit} s": "视频长 {length} 秒，上限是 {limit} 秒",
+    "the video is {size}; at that size it can be at most {length} s long": "视频尺寸为 {size}；这个尺寸下最长只能是 {length} 秒",
+    "the video is {size}, too large to take in": "视频尺寸为 {size}，太大，无法处理",
     "the file has no video stream": "文件中没有视频流",
     "not a readable video ({reason})": "无法读取的视频（{reason}）",
     "the video has no frames": "视频中没有画面",
