@@ -141,3 +141,13 @@ def test_a_huge_video_is_refused_by_name_before_its_frames_are_decoded(tmp_path)
         media.load_video(video)
     assert str(refused.value) == "uhd.mp4: the video is 3840×2160; at that size it can be at most 32 s long"
     assert peak[0] < 64 * MB, f"{peak[0] / MB:.0f} MB allocated to refuse it"
+
+
+def test_a_wav_of_nans_is_refused_by_name_before_generation(instruct_backend, tmp_path):
+    path = tmp_path / "broken-float.wav"
+    soundfile.write(path, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    request = ChatRequest(turns=(Turn.user(MediaPart("audio", str(path)), "What?"),),
+                          sampling=Sampling(temperature=1.0, max_new_tokens=4), return_audio=False)
+    (error,) = errors_of(collect(instruct_backend, request))
+    assert error.stage == "input"
+    assert error.message == "broken-float.wav: the audio holds invalid samples (NaN or infinity)"
