@@ -85,11 +85,12 @@ class VideoClip:
 
 
 def kind_of(path: str | os.PathLike) -> MediaKind:
-    """The media kind a file's extension announces (webm counts as video if it has frames)."""
+    """The media kind a file's extension announces; a video container holding only sound (an .mp4
+    of a song, a .webm recording) is heard as audio."""
     suffix = Path(path).suffix.lower()
     for kind in ("image", "video", "audio"):
         if suffix in EXTENSIONS[kind]:  # type: ignore[index]
-            if suffix == ".webm" and kind == "video" and not _has_video_stream(path):
+            if kind == "video" and not _has_video_stream(path) and (suffix == ".webm" or _has_audio_stream(path)):
                 return "audio"
             return kind  # type: ignore[return-value]
     raise MediaError(path, f"unsupported file type '{suffix or '(none)'}'")
@@ -118,32 +119,63 @@ def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
             image = _to_rgb(img)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise MediaError(path, f"not a readable image ({err.__class__.__name__})") from err
+    padded = _within_aspect_ratio(image, limits)
+    if padded is not image:  # a canvas of other proportions: sized anew
+        image = padded
+        height, width = smart_resize(image.height, image.width, limits.min_image_pixels, limits.max_image_pixels)
     return image if image.size == (width, height) else image.resize((width, height))
 
 
+MAX_ASPECT_RATIO = 200
+"""The vision processor refuses images more elongated than this (qwen-omni-utils does the same)."""
+
+
+def _within_aspect_ratio(image, limits: MediaLimits):
+    """A strip too elongated for the processor (a banner, a one-pixel line) is centred on a white
+    canvas just wide enough; a very long one is first shrunk so the canvas stays in the pixel budget."""
+    from PIL import Image
+
+    long_side, short_side = max(image.size), min(image.size)
+    if long_side <= short_side * MAX_ASPECT_RATIO:
+        return image
+    longest = int((MAX_ASPECT_RATIO * 0.95 * limits.max_image_pixels) ** 0.5) - SIZE_FACTOR
+    if long_side > longest:
+        scale = longest / long_side
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        long_side = max(image.size)
+    # Sides are rounded to multiples of SIZE_FACTOR afterwards: aim a little under the limit, in whole tiles.
+    short_side = math.ceil(long_side / (MAX_ASPECT_RATIO * 0.95) / SIZE_FACTOR) * SIZE_FACTOR
+    size = (image.width, max(image.height, short_side)) if image.width >= image.height else \
+        (max(image.width, short_side), image.height)
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    canvas.paste(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
+    return canvas
+
+
 def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Mono float32 samples at 16 kHz."""
+    """Mono float32 samples at 16 kHz.
+
+    Only what the limits allow is ever decoded: a file whose header says it is too long, or has
+    an absurd sample rate, is refused before decoding, and one that turns out too long is refused
+    as soon as decoding passes the limit (a 20 MB Opus file holds 8 hours).
+    """
     _check_file(path, limits)
-    samples, rate = _read_with_soundfile(path)
+    samples = _read_with_soundfile(path, limits)
     if samples is None:
-        samples = _decode_audio_track(path)
+        samples = _decode_audio_track(path, limits)
         if samples is None:
             problem = "not a readable audio file"
             if _has_video_stream(path):  # a silent video, or a picture behind an audio name
                 is_video = Path(path).suffix.lower() in EXTENSIONS["video"]
                 problem = "the video has no sound track" if is_video else problem + " (it holds pictures, no sound)"
             raise MediaError(path, problem)
-    else:
-        samples = resample(samples, rate, INPUT_SAMPLE_RATE)
     if samples.size == 0:
         raise MediaError(path, "the audio has no samples")
     seconds = samples.size / INPUT_SAMPLE_RATE
     if seconds < limits.min_audio_s:
         raise MediaError(path, f"the audio is only {seconds * 1000:.0f} ms long; it takes at least "
                          f"{limits.min_audio_s * 1000:.0f} ms")
-    if seconds > limits.max_audio_s:
-        raise MediaError(path, f"audio is {seconds:.0f} s long, the limit is {limits.max_audio_s:.0f} s")
-    return samples
+    return _checked_samples(path, samples)
 
 
 def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> VideoClip:
@@ -174,7 +206,8 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
         frames.append(frames[-1])
         times.append(times[-1])
     fps = len(frames) / max(total, 1) * rate  # as qwen-omni-utils reports it: frames taken per second of video
-    return VideoClip(np.stack(frames), fps, _decode_audio_track(path), tuple(times))
+    sound = _decode_audio_track(path, limits)
+    return VideoClip(np.stack(frames), fps, None if sound is None else _checked_samples(path, sound), tuple(times))
 
 
 def frame_indices(total: int, rate: float, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -276,8 +309,8 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
 def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
     """A video's sound at 16 kHz mono, or None when it has none."""
     check_video(path, limits)
-    sound = _decode_audio_track(path)
-    return sound if sound is not None and sound.size else None
+    sound = _decode_audio_track(path, limits)
+    return _checked_samples(path, sound) if sound is not None and sound.size else None
 
 
 def _duration_s(container, stream) -> float | None:
@@ -289,41 +322,120 @@ def _duration_s(container, stream) -> float | None:
 
 
 def _has_video_stream(path) -> bool:
+    return "video" in _stream_types(path)
+
+
+def _has_audio_stream(path) -> bool:
+    return "audio" in _stream_types(path)
+
+
+def _stream_types(path) -> set[str]:
+    """The kinds of stream a container holds (none when PyAV can't open it)."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            return bool(container.streams.video)
+            return {stream.type for stream in container.streams}
     except (av.FFmpegError, OSError):
-        return False
+        return set()
 
 
-def _read_with_soundfile(path) -> tuple[np.ndarray | None, int]:
+def _read_with_soundfile(path, limits: MediaLimits) -> np.ndarray | None:
+    """The file at 16 kHz mono if libsndfile reads it (WAV, FLAC, Ogg, MP3), read block by block."""
     import soundfile
 
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as sound:
+            sink = _SoundSink(path, sound.samplerate, limits, sound.frames / max(sound.samplerate, 1))
+            # Blocks of about a million samples whatever the channel count, so no read holds much.
+            block = max(1024, 2**20 // max(sound.channels, 1))
+            while len(data := sound.read(block, dtype="float32", always_2d=True)):
+                sink.add(data.mean(axis=1))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        return None, 0
-    return data.mean(axis=1), rate
+        return None
+    return sink.finish()
 
 
-def _decode_audio_track(path) -> np.ndarray | None:
-    """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent."""
+def _decode_audio_track(path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
+    """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent.
+
+    Stops with a ``MediaError`` once past ``limits.max_audio_s``.
+    """
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 return None
+            stream = container.streams.audio[0]
+            sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, _duration_s(container, stream),
+                              resample_here=False)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_SAMPLE_RATE)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    sink.add(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                sink.add(out.to_ndarray().reshape(-1))
     except (av.FFmpegError, OSError):
         return None
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return sink.finish()
+
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+"""Rates outside these are a broken or crafted header, not sound: resampling a '1 Hz' file to
+16 kHz multiplies its samples 16,000 times."""
+
+
+class _SoundSink:
+    """Collects decoded mono blocks at 16 kHz, refusing the file by name as soon as it is too long.
+
+    ``length_s`` is what the file's header says (None when unknown); a rate or length out of
+    bounds is refused before anything is decoded.
+    """
+
+    def __init__(self, path, rate: int, limits: MediaLimits, length_s: float | None, resample_here: bool = True):
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise MediaError(path, f"the audio's sample rate is {rate} Hz; it takes {MIN_SAMPLE_RATE} to "
+                             f"{MAX_SAMPLE_RATE} Hz")
+        self.path, self.limit_s = path, limits.max_audio_s
+        if length_s is not None and length_s > self.limit_s:
+            self._refuse(length_s)
+        self.max_size = int(self.limit_s * INPUT_SAMPLE_RATE) + 1
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+        self.stream = None
+        if resample_here and rate != INPUT_SAMPLE_RATE:
+            import soxr
+
+            self.stream = soxr.ResampleStream(rate, INPUT_SAMPLE_RATE, 1, dtype="float32")
+
+    def add(self, mono: np.ndarray, last: bool = False) -> None:
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self.stream is not None:
+            mono = self.stream.resample_chunk(mono, last=last)
+        self.chunks.append(mono)
+        self.size += mono.size
+        if self.size > self.max_size:
+            self.chunks.clear()
+            self._refuse(None)
+
+    def finish(self) -> np.ndarray:
+        if self.stream is not None:
+            self.add(np.zeros(0, np.float32), last=True)
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+    def _refuse(self, length_s: float | None):
+        if length_s is None:
+            raise MediaError(self.path, f"audio is longer than the {self.limit_s:.0f} s limit")
+        raise MediaError(self.path, f"audio is {length_s:.0f} s long, the limit is {self.limit_s:.0f} s")
+
+
+def _checked_samples(path, samples: np.ndarray) -> np.ndarray:
+    """NaN or infinite samples (a broken float WAV) would turn every feature into NaN and fail the
+    reply without the file's name: refuse them here."""
+    if not np.isfinite(samples).all():
+        raise MediaError(path, "the audio holds invalid samples (NaN or infinity)")
+    return samples
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:

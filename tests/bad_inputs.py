@@ -39,6 +39,14 @@ def refused(folder: Path, speech: Path, image: Path, video: Path) -> dict[str, t
     subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=1:d=360",
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_video)], check=True, capture_output=True)
     files[long_video.name] = (long_video, "video is 360 s long, the limit is 300 s")
+    hour = media_factory.long_opus(folder / "an-hour.ogg", 3600)  # 1.4 MB
+    files[hour.name] = (hour, "audio is 3600 s long, the limit is 600 s")
+    one_hertz = folder / "one-hertz.wav"  # 16 KB that would resample to 512 MB
+    soundfile.write(one_hertz, np.zeros(8000, np.int16), 1)
+    files[one_hertz.name] = (one_hertz, "the audio's sample rate is 1 Hz; it takes 1000 to 768000 Hz")
+    not_numbers = folder / "nan.wav"
+    soundfile.write(not_numbers, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    files[not_numbers.name] = (not_numbers, "the audio holds invalid samples (NaN or infinity)")
     return files
 
 
@@ -50,5 +58,8 @@ def accepted(folder: Path) -> dict[str, Path]:
     from PIL import Image
 
     Image.new("RGB", (9000, 7000), (30, 120, 200)).save(huge)  # downscaled to the pixel limit, not refused
+    banner = folder / "banner.png"
+    Image.new("RGB", (8000, 20), (200, 30, 30)).save(banner)  # more elongated than the processor takes: padded
     mute_video = media_factory.test_video(folder / "no-sound.mp4", with_audio=False)
-    return {"silence.wav": silent, "huge.png": huge, "no-sound.mp4": mute_video}
+    song = media_factory.sound_only_mp4(folder / "song.mp4")  # heard as audio
+    return {"silence.wav": silent, "huge.png": huge, "banner.png": banner, "no-sound.mp4": mute_video, "song.mp4": song}

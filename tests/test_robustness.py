@@ -257,5 +257,6 @@ def test_a_crafted_or_broken_conversation_archive_is_refused_or_contained(tmp_pa
             {"role": "user", "parts": [{"type": "audio", "file": "../../escape.wav"}]}]}))
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
-    (turn,) = archive.import_conversation(str(crafted), str(unpacked))
-    assert turn.media[0].path == str(unpacked / "escape.wav") and not (tmp_path.parent / "escape.wav").exists()
+    with pytest.raises(media.MediaError, match="a path that leads out of the folder"):
+        archive.import_conversation(str(crafted), str(unpacked))
+    assert not list(unpacked.iterdir()) and not (tmp_path.parent / "escape.wav").exists()

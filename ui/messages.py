@@ -71,7 +71,13 @@ ZH_TEMPLATES = {
     "the audio has no samples": "音频中没有采样",
     "the audio is only {length} ms long; it takes at least {minimum} ms": "音频只有 {length} 毫秒；至少需要 {minimum} 毫秒",
     "audio is {length} s long, the limit is {limit} s": "音频长 {length} 秒，上限是 {limit} 秒",
+    "audio is longer than the {limit} s limit": "音频超过了 {limit} 秒的上限",
+    "the audio's sample rate is {rate} Hz; it takes {minimum} to {maximum} Hz":
+        "音频的采样率是 {rate} Hz；只能接受 {minimum} 到 {maximum} Hz",
+    "the audio holds invalid samples (NaN or infinity)": "音频中含有无效的采样值（NaN 或无穷大）",
     "video is {length} s long, the limit is {limit} s": "视频长 {length} 秒，上限是 {limit} 秒",
+    "the video is {size}; at that size it can be at most {length} s long": "视频尺寸为 {size}；这个尺寸下最长只能是 {length} 秒",
+    "the video is {size}, too large to take in": "视频尺寸为 {size}，太大，无法处理",
     "the file has no video stream": "文件中没有视频流",
     "not a readable video ({reason})": "无法读取的视频（{reason}）",
     "the video has no frames": "视频中没有画面",
