@@ -18,26 +18,26 @@ def build_backend(name: str, checkpoint: Checkpoint | None, **options) -> Backen
     Heavy imports happen only here, so a missing optional package (vLLM) fails only when asked for.
     """
     if name == "transformers":
-        from backends.transformers_backend import TransformersBackend, TransformersOptions
+        from backends.transformers.backend import TransformersBackend, TransformersOptions
 
         return TransformersBackend(_needs(checkpoint, name), TransformersOptions(**options))
     if name == "vllm":
-        from backends.vllm_backend import VLLMBackend, VLLMOptions
+        from backends.vllm.backend import VLLMBackend, VLLMOptions
 
         return VLLMBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options)))
     if name == "hybrid":
-        from backends.hybrid_backend import HybridBackend
-        from backends.transformers_backend import TransformersOptions
-        from backends.vllm_backend import VLLMOptions
+        from backends.hybrid.backend import HybridBackend
+        from backends.transformers.backend import TransformersOptions
+        from backends.vllm.backend import VLLMOptions
 
-        from backends.openai_backend import OpenAIOptions
+        from backends.openai.backend import OpenAIOptions
 
         server = options.get("server")
         return HybridBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options.get("engine", {}))),
                              TransformersOptions(**options.get("talker", {})),
                              server=OpenAIOptions(**_engine_options(server)) if server else None)
     if name == "openai":
-        from backends.openai_backend import OpenAIBackend, OpenAIOptions
+        from backends.openai.backend import OpenAIBackend, OpenAIOptions
 
         return OpenAIBackend(OpenAIOptions(**{k: v for k, v in options.items() if v is not None}))
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

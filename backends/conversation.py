@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends import media
+import media
 from backends.request import ChatRequest, MediaPart, TextPart
 
 

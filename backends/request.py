@@ -1,7 +1,7 @@
 """What the UI (or an API caller) asks a backend for.
 
 A conversation is a list of turns whose parts are text or media *files* (paths on
-this machine). Decoding the files is the backend's job, through ``backends.media``,
+this machine). Decoding the files is the backend's job, through ``media``,
 so a remote backend can send the original bytes and a local one can decode them once.
 """
 

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.decoding import decode_tail  # noqa: E402
-from backends.speech import CONV_REACH_FRAMES  # noqa: E402
+from backends.transformers.decoding import decode_tail  # noqa: E402
+from backends.transformers.speech import CONV_REACH_FRAMES  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG  # noqa: E402
 
 CASES = [(74, 20), (105, 25)]

@@ -1,5 +1,5 @@
 """One token's attention over a static KV cache (a decode step): transformers' sdpa path vs our Triton kernel
-(backends/decode_attention.py), side by side in one process on a GPU.
+(backends/transformers/kernels/decode_attention.py), side by side in one process on a GPU.
 
     python benchmarks/decode_attention.py        # GPU
 
@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends import decode_attention  # noqa: E402
-from backends.decoding import _captured  # noqa: E402
+from backends.transformers.kernels import decode_attention  # noqa: E402
+from backends.transformers.decoding import _captured  # noqa: E402
 from benchmarks.speech_latency import wall_and_kernels  # noqa: E402
 
 LAYOUTS = {"thinker": (32, 4), "talker": (16, 2)}

@@ -1,4 +1,4 @@
-"""The encoder cache's own cost (backends/encoder_cache.py) for one 448×448 image, around an image encoder
+"""The encoder cache's own cost (backends/transformers/encoder_cache.py) for one 448×448 image, around an image encoder
 that costs nothing: on a miss (sums, then copies of the input and outputs it keeps) and on a hit (sums and
 one equality test, in host memory, and the copy back). Real sizes: the input 784 patches × 1536 values, outputs
 196 × 2048 with 3 DeepStack levels.
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.encoder_cache import EncoderCache  # noqa: E402
+from backends.transformers.encoder_cache import EncoderCache  # noqa: E402
 
 
 class FreeEncoder:

@@ -1,5 +1,5 @@
 """The audio and vision encoders, transformers' eager forward against the padded, captured passes of
-backends/encoder_graphs.py, side by side (GPU; the CPU runs them eagerly, which checks only that it works).
+backends/transformers/encoder_graphs.py, side by side (GPU; the CPU runs them eagerly, which checks only that it works).
 
     python benchmarks/encoder_graphs.py
 
@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.encoder_graphs import EncoderGraphs  # noqa: E402
+from backends.transformers.encoder_graphs import EncoderGraphs  # noqa: E402
 from benchmarks.encoder_cache import median_ms  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, kernels_of  # noqa: E402
 

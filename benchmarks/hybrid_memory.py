@@ -45,11 +45,11 @@ def measure(variant: str, full_size: bool) -> dict:
     from backends.checkpoints import Checkpoint, resolve_checkpoint
     from backends.conversation import build_prompt_inputs
     from backends.events import AudioChunk
-    from backends.hybrid_backend import TalkerSide
+    from backends.hybrid.backend import TalkerSide
     from backends.request import ChatRequest, MediaPart, Sampling, Turn
-    from backends.speech import TextFeed
-    from backends.tiny_checkpoint import ensure_tiny_checkpoint
-    from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
+    from backends.transformers.speech import TextFeed
+    from backends.checkpoints.tiny import ensure_tiny_checkpoint
+    from backends.transformers.backend import TransformersBackend, TransformersOptions, load_model
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5)

@@ -1,5 +1,5 @@
 """The thinker's MoE layer for one token (a decode step): transformers' grouped_mm experts vs our fused
-Triton kernels (backends/fused_moe.py), side by side in one process on a GPU.
+Triton kernels (backends/transformers/kernels/fused_moe.py), side by side in one process on a GPU.
 
     python benchmarks/moe_decode.py             # GPU; --layers 8 --compile
     TRITON_INTERPRET=1 python benchmarks/moe_decode.py --cpu --layers 1    # the same checks, slowly, on a CPU
@@ -25,8 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends import fused_moe  # noqa: E402
-from backends.decoding import _captured  # noqa: E402
+from backends.transformers.kernels import fused_moe  # noqa: E402
+from backends.transformers.decoding import _captured  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
 GATE_UP_TILES = [(8, 256, 4), (8, 512, 4), (4, 512, 4), (4, 1024, 4), (8, 1024, 8), (16, 512, 8), (8, 2048, 8),

@@ -37,8 +37,8 @@ def main() -> None:
 
     from accelerate import dispatch_model, infer_auto_device_map
 
-    from backends.tiny_checkpoint import ensure_tiny_checkpoint
-    from backends.transformers_backend import TransformersBackend, TransformersOptions, _memory_caps
+    from backends.checkpoints.tiny import ensure_tiny_checkpoint
+    from backends.transformers.backend import TransformersBackend, TransformersOptions, _memory_caps
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     model, processor = full_size_model(tiny_path)

@@ -98,7 +98,7 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192, 
                        modes: tuple[str, ...] = ("off", "auto")) -> dict:
     """TransformersBackends around one full-size random-weight model (GPU), by ``compile`` mode: "off" (eager)
     and "auto" (compiled). Their caches are the app's (300 s of speech); each reply stops after SPEECH_FRAMES."""
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend, TransformersOptions
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
@@ -115,7 +115,7 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192, 
 def tiny_backends(device: str = "cpu") -> dict:
     """Eager and compiled backends around one tiny model (``compile="on"``: inductor even on the CPU)."""
     from backends.checkpoints import resolve_checkpoint
-    from backends.transformers_backend import TransformersBackend, TransformersOptions, load_model
+    from backends.transformers.backend import TransformersBackend, TransformersOptions, load_model
 
     checkpoint = resolve_checkpoint("tiny")
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device, encoder_cache_mb=0)
@@ -185,7 +185,7 @@ def run_streaming(backend, request: ChatRequest) -> dict:
 
 def greedy_outputs(backend, request: ChatRequest) -> tuple[list[int], torch.Tensor]:
     """Text token ids and codec codes of one greedy streamed reply."""
-    from backends import speech
+    from backends.transformers import speech
 
     frames: list[torch.Tensor] = []
     tokens: list[int] = []
@@ -553,7 +553,7 @@ def thinker_against_stock(backend, request: ChatRequest, cache: int, kernel: str
     kernels, and through a second one of its size compiled with transformers' own, alternating in one run (GPU).
     ``kernel``: the backend's attribute holding the function that puts transformers' own back; ``turn_on(model)``
     turns ours on again."""
-    from backends.decoding import ThinkerDecoder
+    from backends.transformers.decoding import ThinkerDecoder
 
     decoders = backend.thinker_decoders
     if getattr(backend, kernel) is None or not decoders:
@@ -575,7 +575,7 @@ def thinker_against_stock(backend, request: ChatRequest, cache: int, kernel: str
 
 def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
     """The fused MoE kernels vs transformers' grouped_mm (thinker_against_stock), in the smallest cache."""
-    from backends.fused_moe import use_fused_decode_experts
+    from backends.transformers.kernels.fused_moe import use_fused_decode_experts
 
     return thinker_against_stock(backend, request, 0, "_stock_experts",
                                  lambda model: use_fused_decode_experts(model.thinker), ("fused MoE", "grouped_mm"))
@@ -583,7 +583,7 @@ def thinker_by_experts(backend, request: ChatRequest) -> list[str]:
 
 def thinker_by_attention(backend, request: ChatRequest) -> list[str]:
     """The decode-attention kernel vs transformers' sdpa (thinker_against_stock), in the largest cache."""
-    from backends.decode_attention import use_decode_attention
+    from backends.transformers.kernels.decode_attention import use_decode_attention
 
     return thinker_against_stock(backend, request, -1, "_stock_attention", use_decode_attention,
                                  ("decode-attention kernel", "sdpa"))
@@ -606,7 +606,7 @@ def second_turn_by_encoder_cache(backend, request: ChatRequest) -> list[str]:
     encoded, and only the new one encoded (the first turn's from the encoder cache); alternating, one run."""
     from PIL import Image
 
-    from backends.encoder_cache import EncoderCache
+    from backends.transformers.encoder_cache import EncoderCache
 
     new_image = Path(tempfile.mkdtemp()) / "second.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(new_image)
@@ -689,13 +689,13 @@ def main() -> None:
     import logging
 
     logging.basicConfig(format="  %(message)s")
-    for name in ("backends.transformers_backend", "backends.decoding"):  # warm-up progress, graph memory
+    for name in ("backends.transformers.backend", "backends.transformers.decoding"):  # warm-up progress, graph memory
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
-        for name in ("backends.speech", "backends.decoding", "backends.transformers_backend"):  # first token, audio
+        for name in ("backends.transformers.speech", "backends.transformers.decoding", "backends.transformers.backend"):  # first token, audio
             logging.getLogger(name).setLevel(logging.DEBUG)
 
-    from backends.tiny_checkpoint import ensure_tiny_checkpoint
+    from backends.checkpoints.tiny import ensure_tiny_checkpoint
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     started = time.perf_counter()

@@ -29,7 +29,7 @@ SWITCHES = ("experts", "attention", "projections")
 def thinker_with_layers(layers: int):
     from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
-    from backends.tiny_checkpoint import ensure_tiny_checkpoint
+    from backends.checkpoints.tiny import ensure_tiny_checkpoint
 
     config = full_size_config(ensure_tiny_checkpoint("instruct")).thinker_config
     config.text_config.num_hidden_layers = layers
@@ -44,9 +44,9 @@ def thinker_with_layers(layers: int):
 
 def switch_on(thinker, without: str | None) -> list:
     """Our kernels on, but ``without``; returns the functions that put transformers' own back."""
-    from backends.decode_attention import use_decode_attention
-    from backends.fused_moe import use_fused_decode_experts
-    from backends.fused_projections import fuse_attention_projections
+    from backends.transformers.kernels.decode_attention import use_decode_attention
+    from backends.transformers.kernels.fused_moe import use_fused_decode_experts
+    from backends.transformers.kernels.fused_projections import fuse_attention_projections
 
     undo = []
     for name, turn_on in (("experts", use_fused_decode_experts), ("attention", use_decode_attention),
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--ab", choices=SWITCHES, action="append", default=[],
                         help="also a step without this one of our kernels (repeatable)")
     args = parser.parse_args()
-    from backends.decoding import ThinkerDecoder
+    from backends.transformers.decoding import ThinkerDecoder
 
     thinker = thinker_with_layers(args.layers)
     print(f"thinker with {args.layers} of 48 layers, {args.cache}-slot cache, {args.filled} filled; "

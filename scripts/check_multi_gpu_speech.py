@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backends.checkpoints import Checkpoint  # noqa: E402
 from backends.events import AudioChunk, Error, TextDelta  # noqa: E402
 from backends.request import ChatRequest, MediaPart, Sampling, Turn  # noqa: E402
-from backends.tiny_checkpoint import ensure_tiny_checkpoint  # noqa: E402
-from backends.transformers_backend import TransformersBackend, TransformersOptions  # noqa: E402
+from backends.checkpoints.tiny import ensure_tiny_checkpoint  # noqa: E402
+from backends.transformers.backend import TransformersBackend, TransformersOptions  # noqa: E402
 
 
 def split_device_map(path) -> dict[str, int]:

@@ -28,7 +28,7 @@ def speech(path: Path, text: str, voice: str) -> None:
     samples, rate = soundfile.read(raw, dtype="float32")
     raw.unlink()
     sys.path.insert(0, str(ROOT))
-    from backends.media import resample
+    from media import resample
 
     soundfile.write(path, resample(samples, rate, RATE), RATE, subtype="PCM_16")
 

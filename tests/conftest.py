@@ -78,7 +78,7 @@ def talker_frames(monkeypatch) -> list:
     """Records the codec frames every talker loop produces during the test."""
     import torch
 
-    from backends import speech
+    from backends.transformers import speech
 
     frames: list[torch.Tensor] = []
     original = speech.Talker.frames

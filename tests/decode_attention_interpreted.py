@@ -1,4 +1,4 @@
-"""Checks of backends/decode_attention.py on CPU tensors through Triton's interpreter;
+"""Checks of backends/transformers/kernels/decode_attention.py on CPU tensors through Triton's interpreter;
 tests/test_decode_attention.py runs this file in a process of its own with TRITON_INTERPRET=1 (set before
 triton is imported)."""
 
@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from backends import decode_attention  # noqa: E402
+from backends.transformers.kernels import decode_attention  # noqa: E402
 
 
 def sdpa(query, key, value, seen, scale):
@@ -58,9 +58,9 @@ def thinker_replies_alike() -> None:
     layers went through it. (The talker's layout is among kernel_matches_sdpa's; here it is only switched.)"""
     from backends.checkpoints import resolve_checkpoint
     from backends.conversation import build_prompt_inputs
-    from backends.decoding import ThinkerDecoder
+    from backends.transformers.decoding import ThinkerDecoder
     from backends.request import ChatRequest, Turn
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend, TransformersOptions
     from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
@@ -108,7 +108,7 @@ def a_kernel_that_fails_its_check_leaves_sdpa() -> None:
     """Where the kernel can't be built or disagrees with sdpa (another GPU, another Triton), the layers keep
     sdpa instead of failing in a reply."""
     from backends.checkpoints import resolve_checkpoint
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend, TransformersOptions
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
     thinker = backend.model.thinker.to(torch.bfloat16)

@@ -1,4 +1,4 @@
-"""Checks of backends/fused_moe.py on CPU tensors through Triton's interpreter; tests/test_fused_moe.py runs
+"""Checks of backends/transformers/kernels/fused_moe.py on CPU tensors through Triton's interpreter; tests/test_fused_moe.py runs
 this file in a process of its own with TRITON_INTERPRET=1 (set before triton is imported)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from backends import fused_moe  # noqa: E402
+from backends.transformers.kernels import fused_moe  # noqa: E402
 
 
 def layer_matches_stock() -> None:
@@ -90,9 +90,9 @@ def thinker_replies_alike() -> None:
     every decode step went through them."""
     from backends.checkpoints import resolve_checkpoint
     from backends.conversation import build_prompt_inputs
-    from backends.decoding import ThinkerDecoder
+    from backends.transformers.decoding import ThinkerDecoder
     from backends.request import ChatRequest, Turn
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend, TransformersOptions
     from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny-captioner"), TransformersOptions(compile="off"))

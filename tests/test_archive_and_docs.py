@@ -1,4 +1,4 @@
-"""Conversation export/import (ui/archive.py), the README's promises about the API and the Live tab, and the
+"""Conversation export/import (ui/chat/archive.py), the README's promises about the API and the Live tab, and the
 Gradio patches' version guard."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from backends.media import MediaError
+from media import MediaError
 from backends.request import MediaPart, TextPart, Turn
-from ui import archive
+from ui.chat import archive
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -220,7 +220,7 @@ def test_the_readme_lists_exactly_the_apps_public_endpoints(server):
 
 
 def test_the_readme_gives_the_live_tabs_microphone_chunk_length():
-    from ui.live import MIC_CHUNK_S
+    from ui.live.tab import MIC_CHUNK_S
 
     said = re.search(r"The microphone streams to the server in ([\d.]+) s chunks", readme_section("The Live tab"))
     assert said and float(said.group(1)) == MIC_CHUNK_S

@@ -15,7 +15,7 @@ import torch
 
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
-from backends.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, ThinkerDecoder, _gumbel_pick
+from backends.transformers.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, ThinkerDecoder, _gumbel_pick
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
@@ -187,9 +187,9 @@ def test_a_prompt_padded_to_a_captured_length_decodes_like_the_exact_one(instruc
 
 
 def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypatch):
-    from backends import decoding
-    from backends.decoding import CapturedVocoder
-    from backends.speech import CONV_REACH_FRAMES, StreamingVocoder
+    from backends.transformers import decoding
+    from backends.transformers.decoding import CapturedVocoder
+    from backends.transformers.speech import CONV_REACH_FRAMES, StreamingVocoder
 
     code2wav = instruct_backend.model.code2wav
     left_context = StreamingVocoder.default_left_context(code2wav)
@@ -230,7 +230,7 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     """The text model's prompt pass, padded to a fixed length (on a GPU: a CUDA graph), gives the same reply and
     the same states for the talker; with an image that includes DeepStack's features."""
     from backends.conversation import build_prompt_inputs
-    from backends.speech import capture_prompt_hidden
+    from backends.transformers.speech import capture_prompt_hidden
 
     model = instruct_backend.model
     layer = model.config.talker_config.accept_hidden_layer
@@ -338,7 +338,7 @@ def test_fused_projections_view_the_same_weights_and_give_the_same_logits(tiny_c
     the values unchanged), the thinker's logits stay bit for bit the same on the CPU, and undoing it puts
     transformers' forward back."""
     from backends.conversation import build_prompt_inputs
-    from backends.fused_projections import fuse_attention_projections
+    from backends.transformers.kernels.fused_projections import fuse_attention_projections
 
     backend = build_backend("transformers", resolve_checkpoint("tiny"), compile="off")
     try:

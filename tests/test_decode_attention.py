@@ -1,4 +1,4 @@
-"""The decode-attention kernel (backends/decode_attention.py) gives sdpa's outputs.
+"""The decode-attention kernel (backends/transformers/kernels/decode_attention.py) gives sdpa's outputs.
 
 Triton compiles for GPUs only, so on this CPU its interpreter runs it (TRITON_INTERPRET=1, which must be set
 before triton is imported: hence a process of its own). Its speed on a GPU: benchmarks/decode_attention.py.

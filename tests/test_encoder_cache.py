@@ -11,7 +11,7 @@ import torch
 
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
-from backends.encoder_cache import EncoderCache
+from backends.transformers.encoder_cache import EncoderCache
 from backends.events import Error
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests import media_factory

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from backends.conversation import build_prompt_inputs
-from backends.encoder_graphs import EncoderGraphs
+from backends.transformers.encoder_graphs import EncoderGraphs
 from backends.request import ChatRequest, MediaPart, Turn
 from tests import media_factory
 

@@ -35,7 +35,7 @@ def stream_text(tokenizer, ids: list[int]) -> tuple[list[str], int]:
     it decoded to do so."""
     import torch
 
-    from backends.transformers_backend import _TextStreamer
+    from backends.transformers.backend import _TextStreamer
 
     counting = CountingTokenizer(tokenizer)
     pieces: list[str] = []
@@ -68,7 +68,7 @@ def test_streaming_decodes_each_token_a_bounded_number_of_times(tokenizer):
 
 
 def test_a_byte_sequence_that_never_completes_does_not_hold_the_reply_back(tokenizer):
-    from backends.incremental_text import MAX_PENDING_IDS, IncrementalDecoder
+    from backends.transformers.incremental_text import MAX_PENDING_IDS, IncrementalDecoder
 
     stray = [i for i in tokenizer.encode("🙂") if tokenizer.decode([i]).endswith("\ufffd")][0]
     ids = [stray] * (MAX_PENDING_IDS + 4) + tokenizer.encode(" and on")  # a random model's stray bytes
@@ -81,7 +81,7 @@ def test_a_byte_sequence_that_never_completes_does_not_hold_the_reply_back(token
 @pytest.fixture
 def engine_backend(instruct_backend):
     """A backend of its own (its engine thread may die) on the session's tiny model."""
-    from backends.transformers_backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend, TransformersOptions
 
     options = TransformersOptions(max_speech_seconds=2.0, talker_do_sample=False, encoder_cache_mb=0)
     backend = TransformersBackend(instruct_backend.checkpoint, options,
@@ -174,8 +174,8 @@ def test_the_openai_backend_encodes_files_off_the_event_loop(image_path, monkeyp
     import threading
     import time
 
-    from backends import openai_backend
-    from backends.openai_backend import OpenAIBackend, OpenAIOptions
+    from backends.openai import backend as openai_backend
+    from backends.openai.backend import OpenAIBackend, OpenAIOptions
     from backends.request import ChatRequest, MediaPart, Turn
     from tests.omni_server import OmniServer
     from tests.streams import finish_of
@@ -214,8 +214,8 @@ def test_the_openai_backend_encodes_files_off_the_event_loop(image_path, monkeyp
 
 
 def test_the_openai_backends_file_cache_stays_within_its_byte_budget(tmp_path, monkeypatch):
-    from backends import openai_backend
-    from backends.openai_backend import OpenAIBackend, OpenAIOptions
+    from backends.openai import backend as openai_backend
+    from backends.openai.backend import OpenAIBackend, OpenAIOptions
     from backends.request import ChatRequest, MediaPart, Turn
 
     megabyte = 1 << 20
@@ -267,10 +267,10 @@ def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from backends.hybrid_backend import HybridBackend, TalkerSide
+    from backends.hybrid.backend import HybridBackend, TalkerSide
     from backends.request import ChatRequest, Sampling, Turn
-    from backends.transformers_backend import TransformersOptions
-    from backends.vllm_backend import VLLMOptions
+    from backends.transformers.backend import TransformersOptions
+    from backends.vllm.backend import VLLMOptions
     from tests.streams import audio_of, errors_of, finish_of
 
     talker = TalkerSide(instruct_backend.checkpoint, TransformersOptions(

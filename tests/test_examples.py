@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends import media
+import media
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from scripts import make_assets
 from tests.streams import collect, errors_of, text_of

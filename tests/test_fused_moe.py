@@ -1,4 +1,4 @@
-"""The fused MoE decode kernels (backends/fused_moe.py) give the stock experts path's outputs.
+"""The fused MoE decode kernels (backends/transformers/kernels/fused_moe.py) give the stock experts path's outputs.
 
 Triton compiles for GPUs only, so on this CPU its interpreter runs them (TRITON_INTERPRET=1, which must be
 set before triton is imported: hence a process of its own). The GPU's speed and agreement are in

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from backends.media import pcm16, resample
+from media import pcm16, resample
 from tests import media_factory
-from ui.live import LiveSession, answer
+from ui.live.tab import LiveSession, answer
 
 MIC_RATE = 48_000  # what browsers deliver
 

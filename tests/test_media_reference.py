@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from backends import media
+import media
 from backends.conversation import PromptInputs, run_processor
 from tests import media_factory
 
@@ -72,7 +72,7 @@ def processor():
     """The tiny checkpoint's processor with wide vision budgets (its tokenizer, template and audio side)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeProcessor
 
-    from backends.tiny_checkpoint import _build_processor
+    from backends.checkpoints.tiny import _build_processor
 
     tiny = _build_processor()
     vision = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backends.events import AudioChunk, Metrics, TextDelta
-from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions, ServerError
+from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions, ServerError
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.omni_server import MODEL, RATE, OmniServer
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 import app
-from backends import media
+import media
 from backends.events import Error, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests import bad_inputs
@@ -244,7 +244,7 @@ def test_a_crafted_or_broken_conversation_archive_is_refused_or_contained(tmp_pa
     import json
     import zipfile
 
-    from ui import archive
+    from ui.chat import archive
 
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"PK\x03\x04 not really")

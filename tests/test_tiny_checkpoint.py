@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
 
-from backends.tiny_checkpoint import (
+from backends.checkpoints.tiny import (
     TINY_CHECKPOINT_VERSION,
     build_tiny_checkpoint,
     create_tiny_model,
@@ -110,7 +110,7 @@ def test_builds_are_bit_identical_across_processes(tmp_path):
     print(f"\nbuild time (warm imports): instruct {instruct_s:.2f} s, captioner {captioner_s:.2f} s")
 
     code = (
-        "import sys; from backends.tiny_checkpoint import build_tiny_checkpoint as b; "
+        "import sys; from backends.checkpoints.tiny import build_tiny_checkpoint as b; "
         "b('instruct', sys.argv[1])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -15,8 +15,8 @@ from backends import build_backend
 from backends.checkpoints import Checkpoint, resolve_checkpoint
 from backends.events import AudioChunk, Done, Error, Metrics, Notice, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.decoding import TalkerDecoder
-from backends.transformers_backend import CheckpointError
+from backends.transformers.decoding import TalkerDecoder
+from backends.transformers.backend import CheckpointError
 from tests.streams import collect, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
@@ -175,7 +175,7 @@ def test_a_checkpoint_with_missing_weights_is_refused_by_name(damaged_checkpoint
 
 def test_loading_in_the_background_serves_the_page_at_once_and_answers_once_loaded(tiny_cache, monkeypatch):
     """What app.py does: the header can be drawn before the weights are in; a turn sent meanwhile waits."""
-    from backends import transformers_backend
+    from backends.transformers import backend as transformers_backend
 
     release = threading.Event()
     original = transformers_backend.load_model
@@ -210,7 +210,7 @@ def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkp
 
 
 def test_weight_loading_reports_its_progress(tiny_cache):
-    from backends.transformers_backend import TransformersOptions, load_model, weight_loading_progress
+    from backends.transformers.backend import TransformersOptions, load_model, weight_loading_progress
 
     reports: list[tuple[int, int]] = []
     with weight_loading_progress(lambda done, total: reports.append((done, total))):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from backends.media import resample
+from media import resample
 from tests import media_factory
-from ui.turn_taking import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from ui.live.turn_taking import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,20 @@ import gradio as gr
 import numpy as np
 import pytest
 
-import ui.feedback
+import ui.chat.feedback
 from backends.base import Backend, BackendInfo
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, TextDelta
-from backends.media import StreamResampler
+from media import StreamResampler
 from backends.request import MediaPart, Turn
-from ui import chat, live
-from ui.chat import ChatSession
-from ui.feedback import FeedbackLog
-from ui.live import LiveSession, answer
+from ui.chat import tab as chat
+from ui.live import tab as live
+from ui.chat.tab import ChatSession
+from ui.chat.feedback import FeedbackLog
+from ui.live.tab import LiveSession, answer
 from ui.reply import ReplyState
 from ui.reply_player import ENCODERS, reply_player
 from ui.streaming import AUDIO_FLUSH_S, EventPump, reply_updates
-from ui.turn_taking import TurnEnded
+from ui.live.turn_taking import TurnEnded
 
 TOKEN_S = 0.002
 
@@ -152,13 +153,13 @@ def test_a_live_reply_closed_at_its_first_update_stops_the_engine(tmp_path):
 def hashes(monkeypatch) -> list[int]:
     """The thread of each file hash."""
     threads = []
-    real = ui.feedback.file_hash
+    real = ui.chat.feedback.file_hash
 
     def counted(path):
         threads.append(threading.get_ident())
         return real(path)
 
-    monkeypatch.setattr(ui.feedback, "file_hash", counted)
+    monkeypatch.setattr(ui.chat.feedback, "file_hash", counted)
     return threads
 
 
@@ -221,13 +222,13 @@ def test_a_file_is_read_once_however_often_its_conversation_is_rated(monkeypatch
             reads.append(1)
             return hashlib.sha256()
 
-    monkeypatch.setattr(ui.feedback, "hashlib", CountingHashlib)
-    ui.feedback._hashes.clear()
-    first = ui.feedback.file_hash(picture)
-    assert ui.feedback.file_hash(picture) == first and len(reads) == 1
+    monkeypatch.setattr(ui.chat.feedback, "hashlib", CountingHashlib)
+    ui.chat.feedback._hashes.clear()
+    first = ui.chat.feedback.file_hash(picture)
+    assert ui.chat.feedback.file_hash(picture) == first and len(reads) == 1
     with open(picture, "ab") as file:
         file.write(b"more")
-    assert ui.feedback.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
+    assert ui.chat.feedback.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
     assert len(reads) == 2
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from backends import media
+import media
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests import media_factory
 from tests.streams import collect, errors_of, finish_of

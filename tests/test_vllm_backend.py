@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from backends import speech
+from backends.transformers import speech
 from backends.checkpoints import resolve_checkpoint
 from backends.conversation import build_prompt_inputs
 from backends.events import AudioChunk, Metrics, Notice, TextDelta
-from backends.hybrid_backend import HybridBackend, TalkerSide
+from backends.hybrid.backend import HybridBackend, TalkerSide
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.transformers_backend import TransformersOptions
-from backends.vllm_backend import INSTALL_HINT, BackendUnavailable, VLLMBackend, VLLMEngine, VLLMOptions
+from backends.transformers.backend import TransformersOptions
+from backends.vllm.backend import INSTALL_HINT, BackendUnavailable, VLLMBackend, VLLMEngine, VLLMOptions
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_app import launch
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate

@@ -16,16 +16,16 @@ from gradio_client import Client, handle_file
 
 from backends.checkpoints import resolve_checkpoint
 from backends.events import Metrics, TextDelta
-from backends.hybrid_backend import HybridBackend
-from backends.transformers_backend import TransformersOptions
-from backends.openai_backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
+from backends.hybrid.backend import HybridBackend
+from backends.transformers.backend import TransformersOptions
+from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import requests_running, socket_port, vllm_server
 from ui import build_demo, queue_settings
-from ui.chat import engine_label
+from ui.chat.tab import engine_label
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gradio as gr
 
 from backends.base import Backend, BackendInfo
-from ui import caption, chat, gradio_fixes, live
+from ui import caption, gradio_fixes
+from ui.chat import tab as chat
+from ui.live import tab as live
 from ui.evaluate import tab as evaluate
 from ui.i18n import random_weights_warning, t, warm_up_line
-from ui.feedback import FeedbackLog
+from ui.chat.feedback import FeedbackLog
 
 gradio_fixes.apply()
 

@@ -23,7 +23,7 @@ import gradio as gr
 import soundfile
 
 from backends.base import Backend
-from backends.media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
+from media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
 from ui import examples

@@ -109,7 +109,7 @@ ZH.update({
     "🔊 **Speaking…** (talk to interrupt)": "🔊 **正在回答…**（开口说话即可打断）",
 })
 
-# The header's labels, and the notes engines add to their speech (backends/openai_backend.py).
+# The header's labels, and the notes engines add to their speech (backends/openai/backend.py).
 ZH.update({
     "**Model**": "**模型**",
     "**Backend**": "**后端**",

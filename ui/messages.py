@@ -19,7 +19,7 @@ Language = Literal["en", "zh"]
 Say = Callable[[str], str]
 
 ZH_TEMPLATES = {
-    # The chat and its status line (ui/chat.py, ui/reply.py, ui/live.py)
+    # The chat and its status line (ui/chat/tab.py, ui/reply.py, ui/live/tab.py)
     "Ready.": "就绪。",
     "Stopped.": "已停止。",
     "Thinking…": "思考中…",
@@ -58,7 +58,7 @@ ZH_TEMPLATES = {
     "Captioning {file}": "正在描述 {file}",
     "{done} of {total} files done.": "已完成 {done} / {total} 个文件。",
     "Stopped: the rows above are kept.": "已停止：上面的结果会保留。",
-    # A file that can't be used (backends/media.py, backends/conversation.py, ui/archive.py): "name: problem"
+    # A file that can't be used (media.py, backends/conversation.py, ui/chat/archive.py): "name: problem"
     "{file}: {problem}": "{file}：{problem}",
     "unsupported file type '{suffix}'": "不支持的文件类型“{suffix}”",
     "file not found": "找不到文件",
@@ -94,7 +94,7 @@ ZH_TEMPLATES = {
     "not a conversation exported by this app": "不是本应用导出的对话",
     "unpacks to more than {size} GB": "解压后超过 {size} GB",
     "not a readable conversation archive ({reason})": "无法读取的对话压缩包（{reason}）",
-    # Notes from the engines (backends/conversation.py, backends/transformers_backend.py, backends/openai_backend.py)
+    # Notes from the engines (backends/conversation.py, backends/transformers/backend.py, backends/openai/backend.py)
     "{file} has no sound track; the model heard silence for it.": "{file} 没有音轨；模型听到的是静音。",
     "The conversation holds more files than the model takes at once, so {what} were left out.":
         "对话中的文件超过了模型一次能接受的数量，因此省略了{what}。",

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, ReasoningDelta, TextDelta
-from backends.media import pcm16
+from media import pcm16
 
 MODEL_QUEUE = "model"
 """One concurrency id for every event that runs the model: they share its slots."""

@@ -42,7 +42,7 @@ def resolve_checkpoint(requested: str | None, *, default: str = INSTRUCT, tiny_d
     if requested is None:
         requested = default if gpu_available() else tiny_default
     if requested in (TINY, TINY_CAPTIONER):
-        from backends.tiny_checkpoint import ensure_tiny_checkpoint
+        from backends.checkpoints.tiny import ensure_tiny_checkpoint
 
         kind = "captioner" if requested == TINY_CAPTIONER else "instruct"
         return Checkpoint(requested, str(ensure_tiny_checkpoint(kind)), random_weights=True)

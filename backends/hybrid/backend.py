@@ -1,7 +1,7 @@
 """vLLM Thinker + Transformers Talker: fast text from vLLM, speech from the real talker classes.
 
 vLLM (in this process, or a `vllm serve` elsewhere) writes the reply; each new token id goes to the talker as it
-arrives, exactly as the Transformers thinker's would (``backends.speech``). The
+arrives, exactly as the Transformers thinker's would (``backends.transformers.speech``). The
 Transformers side loads only what the talker reads: the thinker's embeddings, its audio
 and vision encoders and its layers up to ``talker_config.accept_hidden_layer`` (half of
 the real model's 48), then the talker and code2wav. It runs one pass over the prompt for
@@ -18,19 +18,19 @@ import time
 from dataclasses import replace
 from typing import AsyncIterator
 
-from backends import media
+import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_to_context
-from backends.engine_thread import EngineUnavailable
+from backends.transformers.engine_thread import EngineUnavailable
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.speech import TextFeed, capture_prompt_hidden
-from backends.transformers_backend import COMPILING_TALKER, TransformersBackend, TransformersOptions, load_model
-from backends.openai_backend import OpenAIBackend, OpenAIOptions, ServerFailure
+from backends.transformers.speech import TextFeed, capture_prompt_hidden
+from backends.transformers.backend import COMPILING_TALKER, TransformersBackend, TransformersOptions, load_model
+from backends.openai.backend import OpenAIBackend, OpenAIOptions, ServerFailure
 from backends.tokens import TextReply
-from backends.vllm_backend import EngineInputError, VLLMEngine, VLLMOptions
+from backends.vllm.backend import EngineInputError, VLLMEngine, VLLMOptions
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import AsyncIterator, Literal
 
 import numpy as np
 
-from backends import media
+import media
 from backends.base import Backend, BackendInfo, CheckpointKind
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta
 from backends.reasoning import ReasoningSplitter

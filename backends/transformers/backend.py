@@ -1,6 +1,6 @@
 """Qwen3-Omni in this process through transformers: the stock path that can speak.
 
-The model runs in one worker thread (``generate`` blocks; backends/engine_thread.py); events
+The model runs in one worker thread (``generate`` blocks; backends/transformers/engine_thread.py); events
 cross into asyncio through a queue filled with ``loop.call_soon_threadsafe``, and a turn
 waiting on a dead or stuck thread gets an error instead of waiting forever. A ``threading.Event`` checked
 by stopping criteria on both the thinker and the talker is how closing the stream
@@ -18,20 +18,20 @@ import time
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable
 
-from backends import media
+import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
-from backends.encoder_cache import EncoderCache
-from backends.engine_thread import HEALTH_CHECK_S, EngineThread
-from backends.encoder_graphs import EncoderGraphs
-from backends.fused_projections import fuse_attention_projections
-from backends.incremental_text import IncrementalDecoder
+from backends.transformers.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
+from backends.transformers.encoder_cache import EncoderCache
+from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
+from backends.transformers.encoder_graphs import EncoderGraphs
+from backends.transformers.kernels.fused_projections import fuse_attention_projections
+from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
+from backends.transformers.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +100,24 @@ class TransformersOptions:
     step attended over every slot of its cache, so a small one was faster; the decode-attention kernel reads
     only the filled slots, so one cache serves as fast (0.2 GB and a minute of first-start compile saved)."""
     fused_moe: bool = True
-    """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/fused_moe.py's
+    """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep
     transformers' router and grouped_mm."""
     decode_attention: bool = True
-    """Compiled on a GPU: the thinker's and talker's decode steps attend in backends/decode_attention.py's Triton
+    """Compiled on a GPU: the thinker's and talker's decode steps attend in backends/transformers/kernels/decode_attention.py's Triton
     kernel, which reads only the cache slots the conversation filled (sdpa reads every slot of the static
     cache); prompts keep sdpa."""
     fused_projections: bool = True
     """Compiled: each text attention layer (thinker, talker) computes its query, key and value in one matrix
-    product instead of three (backends/fused_projections.py; the same weights, viewed as one tensor)."""
+    product instead of three (backends/transformers/kernels/fused_projections.py; the same weights, viewed as one tensor)."""
     encoder_graphs: bool = True
     """Compiled: the audio and vision encoders run padded to the next of a ladder of sizes, each captured as a
-    CUDA graph on a GPU (backends/encoder_graphs.py): their kernel launches were most of a turn's time to the
+    CUDA graph on a GPU (backends/transformers/encoder_graphs.py): their kernel launches were most of a turn's time to the
     first token. Longer clips and larger images run eagerly."""
     encoder_cache_mb: int = 256
     """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
     many MB, in host memory), so a conversation's later turns don't encode its earlier files again; 0: off
-    (backends/encoder_cache.py)."""
+    (backends/transformers/encoder_cache.py)."""
     stall_timeout_s: float = 600.0
     """A reply, load or warm-up step that makes no progress (no token, no audio chunk) this long counts as hung:
     the turns waiting on it end with an error that says the app needs a restart."""
@@ -191,11 +191,11 @@ class TransformersBackend(Backend):
             sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
-                from backends.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
+                from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
 
                 self._stock_experts = use_fused_decode_experts(self.model.thinker)
             if options.decode_attention and self.model.device.type == "cuda":
-                from backends.decode_attention import use_decode_attention  # imports triton: GPUs only
+                from backends.transformers.kernels.decode_attention import use_decode_attention  # imports triton: GPUs only
 
                 self._stock_attention = use_decode_attention(self.model)
             if options.fused_projections:

@@ -25,7 +25,7 @@ import torch
 from transformers import StaticCache
 from transformers.modeling_outputs import MoeModelOutputWithPast
 
-from backends.decode_attention import prompt_mask_slots
+from backends.transformers.kernels.decode_attention import prompt_mask_slots
 
 log = logging.getLogger(__name__)
 

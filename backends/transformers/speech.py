@@ -30,7 +30,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backends.decoding import TalkerDecoder, compute_device, decode_tail
+from backends.transformers.decoding import TalkerDecoder, compute_device, decode_tail
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 The engine lives on an event loop of its own (a daemon thread), so any caller's loop can
 stream from it and a closed stream cancels the request there: vLLM then aborts it. The
 prompt is built like the Transformers backend's (chat template + media decoded by
-``backends.media``), so both engines see the same tokens.
+``media``), so both engines see the same tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from backends import media
+import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context, run_processor

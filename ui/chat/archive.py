@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import get_args
 
-from backends.media import MediaError
+from media import MediaError
 from backends.request import MediaKind, MediaPart, Part, Role, TextPart, Turn
 
 FORMAT = "qwen3-omni-app/conversation-v1"

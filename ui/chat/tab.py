@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, replace
 import gradio as gr
 
 from backends.base import Backend
-from backends.media import MediaError, kind_of, pcm16
+from media import MediaError, kind_of, pcm16
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
-from ui import archive, examples
-from ui.feedback import FeedbackLog, feedback_entry, reply_settings
+from ui import examples
+from ui.chat import archive
+from ui.chat.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
 from ui.messages import Say, translator
 from ui.reply import ReplyState

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.evaluate.sheet import Prompt
-from ui.feedback import file_hash
+from ui.chat.feedback import file_hash
 
 RATINGS_AB = ("A better", "B better", "tie", "both wrong")
 RATINGS_A = ("good", "wrong")
@@ -52,7 +52,7 @@ class Setup:
 
 
 def _kind(path: str):
-    from backends.media import kind_of
+    from media import kind_of
 
     return kind_of(path)
 

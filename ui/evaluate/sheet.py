@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.media import MediaError, kind_of
+from media import MediaError, kind_of
 
 SHEET_SUFFIXES = (".csv", ".jsonl")
 MAX_UNZIPPED_BYTES = 4 * 10**9

@@ -1,7 +1,7 @@
 """The Live tab: talk to the model through the microphone (and webcam) and hear it answer.
 
 The microphone streams short chunks (MIC_CHUNK_S) to this session's turn detector (silero-vad, see
-``ui.turn_taking``). When a turn ends, a hidden counter changes and the reply event, on
+``ui.live.turn_taking``). When a turn ends, a hidden counter changes and the reply event, on
 the model queue like every model-bound event, answers it: speech streams into an
 autoplaying player, text into the transcript. Talking over a reply stops it (barge-in):
 the engine is cancelled and the new turn is heard. Webcam frames (about one a second)
@@ -23,9 +23,9 @@ import numpy as np
 import soundfile
 
 from backends.base import Backend
-from backends.media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
+from media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from ui.chat import VOICE_ASSISTANT_PROMPT, default_speaker
+from ui.chat.tab import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.messages import Say, to_english, translator
@@ -33,7 +33,7 @@ from ui.reply import ReplyState
 from ui.reply_player import reply_player
 from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
-from ui.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from ui.live.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ slots of 8192 are then 2 runs of 4 blocks). On an H200 per layer, 400 of 8192 sl
 the talker's cache, 29.6 against 42.6; 2048 slots: the same (benchmarks/decode_attention.py, BENCHMARKS.md)."""
 
 if triton is not None:
-    from backends.fused_moe import round_to_bf16
+    from backends.transformers.kernels.fused_moe import round_to_bf16
 
     @triton.jit
     def _attend_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, max_ptr, sum_ptr, slots,
