@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import ui.chat.feedback
+import ui.hashing
 from backends.base import Backend, BackendInfo
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, TextDelta
 from media import StreamResampler
@@ -222,13 +223,13 @@ def test_a_file_is_read_once_however_often_its_conversation_is_rated(monkeypatch
             reads.append(1)
             return hashlib.sha256()
 
-    monkeypatch.setattr(ui.chat.feedback, "hashlib", CountingHashlib)
-    ui.chat.feedback._hashes.clear()
-    first = ui.chat.feedback.file_hash(picture)
-    assert ui.chat.feedback.file_hash(picture) == first and len(reads) == 1
+    monkeypatch.setattr(ui.hashing, "hashlib", CountingHashlib)
+    ui.hashing._hashes.clear()
+    first = ui.hashing.file_hash(picture)
+    assert ui.hashing.file_hash(picture) == first and len(reads) == 1
     with open(picture, "ab") as file:
         file.write(b"more")
-    assert ui.chat.feedback.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
+    assert ui.hashing.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
     assert len(reads) == 2
 
 
