@@ -28,7 +28,7 @@ from media import StreamResampler
 from backends.request import MediaPart, Turn
 from ui.chat import tab as chat
 from ui.live import tab as live
-from ui.chat.tab import ChatSession
+from ui.chat.session import ChatSession
 from ui.chat.feedback import FeedbackLog
 from ui.live.tab import LiveSession, answer
 from ui.reply import ReplyState
