@@ -1,4 +1,9 @@
-"""Gradio Blocks built from the backend contract; no model class is imported here."""
+"""Gradio Blocks built from the backend contract; no model class is imported here.
+
+Import rules: ``ui`` takes from ``backends`` only the contract (``base``, ``events``, ``request``), plus the
+top-level ``media`` package. A tab's folder (``chat/``, ``live/``, ``evaluate/``) imports itself and the shared
+modules here (``voice``, ``hashing``, ``streaming``, ``reply``…), never another tab; only this module composes them.
+"""
 
 from __future__ import annotations
 
