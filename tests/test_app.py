@@ -276,7 +276,7 @@ def test_every_warm_up_line_the_engine_shows_is_in_chinese_too():
 def test_session_files_left_at_shutdown_go_with_the_process(tmp_path):
     # A session still open when the app stops never gets its end-of-session cleanup.
     script = ("import tempfile, sys; tempfile.tempdir = sys.argv[1]\n"
-              "from ui.chat.tab import ChatSession\n"
+              "from ui.chat.session import ChatSession\n"
               "session = ChatSession()\n"
               "open(session.replies_folder() + '/reply.wav', 'wb').write(b'RIFF')\n"
               "print(session.folder)\n")

@@ -21,13 +21,14 @@ import numpy as np
 import pytest
 
 import ui.chat.feedback
+import ui.hashing
 from backends.base import Backend, BackendInfo
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, TextDelta
 from media import StreamResampler
 from backends.request import MediaPart, Turn
 from ui.chat import tab as chat
 from ui.live import tab as live
-from ui.chat.tab import ChatSession
+from ui.chat.session import ChatSession
 from ui.chat.feedback import FeedbackLog
 from ui.live.tab import LiveSession, answer
 from ui.reply import ReplyState
@@ -222,13 +223,13 @@ def test_a_file_is_read_once_however_often_its_conversation_is_rated(monkeypatch
             reads.append(1)
             return hashlib.sha256()
 
-    monkeypatch.setattr(ui.chat.feedback, "hashlib", CountingHashlib)
-    ui.chat.feedback._hashes.clear()
-    first = ui.chat.feedback.file_hash(picture)
-    assert ui.chat.feedback.file_hash(picture) == first and len(reads) == 1
+    monkeypatch.setattr(ui.hashing, "hashlib", CountingHashlib)
+    ui.hashing._hashes.clear()
+    first = ui.hashing.file_hash(picture)
+    assert ui.hashing.file_hash(picture) == first and len(reads) == 1
     with open(picture, "ab") as file:
         file.write(b"more")
-    assert ui.chat.feedback.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
+    assert ui.hashing.file_hash(picture) == hashlib.sha256(open(picture, "rb").read()).hexdigest() != first
     assert len(reads) == 2
 
 

@@ -25,7 +25,7 @@ from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_st
 from tests.test_streaming_speech import TALKER_STEPS, prompts, stock_generate
 from tests.vllm_server import requests_running, socket_port, vllm_server
 from ui import build_demo, queue_settings
-from ui.chat.tab import engine_label
+from ui.chat.compare import engine_label
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,9 @@
-"""Gradio Blocks built from the backend contract; no model class is imported here."""
+"""Gradio Blocks built from the backend contract; no model class is imported here.
+
+Import rules: ``ui`` takes from ``backends`` only the contract (``base``, ``events``, ``request``), plus the
+top-level ``media`` package. A tab's folder (``chat/``, ``live/``, ``evaluate/``) imports itself and the shared
+modules here (``voice``, ``hashing``, ``streaming``, ``reply``…), never another tab; only this module composes them.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from ui import caption, gradio_fixes
-from ui.chat import tab as chat
-from ui.live import tab as live
-from ui.evaluate import tab as evaluate
-from ui.i18n import random_weights_warning, t, warm_up_line
+from ui.chat import tab as chat_tab
 from ui.chat.feedback import FeedbackLog
+from ui.evaluate import tab as evaluate_tab
+from ui.i18n import random_weights_warning, t, warm_up_line
+from ui.live import tab as live_tab
 
 gradio_fixes.apply()
 
@@ -68,15 +73,15 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
         warm_up_status(backend, demo)
         with gr.Tab(t("Chat"), id="chat"):
-            chat_parts = chat.build(backend, FeedbackLog(feedback_file) if feedback_file else None, compare_with)
+            chat_parts = chat_tab.build(backend, FeedbackLog(feedback_file) if feedback_file else None, compare_with)
         with gr.Tab(t("Live"), id="live"):
-            live.build(backend)
+            live_tab.build(backend)
         with gr.Tab(t("Caption"), id="caption"):
             caption.build(backend)
         with gr.Tab(t("Evaluate"), id="evaluate"):
-            evaluate.build(backend, compare_with)
+            evaluate_tab.build(backend, compare_with)
         if chat_parts.examples is not None:
-            demo.load(chat.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
+            demo.load(chat_tab.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
     return demo
 
 

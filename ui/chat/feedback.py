@@ -2,12 +2,11 @@
 reproduce the reply (model, backend, speaker, system prompt, sampling, seed, hashes of the media).
 
 Hashing reads every file of the conversation: ``reply_settings`` is for worker threads (Gradio runs plain
-functions on one), never for the event loop, and a file is read once (``file_hash`` remembers it).
+functions on one), never for the event loop, and a file is read once (``ui.hashing.file_hash`` remembers it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -16,6 +15,7 @@ from dataclasses import asdict
 
 from backends.base import BackendInfo
 from backends.request import ChatRequest, MediaPart
+from ui.hashing import file_hash
 
 
 class FeedbackLog:
@@ -55,30 +55,3 @@ def feedback_entry(settings: dict | None, reply_text: str, rating: str | None, c
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rating": rating, "comment": comment,
             "reply": reply_text, **(settings or {})}
 
-
-HASHES_KEPT = 4096
-_hashes: dict[tuple, str] = {}
-_hashes_lock = threading.Lock()
-
-
-def file_hash(path: str) -> str | None:
-    """The file's SHA-256 (None if it can't be read); remembered while its size and mtime stay the same."""
-    try:
-        stat = os.stat(path)
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-        with _hashes_lock:
-            known = _hashes.get(key)
-        if known is not None:
-            return known
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    hexdigest = digest.hexdigest()
-    with _hashes_lock:
-        if len(_hashes) >= HASHES_KEPT:
-            _hashes.pop(next(iter(_hashes)))  # the oldest
-        _hashes[key] = hexdigest
-    return hexdigest

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.evaluate.sheet import Prompt
-from ui.chat.feedback import file_hash
+from ui.hashing import file_hash
 
 RATINGS_AB = ("A better", "B better", "tie", "both wrong")
 RATINGS_A = ("good", "wrong")

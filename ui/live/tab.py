@@ -25,7 +25,6 @@ import soundfile
 from backends.base import Backend
 from media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from ui.chat.tab import VOICE_ASSISTANT_PROMPT, default_speaker
 from ui import examples
 from ui.i18n import t
 from ui.messages import Say, to_english, translator
@@ -34,6 +33,7 @@ from ui.reply_player import reply_player
 from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
 from ui.live.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from ui.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 log = logging.getLogger(__name__)
 

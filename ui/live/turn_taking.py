@@ -113,10 +113,3 @@ class TurnDetector:
         else:  # drop the silence that ended the turn (the VAD's end already includes a little padding)
             audio = audio[: max(0, speech_end - self._first_sample)]
         return [TurnEnded(audio, self._speech_start, self.now_s)]
-
-    def reset(self) -> None:
-        """Forget the stream so far (a reply was interrupted, or the microphone restarted)."""
-        self._vad.reset_states()
-        self._pending = np.zeros(0, np.float32)
-        self._recent.clear()
-        self._speech = None
