@@ -23,8 +23,7 @@ from tests.streams import TokenCollector, collect, decoded_tokens, errors_of, te
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 SMALL_CACHE = 48
-"""The thinker's small cache in these tests: a text turn (13 prompt + 12 reply tokens) fits it, one with
-audio and an image (62 + 12) doesn't."""
+"""A smaller thinker cache in these tests: a text turn (13 prompt + 12 reply tokens) fits it."""
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def warm_up_run(tiny_cache, speech_path):
     was still compiling got."""
     with traced_without_inductor():
         backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
-                                talker_do_sample=False, compile="on", small_cache_tokens=SMALL_CACHE)
+                                talker_do_sample=False, compile="on")
         assert backend.warming_up, "the header should say the engine is not ready yet"
         warming = threading.Thread(target=backend.warm_up)
         warming.start()
@@ -67,7 +66,7 @@ def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, ta
     served_before = [decoder.replies for decoder in compiled.thinker_decoders]
     compiled_events = collect(compiled, request)
     served = [decoder.replies - before for decoder, before in zip(compiled.thinker_decoders, served_before)]
-    assert served == ([0, 1] if with_media else [1, 0]), "the smallest cache that holds the turn serves it"
+    assert served == [1], "the compiled decoder serves the turn"
     assert text_of(compiled_events) == text_of(eager_events)
     assert len(talker_frames) == len(eager_frames) > 3
     assert all(torch.equal(a, b) for a, b in zip(talker_frames, eager_frames))
@@ -119,8 +118,9 @@ def _thinker_inputs(backend, text: str) -> dict:
 def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy_in_either_cache(warm_up_run):
     compiled, _ = warm_up_run
     inputs = _thinker_inputs(compiled, "Tell me something.")
-    small, large = compiled.thinker_decoders
-    assert (small.max_tokens, large.max_tokens) == (SMALL_CACHE, compiled.options.static_cache_tokens)
+    [large] = compiled.thinker_decoders
+    assert large.max_tokens == compiled.options.static_cache_tokens
+    small = ThinkerDecoder(compiled.model.thinker, SMALL_CACHE)
     greedy = decoded_tokens(small, inputs)
     assert decoded_tokens(large, inputs) == greedy  # the cache's size changes no token
     first, again, other = (decoded_tokens(small, inputs, temperature=1.0, top_k=200, seed=seed) for seed in (1, 1, 2))
@@ -315,7 +315,7 @@ def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transf
     for decoder_class in (ThinkerDecoder, TalkerDecoder):
         monkeypatch.setattr(decoder_class, "compile", compile_fails_first if decoder_class is failing_class
                             else compiles)
-    with build_backend("transformers", resolve_checkpoint("tiny"), compile="on", small_cache_tokens=0,
+    with build_backend("transformers", resolve_checkpoint("tiny"), compile="on",
                        max_speech_seconds=1.0) as backend:
         assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
         backend._stock_experts = lambda: restored.append("experts")

@@ -95,10 +95,6 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
-    small_cache_tokens: int = 0
-    """A second, smaller static cache for the thinker, for the turns that fit it (0: none). With sdpa a decode
-    step attended over every slot of its cache, so a small one was faster; the decode-attention kernel reads
-    only the filled slots, so one cache serves as fast (0.2 GB and a minute of first-start compile saved)."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep
@@ -140,7 +136,7 @@ class TransformersBackend(Backend):
         self.model = self.processor = self.talker_decoder = self.vocoder = None
         self.encoder_cache: EncoderCache | None = None
         self.thinker_decoders: list[ThinkerDecoder] = []
-        """Smallest cache first; a turn takes the first that holds it."""
+        """The compiled path's decoder (none: eager); a turn takes the first that holds it (benchmarks swap them)."""
         self.compiled = False
         self._stock_experts = None
         """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
@@ -188,7 +184,6 @@ class TransformersBackend(Backend):
         if self.compiled:
             if self.model.device.type == "cuda":  # before the first product: the kernel checks below
                 _smaller_cublas_workspaces()
-            sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
                 from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
@@ -200,8 +195,9 @@ class TransformersBackend(Backend):
                 self._stock_attention = use_decode_attention(self.model)
             if options.fused_projections:
                 self._stock_projections = fuse_attention_projections(self.model)
-            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
-                                     for size in sorted(sizes)]
+            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, options.static_cache_tokens,
+                                                    THINKER_PROMPT_LENGTHS, talker_layer)] \
+                if options.static_cache_tokens else []
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
