@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.transformers.kernels import decode_attention  # noqa: E402
-from backends.transformers.decoding import _captured  # noqa: E402
+from backends.transformers.cuda_graphs import _captured  # noqa: E402
 from benchmarks.speech_latency import wall_and_kernels  # noqa: E402
 
 LAYOUTS = {"thinker": (32, 4), "talker": (16, 2)}

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.transformers.kernels import fused_moe  # noqa: E402
-from backends.transformers.decoding import _captured  # noqa: E402
+from backends.transformers.cuda_graphs import _captured  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
 GATE_UP_TILES = [(8, 256, 4), (8, 512, 4), (4, 512, 4), (4, 1024, 4), (8, 1024, 8), (16, 512, 8), (8, 2048, 8),

@@ -552,7 +552,7 @@ def thinker_against_stock(backend, request: ChatRequest, cache: int, kernel: str
     kernels, and through a second one of its size compiled with transformers' own, alternating in one run (GPU).
     ``kernel``: the backend's attribute holding the function that puts transformers' own back; ``turn_on(model)``
     turns ours on again."""
-    from backends.transformers.decoding import ThinkerDecoder
+    from backends.transformers.thinker_decoder import ThinkerDecoder
 
     decoders = backend.thinker_decoders
     if getattr(backend, kernel) is None or not decoders:
@@ -687,10 +687,13 @@ def main() -> None:
     import logging
 
     logging.basicConfig(format="  %(message)s")
-    for name in ("backends.transformers.backend", "backends.transformers.decoding"):  # warm-up progress, graph memory
+    for name in ("backends.transformers.backend", "backends.transformers.thinker_decoder",  # warm-up progress,
+                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs"):  # graph memory
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
-        for name in ("backends.transformers.speech", "backends.transformers.decoding", "backends.transformers.backend"):  # first token, audio
+        for name in ("backends.transformers.speech", "backends.transformers.thinker_decoder",  # first token, audio
+                     "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs",
+                     "backends.transformers.backend"):
             logging.getLogger(name).setLevel(logging.DEBUG)
 
     from backends.checkpoints.tiny import ensure_tiny_checkpoint

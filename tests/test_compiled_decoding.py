@@ -15,7 +15,8 @@ import torch
 
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
-from backends.transformers.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, ThinkerDecoder, _gumbel_pick
+from backends.transformers.talker_decoder import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
+from backends.transformers.thinker_decoder import ThinkerDecoder
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
@@ -187,9 +188,8 @@ def test_a_prompt_padded_to_a_captured_length_decodes_like_the_exact_one(instruc
 
 
 def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypatch):
-    from backends.transformers import decoding
-    from backends.transformers.decoding import CapturedVocoder
-    from backends.transformers.speech import CONV_REACH_FRAMES, StreamingVocoder
+    from backends.transformers import vocoder as vocoder_module
+    from backends.transformers.vocoder import CONV_REACH_FRAMES, CapturedVocoder, StreamingVocoder
 
     code2wav = instruct_backend.model.code2wav
     left_context = StreamingVocoder.default_left_context(code2wav)
@@ -198,8 +198,8 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     captured = CapturedVocoder(code2wav, counts[:2])  # as the backend: the first sound, and the chunk after it
     captured.capture()
     eager = []  # (frames decoded, frames upsampled) of each decode outside the captured graphs
-    original = decoding.decode_tail
-    monkeypatch.setattr(decoding, "decode_tail", lambda model, codes, conv_frames: eager.append(
+    original = vocoder_module.decode_tail
+    monkeypatch.setattr(vocoder_module, "decode_tail", lambda model, codes, conv_frames: eager.append(
         (codes.shape[-1], conv_frames)) or original(model, codes, conv_frames))
     codes = torch.randint(0, code2wav.config.codebook_size, (code2wav.config.num_quantizers, 160),
                           generator=torch.Generator().manual_seed(2))

@@ -22,7 +22,6 @@ import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.transformers.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.transformers.encoder_cache import EncoderCache
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
 from backends.transformers.encoder_graphs import EncoderGraphs
@@ -31,7 +30,10 @@ from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
+from backends.transformers.speech import SpeechRun, TalkerSampling, TextFeed
+from backends.transformers.talker_decoder import TalkerDecoder
+from backends.transformers.thinker_decoder import ThinkerDecoder
+from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +210,7 @@ class TransformersBackend(Backend):
                 if left_context is None:
                     left_context = StreamingVocoder.default_left_context(self.model.code2wav)
                 # The first two chunks: the first sound, and the one due before it has played, when code2wav
-                # decodes it whole (a later chunk upsamples only its new frames: decoding.decode_tail).
+                # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
                 self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
                     options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
         self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))

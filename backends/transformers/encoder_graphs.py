@@ -45,7 +45,7 @@ from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
 )
 from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
 
-from backends.transformers.decoding import _captured_each
+from backends.transformers.cuda_graphs import _captured_each
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backends.transformers.decoding import TalkerDecoder, compute_device, decode_tail
+from backends.transformers.cuda_graphs import compute_device
+from backends.transformers.talker_decoder import TalkerDecoder
+from backends.transformers.vocoder import StreamingVocoder
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)
@@ -268,87 +270,12 @@ def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorLis
     return warpers
 
 
-CONV_REACH_FRAMES = 12
-"""Frames before a chunk's new ones that code2wav's convolutions read: their kernels, dilations and upsampling
-reach 10 frames back from the first sample a chunk emits (autograd through them); 2 more for margin. Random
-weights hide most of it (their contributions fade within 5 frames), trained ones need not."""
-
-
 @functools.cache
 def talker_stream(device: torch.device) -> torch.cuda.Stream:
     """The one CUDA stream every reply's talker runs on, per GPU. cuBLAS keeps a workspace for each stream it
     has run on (9.6 MB), and torch.cuda.Stream() deals out its pool's 32 streams in turn: a new stream per reply
     would leave up to 32 of them behind (0.3 GB) over a session's replies."""
     return torch.cuda.Stream(device)
-
-
-class StreamingVocoder:
-    """code2wav in chunks whose concatenation equals one decode of all frames.
-
-    A decode of F frames yields ``F * upsample - trim`` samples, and its first samples never
-    change when more frames follow (code2wav is causal). So each chunk re-decodes
-    ``left_context`` earlier frames and keeps only the samples after what was already sent.
-    The context must cover the transformer's sliding window plus the convolutions' reach
-    (with random weights window + 4 frames was exact to 1e-6; with stock's 25 frames a long reply
-    drifts by ~1% of its peak); the convolutions themselves run over the new frames and
-    ``CONV_REACH_FRAMES`` before them only (``decode_tail``). Stock ``chunked_decode`` also cuts
-    ``trim`` samples out at every chunk boundary.
-    """
-
-    def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None,
-                 decode=None):
-        """``decode(codes, conv_frames)``: the waveform of the codes' last ``conv_frames`` frames, decode_tail's
-        signature (default decode_tail on code2wav; the backend passes a ``CapturedVocoder``)."""
-        self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
-        self.decode = decode or (lambda codes, conv_frames: decode_tail(code2wav, codes, conv_frames))
-        self.device = compute_device(code2wav)
-        # At least one frame: a chunk's first samples finish the frame before it (code2wav trims its tail).
-        self.left_context = max(1, self.default_left_context(code2wav) if left_context is None else left_context)
-        self.upsample = int(code2wav.total_upsample)
-        self.frames: list[torch.Tensor] = []
-        self.sent_frames = 0  # frames whose audio has been returned (up to their trimmed tail)
-        self.trim: int | None = None
-
-    @staticmethod
-    def default_left_context(code2wav) -> int:
-        window = getattr(code2wav.config, "sliding_window", None) or 72
-        return window + CONV_REACH_FRAMES
-
-    @staticmethod
-    def chunk_frame_counts(first_chunk: int, chunk: int, left_context: int,
-                           whole_only: bool = False) -> tuple[int, ...]:
-        """The frames code2wav decodes per chunk (context included) in any stream, but its last
-        chunk: the lengths worth capturing. They repeat once the context is full. ``whole_only``: only
-        the chunks whose convolutions run over every frame decoded (sent within their reach)."""
-        counts, sent, frames = [], 0, first_chunk
-        while not (whole_only and sent > CONV_REACH_FRAMES):
-            count = frames - max(0, sent - left_context)
-            if count in counts:
-                break
-            counts.append(count)
-            sent, frames = frames, frames + chunk
-        return tuple(counts)
-
-    def push(self, frame: torch.Tensor) -> torch.Tensor | None:
-        """Add one frame of codes; returns new samples when a chunk is complete."""
-        self.frames.append(frame)
-        due = self.first_chunk if self.sent_frames == 0 else self.chunk
-        return self._decode() if len(self.frames) - self.sent_frames >= due else None
-
-    def flush(self) -> torch.Tensor | None:
-        return self._decode() if len(self.frames) > self.sent_frames else None
-
-    @torch.inference_mode()
-    def _decode(self) -> torch.Tensor:
-        start = max(0, self.sent_frames - self.left_context)
-        conv_start = max(start, self.sent_frames - CONV_REACH_FRAMES)  # where the convolutions' samples begin
-        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.device)
-        wav = self.decode(codes, len(self.frames) - conv_start)[0, 0]
-        if self.trim is None:
-            self.trim = (len(self.frames) - conv_start) * self.upsample - wav.shape[-1]
-        begin = 0 if self.sent_frames == 0 else (self.sent_frames - conv_start) * self.upsample - self.trim
-        self.sent_frames = len(self.frames)
-        return wav[begin:].float()
 
 
 class SpeechRun:
