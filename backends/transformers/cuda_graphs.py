@@ -36,7 +36,7 @@ def compute_device(module) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def _prompt_mask(length: int, cache_slots: int, device) -> torch.Tensor:
+def prompt_mask(length: int, cache_slots: int, device) -> torch.Tensor:
     """A prompt's causal mask over the first ``cache_slots`` of an emptied static cache (1, 1, length,
     cache_slots), True where a token may attend. Made here from sizes fixed per captured pass, because
     transformers' mask code reads the cache's length on the host, which no CUDA graph can hold; made inside
@@ -45,7 +45,7 @@ def _prompt_mask(length: int, cache_slots: int, device) -> torch.Tensor:
     return (slots[None, :] <= torch.arange(length, device=device)[:, None])[None, None]
 
 
-def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
+def captured(function, pool=None, stream: torch.cuda.Stream | None = None):
     """``function`` (no arguments, fixed buffers) as a replayable CUDA graph; ``pool`` and ``stream``: a memory
     pool and a capture stream shared with graphs that never replay at the same time as this one."""
     # A capture stream of its own: PyTorch keys cuBLAS workspaces by stream, so graphs captured on
@@ -73,8 +73,8 @@ def _captured(function, pool=None, stream: torch.cuda.Stream | None = None):
     return replay
 
 
-def _captured_each(function, sizes: list[int], device: torch.device, what: str,
-                   stream: torch.cuda.Stream | None = None, pool=None, largest_first: bool = True) -> dict:
+def captured_each(function, sizes: list[int], device: torch.device, what: str,
+                  stream: torch.cuda.Stream | None = None, pool=None, largest_first: bool = True) -> dict:
     """{size: function(size) as a CUDA graph} (on the CPU: the plain function), the graphs sharing one
     memory pool: the sizes are alternatives, so never two replay at once. Empty if a capture fails (the
     caller then runs eagerly). ``stream``: the capture stream (default: one of their own); ``pool``: a
@@ -91,7 +91,7 @@ def _captured_each(function, sizes: list[int], device: torch.device, what: str,
                 run = (lambda size=size: function(size))
                 if device.type == "cuda":
                     before, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
-                    run = _captured(run, pool, stream)
+                    run = captured(run, pool, stream)
                     pool = run.pool
                     # Reserved: the graph's pool also keeps what its replays use and no tensor of ours holds.
                     log.debug("%s of %d: %.3f GB more GPU memory (reserved: %.3f GB more)", what, size,

@@ -10,7 +10,7 @@ import time
 import torch
 from transformers import StaticCache
 
-from backends.transformers.cuda_graphs import _captured, _captured_each, _prompt_mask, compute_device
+from backends.transformers.cuda_graphs import captured, captured_each, compute_device, prompt_mask
 from backends.transformers.kernels.decode_attention import prompt_mask_slots
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class TalkerDecoder:
             layer.cumulative_length.zero_()
         slots = prompt_mask_slots(self.talker.model.config, length, self.max_tokens)
         out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
-                                attention_mask=_prompt_mask(length, slots, self.prompt_in.device),
+                                attention_mask=prompt_mask(length, slots, self.prompt_in.device),
                                 position_ids=self.prompt_positions[..., :length], use_cache=True)
         hidden = out.last_hidden_state.index_select(1, self.prompt_last)
         return self.talker.codec_head(hidden[:, -1]), hidden
@@ -179,8 +179,8 @@ class TalkerDecoder:
             predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False)
             with torch.inference_mode():
                 if self.codec_in.device.type == "cuda":
-                    self._step, self._predict = _captured(step, stream=self.capture_stream), \
-                        _captured(predict, stream=self.capture_stream)
+                    self._step, self._predict = captured(step, stream=self.capture_stream), \
+                        captured(predict, stream=self.capture_stream)
                 else:
                     step(), predict()  # compile now, not during the first reply
                     self._step, self._predict = step, predict
@@ -198,8 +198,8 @@ class TalkerDecoder:
         on_gpu = self.codec_in.device.type == "cuda"
         before = torch.cuda.memory_allocated() if on_gpu else 0
         self.prompt_last.zero_()  # a shorter pass indexes its last position: not an earlier prompt's
-        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, self.codec_in.device,
-                                        "the talker's prompt pass", self.capture_stream)
+        self._prefills = captured_each(self._prefill_fn, self.prefill_lengths, self.codec_in.device,
+                                       "the talker's prompt pass", self.capture_stream)
         with torch.inference_mode():
             self.cache.reset()
         if on_gpu and self._prefills:

@@ -13,7 +13,7 @@ import torch
 from transformers import StaticCache
 from transformers.modeling_outputs import MoeModelOutputWithPast
 
-from backends.transformers.cuda_graphs import _captured, _captured_each, _prompt_mask, compute_device
+from backends.transformers.cuda_graphs import captured, captured_each, compute_device, prompt_mask
 from backends.transformers.kernels.decode_attention import prompt_mask_slots
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class ThinkerDecoder:
             layer.cumulative_length.zero_()
         slots = prompt_mask_slots(self.thinker.model.config, length, self.max_tokens)
         out = self._text_forward(inputs_embeds=self.prompt_in[:, :length],
-                                 attention_mask=_prompt_mask(length, slots, self.prompt_in.device),
+                                 attention_mask=prompt_mask(length, slots, self.prompt_in.device),
                                  position_ids=self.prompt_positions[..., :length], past_key_values=self.cache,
                                  use_cache=True, deepstack_visual_embeds=list(self.deepstack_in[:, :, :length]))
         return out.last_hidden_state.index_select(1, self.prompt_last)
@@ -270,7 +270,7 @@ class ThinkerDecoder:
             step = torch.compile(self._step_fn, fullgraph=True, dynamic=False)
             with torch.inference_mode():
                 if self.token_in.device.type == "cuda":
-                    self._step = _captured(step, stream=self.capture_stream)
+                    self._step = captured(step, stream=self.capture_stream)
                 else:
                     step()  # compile now, not during the first reply
                     self._step = step
@@ -293,8 +293,8 @@ class ThinkerDecoder:
         device = self.token_in.device
         before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
         self.prompt_last.zero_()  # a shorter pass indexes its last position: not an earlier prompt's
-        self._prefills = _captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass",
-                                        self.capture_stream)
+        self._prefills = captured_each(self._prefill_fn, self.prefill_lengths, device, "the thinker's prompt pass",
+                                       self.capture_stream)
         if before and self._prefills:
             log.info("the thinker's %d captured prompt passes (%d-slot cache) hold %.2f GB", len(self._prefills),
                      self.max_tokens, (torch.cuda.memory_allocated() - before) / 1e9)

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from backends.transformers.cuda_graphs import _captured_each, compute_device
+from backends.transformers.cuda_graphs import captured_each, compute_device
 
 CONV_REACH_FRAMES = 12
 """Frames before a chunk's new ones that code2wav's convolutions read: their kernels, dilations and upsampling
@@ -110,8 +110,8 @@ class CapturedVocoder:
 
     def capture(self) -> float:
         started = time.perf_counter()
-        self._decoders = _captured_each(lambda n: self.code2wav(self.codes_in[n]), self.frame_counts, self.device,
-                                        "code2wav")
+        self._decoders = captured_each(lambda n: self.code2wav(self.codes_in[n]), self.frame_counts, self.device,
+                                       "code2wav")
         return time.perf_counter() - started
 
     @torch.inference_mode()
