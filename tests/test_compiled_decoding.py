@@ -16,7 +16,7 @@ import torch
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
 from backends.transformers.talker_decoder import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
-from backends.transformers.thinker_decoder import ThinkerDecoder
+from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
@@ -247,7 +247,7 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     for decoder in (eager, captured):
         streamer, kept = TokenCollector(), {}
         with torch.inference_mode(), capture_prompt_hidden(model.thinker, layer) as hooked:
-            decoder.generate(inputs, 0.0, 20, 1.0, 12, streamer, threading.Event(), eos_token_id=-1, generator=None,
+            decoder.generate(inputs, ThinkerSampling(0.0, 20, 1.0, 12, eos_token_id=-1), streamer, threading.Event(),
                              prompt_states=kept)
         replies.append(streamer.reply)
         states.append(kept.get("hidden", hooked.get("hidden")))
@@ -276,8 +276,9 @@ def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(i
         streamer = TokenCollector()
         seed = kwargs.pop("seed", None)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        decoder.generate(inputs, kwargs.pop("temperature", 0.0), 200, 1.0, 12, streamer, threading.Event(),
-                         generator=generator, **{"eos_token_id": -1, **kwargs})
+        sampling = ThinkerSampling(kwargs.pop("temperature", 0.0), 200, 1.0, 12, generator=generator,
+                                   **{"eos_token_id": -1, **kwargs})
+        decoder.generate(inputs, sampling, streamer, threading.Event())
         return streamer.reply, len(steps)
 
     greedy, greedy_steps = reply(False)

@@ -30,9 +30,9 @@ from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, TalkerSampling, TextFeed
+from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
 from backends.transformers.talker_decoder import TalkerDecoder
-from backends.transformers.thinker_decoder import ThinkerDecoder
+from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
 from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
 
 log = logging.getLogger(__name__)
@@ -301,8 +301,8 @@ class TransformersBackend(Backend):
         )
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
                                    options.left_context_frames, decode=self.vocoder)
-        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed,
-                         self.talker_decoder)
+        return SpeechRun(TalkerSetup(self.model, inputs, speaker, sampling, self.talker_decoder), vocoder, emit, stop,
+                         started, feed)
 
     @property
     def context_tokens(self) -> int:
@@ -336,8 +336,9 @@ class TransformersBackend(Backend):
             generator = None
             if sampling.seed is not None and not sampling.greedy:  # its own: the talker draws beside it
                 generator = torch.Generator(decoder.token_in.device).manual_seed(sampling.seed)
-            return decoder.generate(inputs, sampling.temperature, sampling.top_k, sampling.top_p,
-                                    sampling.max_new_tokens, streamer, stop, eos, generator, prompt_states)
+            settings = ThinkerSampling(sampling.temperature, sampling.top_k, sampling.top_p, sampling.max_new_tokens,
+                                       eos, generator)
+            return decoder.generate(inputs, settings, streamer, stop, prompt_states)
         kwargs = {
             "max_new_tokens": sampling.max_new_tokens,
             "eos_token_id": eos,

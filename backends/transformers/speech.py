@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from transformers import (
@@ -49,6 +49,18 @@ class TalkerSampling:
     repetition_penalty: float = 1.05
     max_frames: int = 4096
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TalkerSetup:
+    """What one reply's talker speaks from: the model, the thinker's inputs for the reply, the voice, the
+    sampling, and the backend's static-cache decoder (None: one made for this reply)."""
+
+    model: Any
+    inputs: dict
+    speaker: str
+    sampling: TalkerSampling = TalkerSampling()
+    decoder: TalkerDecoder | None = None
 
 
 class TextFeed:
@@ -140,18 +152,18 @@ class Talker:
 
     Example::
 
-        talker = Talker(model, inputs, "ethan", TalkerSampling(), feed, captured, stop)
+        talker = Talker(TalkerSetup(model, inputs, "ethan"), feed, captured, stop)
         for frame in talker.frames():   # LongTensor (num_code_groups,) per 80 ms of speech
             ...
     """
 
-    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, feed: TextFeed,
-                 captured: dict, stop: threading.Event, decoder: TalkerDecoder | None = None):
-        """``decoder``: the backend's static-cache decoder (compiled on GPU); None: one made for this reply."""
-        self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, decoder
+    def __init__(self, setup: TalkerSetup, feed: TextFeed, captured: dict, stop: threading.Event):
+        model = setup.model
+        self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, setup.decoder
         self.prefilled_at: float | None = None
-        self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
-        self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
+        self.inputs, self.sampling = setup.inputs, setup.sampling
+        self.feed, self.captured, self.stop = feed, captured, stop
+        self.speaker_id = self.config.talker_config.speaker_id[setup.speaker.lower()]
         self.device = compute_device(self.talker)
         self.generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
@@ -283,17 +295,15 @@ class SpeechRun:
 
     Example::
 
-        speech = SpeechRun(model, inputs, "ethan", TalkerSampling(), StreamingVocoder(model.code2wav), emit, stop)
+        speech = SpeechRun(TalkerSetup(model, inputs, "ethan"), StreamingVocoder(model.code2wav), emit, stop)
         with speech.running():           # captures the prompt states, starts the talker
             model.thinker.generate(**inputs, streamer=<something that calls speech.feed.extend>)
         speech.metrics()
     """
 
-    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, vocoder: StreamingVocoder,
-                 emit, stop: threading.Event, started: float | None = None, feed: TextFeed | None = None,
-                 decoder: TalkerDecoder | None = None):
-        self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
-        self.decoder = decoder
+    def __init__(self, setup: TalkerSetup, vocoder: StreamingVocoder, emit, stop: threading.Event,
+                 started: float | None = None, feed: TextFeed | None = None):
+        self.setup, self.model, self.vocoder = setup, setup.model, vocoder
         self.emit, self.stop = emit, stop
         self.feed = feed or TextFeed(yields_to_talker=True)  # our thinker runs in a thread: it can wait
         self.started = time.perf_counter() if started is None else started
@@ -330,8 +340,7 @@ class SpeechRun:
 
     def _speak(self, captured: dict) -> None:
         try:
-            talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop,
-                            self.decoder)
+            talker = Talker(self.setup, self.feed, captured, self.stop)
             for frame in talker.frames():
                 if self.talker_started is None:
                     self.talker_started = time.perf_counter()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -20,6 +21,20 @@ log = logging.getLogger(__name__)
 
 THINKER_TOP_K_LIMIT = 256
 """The thinker samples among at most this many likeliest tokens (the UI's top-k goes to 200)."""
+
+
+@dataclass(frozen=True)
+class ThinkerSampling:
+    """How ThinkerDecoder.generate draws a reply and when it ends: ``temperature`` 0 is greedy; the reply ends
+    at ``eos_token_id`` or after ``max_new_tokens``. ``generator``: the source of the sampling noise (None:
+    torch's default)."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    max_new_tokens: int
+    eos_token_id: int
+    generator: torch.Generator | None = None
 
 
 class ThinkerDecoder:
@@ -36,8 +51,8 @@ class ThinkerDecoder:
 
         decoder = ThinkerDecoder(model.thinker, max_tokens=8192)
         decoder.compile()                               # CUDA: compile + capture; optional
-        decoder.generate(inputs, temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=1024,
-                         streamer=streamer, stop=threading.Event(), eos_token_id=..., generator=None)
+        sampling = ThinkerSampling(temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=1024, eos_token_id=...)
+        decoder.generate(inputs, sampling, streamer=streamer, stop=threading.Event())
     """
 
     def __init__(self, thinker, max_tokens: int, prefill_lengths: tuple[int, ...] = (),
@@ -97,18 +112,17 @@ class ThinkerDecoder:
         return prompt_tokens + max_new_tokens <= self.max_tokens
 
     @torch.inference_mode()
-    def generate(self, inputs: dict, temperature: float, top_k: int, top_p: float, max_new_tokens: int,
-                 streamer, stop, eos_token_id: int, generator: torch.Generator | None,
+    def generate(self, inputs: dict, sampling: ThinkerSampling, streamer, stop,
                  prompt_states: dict | None = None) -> None:
         """Streams the reply's token ids into ``streamer`` (prompt first, as generate() does), the
-        last one being ``eos_token_id`` unless ``max_new_tokens`` or ``stop`` ended it first.
-        ``temperature`` 0: greedy. ``prompt_states``: gets ``"hidden"``, the prompt's states at
-        ``talker_layer``, before the first token (speech.capture_prompt_hidden's dict)."""
+        last one being ``sampling.eos_token_id`` unless its ``max_new_tokens`` or ``stop`` ended it first.
+        ``prompt_states``: gets ``"hidden"``, the prompt's states at ``talker_layer``, before the first
+        token (speech.capture_prompt_hidden's dict)."""
         self.replies += 1
-        greedy = temperature <= 0
-        self.temperature.fill_(1.0 if greedy else temperature)
-        self.top_k.fill_(self.limit if greedy else max(1, min(top_k, self.limit)))
-        self.top_p.fill_(1.0 if greedy else top_p)
+        greedy = sampling.temperature <= 0
+        self.temperature.fill_(1.0 if greedy else sampling.temperature)
+        self.top_k.fill_(self.limit if greedy else max(1, min(sampling.top_k, self.limit)))
+        self.top_p.fill_(1.0 if greedy else sampling.top_p)
         self.uniform.fill_(0.5)  # the same noise everywhere: argmax
         self.seen.zero_()
         self.seen.scatter_(1, inputs["input_ids"], True)
@@ -120,13 +134,13 @@ class ThinkerDecoder:
         self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
         streamer.put(inputs["input_ids"].cpu())
         if not greedy:
-            self.uniform.uniform_(generator=generator)
+            self.uniform.uniform_(generator=sampling.generator)
         token = self._sample(logits)
         self._copy_to_host(token)
-        for produced in range(1, max_new_tokens + 1):
-            launched = self.overlap and produced < max_new_tokens
+        for produced in range(1, sampling.max_new_tokens + 1):
+            launched = self.overlap and produced < sampling.max_new_tokens
             if launched:  # the next step reads this token on the GPU: it needn't wait for the host
-                token = self._launch_step(token, greedy, generator)
+                token = self._launch_step(token, greedy, sampling.generator)
             token_id = self._host_token()
             if produced == 1:
                 log.debug("thinker: prompt pass launched in %.1f ms (encoders included), first token on the host "
@@ -134,10 +148,10 @@ class ThinkerDecoder:
                           (time.perf_counter() - started) * 1e3)
             streamer.put(torch.tensor([token_id]))
             # An end seen here leaves the launched step's token unread (a step's worth of GPU time per reply).
-            if token_id == eos_token_id or produced == max_new_tokens or stop.is_set():
+            if token_id == sampling.eos_token_id or produced == sampling.max_new_tokens or stop.is_set():
                 return
             if not launched:
-                token = self._launch_step(token, greedy, generator)
+                token = self._launch_step(token, greedy, sampling.generator)
             self._copy_to_host(token)
 
     def _launch_step(self, token: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
