@@ -72,7 +72,7 @@ def processor():
     """The tiny checkpoint's processor with wide vision budgets (its tokenizer, template and audio side)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeProcessor
 
-    from backends.checkpoints.tiny import _build_processor
+    from backends.checkpoints.tiny_processor import _build_processor
 
     tiny = _build_processor()
     vision = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
