@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from backends.checkpoints.tiny_processor import _build_processor, _token_ids
+from backends.checkpoints.tiny_processor import build_processor, config_token_ids
 
 TinyKind = Literal["instruct", "captioner"]
 
@@ -93,7 +93,7 @@ def build_tiny_checkpoint(kind: TinyKind, out_dir: Path) -> Path:
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
         _check_reload(model, out_dir)
-    marker = {"kind": kind, "version": TINY_CHECKPOINT_VERSION, "token_ids": _token_ids(processor.tokenizer)}
+    marker = {"kind": kind, "version": TINY_CHECKPOINT_VERSION, "token_ids": config_token_ids(processor.tokenizer)}
     (out_dir / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return out_dir
 
@@ -102,8 +102,8 @@ def create_tiny_model(kind: TinyKind):
     """The tiny ``(model, processor)`` in memory, exactly what build_tiny_checkpoint saves."""
     import torch
 
-    processor = _build_processor()
-    ids = _token_ids(processor.tokenizer)
+    processor = build_processor()
+    ids = config_token_ids(processor.tokenizer)
     config = _build_config(kind, ids, vocab_size=len(processor.tokenizer))
     with _BUILD_LOCK, torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(_SEED)

@@ -89,10 +89,11 @@ def _build_tokenizer():
     tokenizer.add_tokens(
         [AddedToken(name, special=name not in _NOT_SPECIAL, normalized=False) for name in _ADDED_TOKENS]
     )
-    return tokenizer  # _token_ids() checks that role words and markers are single tokens
+    return tokenizer  # config_token_ids() checks that role words and markers are single tokens
 
 
-def _build_processor():
+def build_processor():
+    """The tiny checkpoint's Qwen3OmniMoeProcessor: its tokenizer trained here, small pixel budgets."""
     from transformers import (
         Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeProcessor, WhisperFeatureExtractor,
     )
@@ -126,7 +127,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def _token_ids(tokenizer) -> dict[str, int]:
+def config_token_ids(tokenizer) -> dict[str, int]:
     """Every token id the model config refers to, looked up in the tiny tokenizer."""
 
     def one(text: str) -> int:
