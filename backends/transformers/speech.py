@@ -166,8 +166,8 @@ class Talker:
         self.speaker_id = self.config.talker_config.speaker_id[setup.speaker.lower()]
         self.device = compute_device(self.talker)
         self.generator = torch.Generator(device=self.device)
-        if sampling.seed is not None:
-            self.generator.manual_seed(sampling.seed)
+        if setup.sampling.seed is not None:
+            self.generator.manual_seed(setup.sampling.seed)
         else:
             self.generator.seed()
 
