@@ -62,9 +62,6 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers: skip torch.compile/CUDA graphs (starts in seconds, generates slower)")
     parser.add_argument("--static-cache-tokens", type=int, default=8192,
                         help="transformers, compiled: prompt + reply tokens of the fast path (longer turns run eagerly)")
-    parser.add_argument("--small-cache-tokens", type=int, default=0,
-                        help="transformers, compiled: a second thinker cache this size for turns that fit it (0: none; "
-                             "faster only with --no-decode-attention; costs about 0.2 GB and a minute of compile)")
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")
@@ -137,7 +134,6 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "max_speech_seconds": args.max_speech_seconds or (4.0 if random_weights else 300.0),
         "compile": "off" if args.no_compile else "auto",
         "static_cache_tokens": args.static_cache_tokens,
-        "small_cache_tokens": args.small_cache_tokens,
         "max_gpu_memory_gib": args.max_gpu_memory,
         "encoder_cache_mb": args.encoder_cache_mb,
     }

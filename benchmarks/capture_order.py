@@ -18,7 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.transformers.decoding import ThinkerDecoder, _captured_each  # noqa: E402
+from backends.transformers.cuda_graphs import captured_each  # noqa: E402
+from backends.transformers.thinker_decoder import ThinkerDecoder  # noqa: E402
 from backends.checkpoints.tiny import ensure_tiny_checkpoint  # noqa: E402
 from backends.transformers.backend import THINKER_PROMPT_LENGTHS  # noqa: E402
 from benchmarks.speech_latency import full_size_backends  # noqa: E402
@@ -36,8 +37,8 @@ def main() -> None:
         torch.cuda.empty_cache()
         reserved, allocated = torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
         started = time.perf_counter()
-        decoder._prefills = _captured_each(decoder._prefill_fn, decoder.prefill_lengths, decoder.token_in.device,
-                                           order, decoder.capture_stream, largest_first=order == "largest first")
+        decoder._prefills = captured_each(decoder._prefill_fn, decoder.prefill_lengths, decoder.token_in.device,
+                                          order, decoder.capture_stream, largest_first=order == "largest first")
         took = time.perf_counter() - started
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # the warm-up runs' blocks: only the pool stays

@@ -21,8 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.transformers.decoding import decode_tail  # noqa: E402
-from backends.transformers.speech import CONV_REACH_FRAMES  # noqa: E402
+from backends.transformers.vocoder import CONV_REACH_FRAMES, decode_tail  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG  # noqa: E402
 
 CASES = [(74, 20), (105, 25)]

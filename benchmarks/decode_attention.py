@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.transformers.kernels import decode_attention  # noqa: E402
-from backends.transformers.decoding import _captured  # noqa: E402
+from backends.transformers.cuda_graphs import captured  # noqa: E402
 from benchmarks.speech_latency import wall_and_kernels  # noqa: E402
 
 LAYOUTS = {"thinker": (32, 4), "talker": (16, 2)}
@@ -44,7 +44,7 @@ def variant(forward, queries, keys, values, masks, outputs, compiled: bool = Fal
         for q, k, v, mask, out in zip(queries, keys, values, masks, outputs):
             attended, _ = forward(module, q, k, v, mask, dropout=0.0, scaling=HEAD_DIM ** -0.5)
             out.copy_(attended.reshape(out.shape))
-    return _captured(torch.compile(run, fullgraph=True, dynamic=False) if compiled else run)
+    return captured(torch.compile(run, fullgraph=True, dynamic=False) if compiled else run)
 
 
 def main() -> None:

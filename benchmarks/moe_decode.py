@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.transformers.kernels import fused_moe  # noqa: E402
-from backends.transformers.decoding import _captured  # noqa: E402
+from backends.transformers.cuda_graphs import captured  # noqa: E402
 from benchmarks.speech_latency import REAL_CONFIG, wall_and_kernels  # noqa: E402
 
 GATE_UP_TILES = [(8, 256, 4), (8, 512, 4), (4, 512, 4), (4, 1024, 4), (8, 1024, 8), (16, 512, 8), (8, 2048, 8),
@@ -105,7 +105,7 @@ def main() -> None:
                 run = variant_fn(layers, inputs, outputs, implementation, compiled)
                 started = time.perf_counter()
                 run()
-                replay = _captured(run) if on_gpu else run  # captured as the app captures its steps
+                replay = captured(run) if on_gpu else run  # captured as the app captures its steps
                 prepared = time.perf_counter() - started
                 wall, kernels = timed(replay, args.calls, on_gpu)
                 name = f"{'compiled' if compiled else 'eager'} {implementation}"
@@ -155,7 +155,7 @@ def sweep(config, layers, inputs, calls: int) -> None:
                 out.view(1, -1).copy_(fused_moe.fused_decode_experts(x, ids, weights, experts.gate_up_proj,
                                                                      experts.down_proj, blocks))
         run()
-        times = kernel_times(_captured(run), calls)
+        times = kernel_times(captured(run), calls)
         per_layer = {"gate_up": sum(t for k, t in times.items() if "gate_up" in k) / len(layers),
                      "down": sum(t for k, t in times.items() if "_down" in k) / len(layers),
                      "all": sum(times.values()) / len(layers)}

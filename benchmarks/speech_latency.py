@@ -94,7 +94,7 @@ def full_size_model(tiny_path: Path, thinker_layers: int | None = None):
     return model, processor
 
 
-def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192, small_cache_tokens: int = 0,
+def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
                        modes: tuple[str, ...] = ("off", "auto")) -> dict:
     """TransformersBackends around one full-size random-weight model (GPU), by ``compile`` mode: "off" (eager)
     and "auto" (compiled). Their caches are the app's (300 s of speech); each reply stops after SPEECH_FRAMES."""
@@ -103,8 +103,7 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192, 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
     # encoder_cache_mb=0: every turn here encodes its files (--encoder-cache-ab measures the cache)
-    options = TransformersOptions(static_cache_tokens=static_tokens, small_cache_tokens=small_cache_tokens,
-                                  encoder_cache_mb=0)
+    options = TransformersOptions(static_cache_tokens=static_tokens, encoder_cache_mb=0)
     backends = {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
                 for mode in modes}
     for backend in backends.values():  # after the caches are sized: replies read it
@@ -351,7 +350,7 @@ def profile_prompt_passes(backend, prompt_tokens: int, runs: int = 10) -> list[s
 
 def profile_prompt_stages(backend, request: ChatRequest, runs: int = 5) -> str:
     """Where the time to the first token goes (GPU, medians of ``runs``): media decoding, the processor, the
-    audio and vision encoders, and the whole prompt pass into the small thinker cache, eager and with the
+    audio and vision encoders, and the whole prompt pass into the thinker's cache, eager and with the
     captured text model."""
     thinker = backend.model.thinker
     decoder = backend.thinker_decoders[0]
@@ -553,7 +552,7 @@ def thinker_against_stock(backend, request: ChatRequest, cache: int, kernel: str
     kernels, and through a second one of its size compiled with transformers' own, alternating in one run (GPU).
     ``kernel``: the backend's attribute holding the function that puts transformers' own back; ``turn_on(model)``
     turns ours on again."""
-    from backends.transformers.decoding import ThinkerDecoder
+    from backends.transformers.thinker_decoder import ThinkerDecoder
 
     decoders = backend.thinker_decoders
     if getattr(backend, kernel) is None or not decoders:
@@ -667,7 +666,6 @@ def main() -> None:
     parser.add_argument("--skip-eager", action="store_true", help="only the compiled path (and agreement)")
     parser.add_argument("--timeline", action="store_true", help="log when the talker starts and first audio leaves")
     parser.add_argument("--static-tokens", type=int, default=8192, help="the compiled path's static cache size")
-    parser.add_argument("--small-cache-tokens", type=int, default=0, help="the thinker's second cache (0: none)")
     parser.add_argument("--thinker-only", action="store_true", help="only the compiled thinker's speed (speech off)")
     parser.add_argument("--overlap-ab", action="store_true",
                         help="also the thinker alone with each step launched ahead of the host, and one at a time")
@@ -689,10 +687,13 @@ def main() -> None:
     import logging
 
     logging.basicConfig(format="  %(message)s")
-    for name in ("backends.transformers.backend", "backends.transformers.decoding"):  # warm-up progress, graph memory
+    for name in ("backends.transformers.backend", "backends.transformers.thinker_decoder",  # warm-up progress,
+                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs"):  # graph memory
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
-        for name in ("backends.transformers.speech", "backends.transformers.decoding", "backends.transformers.backend"):  # first token, audio
+        for name in ("backends.transformers.speech", "backends.transformers.thinker_decoder",  # first token, audio
+                     "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs",
+                     "backends.transformers.backend"):
             logging.getLogger(name).setLevel(logging.DEBUG)
 
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
@@ -704,15 +705,13 @@ def main() -> None:
     recorded_from = record_memory_history() if loaded is not None and args.memory_at_peak else None
     # The eager backend's own talker cache would count in the compiled path's memory: it is made after the warm-up
     # (memory_kept), when an eager path needs it, else only for the agreement check after the memory is measured.
-    backends = full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens,
-                                  small_cache_tokens=args.small_cache_tokens, modes=("auto",)) if args.full_size \
-        else tiny_backends(args.device)
+    backends = full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens, modes=("auto",)) \
+        if args.full_size else tiny_backends(args.device)
     compiled = backends.get("auto") or backends["on"]
 
     def eager():
         if "off" not in backends:
-            backends.update(full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens,
-                                               small_cache_tokens=args.small_cache_tokens, modes=("off",)))
+            backends.update(full_size_backends(tiny_path, loaded, static_tokens=args.static_tokens, modes=("off",)))
         return backends["off"]
 
     print(f"model ready in {time.perf_counter() - started:.1f} s on {compiled.info.device}", flush=True)

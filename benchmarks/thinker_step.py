@@ -4,7 +4,7 @@ of minutes: the full-size model's warm-up takes five).
     python benchmarks/thinker_step.py --layers 8                    # ours: every kernel switched on
     python benchmarks/thinker_step.py --layers 8 --ab projections   # and without the fused q/k/v product
 
-Full-size thinker layers (random bf16 weights) with the app's decode step (backends/decoding.ThinkerDecoder:
+Full-size thinker layers (random bf16 weights) with the app's decode step (backends/transformers/thinker_decoder.ThinkerDecoder:
 embedding, text model, lm_head and sampling compiled and captured), ``--filled`` tokens in a ``--cache``-slot
 cache. Prints wall and kernel time per step and the largest kernels, with how often each runs per layer.
 """
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--ab", choices=SWITCHES, action="append", default=[],
                         help="also a step without this one of our kernels (repeatable)")
     args = parser.parse_args()
-    from backends.transformers.decoding import ThinkerDecoder
+    from backends.transformers.thinker_decoder import ThinkerDecoder
 
     thinker = thinker_with_layers(args.layers)
     print(f"thinker with {args.layers} of 48 layers, {args.cache}-slot cache, {args.filled} filled; "

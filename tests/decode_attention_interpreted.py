@@ -58,7 +58,7 @@ def thinker_replies_alike() -> None:
     layers went through it. (The talker's layout is among kernel_matches_sdpa's; here it is only switched.)"""
     from backends.checkpoints import resolve_checkpoint
     from backends.conversation import build_prompt_inputs
-    from backends.transformers.decoding import ThinkerDecoder
+    from backends.transformers.thinker_decoder import ThinkerDecoder
     from backends.request import ChatRequest, Turn
     from backends.transformers.backend import TransformersBackend, TransformersOptions
     from tests.streams import decoded_tokens

@@ -80,8 +80,10 @@ class TokenCollector:
 def decoded_tokens(decoder, inputs: dict, *, temperature=0.0, top_k=20, top_p=1.0, seed=None,
                    max_new_tokens=12) -> list[int]:
     """A ThinkerDecoder's reply to ``inputs`` (greedy unless ``temperature``), as token ids."""
+    from backends.transformers.thinker_decoder import ThinkerSampling
+
     streamer = TokenCollector()
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    decoder.generate(inputs, temperature, top_k, top_p, max_new_tokens, streamer, threading.Event(),
-                     eos_token_id=-1, generator=generator)
+    sampling = ThinkerSampling(temperature, top_k, top_p, max_new_tokens, eos_token_id=-1, generator=generator)
+    decoder.generate(inputs, sampling, streamer, threading.Event())
     return streamer.reply

@@ -15,7 +15,8 @@ import torch
 
 from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
-from backends.transformers.decoding import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, ThinkerDecoder, _gumbel_pick
+from backends.transformers.talker_decoder import PREDICTOR_TOP_K, PREDICTOR_TOP_P, TalkerDecoder, _gumbel_pick
+from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
 from backends.events import AudioChunk, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
@@ -23,8 +24,7 @@ from tests.streams import TokenCollector, collect, decoded_tokens, errors_of, te
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
 SMALL_CACHE = 48
-"""The thinker's small cache in these tests: a text turn (13 prompt + 12 reply tokens) fits it, one with
-audio and an image (62 + 12) doesn't."""
+"""A smaller thinker cache in these tests: a text turn (13 prompt + 12 reply tokens) fits it."""
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def warm_up_run(tiny_cache, speech_path):
     was still compiling got."""
     with traced_without_inductor():
         backend = build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
-                                talker_do_sample=False, compile="on", small_cache_tokens=SMALL_CACHE)
+                                talker_do_sample=False, compile="on")
         assert backend.warming_up, "the header should say the engine is not ready yet"
         warming = threading.Thread(target=backend.warm_up)
         warming.start()
@@ -67,7 +67,7 @@ def test_compiled_reply_equals_the_eager_reply(warm_up_run, instruct_backend, ta
     served_before = [decoder.replies for decoder in compiled.thinker_decoders]
     compiled_events = collect(compiled, request)
     served = [decoder.replies - before for decoder, before in zip(compiled.thinker_decoders, served_before)]
-    assert served == ([0, 1] if with_media else [1, 0]), "the smallest cache that holds the turn serves it"
+    assert served == [1], "the compiled decoder serves the turn"
     assert text_of(compiled_events) == text_of(eager_events)
     assert len(talker_frames) == len(eager_frames) > 3
     assert all(torch.equal(a, b) for a, b in zip(talker_frames, eager_frames))
@@ -119,8 +119,9 @@ def _thinker_inputs(backend, text: str) -> dict:
 def test_the_thinker_loop_follows_the_seed_and_top_k_1_is_greedy_in_either_cache(warm_up_run):
     compiled, _ = warm_up_run
     inputs = _thinker_inputs(compiled, "Tell me something.")
-    small, large = compiled.thinker_decoders
-    assert (small.max_tokens, large.max_tokens) == (SMALL_CACHE, compiled.options.static_cache_tokens)
+    [large] = compiled.thinker_decoders
+    assert large.max_tokens == compiled.options.static_cache_tokens
+    small = ThinkerDecoder(compiled.model.thinker, SMALL_CACHE)
     greedy = decoded_tokens(small, inputs)
     assert decoded_tokens(large, inputs) == greedy  # the cache's size changes no token
     first, again, other = (decoded_tokens(small, inputs, temperature=1.0, top_k=200, seed=seed) for seed in (1, 1, 2))
@@ -187,9 +188,8 @@ def test_a_prompt_padded_to_a_captured_length_decodes_like_the_exact_one(instruc
 
 
 def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypatch):
-    from backends.transformers import decoding
-    from backends.transformers.decoding import CapturedVocoder
-    from backends.transformers.speech import CONV_REACH_FRAMES, StreamingVocoder
+    from backends.transformers import vocoder as vocoder_module
+    from backends.transformers.vocoder import CONV_REACH_FRAMES, CapturedVocoder, StreamingVocoder
 
     code2wav = instruct_backend.model.code2wav
     left_context = StreamingVocoder.default_left_context(code2wav)
@@ -198,8 +198,8 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     captured = CapturedVocoder(code2wav, counts[:2])  # as the backend: the first sound, and the chunk after it
     captured.capture()
     eager = []  # (frames decoded, frames upsampled) of each decode outside the captured graphs
-    original = decoding.decode_tail
-    monkeypatch.setattr(decoding, "decode_tail", lambda model, codes, conv_frames: eager.append(
+    original = vocoder_module.decode_tail
+    monkeypatch.setattr(vocoder_module, "decode_tail", lambda model, codes, conv_frames: eager.append(
         (codes.shape[-1], conv_frames)) or original(model, codes, conv_frames))
     codes = torch.randint(0, code2wav.config.codebook_size, (code2wav.config.num_quantizers, 160),
                           generator=torch.Generator().manual_seed(2))
@@ -247,7 +247,7 @@ def test_the_thinkers_captured_prompt_pass_answers_like_the_eager_one(instruct_b
     for decoder in (eager, captured):
         streamer, kept = TokenCollector(), {}
         with torch.inference_mode(), capture_prompt_hidden(model.thinker, layer) as hooked:
-            decoder.generate(inputs, 0.0, 20, 1.0, 12, streamer, threading.Event(), eos_token_id=-1, generator=None,
+            decoder.generate(inputs, ThinkerSampling(0.0, 20, 1.0, 12, eos_token_id=-1), streamer, threading.Event(),
                              prompt_states=kept)
         replies.append(streamer.reply)
         states.append(kept.get("hidden", hooked.get("hidden")))
@@ -276,8 +276,9 @@ def test_the_thinker_launching_a_step_ahead_of_the_host_streams_the_same_reply(i
         streamer = TokenCollector()
         seed = kwargs.pop("seed", None)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        decoder.generate(inputs, kwargs.pop("temperature", 0.0), 200, 1.0, 12, streamer, threading.Event(),
-                         generator=generator, **{"eos_token_id": -1, **kwargs})
+        sampling = ThinkerSampling(kwargs.pop("temperature", 0.0), 200, 1.0, 12, generator=generator,
+                                   **{"eos_token_id": -1, **kwargs})
+        decoder.generate(inputs, sampling, streamer, threading.Event())
         return streamer.reply, len(steps)
 
     greedy, greedy_steps = reply(False)
@@ -315,7 +316,7 @@ def test_a_decoder_that_wont_compile_with_our_kernels_compiles_again_with_transf
     for decoder_class in (ThinkerDecoder, TalkerDecoder):
         monkeypatch.setattr(decoder_class, "compile", compile_fails_first if decoder_class is failing_class
                             else compiles)
-    with build_backend("transformers", resolve_checkpoint("tiny"), compile="on", small_cache_tokens=0,
+    with build_backend("transformers", resolve_checkpoint("tiny"), compile="on",
                        max_speech_seconds=1.0) as backend:
         assert backend._stock_experts is None and backend._stock_attention is None, "no Triton kernels without a GPU"
         backend._stock_experts = lambda: restored.append("experts")

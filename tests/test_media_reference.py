@@ -72,9 +72,9 @@ def processor():
     """The tiny checkpoint's processor with wide vision budgets (its tokenizer, template and audio side)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeProcessor
 
-    from backends.checkpoints.tiny import _build_processor
+    from backends.checkpoints.tiny_processor import build_processor
 
-    tiny = _build_processor()
+    tiny = build_processor()
     vision = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
     return Qwen3OmniMoeProcessor(
         Qwen2VLImageProcessor(size=IMAGE_PIXELS, **vision), Qwen2VLVideoProcessor(size=VIDEO_PIXELS, **vision),

@@ -13,7 +13,7 @@ from backends.transformers import speech
 from backends.conversation import build_prompt_inputs
 from backends.events import AudioChunk, Metrics, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.transformers.speech import StreamingVocoder
+from backends.transformers.vocoder import StreamingVocoder
 from tests.streams import collect, text_of
 from tests.test_transformers_backend import seconds_to_free_engine
 
@@ -147,7 +147,7 @@ def test_a_chunks_convolutions_read_every_frame_they_reach(instruct_backend):
     """decode_tail runs code2wav's convolutions over a chunk's new frames and CONV_REACH_FRAMES before them: the
     first sample a chunk emits must depend on no frame before that (checked through the convolutions' gradient,
     which weights of any size would show; random ones hide it in the samples themselves)."""
-    from backends.transformers.speech import CONV_REACH_FRAMES
+    from backends.transformers.vocoder import CONV_REACH_FRAMES
 
     code2wav = instruct_backend.model.code2wav
     upsample, frames, sent = int(code2wav.total_upsample), 40, 30

@@ -15,7 +15,7 @@ from backends import build_backend
 from backends.checkpoints import Checkpoint, resolve_checkpoint
 from backends.events import AudioChunk, Done, Error, Metrics, Notice, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.transformers.decoding import TalkerDecoder
+from backends.transformers.talker_decoder import TalkerDecoder
 from backends.transformers.backend import CheckpointError
 from tests.streams import collect, text_of
 

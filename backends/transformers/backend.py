@@ -22,7 +22,6 @@ import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.transformers.decoding import CapturedVocoder, TalkerDecoder, ThinkerDecoder
 from backends.transformers.encoder_cache import EncoderCache
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
 from backends.transformers.encoder_graphs import EncoderGraphs
@@ -31,7 +30,10 @@ from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, StreamingVocoder, TalkerSampling, TextFeed
+from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
+from backends.transformers.talker_decoder import TalkerDecoder
+from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
+from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,6 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
-    small_cache_tokens: int = 0
-    """A second, smaller static cache for the thinker, for the turns that fit it (0: none). With sdpa a decode
-    step attended over every slot of its cache, so a small one was faster; the decode-attention kernel reads
-    only the filled slots, so one cache serves as fast (0.2 GB and a minute of first-start compile saved)."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep
@@ -140,7 +138,7 @@ class TransformersBackend(Backend):
         self.model = self.processor = self.talker_decoder = self.vocoder = None
         self.encoder_cache: EncoderCache | None = None
         self.thinker_decoders: list[ThinkerDecoder] = []
-        """Smallest cache first; a turn takes the first that holds it."""
+        """The compiled path's decoder (none: eager); a turn takes the first that holds it (benchmarks swap them)."""
         self.compiled = False
         self._stock_experts = None
         """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
@@ -188,7 +186,6 @@ class TransformersBackend(Backend):
         if self.compiled:
             if self.model.device.type == "cuda":  # before the first product: the kernel checks below
                 _smaller_cublas_workspaces()
-            sizes = {options.static_cache_tokens, min(options.small_cache_tokens, options.static_cache_tokens)} - {0}
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
             if options.fused_moe and self.model.device.type == "cuda":
                 from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
@@ -200,8 +197,9 @@ class TransformersBackend(Backend):
                 self._stock_attention = use_decode_attention(self.model)
             if options.fused_projections:
                 self._stock_projections = fuse_attention_projections(self.model)
-            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, size, THINKER_PROMPT_LENGTHS, talker_layer)
-                                     for size in sorted(sizes)]
+            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, options.static_cache_tokens,
+                                                    THINKER_PROMPT_LENGTHS, talker_layer)] \
+                if options.static_cache_tokens else []
             self.warming_up = WAITING_TO_COMPILE
         if self.model.has_talker:
             max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
@@ -212,7 +210,7 @@ class TransformersBackend(Backend):
                 if left_context is None:
                     left_context = StreamingVocoder.default_left_context(self.model.code2wav)
                 # The first two chunks: the first sound, and the one due before it has played, when code2wav
-                # decodes it whole (a later chunk upsamples only its new frames: decoding.decode_tail).
+                # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
                 self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
                     options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
         self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
@@ -303,8 +301,8 @@ class TransformersBackend(Backend):
         )
         vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
                                    options.left_context_frames, decode=self.vocoder)
-        return SpeechRun(self.model, inputs, speaker, sampling, vocoder, emit, stop, started, feed,
-                         self.talker_decoder)
+        return SpeechRun(TalkerSetup(self.model, inputs, speaker, sampling, self.talker_decoder), vocoder, emit, stop,
+                         started, feed)
 
     @property
     def context_tokens(self) -> int:
@@ -338,8 +336,9 @@ class TransformersBackend(Backend):
             generator = None
             if sampling.seed is not None and not sampling.greedy:  # its own: the talker draws beside it
                 generator = torch.Generator(decoder.token_in.device).manual_seed(sampling.seed)
-            return decoder.generate(inputs, sampling.temperature, sampling.top_k, sampling.top_p,
-                                    sampling.max_new_tokens, streamer, stop, eos, generator, prompt_states)
+            settings = ThinkerSampling(sampling.temperature, sampling.top_k, sampling.top_p, sampling.max_new_tokens,
+                                       eos, generator)
+            return decoder.generate(inputs, settings, streamer, stop, prompt_states)
         kwargs = {
             "max_new_tokens": sampling.max_new_tokens,
             "eos_token_id": eos,

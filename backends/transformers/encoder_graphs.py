@@ -45,7 +45,7 @@ from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
 )
 from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
 
-from backends.transformers.decoding import _captured_each
+from backends.transformers.cuda_graphs import captured_each
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,11 @@ class EncoderGraphs:
             return 0.0
         started = time.perf_counter()
         with self._lock:
-            audio = _captured_each(lambda size: self._audio_passes[size](), self.audio_chunks, self.device,
-                                   "the audio encoder", stream, pool=pool)
+            audio = captured_each(lambda size: self._audio_passes[size](), self.audio_chunks, self.device,
+                                  "the audio encoder", stream, pool=pool)
             pool = next(iter(audio.values())).pool if audio and pool is None else pool
-            vision = _captured_each(lambda size: self._vision_passes[size](), self.vision_patches, self.device,
-                                    "the vision encoder", stream, pool=pool)
+            vision = captured_each(lambda size: self._vision_passes[size](), self.vision_patches, self.device,
+                                   "the vision encoder", stream, pool=pool)
         if not audio or not vision:
             raise RuntimeError("capturing the encoders failed")
         self._audio_runs, self._vision_runs = audio, vision

@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from transformers import (
@@ -30,7 +30,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backends.transformers.decoding import TalkerDecoder, compute_device, decode_tail
+from backends.transformers.cuda_graphs import compute_device
+from backends.transformers.talker_decoder import TalkerDecoder
+from backends.transformers.vocoder import StreamingVocoder
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,18 @@ class TalkerSampling:
     repetition_penalty: float = 1.05
     max_frames: int = 4096
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TalkerSetup:
+    """What one reply's talker speaks from: the model, the thinker's inputs for the reply, the voice, the
+    sampling, and the backend's static-cache decoder (None: one made for this reply)."""
+
+    model: Any
+    inputs: dict
+    speaker: str
+    sampling: TalkerSampling = TalkerSampling()
+    decoder: TalkerDecoder | None = None
 
 
 class TextFeed:
@@ -138,22 +152,22 @@ class Talker:
 
     Example::
 
-        talker = Talker(model, inputs, "ethan", TalkerSampling(), feed, captured, stop)
+        talker = Talker(TalkerSetup(model, inputs, "ethan"), feed, captured, stop)
         for frame in talker.frames():   # LongTensor (num_code_groups,) per 80 ms of speech
             ...
     """
 
-    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, feed: TextFeed,
-                 captured: dict, stop: threading.Event, decoder: TalkerDecoder | None = None):
-        """``decoder``: the backend's static-cache decoder (compiled on GPU); None: one made for this reply."""
-        self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, decoder
+    def __init__(self, setup: TalkerSetup, feed: TextFeed, captured: dict, stop: threading.Event):
+        model = setup.model
+        self.model, self.talker, self.config, self.decoder = model, model.talker, model.config, setup.decoder
         self.prefilled_at: float | None = None
-        self.inputs, self.sampling, self.feed, self.captured, self.stop = inputs, sampling, feed, captured, stop
-        self.speaker_id = self.config.talker_config.speaker_id[speaker.lower()]
+        self.inputs, self.sampling = setup.inputs, setup.sampling
+        self.feed, self.captured, self.stop = feed, captured, stop
+        self.speaker_id = self.config.talker_config.speaker_id[setup.speaker.lower()]
         self.device = compute_device(self.talker)
         self.generator = torch.Generator(device=self.device)
-        if sampling.seed is not None:
-            self.generator.manual_seed(sampling.seed)
+        if setup.sampling.seed is not None:
+            self.generator.manual_seed(setup.sampling.seed)
         else:
             self.generator.seed()
 
@@ -268,12 +282,6 @@ def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorLis
     return warpers
 
 
-CONV_REACH_FRAMES = 12
-"""Frames before a chunk's new ones that code2wav's convolutions read: their kernels, dilations and upsampling
-reach 10 frames back from the first sample a chunk emits (autograd through them); 2 more for margin. Random
-weights hide most of it (their contributions fade within 5 frames), trained ones need not."""
-
-
 @functools.cache
 def talker_stream(device: torch.device) -> torch.cuda.Stream:
     """The one CUDA stream every reply's talker runs on, per GPU. cuBLAS keeps a workspace for each stream it
@@ -282,91 +290,20 @@ def talker_stream(device: torch.device) -> torch.cuda.Stream:
     return torch.cuda.Stream(device)
 
 
-class StreamingVocoder:
-    """code2wav in chunks whose concatenation equals one decode of all frames.
-
-    A decode of F frames yields ``F * upsample - trim`` samples, and its first samples never
-    change when more frames follow (code2wav is causal). So each chunk re-decodes
-    ``left_context`` earlier frames and keeps only the samples after what was already sent.
-    The context must cover the transformer's sliding window plus the convolutions' reach
-    (with random weights window + 4 frames was exact to 1e-6; with stock's 25 frames a long reply
-    drifts by ~1% of its peak); the convolutions themselves run over the new frames and
-    ``CONV_REACH_FRAMES`` before them only (``decode_tail``). Stock ``chunked_decode`` also cuts
-    ``trim`` samples out at every chunk boundary.
-    """
-
-    def __init__(self, code2wav, first_chunk: int = 4, chunk: int = 25, left_context: int | None = None,
-                 decode=None):
-        """``decode(codes, conv_frames)``: the waveform of the codes' last ``conv_frames`` frames, decode_tail's
-        signature (default decode_tail on code2wav; the backend passes a ``CapturedVocoder``)."""
-        self.code2wav, self.first_chunk, self.chunk = code2wav, first_chunk, chunk
-        self.decode = decode or (lambda codes, conv_frames: decode_tail(code2wav, codes, conv_frames))
-        self.device = compute_device(code2wav)
-        # At least one frame: a chunk's first samples finish the frame before it (code2wav trims its tail).
-        self.left_context = max(1, self.default_left_context(code2wav) if left_context is None else left_context)
-        self.upsample = int(code2wav.total_upsample)
-        self.frames: list[torch.Tensor] = []
-        self.sent_frames = 0  # frames whose audio has been returned (up to their trimmed tail)
-        self.trim: int | None = None
-
-    @staticmethod
-    def default_left_context(code2wav) -> int:
-        window = getattr(code2wav.config, "sliding_window", None) or 72
-        return window + CONV_REACH_FRAMES
-
-    @staticmethod
-    def chunk_frame_counts(first_chunk: int, chunk: int, left_context: int,
-                           whole_only: bool = False) -> tuple[int, ...]:
-        """The frames code2wav decodes per chunk (context included) in any stream, but its last
-        chunk: the lengths worth capturing. They repeat once the context is full. ``whole_only``: only
-        the chunks whose convolutions run over every frame decoded (sent within their reach)."""
-        counts, sent, frames = [], 0, first_chunk
-        while not (whole_only and sent > CONV_REACH_FRAMES):
-            count = frames - max(0, sent - left_context)
-            if count in counts:
-                break
-            counts.append(count)
-            sent, frames = frames, frames + chunk
-        return tuple(counts)
-
-    def push(self, frame: torch.Tensor) -> torch.Tensor | None:
-        """Add one frame of codes; returns new samples when a chunk is complete."""
-        self.frames.append(frame)
-        due = self.first_chunk if self.sent_frames == 0 else self.chunk
-        return self._decode() if len(self.frames) - self.sent_frames >= due else None
-
-    def flush(self) -> torch.Tensor | None:
-        return self._decode() if len(self.frames) > self.sent_frames else None
-
-    @torch.inference_mode()
-    def _decode(self) -> torch.Tensor:
-        start = max(0, self.sent_frames - self.left_context)
-        conv_start = max(start, self.sent_frames - CONV_REACH_FRAMES)  # where the convolutions' samples begin
-        codes = torch.stack(self.frames[start:], dim=1).unsqueeze(0).to(self.device)
-        wav = self.decode(codes, len(self.frames) - conv_start)[0, 0]
-        if self.trim is None:
-            self.trim = (len(self.frames) - conv_start) * self.upsample - wav.shape[-1]
-        begin = 0 if self.sent_frames == 0 else (self.sent_frames - conv_start) * self.upsample - self.trim
-        self.sent_frames = len(self.frames)
-        return wav[begin:].float()
-
-
 class SpeechRun:
     """The talker thread of one reply: codec frames → audio chunks → ``AudioChunk`` events.
 
     Example::
 
-        speech = SpeechRun(model, inputs, "ethan", TalkerSampling(), StreamingVocoder(model.code2wav), emit, stop)
+        speech = SpeechRun(TalkerSetup(model, inputs, "ethan"), StreamingVocoder(model.code2wav), emit, stop)
         with speech.running():           # captures the prompt states, starts the talker
             model.thinker.generate(**inputs, streamer=<something that calls speech.feed.extend>)
         speech.metrics()
     """
 
-    def __init__(self, model, inputs: dict, speaker: str, sampling: TalkerSampling, vocoder: StreamingVocoder,
-                 emit, stop: threading.Event, started: float | None = None, feed: TextFeed | None = None,
-                 decoder: TalkerDecoder | None = None):
-        self.model, self.inputs, self.speaker, self.sampling, self.vocoder = model, inputs, speaker, sampling, vocoder
-        self.decoder = decoder
+    def __init__(self, setup: TalkerSetup, vocoder: StreamingVocoder, emit, stop: threading.Event,
+                 started: float | None = None, feed: TextFeed | None = None):
+        self.setup, self.model, self.vocoder = setup, setup.model, vocoder
         self.emit, self.stop = emit, stop
         self.feed = feed or TextFeed(yields_to_talker=True)  # our thinker runs in a thread: it can wait
         self.started = time.perf_counter() if started is None else started
@@ -403,8 +340,7 @@ class SpeechRun:
 
     def _speak(self, captured: dict) -> None:
         try:
-            talker = Talker(self.model, self.inputs, self.speaker, self.sampling, self.feed, captured, self.stop,
-                            self.decoder)
+            talker = Talker(self.setup, self.feed, captured, self.stop)
             for frame in talker.frames():
                 if self.talker_started is None:
                     self.talker_started = time.perf_counter()
