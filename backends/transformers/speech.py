@@ -32,6 +32,7 @@ from transformers import (
 
 from backends.transformers.decoding import TalkerDecoder, compute_device, decode_tail
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
+from messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +418,7 @@ class SpeechRun:
         except Exception as err:  # speech is extra: the text reply goes on without it
             if not self.stop.is_set():
                 log.exception("speech generation failed")
-                self.emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text reply is kept.",
+                self.emit(Error(Message("speech.failed_reply_kept", {"cause": f"{err.__class__.__name__}: {err}"}),
                                 "speech"))
         finally:
             self.finished_at = time.perf_counter()

@@ -22,6 +22,7 @@ from ui import examples
 from ui.chat import archive
 from ui.chat.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.i18n import t
+from messages import Message
 from ui.messages import Say, translator
 from ui.reply import ReplyState
 from ui.reply_player import reply_player
@@ -194,7 +195,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
         try:
             parts = _user_parts(message)
         except MediaError as err:
-            raise gr.Error(say(str(err))) from err
+            raise gr.Error(say(err)) from err
         if chat_session.use_audio_in_video is None:
             chat_session.use_audio_in_video = bool(use_audio_in_video)
         chat_session.turns.append(Turn("user", parts))
@@ -277,7 +278,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             turns = archive.import_conversation(file, fresh.replies_folder())
         except MediaError as err:
             fresh.close()
-            raise gr.Error(say(str(err))) from err
+            raise gr.Error(say(err)) from err
         chat_session.close()
         fresh.turns = turns
         for turn in turns:
@@ -353,7 +354,7 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
             async for event in engine.stream(request):
                 reply.handle(event)
             audio = reply.audio()
-            text = reply.text or "; ".join(say(e.message) for e in reply.errors)
+            text = reply.text or "; ".join(say(e) for e in reply.errors)
             outputs += [text, (reply.sample_rate, pcm16(audio)) if audio is not None and audio.size else None]
         return outputs
 
@@ -417,7 +418,7 @@ def _normalize_message(message) -> dict:
 
 def _user_parts(message: dict) -> tuple:
     if not message["text"].strip() and not message["files"]:
-        raise MediaError("message", "type something or attach a file first")
+        raise MediaError("message", Message("chat.nothing_to_send"))
     # Media first, then the question: the order the Qwen3-Omni cookbooks use.
     media = tuple(MediaPart(kind_of(path), path) for path in message["files"])
     text = (TextPart(message["text"]),) if message["text"].strip() else ()
