@@ -5,7 +5,7 @@ PyAV (frames spread evenly over the whole clip, plus the sound track). No decord
 torchcodec or ffmpeg binary is needed. Frame counts and sizes follow qwen-omni-utils,
 what the official demo prepares media with, so the model sees what it was shown there
 (tests/test_media_reference.py compares the two). Every failure is a ``MediaError`` naming the file and the problem,
-which the UI shows as it is.
+a ``messages.Message`` the UI shows in the user's language.
 """
 
 from __future__ import annotations
