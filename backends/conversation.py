@@ -12,6 +12,11 @@ import numpy as np
 
 import media
 from backends.request import ChatRequest, MediaPart, TextPart
+from messages import Message
+
+KINDS = {"image": Message("media.kind.image"), "audio": Message("media.kind.audio"),
+         "video": Message("media.kind.video")}
+"""Each media kind's name, as a message names it."""
 
 
 @dataclass
@@ -25,7 +30,7 @@ class PromptInputs:
     video_fps: list[float] = field(default_factory=list)
     """Frames taken per second of each video (they differ: a long clip gets fewer per second)."""
     use_audio_in_video: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[Message] = field(default_factory=list)
     """Things the user should know (e.g. a video without sound was given silence)."""
     first_turn: int = 0
     """The request's first turn this prompt holds (``fit_to_context`` leaves out older ones)."""
@@ -82,9 +87,8 @@ def build_prompt_inputs(request: ChatRequest, limits: media.MediaLimits = media.
         prompt.messages.append({"role": "system", "content": [{"type": "text", "text": request.system_prompt}]})
     for turn in request.turns:
         if turn.role == "user" and len(turn.media) > limits.max_items_per_turn:
-            raise media.MediaError(turn.media[limits.max_items_per_turn].path,
-                                   f"one message takes at most {limits.max_items_per_turn} files; "
-                                   f"this one has {len(turn.media)}")
+            raise media.MediaError(turn.media[limits.max_items_per_turn].path, Message(
+                "prompt.too_many_files", {"limit": limits.max_items_per_turn, "count": len(turn.media)}))
         if turn.role == "assistant":
             prompt.messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.text}]})
             continue
@@ -113,7 +117,7 @@ def _add_media(prompt: PromptInputs, part: MediaPart, limits: media.MediaLimits)
             if clip.audio is None or clip.audio.size == 0:
                 seconds = len(clip.frames) / clip.fps
                 prompt.audios.append(np.zeros(int(seconds * media.INPUT_SAMPLE_RATE), np.float32))
-                prompt.notes.append(f"{_name(part.path)} has no sound track; the model heard silence for it.")
+                prompt.notes.append(Message("prompt.silent_video", {"file": _name(part.path)}))
             else:
                 prompt.audios.append(clip.audio)
     return {"type": part.kind, part.kind: part.path}
@@ -127,7 +131,7 @@ def _name(path: str) -> str:
 
 def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
                    limits: media.MediaLimits = media.DEFAULT_LIMITS,
-                   max_media: dict[str, int] | None = None) -> tuple[PromptInputs, object, list[str]]:
+                   max_media: dict[str, int] | None = None) -> tuple[PromptInputs, object, list[Message]]:
     """Build the prompt, leaving out the oldest exchanges while it is too long for the model.
 
     ``count_tokens(prompt) -> (inputs, length)`` encodes a candidate; ``max_media`` caps files per
@@ -156,23 +160,27 @@ def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
             last = turns[-1]
             if over_engine is not None:
                 kind, limit, part = over_engine
-                raise media.MediaError(part.path, f"the engine takes at most {limit} {kind} file(s) per conversation "
-                                       "(--limit-mm-per-prompt), and this message alone has more")
+                raise media.MediaError(part.path, Message("prompt.over_engine_limit", {
+                    "limit": limit, "kind": KINDS[kind]}))
             biggest = max(last.media, key=lambda p: _size(p.path)).path if last.media else "message"
-            raise media.MediaError(biggest, f"this message needs {length} tokens with its files, and the model takes "
-                                   f"{budget} ({context_tokens} minus {request.sampling.max_new_tokens} kept for the "
-                                   "reply): use shorter audio or video, or fewer files")
+            raise media.MediaError(biggest, Message("prompt.too_long", {
+                "length": length, "budget": budget, "context": context_tokens,
+                "reply": request.sampling.max_new_tokens}))
         first = later_user
     prompt.first_turn = first
     notes = list(prompt.notes)
     if first:
         files = sum(len(t.media) for t in turns[:first] if t.role == "user")
-        what = f"the first {first} messages" + (f" and their {files} file{'s' * (files > 1)}" if files else "")
-        if trimmed_for_files:
-            notes.insert(0, f"The conversation holds more files than the model takes at once, so {what} were left out.")
+        if files:
+            what = Message("prompt.first_messages_and_files" if files > 1 else "prompt.first_messages_and_file",
+                           {"count": first, "files": files})
         else:
-            notes.insert(0, f"The conversation outgrew the model's context ({context_tokens} tokens with "
-                            f"{request.sampling.max_new_tokens} kept for the reply), so {what} were left out.")
+            what = Message("prompt.first_messages", {"count": first})
+        if trimmed_for_files:
+            notes.insert(0, Message("prompt.left_out_files", {"what": what}))
+        else:
+            notes.insert(0, Message("prompt.left_out_context", {
+                "context": context_tokens, "reply": request.sampling.max_new_tokens, "what": what}))
     return prompt, inputs, notes
 
 

@@ -12,6 +12,8 @@ from typing import Literal, Union
 
 import numpy as np
 
+from messages import Message
+
 OUTPUT_SAMPLE_RATE = 24_000
 """Qwen3-Omni speaks 24 kHz mono float32 (one codec frame = 80 ms = 1920 samples)."""
 
@@ -66,8 +68,13 @@ class Metrics:
 class Notice:
     """Something the user should know that is not an error (older turns left out to fit, a silent video)."""
 
-    message: str
+    msg: Message
     type: Literal["notice"] = "notice"
+
+    @property
+    def message(self) -> str:
+        """The message in English (logs, tests)."""
+        return str(self.msg)
 
 
 ErrorStage = Literal["input", "generation", "speech", "backend"]
@@ -77,12 +84,18 @@ ErrorStage = Literal["input", "generation", "speech", "backend"]
 class Error:
     """Something went wrong; text streamed before it stays valid.
 
-    ``stage="speech"`` means the text reply is complete but speaking it failed.
+    ``stage="speech"`` means the text reply is complete but speaking it failed. ``msg`` is rendered in
+    the user's language (``ui.messages``); an engine's own words travel inside it as values.
     """
 
-    message: str
+    msg: Message
     stage: ErrorStage = "generation"
     type: Literal["error"] = "error"
+
+    @property
+    def message(self) -> str:
+        """The message in English (logs, tests)."""
+        return str(self.msg)
 
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]

@@ -5,7 +5,7 @@ PyAV (frames spread evenly over the whole clip, plus the sound track). No decord
 torchcodec or ffmpeg binary is needed. Frame counts and sizes follow qwen-omni-utils,
 what the official demo prepares media with, so the model sees what it was shown there
 (tests/test_media_reference.py compares the two). Every failure is a ``MediaError`` naming the file and the problem,
-which the UI shows as it is.
+a ``messages.Message`` the UI shows in the user's language.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.request import MediaKind
+from messages import Message
 
 INPUT_SAMPLE_RATE = 16_000
 """The audio encoder listens at 16 kHz mono."""
@@ -58,11 +59,17 @@ DEFAULT_LIMITS = MediaLimits()
 
 
 class MediaError(ValueError):
-    """A file can't be used; ``str(err)`` is a message fit for the user."""
+    """A file can't be used: ``reason`` says why, ``msg`` names the file too (``str(err)`` is it in English)."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{Path(path).name}: {problem}")
+    def __init__(self, path: str | os.PathLike, reason: Message):
+        self.path, self.reason = str(path), reason
+        self.msg = Message("media.file_problem", {"file": Path(path).name, "problem": reason})
+        super().__init__(str(self.msg))
+
+    @property
+    def problem(self) -> str:
+        """The reason in English."""
+        return str(self.reason)
 
 
 # qwen-omni-utils sizes pictures in multiples of 28 pixels (its default patch 14 x merge 2); the processor
@@ -93,17 +100,18 @@ def kind_of(path: str | os.PathLike) -> MediaKind:
             if kind == "video" and not _has_video_stream(path) and (suffix == ".webm" or _has_audio_stream(path)):
                 return "audio"
             return kind  # type: ignore[return-value]
-    raise MediaError(path, f"unsupported file type '{suffix or '(none)'}'")
+    raise MediaError(path, Message("media.unsupported_type", {"suffix": suffix or "(none)"}))
 
 
 def _check_file(path: str | os.PathLike, limits: MediaLimits) -> None:
     if not os.path.isfile(path):
-        raise MediaError(path, "file not found")
+        raise MediaError(path, Message("media.not_found"))
     size = os.path.getsize(path)
     if size == 0:
-        raise MediaError(path, "the file is empty")
+        raise MediaError(path, Message("media.empty"))
     if size > limits.max_file_mb * 1e6:
-        raise MediaError(path, f"file is {size / 1e6:.0f} MB, the limit is {limits.max_file_mb:.0f} MB")
+        raise MediaError(path, Message("media.too_big", {"size": f"{size / 1e6:.0f}",
+                                                         "limit": f"{limits.max_file_mb:.0f}"}))
 
 
 def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
@@ -118,7 +126,7 @@ def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
             img.draft("RGB", (width, height))  # JPEG: decode at reduced size when huge
             image = _to_rgb(img)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise MediaError(path, f"not a readable image ({err.__class__.__name__})") from err
+        raise MediaError(path, Message("media.unreadable_image", {"reason": err.__class__.__name__})) from err
     padded = _within_aspect_ratio(image, limits)
     if padded is not image:  # a canvas of other proportions: sized anew
         image = padded
@@ -164,17 +172,17 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     if samples is None:
         samples = _decode_audio_track(path, limits)
         if samples is None:
-            problem = "not a readable audio file"
+            problem = Message("media.unreadable_audio")
             if _has_video_stream(path):  # a silent video, or a picture behind an audio name
                 is_video = Path(path).suffix.lower() in EXTENSIONS["video"]
-                problem = "the video has no sound track" if is_video else problem + " (it holds pictures, no sound)"
+                problem = Message("media.no_sound_track" if is_video else "media.pictures_no_sound")
             raise MediaError(path, problem)
     if samples.size == 0:
-        raise MediaError(path, "the audio has no samples")
+        raise MediaError(path, Message("media.no_samples"))
     seconds = samples.size / INPUT_SAMPLE_RATE
     if seconds < limits.min_audio_s:
-        raise MediaError(path, f"the audio is only {seconds * 1000:.0f} ms long; it takes at least "
-                         f"{limits.min_audio_s * 1000:.0f} ms")
+        raise MediaError(path, Message("media.audio_too_short", {
+            "length": f"{seconds * 1000:.0f}", "minimum": f"{limits.min_audio_s * 1000:.0f}"}))
     return _checked_samples(path, samples)
 
 
@@ -187,20 +195,21 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaError(path, "the file has no video stream")
+                raise MediaError(path, Message("media.no_video_stream"))
             stream = container.streams.video[0]
             duration = _duration_s(container, stream)
             if duration is not None and duration > limits.max_video_s:
-                raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
+                raise MediaError(path, Message("media.video_too_long", {"length": f"{duration:.0f}",
+                                                                        "limit": f"{limits.max_video_s:.0f}"}))
             total = stream.frames or _count_frames(path)
             rate = float(stream.average_rate or 0) or (total / duration if duration else limits.video_fps)
             indices = frame_indices(total, rate, limits) if total else []
             size = video_frame_size(stream.codec_context.height, stream.codec_context.width, len(indices), limits)
             frames, times = _decode_frames(container, stream, indices, size)
     except av.FFmpegError as err:
-        raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
+        raise MediaError(path, Message("media.unreadable_video", {"reason": err.__class__.__name__})) from err
     if not frames:
-        raise MediaError(path, "the video has no frames")
+        raise MediaError(path, Message("media.no_frames"))
     # The vision encoder groups frames in pairs (temporal patch 2): keep an even count.
     if len(frames) % 2:
         frames.append(frames[-1])
@@ -298,12 +307,13 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaError(path, "the file has no video stream")
+                raise MediaError(path, Message("media.no_video_stream"))
             duration = _duration_s(container, container.streams.video[0])
     except av.FFmpegError as err:
-        raise MediaError(path, f"not a readable video ({err.__class__.__name__})") from err
+        raise MediaError(path, Message("media.unreadable_video", {"reason": err.__class__.__name__})) from err
     if duration is not None and duration > limits.max_video_s:
-        raise MediaError(path, f"video is {duration:.0f} s long, the limit is {limits.max_video_s:.0f} s")
+        raise MediaError(path, Message("media.video_too_long", {"length": f"{duration:.0f}",
+                                                                "limit": f"{limits.max_video_s:.0f}"}))
 
 
 def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
@@ -395,8 +405,8 @@ class _SoundSink:
 
     def __init__(self, path, rate: int, limits: MediaLimits, length_s: float | None, resample_here: bool = True):
         if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            raise MediaError(path, f"the audio's sample rate is {rate} Hz; it takes {MIN_SAMPLE_RATE} to "
-                             f"{MAX_SAMPLE_RATE} Hz")
+            raise MediaError(path, Message("media.sample_rate", {
+                "rate": rate, "minimum": MIN_SAMPLE_RATE, "maximum": MAX_SAMPLE_RATE}))
         self.path, self.limit_s = path, limits.max_audio_s
         if length_s is not None and length_s > self.limit_s:
             self._refuse(length_s)
@@ -426,15 +436,16 @@ class _SoundSink:
 
     def _refuse(self, length_s: float | None):
         if length_s is None:
-            raise MediaError(self.path, f"audio is longer than the {self.limit_s:.0f} s limit")
-        raise MediaError(self.path, f"audio is {length_s:.0f} s long, the limit is {self.limit_s:.0f} s")
+            raise MediaError(self.path, Message("media.audio_over_limit", {"limit": f"{self.limit_s:.0f}"}))
+        raise MediaError(self.path, Message("media.audio_too_long", {"length": f"{length_s:.0f}",
+                                                                     "limit": f"{self.limit_s:.0f}"}))
 
 
 def _checked_samples(path, samples: np.ndarray) -> np.ndarray:
     """NaN or infinite samples (a broken float WAV) would turn every feature into NaN and fail the
     reply without the file's name: refuse them here."""
     if not np.isfinite(samples).all():
-        raise MediaError(path, "the audio holds invalid samples (NaN or infinity)")
+        raise MediaError(path, Message("media.invalid_samples"))
     return samples
 
 

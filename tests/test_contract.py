@@ -8,6 +8,7 @@ import pytest
 import app
 from backends.events import AudioChunk, Done, Error, Metrics, ReasoningDelta, TextDelta
 from backends.reasoning import ReasoningSplitter
+from messages import Message
 from ui.reply import ReplyState
 
 
@@ -40,7 +41,7 @@ def test_reply_state_builds_messages_a_user_can_read():
     reply = ReplyState()
     for event in [ReasoningDelta("hmm"), TextDelta("Hel"), TextDelta("lo"),
                   AudioChunk(np.zeros(1920, np.float32)), AudioChunk(np.ones(3840, np.float32)),
-                  Error("Speech failed; the text reply is kept.", "speech"),
+                  Error(Message("speech.failed_reply_kept", {"cause": "RuntimeError: boom"}), "speech"),
                   Metrics(time_to_first_token_s=0.1, output_tokens=2, tokens_per_s=20.0, audio_seconds=0.24),
                   Done("stop")]:
         reply.handle(event)
@@ -48,19 +49,20 @@ def test_reply_state_builds_messages_a_user_can_read():
     assert messages[0]["metadata"]["title"] == "Thinking" and messages[0]["metadata"]["status"] == "done"
     assert messages[1]["content"] == "Hello"
     assert messages[2]["content"]["path"] == "/tmp/reply.wav"
-    assert "Speech failed" in messages[3]["content"]
+    assert "Speech generation failed (RuntimeError: boom)" in messages[3]["content"]
     assert reply.audio().shape == (5760,)
     assert "first token 0.10 s" in reply.status() and "20.0 tok/s" in reply.status()
 
 
 def test_input_errors_are_told_apart_from_failures_after_text():
     refused = ReplyState()
-    refused.handle(Error("clip.wav: not a readable audio file", "input"))
+    unreadable = Message("media.file_problem", {"file": "clip.wav", "problem": Message("media.unreadable_audio")})
+    refused.handle(Error(unreadable, "input"))
     refused.handle(Done("error"))
     assert refused.failed_without_reply
     partial = ReplyState()
     partial.handle(TextDelta("Half an ans"))
-    partial.handle(Error("Generation failed: boom"))
+    partial.handle(Error(Message("engine.generation_failed", {"cause": "boom"})))
     assert not partial.failed_without_reply and partial.messages()[0]["content"] == "Half an ans"
 
 

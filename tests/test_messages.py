@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from ui.messages import ZH_TEMPLATES, language_of, to_chinese, translator
+from backends.events import Error, Notice
+from media import MediaError
+from messages import TABLE, Message
+from ui.messages import ZH_TEMPLATES, language_of, translator
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("accept_language, language", [
@@ -37,13 +44,67 @@ def test_each_translation_keeps_every_value_of_its_sentence():
 
 
 def test_sentences_inside_sentences_are_translated_and_the_engines_own_words_are_not():
-    assert to_chinese("The model server sent nothing for 30 s; gave up. The text so far is kept.") == \
-        "模型服务器 30 秒内没有发送任何内容，已放弃。已生成的文字会保留。"
-    assert to_chinese("The conversation outgrew the model's context (4096 tokens with 64 kept for the reply), so "
-                      "the first 2 messages and their 3 files were left out.") == \
-        "对话超出了模型的上下文（4096 个词元，其中 64 个留给回复），因此省略了前 2 条消息及其 3 个文件。"
+    gave_up = Message("server.timed_out", {"seconds": "30", "kept": Message("reply.text_kept")})
+    assert str(gave_up) == "The model server sent nothing for 30 s; gave up. The text so far is kept."
+    assert gave_up.text("zh") == "模型服务器 30 秒内没有发送任何内容，已放弃。已生成的文字会保留。"
+    what = Message("prompt.first_messages_and_files", {"count": 2, "files": 3})
+    left_out = Message("prompt.left_out_context", {"context": 4096, "reply": 64, "what": what})
+    assert str(left_out) == ("The conversation outgrew the model's context (4096 tokens with 64 kept for the reply), so "
+                             "the first 2 messages and their 3 files were left out.")
+    assert left_out.text("zh") == "对话超出了模型的上下文（4096 个词元，其中 64 个留给回复），因此省略了前 2 条消息及其 3 个文件。"
     # An exception's text is the engine's: it stays as it was, colons included.
-    assert to_chinese("Generation failed: CUDA error: out of memory") == "生成失败：CUDA error: out of memory"
-    # A file name and a problem we don't know: nothing changes, not even the colon.
-    assert to_chinese("clip.wav: something new went wrong") == "clip.wav: something new went wrong"
-    assert to_chinese("clip.wav: the file is empty") == "clip.wav：文件是空的"
+    failed = Message("engine.generation_failed", {"cause": "CUDA error: out of memory"})
+    assert failed.text("zh") == "生成失败：CUDA error: out of memory"
+    empty = Message("media.file_problem", {"file": "clip.wav", "problem": Message("media.empty")})
+    assert (str(empty), empty.text("zh")) == ("clip.wav: the file is empty", "clip.wav：文件是空的")
+
+
+def test_say_renders_what_engines_and_media_checks_send_by_its_code():
+    zh = translator(SimpleNamespace(headers={"accept-language": "zh-CN"}))
+    err = MediaError("/tmp/clip.wav", Message("media.too_big", {"size": "30", "limit": "20"}))
+    assert str(err) == "clip.wav: file is 30 MB, the limit is 20 MB" and err.problem == "file is 30 MB, the limit is 20 MB"
+    assert zh(err) == "clip.wav：文件大小为 30 MB，上限是 20 MB" and zh(err.reason) == "文件大小为 30 MB，上限是 20 MB"
+    assert zh(Error(err.msg, "input")) == zh(err) and Error(err.msg, "input").message == str(err)
+    assert zh(Notice(Message("prompt.silent_video", {"file": "a.mp4"}))) == "a.mp4 没有音轨；模型听到的是静音。"
+    assert translator(None)(err) == str(err)
+    assert zh("Stopped.") == "已停止。" and zh("Captioning a.wav") == "正在描述 a.wav"  # the UI's own texts
+
+
+def test_a_messages_chinese_does_not_depend_on_its_english_wording(monkeypatch):
+    message = Message("server.refused", {"status": 400, "cause": "prompt too long"})
+    chinese = message.text("zh")
+    monkeypatch.setitem(TABLE, "server.refused", ("The server said no (HTTP {status}): {cause}", TABLE["server.refused"][1]))
+    assert str(message) == "The server said no (HTTP 400): prompt too long"
+    assert message.text("zh") == chinese == "模型服务器拒绝了请求（HTTP 400）：prompt too long"
+
+
+def test_every_code_has_both_texts_with_the_same_placeholders():
+    for code, texts in TABLE.items():
+        assert len(texts) == 2 and all(texts), code
+        english, chinese = (sorted(re.findall(r"\{(\w+)\}", text)) for text in texts)
+        assert english == chinese, code
+    # Engine and media sentences live in the table only, not among the UI's own texts.
+    assert not {english for english, _ in TABLE.values()} & set(ZH_TEMPLATES)
+
+
+def _codes_in_source() -> tuple[set[str], set[str]]:
+    """(codes passed to ``Message(...)`` as literals, every other literal that looks like a code) in the app."""
+    namespaces = "|".join(sorted({code.split(".")[0] for code in TABLE if "." in code}))
+    looks_like_code = re.compile(rf"^({namespaces})(\.[a-z_]+)+$")
+    passed, others = set(), set()
+    files = [path for folder in ("backends", "media", "messages", "ui") for path in (ROOT / folder).rglob("*.py")]
+    for path in files + sorted(ROOT.glob("app*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Message" and node.args:
+                passed |= {c.value for c in ast.walk(node.args[0]) if isinstance(c, ast.Constant)
+                           and isinstance(c.value, str)}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and looks_like_code.match(node.value):
+                others.add(node.value)
+    return passed, others
+
+
+def test_every_code_the_app_uses_is_in_the_table_and_every_code_is_used():
+    passed, others = _codes_in_source()
+    assert passed - set(TABLE) == set()
+    assert others - set(TABLE) == set()  # e.g. a code kept in a dict before it goes into a Message
+    assert set(TABLE) - passed - others == set()

@@ -17,7 +17,6 @@ from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests import bad_inputs
 from tests.streams import collect, errors_of, finish_of, text_of
 from tests.test_app import GREEDY, assistant_texts, last_reply, launch
-from ui.messages import to_chinese
 
 QUICK = Sampling(temperature=0, max_new_tokens=6)
 
@@ -54,25 +53,25 @@ def test_every_bad_file_is_refused_by_the_backend_with_its_name_and_problem(inst
 
 
 def test_every_bad_file_message_reads_in_chinese_for_a_chinese_browser(instruct_backend, refused, accepted):
-    """The file checks speak English; ui.messages must know each of their sentences (the file's name
-    and an exception's class name stay as they are)."""
+    """Each file check's message has its Chinese in messages.table (the file's name and an exception's
+    class name stay as they are)."""
     messages = []
     for name, (path, _) in refused.items():
         try:
             kind = media.kind_of(path)
         except media.MediaError as err:
-            messages.append((name, str(err)))
+            messages.append((name, err.msg))
             continue
         events = collect(instruct_backend, ChatRequest(turns=(Turn.user(MediaPart(kind, str(path)), "What?"),),
                                                        sampling=QUICK, return_audio=False))
-        messages += [(name, error.message) for error in errors_of(events)]
+        messages += [(name, error.msg) for error in errors_of(events)]
     silent = accepted["no-sound.mp4"]
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user(MediaPart("video", str(silent)), "What?"),),
                                                    sampling=QUICK, return_audio=False, use_audio_in_video=True))
-    messages += [("no-sound.mp4", e.message) for e in events if isinstance(e, Notice)]
+    messages += [("no-sound.mp4", e.msg) for e in events if isinstance(e, Notice)]
     assert len(messages) == len(refused) + 1
     for name, message in messages:
-        chinese = to_chinese(message)
+        chinese = message.text("zh")
         assert chinese.startswith(name) and re.search("[\u4e00-\u9fff]", chinese), message
         words_left = re.findall("[A-Za-z]{4,}", re.sub("（.*?）", "", chinese[len(name):]))
         assert not words_left, (message, chinese)

@@ -28,6 +28,7 @@ from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
 from ui import examples
 from ui.i18n import t
+from messages import Message, joined
 from ui.messages import Say, translator
 from ui.reply import ReplyState
 
@@ -101,7 +102,7 @@ def build(backend: Backend) -> None:
                 async for text in _caption_stream(backend, file, segments, instruction, sampling):
                     yield text
         except MediaError as err:
-            raise gr.Error(say(str(err))) from err
+            raise gr.Error(say(err)) from err
 
     async def caption_batch(files: list[str] | None, instruction: str, temperature: float, top_p: float,
                             top_k: int, max_tokens: int, http_request: gr.Request, progress=gr.Progress()):
@@ -113,7 +114,8 @@ def build(backend: Backend) -> None:
             try:
                 paths = await asyncio.to_thread(_expand, files or [], Path(work))
             except (MediaError, zipfile.BadZipFile) as err:
-                raise gr.Error(say(f"Can't open the archive: {err}")) from err
+                problem = err.msg if isinstance(err, MediaError) else str(err)
+                raise gr.Error(say(Message("caption.cant_open_archive", {"problem": problem}))) from err
             if not paths:
                 raise gr.Error(say("Add some audio or video files (or a .zip of them) first."))
             sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
@@ -148,7 +150,7 @@ async def _caption_stream(backend: Backend, path: str, segments: list[tuple[floa
             reply.handle(event)
             yield done + header + reply.text
         if reply.errors:
-            raise MediaError(path, "; ".join(error.message for error in reply.errors))
+            raise MediaError(path, joined(error.msg for error in reply.errors))
         done += header + reply.text.strip() + ("\n\n" if len(segments) > 1 else "")
     yield done.strip()
 
@@ -195,7 +197,7 @@ async def _caption_row(backend: Backend, path: str, name: str, instruction: str,
             async for text in _caption_stream(backend, path, segments, instruction, sampling):
                 row.caption = text
     except MediaError as err:  # one bad file is reported in its row; the batch goes on
-        row.error = say(err.problem)
+        row.error = say(err.reason)
     row.seconds_taken = round(time.perf_counter() - started, 2)
     return row
 
@@ -217,7 +219,7 @@ def _expand(files: list[str], work: Path) -> list[tuple[str, str]]:
                     continue  # folders, hidden files (e.g. __MACOSX/._x) and what isn't media
                 unpacked += member.file_size
                 if unpacked > MAX_UNZIPPED_BYTES:
-                    raise MediaError(file, f"unpacks to more than {MAX_UNZIPPED_BYTES // 10**9} GB")
+                    raise MediaError(file, Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9}))
                 # Only the base name is used, so no entry can leave the folder; the index keeps
                 # same-named files from different folders apart.
                 target = folder / f"{index:04d}-{name}"

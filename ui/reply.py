@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.events import AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta, TextDelta
+from messages import Message
 from ui.messages import to_english
 
 
@@ -21,7 +22,7 @@ class ReplyState:
     audio_chunks: list[np.ndarray] = field(default_factory=list)
     sample_rate: int = 24_000
     errors: list[Error] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
+    notices: list[Message] = field(default_factory=list)
     metrics: Metrics | None = None
     finish_reason: str | None = None
 
@@ -38,7 +39,7 @@ class ReplyState:
         elif isinstance(event, Error):
             self.errors.append(event)
         elif isinstance(event, Notice):
-            self.notices.append(event.message)
+            self.notices.append(event.msg)
         elif isinstance(event, Done):
             self.finish_reason = event.finish_reason
 
@@ -69,7 +70,7 @@ class ReplyState:
             out.append({"role": "assistant", "content": {"path": audio_path, "mime_type": "audio/wav"}})
         for error in self.errors:
             icon = "🔇" if error.stage == "speech" else "⚠️"
-            out.append({"role": "assistant", "content": f"{icon} {say(error.message)}"})
+            out.append({"role": "assistant", "content": f"{icon} {say(error)}"})
         if self.finish_reason == "cancelled":
             out.append({"role": "assistant", "content": say("⏹ Stopped.")})
         elif self.finish_reason == "length":

@@ -31,6 +31,7 @@ from backends.transformers.backend import COMPILING_TALKER, TransformersBackend,
 from backends.openai.backend import OpenAIBackend, OpenAIOptions, ServerFailure
 from backends.tokens import TextReply
 from backends.vllm.backend import EngineInputError, VLLMEngine, VLLMOptions
+from messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class HybridBackend(Backend):
         try:
             prompt, notes = await asyncio.to_thread(self._fit, request)
         except media.MediaError as err:
-            yield Error(str(err), "input")
+            yield Error(err.msg, "input")
             yield Done("error")
             return
         for note in notes:
@@ -184,14 +185,14 @@ class HybridBackend(Backend):
                 speech_metrics.update(self.talker.speak(request, prompt, feed, emit, stop, started))
             except Exception as err:  # speech is extra: the text reply goes on without it
                 log.exception("hybrid speech failed")
-                emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text is kept.",
+                emit(Error(Message("speech.failed_text_kept", {"cause": f"{err.__class__.__name__}: {err}"}),
                            "speech"))
 
         async def speak_in_turn() -> None:
             try:
                 await self.talker.engine.call(speak, patient=lambda: bool(self.warming_up))
             except EngineUnavailable as err:
-                events.put_nowait(Error(f"No speech: {err}", "speech"))
+                events.put_nowait(Error(Message("speech.unavailable", {"cause": err.msg}), "speech"))
 
         speaking = None
         if request.return_audio and self.info.can_speak:
@@ -229,7 +230,7 @@ class HybridBackend(Backend):
         finally:
             self.warming_up = None
 
-    def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
+    def _fit(self, request: ChatRequest) -> tuple[PromptInputs, list[Message]]:
         """The conversation as it fits: the vLLM engine's context, or the talker's for a server."""
         if isinstance(self.text_source, VLLMEngine):
             return self.text_source.fit(request)
@@ -248,15 +249,14 @@ class HybridBackend(Backend):
         except ServerFailure as failure:
             return failure.error
         except (EngineInputError, media.MediaError) as err:
-            return Error(f"The engine refused this request: {err}", "input")
+            return Error(Message("engine.refused", {"cause": err.msg}), "input")
         except Exception as err:
             log.exception("vLLM generation failed")
-            return Error(f"Generation failed: {err}", "generation")
+            return Error(Message("engine.generation_failed", {"cause": str(err)}), "generation")
         finally:
             feed.finish()
         if reply.text_seen and not reply.token_ids and request.return_audio:
-            events.put_nowait(Error("The text server sent no token ids, so there is nothing to speak: the hybrid "
-                                    "backend needs a vLLM server (it asks for return_token_ids).", "speech"))
+            events.put_nowait(Error(Message("speech.no_token_ids"), "speech"))
         return None
 
     def close(self) -> None:

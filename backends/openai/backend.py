@@ -33,20 +33,23 @@ from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, 
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest, MediaPart, TextPart
 from backends.tokens import TokenDelta
+from messages import Message
 
 log = logging.getLogger(__name__)
 
 QWEN3_OMNI_SPEAKERS = ("Ethan", "Chelsie", "Aiden")
 """The voices of Qwen3-Omni-30B-A3B-Instruct (a server doesn't list them)."""
 
-NO_SPEECH_NOTE = (
-    "This server answered in text only: plain `vllm serve` runs the Thinker alone. For speech, start "
-    "vLLM-Omni (`vllm serve <checkpoint> --omni`) or SGLang-Omni; replies stay text until then."
-)
+TEXT_ONLY = Message("server.text_only")
+NO_SPEECH_NOTE = str(TEXT_ONLY)
 
 
 class ServerError(RuntimeError):
-    """The server can't be used (unreachable at start, no model); the message says what to do."""
+    """The server can't be used (unreachable at start, no model); ``msg`` says what to do."""
+
+    def __init__(self, msg: Message):
+        super().__init__(str(msg))
+        self.msg = msg
 
 
 class ServerFailure(RuntimeError):
@@ -126,7 +129,7 @@ class OpenAIBackend(Backend):
         try:
             messages = await self._messages_off_loop(request)
         except media.MediaError as err:
-            yield Error(str(err), "input")
+            yield Error(err.msg, "input")
             yield Done("error")
             return
         want_audio = request.return_audio and self.info.can_speak and self._server_speaks
@@ -152,12 +155,12 @@ class OpenAIBackend(Backend):
         for event in reply.flush():
             yield event
         if reply.finish_reason is None:  # the body ended without a finish (SGLang-Omni on a crash)
-            yield Error("The model server ended the reply early. " + _kept(bool(reply.text)), "generation")
+            yield Error(Message("server.ended_early", {"kept": _kept(bool(reply.text))}), "generation")
             yield Done("error")
             return
         if want_audio and not reply.audio_samples and self.options.speech == "auto" and reply.text:
             self._server_speaks = False
-            yield Error(NO_SPEECH_NOTE, "speech")
+            yield Error(TEXT_ONLY, "speech")
         yield reply.metrics(started)
         yield Done("length" if reply.finish_reason == "length" else "stop")
 
@@ -216,7 +219,7 @@ class OpenAIBackend(Backend):
                 refused = _server_message(err).lower()
                 if want_audio and self.options.speech == "auto" and "modalit" in refused:
                     self._server_speaks = want_audio = False  # a text-only server refusing the audio request
-                    notes.append(Error(NO_SPEECH_NOTE, "speech"))
+                    notes.append(Error(TEXT_ONLY, "speech"))
                 elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
                         and self.options.video_audio == "auto":
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
@@ -227,9 +230,8 @@ class OpenAIBackend(Backend):
                     dropped += later
                     request = replace(request, turns=request.turns[later:])
                     messages = await self._messages_off_loop(request)
-                    notes = [n for n in notes if not isinstance(n, Notice)] + [Notice(
-                        f"The conversation outgrew the model server's context, so the first {dropped} messages "
-                        "were left out.")]
+                    notes = [n for n in notes if not isinstance(n, Notice)] + [
+                        Notice(Message("server.left_out", {"count": dropped}))]
                 else:
                     raise
 
@@ -238,19 +240,18 @@ class OpenAIBackend(Backend):
         import openai
 
         if isinstance(err, openai.APITimeoutError):
-            return Error(f"The model server sent nothing for {self.options.timeout_s:.0f} s; gave up. "
-                         + _kept(has_text), "backend")
+            return Error(Message("server.timed_out", {"seconds": f"{self.options.timeout_s:.0f}",
+                                                      "kept": _kept(has_text)}), "backend")
         if isinstance(err, openai.APIConnectionError):  # openai wraps its http library's errors, mid-stream too
             if not reply_started:
-                return Error(f"Can't reach the model server at {self.options.api_base} ({_cause(err)}). "
-                             "Is it running?", "backend")
-            return Error(f"The connection to the model server broke mid-reply ({_cause(err)}). " + _kept(has_text),
-                         "generation")
+                return Error(Message("server.unreachable", {"url": self.options.api_base, "cause": _cause(err)}),
+                             "backend")
+            return Error(Message("server.broke", {"cause": _cause(err), "kept": _kept(has_text)}), "generation")
         if isinstance(err, openai.APIStatusError):
-            verb = "refused the request" if err.status_code < 500 else "failed"
-            return Error(f"The model server {verb} (HTTP {err.status_code}): {_server_message(err)}", "backend")
+            code = "server.refused" if err.status_code < 500 else "server.failed"
+            return Error(Message(code, {"status": err.status_code, "cause": _server_message(err)}), "backend")
         if isinstance(err, openai.APIError):  # an error event inside the stream
-            return Error(f"The model server reported an error mid-reply: {_server_message(err)}. " + _kept(has_text),
+            return Error(Message("server.error_mid_reply", {"cause": _server_message(err), "kept": _kept(has_text)}),
                          "generation")
         return None
 
@@ -483,15 +484,14 @@ def _first_model(api_base: str, api_key: str, timeout_s: float) -> str:
     try:
         models = client.models.list().data
     except openai.APIConnectionError as err:
-        raise ServerError(f"Can't reach the model server at {api_base} ({_cause(err)}). Start it first, "
-                          "or pass --model to start the app anyway.") from err
+        raise ServerError(Message("server.unreachable_at_start", {"url": api_base, "cause": _cause(err)})) from err
     except openai.APIStatusError as err:
-        raise ServerError(f"The model server at {api_base} answered HTTP {err.status_code} to GET /models: "
-                          f"{_server_message(err)}") from err
+        raise ServerError(Message("server.models_refused", {"url": api_base, "status": err.status_code,
+                                                            "cause": _server_message(err)})) from err
     finally:
         client.close()
     if not models:
-        raise ServerError(f"The model server at {api_base} serves no model.")
+        raise ServerError(Message("server.no_model", {"url": api_base}))
     return models[0].id
 
 
@@ -515,8 +515,8 @@ def _cause(err: BaseException) -> str:
     return str(err) or err.__class__.__name__
 
 
-def _kept(has_text: bool) -> str:
-    return "The text so far is kept." if has_text else "Nothing was generated."
+def _kept(has_text: bool) -> Message:
+    return Message("reply.text_kept" if has_text else "reply.nothing")
 
 
 def _over_context(refusal: str) -> bool:

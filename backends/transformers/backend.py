@@ -34,6 +34,7 @@ from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup,
 from backends.transformers.talker_decoder import TalkerDecoder
 from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
 from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
+from messages import Message, verbatim
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,20 @@ COMPILING_THINKER = "Compiling the thinker with one short reply (first start: ab
 def loading_line(share: float) -> str:
     """The loading progress in 10 % steps: few enough texts to translate, fine enough for minutes of loading."""
     return f"{LOADING_WEIGHTS} {10 * int(10 * share)} %"
+
+
+_WARM_UP_CLAUSES = {LOADING_WEIGHTS: "warm_up.loading_weights", WAITING_TO_COMPILE: "warm_up.waiting_to_compile",
+                    COMPILING_TALKER: "warm_up.compiling_talker", COMPILING_THINKER: "warm_up.compiling_thinker"}
+
+
+def warm_up_clause(line: str) -> Message:
+    """What the warming-up notice says the engine is doing, for the header's ``line``."""
+    if line in _WARM_UP_CLAUSES:
+        return Message(_WARM_UP_CLAUSES[line])
+    percent = line.removeprefix(f"{LOADING_WEIGHTS} ").removesuffix(" %")
+    if line.startswith(LOADING_WEIGHTS) and percent.isdigit():  # a loading_line
+        return Message("warm_up.loading_weights_percent", {"percent": percent})
+    return verbatim(line.rstrip("…").lower())
 
 
 class CheckpointError(RuntimeError):
@@ -149,7 +164,7 @@ class TransformersBackend(Backend):
         self._stock_encoders = None
         """Puts transformers' encoders back while their padded, captured passes serve (encoder_graphs.py)."""
         self.encoder_graphs: EncoderGraphs | None = None
-        self.load_error: str | None = None
+        self.load_error: Message | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
         config = loaded[0].config if loaded else model_config(checkpoint, options)
@@ -230,13 +245,12 @@ class TransformersBackend(Backend):
             log.info("%s loaded in %.1f s", self.checkpoint.name, time.perf_counter() - started)
         except Exception as err:
             log.exception("loading %s failed", self.checkpoint.name)
-            self.load_error = f"The model could not be loaded: {err}"
+            self.load_error = Message("engine.load_failed", {"cause": str(err)})
             self.warming_up = None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         if self.warming_up and self.engine.health() is None:
-            yield Notice(f"The model is warming up ({self.warming_up.rstrip('…').lower()}); this turn starts "
-                         "right after.")
+            yield Notice(Message("engine.warming_up", {"what": warm_up_clause(self.warming_up)}))
         async for event in self.engine.stream(functools.partial(self._run, request),
                                               patient=lambda: bool(self.warming_up)):
             yield event
@@ -252,7 +266,7 @@ class TransformersBackend(Backend):
                 self._generate(request, emit, stop)
             except Exception as err:  # never let a worker die silently: the UI would wait forever
                 log.exception("generation failed")
-                emit(Error(f"Generation failed: {err}", "generation"))
+                emit(Error(Message("engine.generation_failed", {"cause": str(err)}), "generation"))
                 emit(Done("error"))
 
     def _generate(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
@@ -262,7 +276,7 @@ class TransformersBackend(Backend):
         try:
             _, inputs, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits)
         except media.MediaError as err:
-            emit(Error(str(err), "input"))
+            emit(Error(err.msg, "input"))
             return emit(Done("error"))
         for note in notes:
             emit(Notice(note))

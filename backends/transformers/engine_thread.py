@@ -17,10 +17,10 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from backends.events import Done, Error, Event
+from messages import Message
 
 log = logging.getLogger(__name__)
 
-RESTART = "Restart the app to go on."
 HEALTH_CHECK_S = 1.0
 """How often a turn waiting on the engine thread checks that it is alive and not stuck."""
 _JOB_ENDED = object()
@@ -148,8 +148,7 @@ class EngineThread:
                     continue
                 event, getter = getter.result(), None
                 if event is _JOB_ENDED:
-                    yield Error(self.health(stalls=False) or "The engine failed on this turn without a reply (the "
-                                "server log says why). Try again.", "generation")
+                    yield Error(self.health(stalls=False) or Message("engine.no_reply"), "generation")
                     yield Done("error")
                     return
                 yield event
@@ -164,15 +163,14 @@ class EngineThread:
         """The running job is alive (a token, an audio chunk): called from the job."""
         self._progress_at = time.monotonic()
 
-    def health(self, stalls: bool = True) -> str | None:
+    def health(self, stalls: bool = True) -> Message | None:
         """None while the thread can serve; else what to tell the user. ``stalls``: a job running ``stall_s``
         without progress counts as hung (False while a slow job, like a model's load, is expected)."""
         if self.died is not None or not self._thread.is_alive():
-            return f"The model's engine thread stopped ({self.died or 'it exited'}). {RESTART}"
+            return Message("engine.thread_stopped", {"cause": self.died or Message("engine.thread_exited")})
         started = self._job_started
         if stalls and started is not None and time.monotonic() - max(started, self._progress_at) > self.stall_s:
-            return (f"The model has made no progress for over {self.stall_s:.0f} s: its engine seems stuck. "
-                    + RESTART)
+            return Message("engine.stuck", {"seconds": f"{self.stall_s:.0f}"})
         return None
 
     def stop(self) -> None:
@@ -198,4 +196,8 @@ class EngineThread:
 
 
 class EngineUnavailable(RuntimeError):
-    """The engine thread can't run jobs any more; the message says so to the user."""
+    """The engine thread can't run jobs any more; ``msg`` says so to the user."""
+
+    def __init__(self, msg: Message):
+        super().__init__(str(msg))
+        self.msg = msg

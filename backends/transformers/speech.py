@@ -34,6 +34,7 @@ from backends.transformers.cuda_graphs import compute_device
 from backends.transformers.talker_decoder import TalkerDecoder
 from backends.transformers.vocoder import StreamingVocoder
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Error
+from messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,7 @@ class SpeechRun:
         except Exception as err:  # speech is extra: the text reply goes on without it
             if not self.stop.is_set():
                 log.exception("speech generation failed")
-                self.emit(Error(f"Speech generation failed ({err.__class__.__name__}: {err}); the text reply is kept.",
+                self.emit(Error(Message("speech.failed_reply_kept", {"cause": f"{err.__class__.__name__}: {err}"}),
                                 "speech"))
         finally:
             self.finished_at = time.perf_counter()

@@ -24,6 +24,7 @@ from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.tokens import TextReply, TokenDelta
+from messages import Message, verbatim
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,11 @@ class BackendUnavailable(RuntimeError):
 
 
 class EngineInputError(ValueError):
-    """vLLM refused the request itself (too long, too many media items); the message is for the user."""
+    """vLLM refused the request itself (too long, too many media items); ``msg`` is for the user."""
+
+    def __init__(self, msg: Message):
+        super().__init__(str(msg))
+        self.msg = msg
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class VLLMEngine:
     def context_tokens(self) -> int:
         return self.engine.vllm_config.model_config.max_model_len
 
-    def fit(self, request: ChatRequest) -> tuple[PromptInputs, list[str]]:
+    def fit(self, request: ChatRequest) -> tuple[PromptInputs, list[Message]]:
         """The conversation as it fits the engine's context (oldest turns left out, and said so)."""
         prompt, _, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits,
                                           max_media=self.options.limit_mm_per_prompt)
@@ -217,11 +222,10 @@ def _client_errors() -> tuple[type[BaseException], ...]:
     return (client_error,) if client_error else ()
 
 
-def _user_message(message: str) -> str:
+def _user_message(message: str) -> Message:
     if "may be provided in one prompt" in message:
-        return (f"{message} The whole conversation counts: press Clear, or start the app with a higher "
-                "--limit-mm-per-prompt.")
-    return message
+        return Message("vllm.media_limit", {"cause": message})
+    return verbatim(message)
 
 
 class VLLMBackend(Backend):
@@ -249,7 +253,7 @@ class VLLMBackend(Backend):
             # Decoding media and counting tokens is slow: off the event loop.
             prompt, notes = await asyncio.to_thread(self.engine.fit, request)
         except media.MediaError as err:
-            yield Error(str(err), "input")
+            yield Error(err.msg, "input")
             yield Done("error")
             return
         for note in notes:
@@ -260,12 +264,12 @@ class VLLMBackend(Backend):
                 for event in reply.add(delta):
                     yield event
         except EngineInputError as err:
-            yield Error(f"The engine refused this request: {err}", "input")
+            yield Error(Message("engine.refused", {"cause": err.msg}), "input")
             yield Done("error")
             return
         except Exception as err:
             log.exception("vLLM generation failed")
-            yield Error(f"Generation failed: {err}", "generation")
+            yield Error(Message("engine.generation_failed", {"cause": str(err)}), "generation")
             yield Done("error")
             return
         for event in reply.flush():

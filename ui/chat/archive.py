@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import get_args
 
 from media import MediaError
+from messages import Message
 from backends.request import MediaKind, MediaPart, Part, Role, TextPart, Turn
 
 FORMAT = "qwen3-omni-app/conversation-v1"
@@ -50,15 +51,16 @@ def import_conversation(path: str, folder: str) -> list[Turn]:
         with zipfile.ZipFile(path) as archive:
             document = json.loads(archive.read("conversation.json"))
             if not isinstance(document, dict) or document.get("format") != FORMAT:
-                raise MediaError(path, "not a conversation exported by this app")
+                raise MediaError(path, Message("archive.not_exported"))
             if sum(member.file_size for member in archive.infolist()) > MAX_UNZIPPED_BYTES:
-                raise MediaError(path, f"unpacks to more than {MAX_UNZIPPED_BYTES // 10**9} GB")
+                raise MediaError(path, Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9}))
             unpacked: dict[str, str] = {}  # member -> its file in ``folder``
             turns = []
             for number, entry in enumerate(document["turns"], 1):
                 if entry["role"] not in ROLES:
-                    raise MediaError(path, f"message {number} has the role {_shown(entry['role'])}; "
-                                           f"a message's role is {' or '.join(ROLES)}")
+                    raise MediaError(path, Message("archive.bad_role", {
+                        "number": number, "role": _shown(entry["role"]), "roles": " or ".join(ROLES[:-1]),
+                        "last": ROLES[-1]}))
                 parts = [_import_part(archive, part, number, folder, unpacked, path) for part in entry["parts"]]
                 turns.append(Turn(entry["role"], tuple(parts)))
             return turns
@@ -66,24 +68,24 @@ def import_conversation(path: str, folder: str) -> list[Turn]:
         if isinstance(err, MediaError):
             raise
         # The error's own text may name files on this machine: only its kind is shown.
-        raise MediaError(path, f"not a readable conversation archive ({err.__class__.__name__})") from err
+        raise MediaError(path, Message("archive.unreadable", {"reason": err.__class__.__name__})) from err
 
 
 def _import_part(archive: zipfile.ZipFile, part: dict, number: int, folder: str, unpacked: dict[str, str],
                  path: str) -> Part:
     if part["type"] not in PART_TYPES:
-        raise MediaError(path, f"message {number} has a part of type {_shown(part['type'])}; "
-                               f"a part is {', '.join(PART_TYPES[:-1])} or {PART_TYPES[-1]}")
+        raise MediaError(path, Message("archive.bad_part", {
+            "number": number, "type": _shown(part["type"]), "types": ", ".join(PART_TYPES[:-1]),
+            "last": PART_TYPES[-1]}))
     if part["type"] == "text":
         if not isinstance(part["text"], str):
-            raise MediaError(path, f"message {number} has a text part that is not text")
+            raise MediaError(path, Message("archive.text_not_text", {"number": number}))
         return TextPart(part["text"])
     member = part["file"]
     if not _safe_member(member):
-        raise MediaError(path, f"message {number} names the file {_shown(member)}, a path that leads out of "
-                               "the folder it would be unpacked into")
+        raise MediaError(path, Message("archive.path_leaves", {"number": number, "file": _shown(member)}))
     if member not in archive.namelist():
-        raise MediaError(path, f"message {number} names the file {_shown(member)}, which the archive does not hold")
+        raise MediaError(path, Message("archive.missing_member", {"number": number, "file": _shown(member)}))
     if member not in unpacked:
         target = Path(folder) / _unique(PurePosixPath(member).name, {Path(p).name for p in unpacked.values()})
         with archive.open(member) as source, open(target, "wb") as out:

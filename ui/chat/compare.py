@@ -105,6 +105,6 @@ class Compare:
             async for event in engine.stream(request):
                 reply.handle(event)
             audio = reply.audio()
-            text = reply.text or "; ".join(say(e.message) for e in reply.errors)
+            text = reply.text or "; ".join(say(e) for e in reply.errors)
             outputs += [text, (reply.sample_rate, pcm16(audio)) if audio is not None and audio.size else None]
         return outputs

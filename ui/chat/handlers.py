@@ -78,7 +78,7 @@ class ChatHandlers:
         try:
             parts = user_parts(message)
         except MediaError as err:
-            raise gr.Error(say(str(err))) from err
+            raise gr.Error(say(err)) from err
         if chat_session.use_audio_in_video is None:
             chat_session.use_audio_in_video = bool(use_audio_in_video)
         chat_session.turns.append(Turn("user", parts))
@@ -147,7 +147,7 @@ class ChatHandlers:
             turns = archive.import_conversation(file, fresh.replies_folder())
         except MediaError as err:
             fresh.close()
-            raise gr.Error(say(str(err))) from err
+            raise gr.Error(say(err)) from err
         chat_session.close()
         fresh.turns = turns
         fresh.messages.extend(turn_messages(turns))

@@ -5,6 +5,8 @@ No Gradio components here: the handlers (``ui.chat.handlers``) and Compare (``ui
 
 from __future__ import annotations
 
+from messages import Message
+
 import shutil
 from dataclasses import dataclass, field
 
@@ -75,7 +77,7 @@ def normalize_message(message) -> dict:
 
 def user_parts(message: dict) -> tuple:
     if not message["text"].strip() and not message["files"]:
-        raise MediaError("message", "type something or attach a file first")
+        raise MediaError("message", Message("chat.nothing_to_send"))
     # Media first, then the question: the order the Qwen3-Omni cookbooks use.
     media = tuple(MediaPart(kind_of(path), path) for path in message["files"])
     text = (TextPart(message["text"]),) if message["text"].strip() else ()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
+from messages import Message
 from ui.evaluate.sheet import Prompt
 from ui.hashing import file_hash
 
@@ -68,6 +69,8 @@ class Answer:
     error: str = ""
     finish_reason: str = ""
     """"stop", "length" (the max-tokens limit cut it), "error"…"""
+    error_message: Message | None = field(default=None, compare=False)
+    """``error`` as a message, to show in the user's language (not exported: an import shows ``error``)."""
 
 
 @dataclass
@@ -131,7 +134,7 @@ def export_records(run: EvalRun) -> list[dict]:
         for side, answer in (("a", row.a), ("b", row.b)):
             engine = run.engines.get(side.upper(), {})
             record[f"model_{side}"], record[f"backend_{side}"] = engine.get("model"), engine.get("backend")
-            record[f"answer_{side}"] = asdict(answer) if answer else None
+            record[f"answer_{side}"] = _exported(answer) if answer else None
             if answer and answer.audio:
                 record[f"answer_{side}"]["audio"] = f"audio/{_audio_name(p.id, side)}"
         records.append(record)
@@ -217,10 +220,14 @@ def _setup(values: dict) -> Setup:
     return Setup(**{k: v for k, v in values.items() if k in known})
 
 
+def _exported(answer: Answer) -> dict:
+    return {f.name: getattr(answer, f.name) for f in fields(Answer) if f.name != "error_message"}
+
+
 def _answer(values: dict | None, folder: Path) -> Answer | None:
     if not values:
         return None
-    answer = Answer(**{k: v for k, v in values.items() if k in {f.name for f in fields(Answer)}})
+    answer = Answer(**{k: v for k, v in values.items() if k in {f.name for f in fields(Answer)} - {"error_message"}})
     if answer.audio:
         local = folder / Path(answer.audio).name
         answer.audio = str(local) if local.is_file() else None

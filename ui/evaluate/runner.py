@@ -12,6 +12,7 @@ from pathlib import Path
 import soundfile
 
 from backends.base import Backend
+from messages import joined
 from ui.evaluate.results import Answer, EvalRow, EvalRun, Setup, _audio_name
 from ui.evaluate.sheet import Prompt
 from ui.reply import ReplyState
@@ -27,6 +28,7 @@ async def answer(backend: Backend, setup: Setup, prompt: Prompt, audio_path: Pat
     finally:
         await stream.aclose()  # a Stop lands here: the engine stops this request too
     result = Answer(text=reply.text, error="; ".join(e.message for e in reply.errors),
+                    error_message=joined(e.msg for e in reply.errors) if reply.errors else None,
                     finish_reason=reply.finish_reason or "")
     if (metrics := reply.metrics) is not None:
         result.first_token_s = _round(metrics.time_to_first_token_s)

@@ -14,10 +14,11 @@ import io
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from media import MediaError, kind_of
+from messages import Message
 
 SHEET_SUFFIXES = (".csv", ".jsonl")
 MAX_UNZIPPED_BYTES = 4 * 10**9
@@ -36,10 +37,20 @@ class Prompt:
     reference: str = ""
     paths: tuple[str, ...] = ()
     problem: str = ""
+    """Why the row can't run, in English (exported as it is)."""
+    issue: Message | None = field(default=None, compare=False)
+    """``problem`` as a message, to show in the user's language (an imported row has only ``problem``)."""
+
+    def with_issue(self, issue: Message, **changes) -> Prompt:
+        return Prompt(**{**self.__dict__, **changes, "problem": str(issue), "issue": issue})
 
 
 class SheetError(ValueError):
-    """The sheet as a whole can't be read; ``str(err)`` is a message fit for the user."""
+    """The sheet as a whole can't be read; ``msg`` says why to the user (``str(err)`` in English)."""
+
+    def __init__(self, msg: Message):
+        super().__init__(str(msg))
+        self.msg = msg
 
 
 def read_prompts(files: list[str], work: Path) -> list[Prompt]:
@@ -47,7 +58,8 @@ def read_prompts(files: list[str], work: Path) -> list[Prompt]:
     are unpacked into ``work``)."""
     sheets = [f for f in files if Path(f).suffix.lower() in SHEET_SUFFIXES]
     if len(sheets) != 1:
-        raise SheetError("Add exactly one prompt sheet (.csv or .jsonl)" + (f"; got {len(sheets)}." if sheets else "."))
+        raise SheetError(Message("sheet.one_sheet_got", {"count": len(sheets)}) if sheets
+                         else Message("sheet.one_sheet"))
     media = media_index([f for f in files if f not in sheets], work)
     return [resolve(prompt, media) for prompt in parse_sheet(sheets[0])]
 
@@ -57,7 +69,7 @@ def parse_sheet(path: str) -> list[Prompt]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise SheetError(f"{Path(path).name}: not a readable UTF-8 text file ({err})") from err
+        raise SheetError(Message("sheet.not_text", {"file": Path(path).name, "cause": str(err)})) from err
     if Path(path).suffix.lower() == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -65,28 +77,28 @@ def parse_sheet(path: str) -> list[Prompt]:
                 continue
             try:
                 record = json.loads(line)
-                records.append((number, record if isinstance(record, dict) else None, ""))
+                records.append((number, record if isinstance(record, dict) else None, None))
             except json.JSONDecodeError as err:
-                records.append((number, None, f"not a JSON object ({err.msg})"))
+                records.append((number, None, Message("sheet.bad_json", {"reason": err.msg})))
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or not {"prompt", "text"} & {name.strip().lower() for name in reader.fieldnames}:
-            raise SheetError(f"{Path(path).name}: the first line must name the columns, with a 'prompt' column "
-                             "(and optionally id, media, system_prompt, reference).")
-        records = [(number, {k.strip().lower(): v for k, v in record.items() if k}, "")
+            raise SheetError(Message("sheet.no_columns", {"file": Path(path).name}))
+        records = [(number, {k.strip().lower(): v for k, v in record.items() if k}, None)
                    for number, record in enumerate(reader, start=2)]
     if len(records) > MAX_ROWS:
-        raise SheetError(f"{Path(path).name}: {len(records)} rows; at most {MAX_ROWS} per run.")
+        raise SheetError(Message("sheet.too_many_rows", {"file": Path(path).name, "count": len(records),
+                                                         "limit": MAX_ROWS}))
     prompts = [_prompt(number, record, problem) for number, record, problem in records]
     if not prompts:
-        raise SheetError(f"{Path(path).name}: no prompts in it.")
+        raise SheetError(Message("sheet.no_prompts", {"file": Path(path).name}))
     _mark_duplicate_ids(prompts)
     return prompts
 
 
-def _prompt(row: int, record: dict | None, problem: str) -> Prompt:
+def _prompt(row: int, record: dict | None, problem: Message | None) -> Prompt:
     if record is None:
-        return Prompt(row, str(row), "", problem=problem or "not a JSON object")
+        return Prompt(row, str(row), "").with_issue(problem or Message("sheet.not_json_object"))
     text = str(record.get("prompt") or record.get("text") or "").strip()
     media = record.get("media") or ()
     if isinstance(media, str):
@@ -95,7 +107,7 @@ def _prompt(row: int, record: dict | None, problem: str) -> Prompt:
     prompt = Prompt(row, str(record.get("id") or row).strip(), text, media,
                     str(record.get("system_prompt") or ""), str(record.get("reference") or ""))
     if not text and not media:
-        return Prompt(**{**prompt.__dict__, "problem": "no prompt and no media"})
+        return prompt.with_issue(Message("sheet.empty_row"))
     return prompt
 
 
@@ -117,7 +129,7 @@ def media_index(files: list[str], work: Path) -> dict[str, str]:
         try:
             _unzip(file, work, index)
         except zipfile.BadZipFile as err:
-            raise SheetError(f"{Path(file).name}: not a readable zip ({err})") from err
+            raise SheetError(Message("sheet.bad_zip", {"file": Path(file).name, "cause": str(err)})) from err
     return index
 
 
@@ -132,7 +144,8 @@ def _unzip(file: str, work: Path, index: dict[str, str]) -> None:
                 continue
             unpacked += member.file_size
             if unpacked > MAX_UNZIPPED_BYTES:
-                raise SheetError(f"{Path(file).name}: unpacks to more than {MAX_UNZIPPED_BYTES // 10**9} GB")
+                too_big = Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9})
+                raise SheetError(Message("media.file_problem", {"file": Path(file).name, "problem": too_big}))
             # Only the base name goes on disk, so no entry can leave the folder.
             target = folder / f"{number:05d}-{name}"
             with archive.open(member) as source, target.open("wb") as out:
@@ -147,11 +160,11 @@ def resolve(prompt: Prompt, media: dict[str, str]) -> Prompt:
         return prompt
     missing = [name for name in prompt.media if name not in media and Path(name).name not in media]
     if missing:
-        return Prompt(**{**prompt.__dict__, "paths": (), "problem": f"missing file: {', '.join(missing)}"})
+        return prompt.with_issue(Message("sheet.missing_files", {"files": ", ".join(missing)}), paths=())
     paths = tuple(media.get(name) or media[Path(name).name] for name in prompt.media)
     for name, path in zip(prompt.media, paths):
         try:
             kind_of(path)
         except MediaError as err:
-            return Prompt(**{**prompt.__dict__, "problem": f"{name}: {err.problem}"})
-    return Prompt(**{**prompt.__dict__, "paths": paths, "problem": ""})
+            return prompt.with_issue(Message("media.file_problem", {"file": name, "problem": err.reason}))
+    return Prompt(**{**prompt.__dict__, "paths": paths, "problem": "", "issue": None})

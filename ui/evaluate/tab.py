@@ -127,7 +127,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
             try:
                 prompts = await asyncio.to_thread(read_prompts, files, Path(_folder(run)) / "media")
             except SheetError as err:
-                raise gr.Error(say(str(err))) from err
+                raise gr.Error(say(err)) from err
             run.rows.extend(EvalRow(prompt) for prompt in prompts)
             note = ""
         for side, setup in (("A", run.setup_a), ("B", run.setup_b)):
@@ -162,7 +162,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
         if p.reference:
             prompt += "\n\n" + say("Reference:") + f" {html.escape(p.reference)}"
         if p.problem:
-            prompt += f"\n\n⚠️ {html.escape(say(p.problem))}"
+            prompt += f"\n\n⚠️ {html.escape(say(p.issue or p.problem))}"
         ratings = RATINGS_AB if run.two_sides else RATINGS_A
         return (prompt, gr.File(value=list(p.paths) or None, visible=bool(p.paths)),
                 _answer_text("A", row.a, say), gr.Audio(value=row.a.audio if row.a else None,
@@ -257,8 +257,9 @@ def _table(run: EvalRun, say=to_english) -> list[list]:
 
 def _row_status(run: EvalRun, row: EvalRow, say) -> str:
     if row.prompt.problem:
-        return f"⚠️ row {row.prompt.row}: {say(row.prompt.problem)}"
-    errors = [f"{side}: {say(answer.error)}" for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
+        return f"⚠️ row {row.prompt.row}: {say(row.prompt.issue or row.prompt.problem)}"
+    errors = [f"{side}: {say(answer.error_message or answer.error)}"
+              for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
     if errors:
         return "⚠️ " + "; ".join(errors)
     cut = [side for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.finish_reason == "length"]
@@ -284,4 +285,5 @@ def _answer_text(side: str, answer, say) -> str:
     if answer is None:
         return f"**{side}** " + say("(not answered yet)")
     text = html.escape(answer.text) or say("(empty reply)")
-    return f"**{side}** {text}" + (f"\n\n⚠️ {html.escape(say(answer.error))}" if answer.error else "")
+    error = f"\n\n⚠️ {html.escape(say(answer.error_message or answer.error))}" if answer.error else ""
+    return f"**{side}** {text}" + error

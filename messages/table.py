@@ -1,0 +1,153 @@
+"""Every run-time message of the engines, media checks and file imports: code → (English, Chinese).
+
+A placeholder holds either text that stays as it is (a file name, a number, an engine's own
+words) or another message of this table, rendered in the same language. Both templates of a
+code have the same placeholders (tests/test_messages.py checks it).
+"""
+
+from __future__ import annotations
+
+TABLE: dict[str, tuple[str, str]] = {
+    "verbatim": ("{text}", "{text}"),
+    "joined": ("{first}; {rest}", "{first}; {rest}"),
+    # A file that can't be used (media/, backends/conversation.py, ui/chat/archive.py, ui/caption.py)
+    "media.file_problem": ("{file}: {problem}", "{file}：{problem}"),
+    "media.unsupported_type": ("unsupported file type '{suffix}'", "不支持的文件类型“{suffix}”"),
+    "media.not_found": ("file not found", "找不到文件"),
+    "media.empty": ("the file is empty", "文件是空的"),
+    "media.too_big": ("file is {size} MB, the limit is {limit} MB", "文件大小为 {size} MB，上限是 {limit} MB"),
+    "media.unreadable_image": ("not a readable image ({reason})", "无法读取的图片（{reason}）"),
+    "media.unreadable_audio": ("not a readable audio file", "无法读取的音频文件"),
+    "media.pictures_no_sound": ("not a readable audio file (it holds pictures, no sound)",
+                                "无法读取的音频文件（其中只有画面，没有声音）"),
+    "media.no_sound_track": ("the video has no sound track", "视频没有音轨"),
+    "media.no_samples": ("the audio has no samples", "音频中没有采样"),
+    "media.audio_too_short": ("the audio is only {length} ms long; it takes at least {minimum} ms",
+                              "音频只有 {length} 毫秒；至少需要 {minimum} 毫秒"),
+    "media.audio_too_long": ("audio is {length} s long, the limit is {limit} s", "音频长 {length} 秒，上限是 {limit} 秒"),
+    "media.audio_over_limit": ("audio is longer than the {limit} s limit", "音频超过了 {limit} 秒的上限"),
+    "media.sample_rate": ("the audio's sample rate is {rate} Hz; it takes {minimum} to {maximum} Hz",
+                          "音频的采样率是 {rate} Hz；只能接受 {minimum} 到 {maximum} Hz"),
+    "media.invalid_samples": ("the audio holds invalid samples (NaN or infinity)", "音频中含有无效的采样值（NaN 或无穷大）"),
+    "media.video_too_long": ("video is {length} s long, the limit is {limit} s", "视频长 {length} 秒，上限是 {limit} 秒"),
+    "media.no_video_stream": ("the file has no video stream", "文件中没有视频流"),
+    "media.unreadable_video": ("not a readable video ({reason})", "无法读取的视频（{reason}）"),
+    "media.no_frames": ("the video has no frames", "视频中没有画面"),
+    "media.kind.image": ("image", "图片"),
+    "media.kind.audio": ("audio", "音频"),
+    "media.kind.video": ("video", "视频"),
+    # Fitting a conversation to the model (backends/conversation.py)
+    "prompt.too_many_files": ("one message takes at most {limit} files; this one has {count}",
+                              "一条消息最多附加 {limit} 个文件；这条有 {count} 个"),
+    "prompt.over_engine_limit": (
+        "the engine takes at most {limit} {kind} file(s) per conversation (--limit-mm-per-prompt), and this message "
+        "alone has more",
+        "引擎每段对话最多接受 {limit} 个{kind}文件（--limit-mm-per-prompt），而这一条消息就超过了"),
+    "prompt.too_long": (
+        "this message needs {length} tokens with its files, and the model takes {budget} ({context} minus {reply} kept "
+        "for the reply): use shorter audio or video, or fewer files",
+        "这条消息连同文件需要 {length} 个词元，而模型只能接受 {budget} 个（{context} 减去为回复保留的 {reply} 个）："
+        "请使用更短的音频或视频，或减少文件数量"),
+    "prompt.silent_video": ("{file} has no sound track; the model heard silence for it.",
+                            "{file} 没有音轨；模型听到的是静音。"),
+    "prompt.left_out_files": ("The conversation holds more files than the model takes at once, so {what} were left out.",
+                              "对话中的文件超过了模型一次能接受的数量，因此省略了{what}。"),
+    "prompt.left_out_context": (
+        "The conversation outgrew the model's context ({context} tokens with {reply} kept for the reply), so {what} "
+        "were left out.",
+        "对话超出了模型的上下文（{context} 个词元，其中 {reply} 个留给回复），因此省略了{what}。"),
+    "prompt.first_messages": ("the first {count} messages", "前 {count} 条消息"),
+    "prompt.first_messages_and_file": ("the first {count} messages and their {files} file", "前 {count} 条消息及其 {files} 个文件"),
+    "prompt.first_messages_and_files": ("the first {count} messages and their {files} files",
+                                        "前 {count} 条消息及其 {files} 个文件"),
+    # Warming up (backends/transformers/backend.py)
+    "engine.warming_up": ("The model is warming up ({what}); this turn starts right after.",
+                          "模型正在预热（{what}）；完成后立即开始本轮。"),
+    "warm_up.loading_weights": ("loading the model's weights", "正在加载模型权重"),
+    "warm_up.loading_weights_percent": ("loading the model's weights… {percent} %", "正在加载模型权重… {percent} %"),
+    "warm_up.waiting_to_compile": ("waiting to compile the model", "等待编译模型"),
+    "warm_up.compiling_talker": ("compiling the talker and its code predictor (first start: about 2 minutes)",
+                                 "正在编译 Talker 及其码本预测器（首次启动约 2 分钟）"),
+    "warm_up.compiling_thinker": ("compiling the thinker with one short reply (first start: about 2 minutes)",
+                                  "正在用一条简短回复编译 Thinker（首次启动约 2 分钟）"),
+    # Engines' errors: the cause inside stays as the engine said it.
+    "engine.generation_failed": ("Generation failed: {cause}", "生成失败：{cause}"),
+    "engine.refused": ("The engine refused this request: {cause}", "引擎拒绝了这个请求：{cause}"),
+    "vllm.media_limit": ("{cause} The whole conversation counts: press Clear, or start the app with a higher "
+                         "--limit-mm-per-prompt.", "{cause} 整段对话都计算在内：请按“清空”，或用更高的 --limit-mm-per-prompt 启动应用。"),
+    "engine.load_failed": ("The model could not be loaded: {cause}", "模型无法加载：{cause}"),
+    "speech.failed_reply_kept": ("Speech generation failed ({cause}); the text reply is kept.",
+                                 "语音生成失败（{cause}）；文字回复已保留。"),
+    "speech.failed_text_kept": ("Speech generation failed ({cause}); the text is kept.", "语音生成失败（{cause}）；文字已保留。"),
+    "speech.unavailable": ("No speech: {cause}", "没有语音：{cause}"),
+    "speech.no_token_ids": (
+        "The text server sent no token ids, so there is nothing to speak: the hybrid backend needs a vLLM server (it "
+        "asks for return_token_ids).",
+        "文字服务器没有发送词元 id，因此没有可朗读的内容：混合后端需要 vLLM 服务器（它会请求 return_token_ids）。"),
+    # The engine thread's health (backends/transformers/engine_thread.py)
+    "engine.thread_stopped": ("The model's engine thread stopped ({cause}). Restart the app to go on.",
+                              "模型的引擎线程已停止（{cause}）。请重启应用以继续。"),
+    "engine.thread_exited": ("it exited", "线程已退出"),
+    "engine.stuck": ("The model has made no progress for over {seconds} s: its engine seems stuck. Restart the app to "
+                     "go on.", "模型已超过 {seconds} 秒没有任何进展：引擎似乎卡住了。请重启应用以继续。"),
+    "engine.no_reply": ("The engine failed on this turn without a reply (the server log says why). Try again.",
+                        "引擎在这一轮失败了，没有回复（原因见服务器日志）。请再试一次。"),
+    # A model server (backends/openai/backend.py)
+    "reply.text_kept": ("The text so far is kept.", "已生成的文字会保留。"),
+    "reply.nothing": ("Nothing was generated.", "没有生成任何内容。"),
+    "server.ended_early": ("The model server ended the reply early. {kept}", "模型服务器提前结束了回复。{kept}"),
+    "server.timed_out": ("The model server sent nothing for {seconds} s; gave up. {kept}",
+                         "模型服务器 {seconds} 秒内没有发送任何内容，已放弃。{kept}"),
+    "server.unreachable": ("Can't reach the model server at {url} ({cause}). Is it running?",
+                           "无法连接 {url} 的模型服务器（{cause}）。它在运行吗？"),
+    "server.broke": ("The connection to the model server broke mid-reply ({cause}). {kept}",
+                     "回复途中与模型服务器的连接中断（{cause}）。{kept}"),
+    "server.refused": ("The model server refused the request (HTTP {status}): {cause}",
+                       "模型服务器拒绝了请求（HTTP {status}）：{cause}"),
+    "server.failed": ("The model server failed (HTTP {status}): {cause}", "模型服务器出错（HTTP {status}）：{cause}"),
+    "server.error_mid_reply": ("The model server reported an error mid-reply: {cause}. {kept}",
+                               "模型服务器在回复途中报告了错误：{cause}。{kept}"),
+    "server.text_only": (
+        "This server answered in text only: plain `vllm serve` runs the Thinker alone. For speech, start vLLM-Omni "
+        "(`vllm serve <checkpoint> --omni`) or SGLang-Omni; replies stay text until then.",
+        "此服务器只回答文字：普通的 `vllm serve` 只运行 Thinker。要语音回复，请启动 vLLM-Omni"
+        "（`vllm serve <checkpoint> --omni`）或 SGLang-Omni；在此之前回复只有文字。"),
+    "server.left_out": ("The conversation outgrew the model server's context, so the first {count} messages were left "
+                        "out.", "对话超出了模型服务器的上下文，因此省略了前 {count} 条消息。"),
+    "server.unreachable_at_start": (
+        "Can't reach the model server at {url} ({cause}). Start it first, or pass --model to start the app anyway.",
+        "无法连接 {url} 的模型服务器（{cause}）。请先启动它，或传入 --model 以照常启动应用。"),
+    "server.models_refused": ("The model server at {url} answered HTTP {status} to GET /models: {cause}",
+                              "{url} 的模型服务器对 GET /models 返回了 HTTP {status}：{cause}"),
+    "server.no_model": ("The model server at {url} serves no model.", "{url} 的模型服务器没有提供任何模型。"),
+    # Importing a conversation (ui/chat/archive.py) and unpacking zips (ui/caption.py, ui/evaluate/sheet.py)
+    "archive.not_exported": ("not a conversation exported by this app", "不是本应用导出的对话"),
+    "archive.too_big": ("unpacks to more than {size} GB", "解压后超过 {size} GB"),
+    "archive.unreadable": ("not a readable conversation archive ({reason})", "无法读取的对话压缩包（{reason}）"),
+    "archive.bad_role": ("message {number} has the role {role}; a message's role is {roles} or {last}",
+                         "第 {number} 条消息的角色是 {role}；消息的角色只能是 {roles} 或 {last}"),
+    "archive.bad_part": ("message {number} has a part of type {type}; a part is {types} or {last}",
+                         "第 {number} 条消息有一个类型为 {type} 的部分；部分的类型只能是 {types} 或 {last}"),
+    "archive.text_not_text": ("message {number} has a text part that is not text", "第 {number} 条消息的文字部分不是文字"),
+    "archive.path_leaves": ("message {number} names the file {file}, a path that leads out of the folder it would be "
+                            "unpacked into", "第 {number} 条消息指向文件 {file}，这个路径会离开解压的目标文件夹"),
+    "archive.missing_member": ("message {number} names the file {file}, which the archive does not hold",
+                               "第 {number} 条消息指向文件 {file}，但压缩包中没有这个文件"),
+    "caption.cant_open_archive": ("Can't open the archive: {problem}", "无法打开压缩包：{problem}"),
+    "chat.nothing_to_send": ("type something or attach a file first", "请先输入文字或附加文件"),
+    # Prompt sheets (ui/evaluate/sheet.py)
+    "sheet.one_sheet": ("Add exactly one prompt sheet (.csv or .jsonl).", "请只添加一个提示表格（.csv 或 .jsonl）。"),
+    "sheet.one_sheet_got": ("Add exactly one prompt sheet (.csv or .jsonl); got {count}.",
+                            "请只添加一个提示表格（.csv 或 .jsonl）；收到了 {count} 个。"),
+    "sheet.not_text": ("{file}: not a readable UTF-8 text file ({cause})", "{file}：无法读取的 UTF-8 文本文件（{cause}）"),
+    "sheet.no_columns": ("{file}: the first line must name the columns, with a 'prompt' column (and optionally id, "
+                         "media, system_prompt, reference).",
+                         "{file}：第一行必须是列名，其中要有 'prompt' 列（可选 id、media、system_prompt、reference）。"),
+    "sheet.too_many_rows": ("{file}: {count} rows; at most {limit} per run.", "{file}：{count} 行；每次最多 {limit} 行。"),
+    "sheet.no_prompts": ("{file}: no prompts in it.", "{file}：其中没有提示。"),
+    "sheet.bad_zip": ("{file}: not a readable zip ({cause})", "{file}：无法读取的 zip 文件（{cause}）"),
+    "sheet.not_json_object": ("not a JSON object", "不是 JSON 对象"),
+    "sheet.bad_json": ("not a JSON object ({reason})", "不是 JSON 对象（{reason}）"),
+    "sheet.missing_files": ("missing file: {files}", "缺少文件：{files}"),
+    "sheet.empty_row": ("no prompt and no media", "没有提示也没有媒体"),
+}
