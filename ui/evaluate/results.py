@@ -8,6 +8,7 @@ app version that answered. Importing an export (the zip, or its JSONL) gives the
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
+from media import kind_of
 from messages import Message
 from ui.evaluate.sheet import Prompt
 from ui.hashing import file_hash
@@ -43,7 +45,7 @@ class Setup:
     speech: bool = True
 
     def request(self, prompt: Prompt, can_speak: bool) -> ChatRequest:
-        parts = tuple(MediaPart(_kind(path), path) for path in prompt.paths)
+        parts = tuple(MediaPart(kind_of(path), path) for path in prompt.paths)
         if prompt.text:
             parts += (TextPart(prompt.text),)
         return ChatRequest(
@@ -51,11 +53,6 @@ class Setup:
             speaker=self.speaker or None, return_audio=self.speech and can_speak,
             sampling=Sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.seed))
 
-
-def _kind(path: str):
-    from media import kind_of
-
-    return kind_of(path)
 
 
 @dataclass
@@ -110,6 +107,7 @@ class EvalRun:
             self.folder = None
 
 
+@functools.cache  # the commit doesn't change while the app runs; every export asks
 def app_version() -> str:
     """The app's git commit (a Space and a clone have one), else "unknown"."""
     try:
@@ -136,7 +134,7 @@ def export_records(run: EvalRun) -> list[dict]:
             record[f"model_{side}"], record[f"backend_{side}"] = engine.get("model"), engine.get("backend")
             record[f"answer_{side}"] = _exported(answer) if answer else None
             if answer and answer.audio:
-                record[f"answer_{side}"]["audio"] = f"audio/{_audio_name(p.id, side)}"
+                record[f"answer_{side}"]["audio"] = f"audio/{audio_name(p.id, side)}"
         records.append(record)
     return records
 
@@ -159,7 +157,7 @@ def write_exports(run: EvalRun, folder: Path) -> list[str]:
         for row in run.rows:
             for side, answer in (("a", row.a), ("b", row.b)):
                 if answer and answer.audio and Path(answer.audio).is_file():
-                    out.write(answer.audio, f"audio/{_audio_name(row.prompt.id, side)}")
+                    out.write(answer.audio, f"audio/{audio_name(row.prompt.id, side)}")
     return [str(table), str(jsonl), str(archive)]
 
 
@@ -176,7 +174,7 @@ def _csv_row(record: dict) -> dict:
     return row
 
 
-def _audio_name(row_id: str, side: str) -> str:
+def audio_name(row_id: str, side: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in row_id)
     return f"{safe}-{side.upper()}.wav"
 

@@ -14,7 +14,7 @@ import io
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from media import MediaError, kind_of
@@ -42,7 +42,7 @@ class Prompt:
     """``problem`` as a message, to show in the user's language (an imported row has only ``problem``)."""
 
     def with_issue(self, issue: Message, **changes) -> Prompt:
-        return Prompt(**{**self.__dict__, **changes, "problem": str(issue), "issue": issue})
+        return replace(self, **changes, problem=str(issue), issue=issue)
 
 
 class SheetError(ValueError):
@@ -115,7 +115,7 @@ def _mark_duplicate_ids(prompts: list[Prompt]) -> None:
     seen: set[str] = set()
     for index, prompt in enumerate(prompts):
         if prompt.id in seen:
-            prompts[index] = Prompt(**{**prompt.__dict__, "id": f"{prompt.id}#{prompt.row}"})
+            prompts[index] = replace(prompt, id=f"{prompt.id}#{prompt.row}")
         seen.add(prompts[index].id)
 
 
@@ -167,4 +167,4 @@ def resolve(prompt: Prompt, media: dict[str, str]) -> Prompt:
             kind_of(path)
         except MediaError as err:
             return prompt.with_issue(Message("media.file_problem", {"file": name, "problem": err.reason}))
-    return Prompt(**{**prompt.__dict__, "paths": paths, "problem": "", "issue": None})
+    return replace(prompt, paths=paths, problem="", issue=None)
