@@ -74,11 +74,15 @@ class TextFeed:
         self._changed = threading.Condition()
         self._yields = yields_to_talker
         self._held = False
+        self.listener: threading.Event | None = None
+        """Set whenever text comes or the reply ends (the batched talker's loop waits on it)."""
 
     def extend(self, ids: list[int]) -> None:
         with self._changed:
             self._ids.extend(ids)
             self._changed.notify_all()
+            if self.listener is not None:
+                self.listener.set()
             while self._held and not self._finished:
                 self._changed.wait(timeout=0.1)
 
@@ -107,11 +111,20 @@ class TextFeed:
         with self._changed:
             self._finished = True
             self._changed.notify_all()
+            if self.listener is not None:
+                self.listener.set()
 
     def wait_finished(self, stop: threading.Event) -> None:
         with self._changed:
             while not self._finished and not stop.is_set():
                 self._changed.wait(timeout=0.1)
+
+    def ready_token(self, index: int) -> tuple[bool, int | None]:
+        """``spoken_token`` without waiting: (whether it is known yet, the token or None)."""
+        with self._changed:
+            if len(self._ids) > index + 1:
+                return True, self._ids[index]
+            return self._finished, None
 
     def spoken_token(self, index: int, stop: threading.Event) -> int | None:
         """Generated token ``index`` if the talker speaks it, else None (once that is certain).
@@ -179,22 +192,22 @@ class Talker:
             return  # a reply of one token (or none) has nothing to speak
         if self.device.type == "cuda":  # our own stream: see SpeechRun._run; wait for the prompt's states
             torch.cuda.current_stream(self.device).wait_stream(torch.cuda.default_stream(self.device))
-        tts_bos, tts_eos, tts_pad = self._text_hidden(
+        tts_bos, tts_eos, tts_pad = self.text_hidden(
             [self.config.tts_bos_token_id, self.config.tts_eos_token_id, self.config.tts_pad_token_id]
         ).split(1, dim=1)
-        embeds, ids = self._prefill_inputs(first_text, tts_bos, tts_eos, tts_pad)
+        embeds, ids = self.prompt_embeds(first_text, tts_bos, tts_eos, tts_pad)
         decoder = self.decoder
         if decoder is None or not decoder.fits(ids.shape[1], self.sampling.max_frames):
             decoder = TalkerDecoder(self.talker, ids.shape[1] + self.sampling.max_frames + 1)  # eager, this reply only
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=self.device)
         with self.feed.holding():
-            logits, hidden = decoder.prefill(embeds, ids, attention_mask, self._rope_inputs())
+            logits, hidden = decoder.prefill(embeds, ids, attention_mask, self.rope_inputs())
         self.prefilled_at = time.perf_counter()
-        processors = self._codec_processors()
+        processors = self.codec_processors()
         generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
         text_ended = False
         for step in range(self.sampling.max_frames):
-            token = self._sample(logits.to(self.device), generated, processors)
+            token = self.sample_code(logits.to(self.device), generated, processors)
             generated = torch.cat([generated, token], dim=1)
             if token.item() == self.config.talker_config.codec_eos_token_id or step + 1 >= self.sampling.max_frames:
                 return  # stock generate() never decodes the last sampled token
@@ -206,16 +219,16 @@ class Talker:
             yield torch.cat([token[0], residual[0]])
             next_text = None if text_ended else self.feed.spoken_token(step + 1, self.stop)
             if next_text is not None:
-                text = self._text_hidden([next_text])
+                text = self.text_hidden([next_text])
             else:
                 text, text_ended = (tts_pad if text_ended else tts_eos), True
             logits, hidden = decoder.step(codec_embeds, text)
 
-    def _text_hidden(self, token_ids: list[int]) -> torch.Tensor:
+    def text_hidden(self, token_ids: list[int]) -> torch.Tensor:
         ids = torch.tensor([token_ids], device=self.model.thinker.device)
         return self.talker.text_projection(self.model.thinker.get_input_embeddings()(ids)).to(self.device)
 
-    def _prefill_inputs(self, first_text: int, tts_bos, tts_eos, tts_pad) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_embeds(self, first_text: int, tts_bos, tts_eos, tts_pad) -> tuple[torch.Tensor, torch.Tensor]:
         """The talker's prompt: every user turn (text embeddings, audio/vision hidden states),
         then the assistant header with the speaker and the first text token, as stock does."""
         cfg, thinker_cfg = self.config, self.config.thinker_config
@@ -242,7 +255,7 @@ class Talker:
         ids = torch.cat([input_ids[:, user].to(self.device), assistant_ids.to(self.device)], dim=1)
         return embeds, ids
 
-    def _rope_inputs(self) -> dict:
+    def rope_inputs(self) -> dict:
         """What the talker's 3D rope needs; like stock, it gets no use_audio_in_video."""
         keys = ("image_grid_thw", "video_grid_thw", "video_second_per_grid")
         rope = {key: self.inputs[key] for key in keys if self.inputs.get(key) is not None}
@@ -250,7 +263,7 @@ class Talker:
             rope["audio_feature_lengths"] = self.inputs["feature_attention_mask"].sum(dim=1)
         return rope
 
-    def _codec_processors(self) -> LogitsProcessorList:
+    def codec_processors(self) -> LogitsProcessorList:
         talker_cfg = self.config.talker_config
         vocab = talker_cfg.text_config.vocab_size
         # Stock suppresses the special codec block except EOS: the talker must only emit codes.
@@ -263,7 +276,7 @@ class Talker:
             processors += _warpers(self.sampling.temperature, self.sampling.top_k, self.sampling.top_p)
         return processors
 
-    def _sample(self, logits: torch.Tensor, generated: torch.Tensor | None, processors) -> torch.Tensor:
+    def sample_code(self, logits: torch.Tensor, generated: torch.Tensor | None, processors) -> torch.Tensor:
         scores = processors(generated if generated is not None else logits.new_empty((1, 0), dtype=torch.long),
                             logits.float())
         if not self.sampling.do_sample:

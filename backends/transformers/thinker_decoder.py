@@ -258,22 +258,9 @@ class ThinkerDecoder:
         return self._sample(self.thinker.lm_head(hidden[:, -1]))
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """(1, 1) long: repetition penalty, temperature, top-k, top-p, then the Gumbel-max draw (argmax with
-        constant noise). The token joins those the penalty applies to."""
-        logits = logits.float()
-        if self.repetition_penalty != 1.0:
-            penalized = torch.where(logits < 0, logits * self.repetition_penalty, logits / self.repetition_penalty)
-            logits = torch.where(self.seen, penalized, logits)
-        values, indices = (logits / self.temperature).topk(self.limit, dim=-1)  # descending
-        ranks = torch.arange(self.limit, device=values.device)
-        values = values.masked_fill(ranks >= self.top_k, -math.inf)
-        probs = values.softmax(dim=-1)
-        # transformers' TopPLogitsWarper drops a token once the likelier ones already hold top_p of the mass.
-        values = values.masked_fill((probs.cumsum(dim=-1) - probs >= self.top_p) & (self.top_p < 1), -math.inf)
-        gumbel = -torch.log(-torch.log(self.uniform.clamp(1e-10, 1 - 1e-7)))
-        token = indices.gather(-1, (values + gumbel).argmax(dim=-1, keepdim=True))
-        self.seen.scatter_(1, token, True)
-        return token
+        """(1, 1) long; the token joins those the repetition penalty applies to."""
+        return sample_rows(logits, self.seen, self.temperature, self.top_k, self.top_p, self.uniform, self.limit,
+                           self.repetition_penalty)
 
     def compile(self) -> float:
         """torch.compile the step (fullgraph) and, on CUDA, capture it as a CUDA graph, then capture the
@@ -314,6 +301,28 @@ class ThinkerDecoder:
                      self.max_tokens, (torch.cuda.memory_allocated() - before) / 1e9)
         with torch.inference_mode():
             self.cache.reset()
+
+
+def sample_rows(logits: torch.Tensor, seen: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                top_p: torch.Tensor, uniform: torch.Tensor, limit: int, repetition_penalty: float) -> torch.Tensor:
+    """One token per row, (rows, 1) long: repetition penalty over ``seen``, temperature, top-k, top-p, then the
+    Gumbel-max draw over ``uniform`` (argmax with constant noise), each row with its own settings (rows, 1).
+    The token joins ``seen``. A batched step and a lone reply draw with this same function, so a row's token
+    depends only on its own logits and noise."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        penalized = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+        logits = torch.where(seen, penalized, logits)
+    values, indices = (logits / temperature).topk(limit, dim=-1)  # descending
+    ranks = torch.arange(limit, device=values.device)
+    values = values.masked_fill(ranks >= top_k, -math.inf)
+    probs = values.softmax(dim=-1)
+    # transformers' TopPLogitsWarper drops a token once the likelier ones already hold top_p of the mass.
+    values = values.masked_fill((probs.cumsum(dim=-1) - probs >= top_p) & (top_p < 1), -math.inf)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))
+    token = indices.gather(-1, (values + gumbel).argmax(dim=-1, keepdim=True))
+    seen.scatter_(1, token, True)
+    return token
 
 
 def _add_dense_deepstack(hidden_states: torch.Tensor, visual_pos_masks, visual_embeds: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,333 @@
+"""The two threads of the batched engine: the thinker's loop and the talker's loop.
+
+The thinker's loop takes replies from a queue, runs a new reply's prompt pass between two batched steps (one
+per step while others decode, so a long queue of prompts can't stall the replies already streaming by more
+than one prompt pass each step), and streams each step's tokens to their replies. The talker's loop speaks
+every reply that asked for speech: a reply joins once its first spoken token is known, each tick samples a
+first code for every row that has logits, predicts all their frames at once, and steps every row whose next
+text is known (a row waiting for the thinker sits the step out). Each thread runs on its own CUDA stream, as
+the one-reply engine's two threads do.
+
+Per row, both loops do what the one-reply loops (ThinkerDecoder.generate, Talker.frames) do, in the same
+order, so a row's tokens, codes and noise are those it would get alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from backends.transformers.batched.talker import TalkerBatch
+from backends.transformers.batched.thinker import ThinkerBatch, ThinkerRow
+from backends.transformers.cuda_graphs import compute_device
+from backends.transformers.speech import Talker, TextFeed, talker_stream
+from backends.transformers.thinker_decoder import ThinkerSampling
+from backends.transformers.vocoder import StreamingVocoder
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.05
+"""How long an idle loop sleeps before it looks again (new work wakes it at once)."""
+
+
+@dataclass
+class ThinkerJob:
+    """One reply for the thinker's loop. ``streamer``: put()s the prompt ids, then each token (as generate()'s
+    streamers get them); ``finished(reason)`` once it is over: "stop", "length", "cancelled" or "error"."""
+
+    inputs: dict
+    sampling: ThinkerSampling
+    streamer: object
+    stop: threading.Event
+    finished: Callable[[str], None]
+    prompt_states: dict | None = None
+    row: ThinkerRow | None = None
+    admitted_at: float | None = None
+
+
+class ThinkerLoop:
+    """Example::
+
+        loop = ThinkerLoop(ThinkerBatch(...))
+        loop.submit(ThinkerJob(inputs, sampling, streamer, stop, finished=print))
+    """
+
+    def __init__(self, batch: ThinkerBatch, progressed: Callable[[], None] = lambda: None):
+        self.batch, self.progressed = batch, progressed
+        self._waiting: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[ThinkerJob] = []
+        self._jobs: dict[int, ThinkerJob] = {}
+        self.died: str | None = None
+        self.max_rows = 0
+        """The most replies decoded together so far."""
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="omni-thinker-batch")
+        self._thread.start()
+
+    def submit(self, job: ThinkerJob) -> None:
+        self._waiting.put(job)
+
+    @property
+    def alive(self) -> bool:
+        return self.died is None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._waiting.put(None)
+
+    def _serve(self) -> None:
+        try:
+            while self._take_new(block=not self._jobs and not self._pending):
+                self._admit()
+                self._step()
+        except BaseException as err:
+            self.died = f"{err.__class__.__name__}: {err}"
+            log.exception("the thinker's batch loop died")
+            for job in [*self._jobs.values(), *self._pending]:
+                job.finished("error")
+
+    def _take_new(self, block: bool) -> bool:
+        """Move submitted jobs to the pending list; False once stop() was called."""
+        try:
+            job = self._waiting.get(timeout=IDLE_WAIT_S) if block else self._waiting.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if job is None:
+                return False
+            self._pending.append(job)
+            try:
+                job = self._waiting.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _admit(self) -> None:
+        """Prompt passes for waiting replies: all that fit when nothing decodes, else one per step."""
+        while self._pending and self.batch.free:
+            job = self._pending.pop(0)
+            if job.stop.is_set():
+                job.finished("cancelled")
+                continue
+            try:
+                job.row, first = self.batch.admit(job.inputs, job.sampling, job.prompt_states)
+            except Exception:
+                log.exception("a reply's prompt pass failed")
+                job.finished("error")
+                continue
+            job.admitted_at = time.perf_counter()
+            self._jobs[job.row.slot] = job
+            self.max_rows = max(self.max_rows, len(self._jobs))
+            job.streamer.put(job.inputs["input_ids"].cpu())
+            self._deliver(job, first)
+            self.progressed()
+            if len(self._jobs) > 1:
+                break
+
+    def _step(self) -> None:
+        if not self._jobs:
+            return
+        for slot, token in self.batch.step().items():
+            self._deliver(self._jobs[slot], token)
+        self.progressed()
+
+    def _deliver(self, job: ThinkerJob, token: int) -> None:
+        """A row's token to its reply; the row leaves at its end, its length limit or Stop."""
+        try:
+            job.streamer.put(torch.tensor([token]))
+        except Exception:
+            log.exception("streaming a token failed")
+            return self._leave(job, "error")
+        sampling = job.sampling
+        if token == sampling.eos_token_id:
+            self._leave(job, "stop")
+        elif job.row.produced >= sampling.max_new_tokens:
+            self._leave(job, "length")
+        elif job.stop.is_set():
+            self._leave(job, "cancelled")
+
+    def _leave(self, job: ThinkerJob, reason: str) -> None:
+        self.batch.release(job.row)
+        del self._jobs[job.row.slot]
+        job.finished(reason)
+
+
+@dataclass
+class SpeakingRow:
+    """One reply's speech in the talker's loop: its ``Talker`` (prompt, text, sampling, generator), its
+    vocoder, and where it is."""
+
+    talker: Talker
+    vocoder: StreamingVocoder
+    send: Callable[[torch.Tensor | None], None]
+    """Gets each chunk of audio (None: nothing new)."""
+    finished: Callable[[], None]
+    slot: int | None = None
+    frame: int = 0
+    generated: torch.Tensor | None = None
+    processors: object = None
+    tts: tuple = ()
+    text_ended: bool = False
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    token: torch.Tensor | None = None
+    frames_made: int = 0
+    prefilled_at: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class TalkerLoop:
+    """Example::
+
+        loop = TalkerLoop(TalkerBatch(...))
+        loop.add(SpeakingRow(Talker(setup, feed, captured, stop), vocoder, send, finished))
+    """
+
+    def __init__(self, batch: TalkerBatch, progressed: Callable[[], None] = lambda: None):
+        self.batch, self.progressed = batch, progressed
+        self.wake = threading.Event()
+        """Set by anything that may let a row go on: a new row, new text (TextFeed.listener), Stop."""
+        self._new: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: list[SpeakingRow] = []
+        self._rows: dict[int, SpeakingRow] = {}
+        self._stopping = False
+        self.died: str | None = None
+        self.max_rows = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="omni-talker-batch")
+        self._thread.start()
+
+    def add(self, row: SpeakingRow) -> None:
+        row.talker.feed.listener = self.wake
+        self._new.put(row)
+        self.wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self.died is None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    def _serve(self) -> None:
+        device = compute_device(self.batch.talker)
+        try:
+            with torch.cuda.stream(talker_stream(device)) if device.type == "cuda" else contextlib.nullcontext():
+                while not self._stopping:
+                    self.wake.clear()
+                    if not self._tick():
+                        self.wake.wait(IDLE_WAIT_S)
+        except BaseException as err:
+            self.died = f"{err.__class__.__name__}: {err}"
+            log.exception("the talker's batch loop died")
+            for row in [*self._rows.values(), *self._waiting]:
+                row.finished()
+
+    @torch.inference_mode()
+    def _tick(self) -> bool:
+        """One round over every row; returns whether any made progress."""
+        while not self._new.empty():
+            self._waiting.append(self._new.get())
+        progressed = self._admit()
+        stepping = {slot for slot, row in self._rows.items() if row.logits is None and self._next_text(row)}
+        for row in [r for r in self._rows.values() if r.talker.stop.is_set()]:
+            self._leave(row, flush=False)
+            stepping.discard(row.slot)
+        if stepping:
+            logits, hidden = self.batch.step(stepping)
+            for slot in stepping:
+                self._rows[slot].logits, self._rows[slot].hidden = logits[slot:slot + 1], hidden[slot:slot + 1]
+        framing = {}
+        for row in [r for r in self._rows.values() if r.logits is not None]:
+            if self._sample(row):
+                framing[row.slot] = row
+        if framing:
+            self._frames(framing)
+        if progressed or stepping or framing:
+            self.progressed()
+            return True
+        return False
+
+    def _admit(self) -> bool:
+        """The talker prompt of one row whose first spoken token is known (one per tick: see the module)."""
+        for row in list(self._waiting):
+            talker = row.talker
+            known, first_text = talker.feed.ready_token(0)
+            if talker.stop.is_set() or (known and first_text is None):
+                self._waiting.remove(row)  # a reply of one token (or none) has nothing to speak
+                row.finished()
+                continue
+            if not known or not self.batch.free:
+                continue
+            self._waiting.remove(row)
+            self._prefill(row, first_text)
+            return True
+        return False
+
+    def _prefill(self, row: SpeakingRow, first_text: int) -> None:
+        talker, config = row.talker, row.talker.config
+        if talker.device.type == "cuda":  # the prompt's states come from the thinker's stream
+            torch.cuda.current_stream(talker.device).wait_stream(torch.cuda.default_stream(talker.device))
+        row.tts = talker.text_hidden([config.tts_bos_token_id, config.tts_eos_token_id,
+                                      config.tts_pad_token_id]).split(1, dim=1)
+        embeds, ids = talker.prompt_embeds(first_text, *row.tts)
+        attention_mask = torch.ones(ids.shape, dtype=torch.long, device=talker.device)
+        row.slot, row.logits, row.hidden = self.batch.admit(embeds, ids, attention_mask, talker.rope_inputs())
+        row.prefilled_at = time.perf_counter()
+        row.processors = talker.codec_processors()
+        row.generated = torch.empty((1, 0), dtype=torch.long, device=talker.device)
+        self._rows[row.slot] = row
+        self.max_rows = max(self.max_rows, len(self._rows))
+
+    def _next_text(self, row: SpeakingRow) -> bool:
+        """Sets the row's next text input if it is known; whether it is."""
+        tts_eos, tts_pad = row.tts[1], row.tts[2]
+        if row.text_ended:
+            text = tts_pad
+        else:
+            known, token = row.talker.feed.ready_token(row.frame)
+            if not known:
+                return False
+            if token is None:
+                text, row.text_ended = tts_eos, True
+            else:
+                text = row.talker.text_hidden([token])
+        self.batch.text_in[row.slot].copy_(text[0])
+        return True
+
+    def _sample(self, row: SpeakingRow) -> bool:
+        """The row's first code of its next frame; False when the row ended (its end code or its frame limit)."""
+        talker = row.talker
+        token = talker.sample_code(row.logits.to(talker.device), row.generated, row.processors)
+        row.logits = None
+        row.generated = torch.cat([row.generated, token], dim=1)
+        row.frame += 1
+        if token.item() == talker.config.talker_config.codec_eos_token_id or row.frame >= talker.sampling.max_frames:
+            self._leave(row, flush=True)  # stock generate() never decodes the last sampled token
+            return False
+        if talker.stop.is_set():
+            self._leave(row, flush=False)
+            return False
+        row.token = token
+        return True
+
+    def _frames(self, rows: dict[int, SpeakingRow]) -> None:
+        inputs = {slot: (row.hidden, row.talker.talker.get_input_embeddings()(row.token),
+                         row.talker.generator if row.talker.sampling.do_sample else None)
+                  for slot, row in rows.items()}
+        residual, codec_embeds = self.batch.predict(inputs)
+        for slot, row in rows.items():
+            self.batch.codec_in[slot].copy_(codec_embeds[slot])
+            row.frames_made += 1
+            row.send(row.vocoder.push(torch.cat([row.token[0], residual[slot]])))
+
+    def _leave(self, row: SpeakingRow, flush: bool) -> None:
+        self.batch.release(row.slot)
+        del self._rows[row.slot]
+        if flush and not row.talker.stop.is_set():
+            row.send(row.vocoder.flush())
+        row.finished()

@@ -1,0 +1,158 @@
+"""The talker and its code predictor for several replies at once: one batched step, one batched frame.
+
+Like the thinker's batch (thinker.py): a reply's talker prompt runs through the one-row ``TalkerDecoder``
+(its captured prompt passes) and is copied into a free slot; a step then advances every row that has its next
+text, and a frame predicts the fifteen residual codes of every row that sampled a first code. The predictor
+starts afresh each frame at the same positions for every row, so its cache is an ordinary StaticCache of the
+batch's rows. Rows draw their noise from their own generators in a lone reply's order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from transformers import StaticCache
+
+from backends.transformers.batched.slots import SlotStore
+from backends.transformers.cuda_graphs import captured, compute_device
+from backends.transformers.talker_decoder import PREDICTOR_TOP_K, TalkerDecoder, _gumbel_pick
+
+log = logging.getLogger(__name__)
+
+
+class TalkerBatch:
+    """Example::
+
+        batch = TalkerBatch(model.talker, TalkerDecoder(model.talker, 12_000, ...), slots=8)
+        slot, logits, hidden = batch.admit(embeds, ids, attention_mask, rope_inputs)
+        codes, codec_embeds = batch.predict({slot: (hidden, token_embed, generator)})
+        batch.codec_in[slot] = codec_embeds[slot]; batch.text_in[slot] = text
+        logits, hidden = batch.step({slot})          # rows of the batch; only those named advance
+        batch.release(slot)
+    """
+
+    def __init__(self, talker, prompts: TalkerDecoder, slots: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8)):
+        self.talker, self.predictor, self.prompts, self.slots = talker, talker.code_predictor, prompts, slots
+        self.groups = talker.config.num_code_groups
+        device, dtype = compute_device(talker), talker.dtype
+        hidden = talker.config.text_config.hidden_size
+        self.store = SlotStore(talker.config.text_config, slots, prompts.max_tokens, device, dtype)
+        self.batch_sizes = sorted({b for b in batch_sizes if b < slots} | {slots})
+        self.codec_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
+        self.text_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
+        self.rope_delta = torch.zeros((slots, 1), device=device, dtype=torch.long)
+        self.talker_hidden_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
+        self.token_embed_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
+        self.uniform = torch.full((slots, self.groups - 1, PREDICTOR_TOP_K), 0.5, device=device)
+        self.active = torch.zeros((slots,), device=device, dtype=torch.long)
+        self.predictor_caches = {b: StaticCache(config=self.predictor.config, max_cache_len=self.groups)
+                                 for b in self.batch_sizes}
+        self.busy: set[int] = set()
+        self._steps = {b: (lambda b=b: self._step_fn(b)) for b in self.batch_sizes}
+        self._predicts = {b: (lambda b=b: self._predict_fn(b)) for b in self.batch_sizes}
+        self.compiled = False
+        with torch.inference_mode():  # StaticCache allocates on its first write: now, outside any graph
+            for batch in self.batch_sizes:
+                self._predict_fn(batch)
+
+    def fits(self, prompt_tokens: int, frames: int) -> bool:
+        return self.prompts.fits(prompt_tokens, frames)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.busy)
+
+    @torch.inference_mode()
+    def admit(self, embeds: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor,
+              rope_inputs: dict) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """A reply's talker prompt into the lowest free slot: (slot, logits (1, vocab), hidden (1, 1, hidden))."""
+        slot = next(s for s in range(self.slots) if s not in self.busy)
+        logits, hidden = self.prompts.prefill(embeds, ids, attention_mask, rope_inputs)
+        self.store.fill(slot, self.prompts.cache, embeds.shape[1])
+        self.rope_delta[slot] = self.talker.rope_deltas.reshape(-1)[0]
+        self.busy.add(slot)
+        self.active[slot] = 0
+        return slot, logits.clone(), hidden.clone()  # the prompt pass's buffers serve the next admission too
+
+    def release(self, slot: int) -> None:
+        self.busy.discard(slot)
+        self.active[slot] = 0
+
+    def _batch(self, slots) -> int:
+        return next(b for b in self.batch_sizes if b > max(slots))
+
+    @torch.inference_mode()
+    def predict(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Generator | None]]):
+        """Each row's frame: {slot: (talker hidden (1, 1, H), first code's embedding (1, 1, H), generator or None
+        for greedy)} → (residual codes (batch, 15), summed codec embeddings (batch, 1, H)), rows by slot; valid
+        until the next predict."""
+        for slot, (hidden, token_embed, generator) in rows.items():
+            self.talker_hidden_in[slot].copy_(hidden[0])
+            self.token_embed_in[slot].copy_(token_embed[0])
+            if generator is None:
+                self.uniform[slot].fill_(0.5)
+            else:
+                self.uniform[slot].uniform_(generator=generator)
+        return self._predicts[self._batch(rows)]()
+
+    @torch.inference_mode()
+    def step(self, slots: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One talker step for ``slots`` (their ``codec_in`` and ``text_in`` set): (logits (batch, vocab), hidden
+        (batch, 1, H)), rows by slot; the other rows of the batch don't advance. Valid until the next step."""
+        self.active.zero_()
+        self.active[sorted(slots)] = 1
+        return self._steps[self._batch(slots)]()
+
+    # Read and write only fixed buffers and caches: what gets captured, per batch size.
+
+    def _step_fn(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        store, rows = self.store, slice(0, batch)
+        position = (store.lengths[:batch, None] + self.rope_delta[rows]).view(1, batch, 1).expand(3, batch, 1)
+        out = self.talker.model(inputs_embeds=self.codec_in[rows] + self.text_in[rows],
+                                attention_mask=store.step_mask(batch), past_key_values=store.step_cache(batch),
+                                position_ids=position, use_cache=True)
+        store.advance(batch, self.active[rows])
+        hidden = out.last_hidden_state
+        return self.talker.codec_head(hidden[:, -1]), hidden
+
+    def _predict_fn(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cache, rows = self.predictor_caches[batch], slice(0, batch)
+        for layer in cache.layers:  # a new frame: earlier keys are masked out, not erased
+            layer.cumulative_length.zero_()
+        model, masks = self.predictor.model, self.prompts.predictor_masks
+        state = model(inputs_embeds=torch.cat([self.talker_hidden_in[rows], self.token_embed_in[rows]], dim=1),
+                      attention_mask={"full_attention": masks[0]}, past_key_values=cache,
+                      use_cache=True).last_hidden_state[:, -1]
+        embeds, codes = self.token_embed_in[rows], []
+        for group in range(self.groups - 1):
+            code = _gumbel_pick(self.predictor.lm_head[group](state).float(), self.uniform[rows, group])
+            codes.append(code)
+            code_embed = model.get_input_embeddings()[group](code)
+            embeds = embeds + code_embed
+            if group + 2 < self.groups:
+                state = model(inputs_embeds=code_embed, attention_mask={"full_attention": masks[group + 1]},
+                              past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+        return torch.cat(codes, dim=1), embeds
+
+    def compile(self) -> float:
+        """torch.compile the step and the frame per batch size and, on CUDA, capture them; returns the seconds it
+        took. If that fails they stay eager (slower, same speech)."""
+        started = time.perf_counter()
+        try:
+            steps, predicts = {}, {}
+            with torch.inference_mode():
+                for batch in self.batch_sizes:
+                    step = torch.compile(lambda b=batch: self._step_fn(b), fullgraph=True, dynamic=False)
+                    predict = torch.compile(lambda b=batch: self._predict_fn(b), fullgraph=True, dynamic=False)
+                    if self.codec_in.is_cuda:
+                        stream = self.prompts.capture_stream
+                        steps[batch], predicts[batch] = captured(step, stream=stream), captured(predict, stream=stream)
+                    else:
+                        step(), predict()
+                        steps[batch], predicts[batch] = step, predict
+            self._steps, self._predicts, self.compiled = steps, predicts, True
+        except Exception:
+            log.exception("compiling the talker's batched steps failed; they run eagerly (slower, same speech)")
+        return time.perf_counter() - started

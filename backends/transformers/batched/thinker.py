@@ -1,0 +1,170 @@
+"""The thinker's replies for several conversations at once: one batched step gives every busy slot its next token.
+
+A reply joins between two steps: its prompt runs through the one-row ``ThinkerDecoder`` (the encoders, the
+media merged into the embeddings, the captured prompt passes), and its keys and values are copied into a
+free slot. From then on each step decodes every busy slot together; a reply that ends or is stopped frees
+its slot between steps. Each row keeps its own sampling settings and noise (drawn from its own generator in
+the order a lone reply draws it), and sampling is ``thinker_decoder.sample_rows`` for both, so a row's
+tokens depend on its own logits and noise alone.
+
+The step for ``batch`` rows reads and writes only fixed buffers: on a GPU it is compiled and captured per
+batch size (``batch_sizes``), a step of the busy rows running in the smallest captured size that holds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from backends.transformers.batched.slots import SlotStore
+from backends.transformers.cuda_graphs import captured, compute_device
+from backends.transformers.speech import capture_prompt_hidden
+from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling, sample_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThinkerRow:
+    """One reply in the batch."""
+
+    slot: int
+    sampling: ThinkerSampling
+    produced: int = 1
+    """Tokens sampled so far (the prompt pass gives the first)."""
+
+    @property
+    def greedy(self) -> bool:
+        return self.sampling.temperature <= 0
+
+
+class ThinkerBatch:
+    """Example::
+
+        batch = ThinkerBatch(model.thinker, ThinkerDecoder(model.thinker, 8192, ...), slots=8)
+        row, first = batch.admit(inputs, sampling, prompt_states)   # a prompt pass, between steps
+        tokens = batch.step()                                        # {slot: token} for every busy row
+        batch.release(row)                                           # its end, or Stop
+    """
+
+    def __init__(self, thinker, prompts: ThinkerDecoder, slots: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8)):
+        """``prompts``: the one-row decoder whose prompt passes fill the slots (its cache is their scratch)."""
+        self.thinker, self.prompts, self.slots = thinker, prompts, slots
+        device = compute_device(thinker)
+        text_config = thinker.config.text_config
+        self.store = SlotStore(text_config, slots, prompts.max_tokens, device, thinker.dtype)
+        self.batch_sizes = sorted({b for b in batch_sizes if b < slots} | {slots})
+        self.limit, self.repetition_penalty = prompts.limit, prompts.repetition_penalty
+        self.token_in = torch.zeros((slots, 1), device=device, dtype=torch.long)
+        self.rope_delta = torch.zeros((slots, 1), device=device, dtype=torch.long)
+        self.temperature = torch.ones((slots, 1), device=device)
+        self.top_k = torch.full((slots, 1), self.limit, device=device, dtype=torch.long)
+        self.top_p = torch.ones((slots, 1), device=device)
+        self.uniform = torch.full((slots, self.limit), 0.5, device=device)
+        self.seen = torch.zeros((slots, text_config.vocab_size), device=device, dtype=torch.bool)
+        self.active = torch.zeros((slots,), device=device, dtype=torch.long)
+        """1 for a busy slot: its length grows with each step (an idle row's stays, and its token is ignored)."""
+        self.rows: dict[int, ThinkerRow] = {}
+        self._steps = {batch: (lambda b=batch: self._step_fn(b)) for batch in self.batch_sizes}
+        self.compiled = False
+        self.steps = 0
+
+    def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
+        return self.prompts.fits(prompt_tokens, max_new_tokens)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.rows)
+
+    @torch.inference_mode()
+    def admit(self, inputs: dict, sampling: ThinkerSampling, prompt_states: dict | None = None) -> tuple[ThinkerRow, int]:
+        """A new reply's prompt pass into the lowest free slot; returns its row and first token."""
+        slot = next(s for s in range(self.slots) if s not in self.rows)
+        row = ThinkerRow(slot, sampling)
+        prompts, one = self.prompts, slice(slot, slot + 1)
+        prompts.cache.reset()
+        layer = prompts.talker_layer if prompt_states is not None else None
+        # A captured prompt pass keeps the talker layer's states itself; an eager one is hooked for them.
+        with capture_prompt_hidden(self.thinker, layer) if layer else contextlib.nullcontext({}) as hooked:
+            logits = prompts._prompt_pass(inputs, prompt_states)
+        if "hidden" in hooked and "hidden" not in prompt_states:
+            prompt_states["hidden"] = hooked["hidden"]
+        self.store.fill(slot, prompts.cache, inputs["input_ids"].shape[1])
+        self.rope_delta[slot] = self.thinker.rope_deltas.reshape(-1)[0]
+        self.temperature[slot] = 1.0 if row.greedy else sampling.temperature
+        self.top_k[slot] = self.limit if row.greedy else max(1, min(sampling.top_k, self.limit))
+        self.top_p[slot] = 1.0 if row.greedy else sampling.top_p
+        self.seen[slot].zero_()
+        self.seen[one].scatter_(1, inputs["input_ids"][:1].to(self.seen.device), True)
+        self._draw_noise(row)
+        token = sample_rows(logits, self.seen[one], self.temperature[one], self.top_k[one], self.top_p[one],
+                            self.uniform[one], self.limit, self.repetition_penalty)
+        self.token_in[one].copy_(token)
+        self.active[slot] = 1
+        self.rows[slot] = row
+        return row, int(token)
+
+    def release(self, row: ThinkerRow) -> None:
+        """The row's slot is free from the next step on."""
+        if self.rows.get(row.slot) is row:
+            del self.rows[row.slot]
+            self.active[row.slot] = 0
+
+    @torch.inference_mode()
+    def step(self) -> dict[int, int]:
+        """One token for every busy row: {slot: token id}."""
+        if not self.rows:
+            return {}
+        batch = next(b for b in self.batch_sizes if b > max(self.rows))
+        for row in self.rows.values():
+            row.produced += 1
+            self._draw_noise(row)
+        tokens = self._steps[batch]().view(-1).tolist()
+        self.steps += 1
+        return {slot: tokens[slot] for slot in self.rows}
+
+    def _draw_noise(self, row: ThinkerRow) -> None:
+        if row.greedy:
+            self.uniform[row.slot].fill_(0.5)  # the same noise everywhere: argmax
+        else:
+            self.uniform[row.slot].uniform_(generator=row.sampling.generator)
+
+    # Read and write only the fixed buffers and the slots: what gets captured, per batch size.
+
+    def _step_fn(self, batch: int) -> torch.Tensor:
+        store = self.store
+        position = (store.lengths[:batch, None] + self.rope_delta[:batch]).view(1, batch, 1).expand(3, batch, 1)
+        embeds = self.thinker.get_input_embeddings()(self.token_in[:batch])
+        hidden = self.thinker.model(inputs_embeds=embeds, attention_mask=store.step_mask(batch),
+                                    past_key_values=store.step_cache(batch), position_ids=position,
+                                    use_cache=True).last_hidden_state
+        rows = slice(0, batch)
+        token = sample_rows(self.thinker.lm_head(hidden[:, -1]), self.seen[rows], self.temperature[rows],
+                            self.top_k[rows], self.top_p[rows], self.uniform[rows], self.limit, self.repetition_penalty)
+        store.advance(batch, self.active[rows])
+        self.token_in[rows].copy_(token)
+        return token
+
+    def compile(self) -> float:
+        """torch.compile each batch size's step and, on CUDA, capture it; returns the seconds it took. If that
+        fails the steps stay eager (slower, same tokens)."""
+        started = time.perf_counter()
+        try:
+            steps = {}
+            with torch.inference_mode():
+                for batch in self.batch_sizes:
+                    step = torch.compile(lambda b=batch: self._step_fn(b), fullgraph=True, dynamic=False)
+                    if self.token_in.is_cuda:
+                        steps[batch] = captured(step, stream=self.prompts.capture_stream)
+                    else:
+                        step()
+                        steps[batch] = step
+                self.store.lengths.zero_()
+            self._steps, self.compiled = steps, True
+        except Exception:
+            log.exception("compiling the thinker's batched steps failed; they run eagerly (slower, same answers)")
+        return time.perf_counter() - started
