@@ -118,24 +118,11 @@ class ThinkerDecoder:
         last one being ``sampling.eos_token_id`` unless its ``max_new_tokens`` or ``stop`` ended it first.
         ``prompt_states``: gets ``"hidden"``, the prompt's states at ``talker_layer``, before the first
         token (speech.capture_prompt_hidden's dict)."""
-        self.replies += 1
-        greedy = sampling.temperature <= 0
-        self.temperature.fill_(1.0 if greedy else sampling.temperature)
-        self.top_k.fill_(self.limit if greedy else max(1, min(sampling.top_k, self.limit)))
-        self.top_p.fill_(1.0 if greedy else sampling.top_p)
-        self.uniform.fill_(0.5)  # the same noise everywhere: argmax
-        self.seen.zero_()
-        self.seen.scatter_(1, inputs["input_ids"], True)
-        self.cache.reset()
         started = time.perf_counter()
-        logits = self._prompt_pass(inputs, prompt_states)
+        token = self.begin(inputs, sampling, prompt_states)
         prompt_launched = time.perf_counter()
-        # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
-        self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
         streamer.put(inputs["input_ids"].cpu())
-        if not greedy:
-            self.uniform.uniform_(generator=sampling.generator)
-        token = self._sample(logits)
+        greedy = sampling.temperature <= 0
         self._copy_to_host(token)
         for produced in range(1, sampling.max_new_tokens + 1):
             launched = self.overlap and produced < sampling.max_new_tokens
@@ -153,6 +140,37 @@ class ThinkerDecoder:
             if not launched:
                 token = self._launch_step(token, greedy, sampling.generator)
             self._copy_to_host(token)
+
+    @torch.inference_mode()
+    def begin(self, inputs: dict, sampling: ThinkerSampling, prompt_states: dict | None = None) -> torch.Tensor:
+        """A reply's prompt pass with ``sampling``'s settings: its first token, (1, 1) on the device. Then
+        ``advance`` gives one more per call (the batched loop drives a lone reply so; generate() does too)."""
+        self.replies += 1
+        greedy = sampling.temperature <= 0
+        self.temperature.fill_(1.0 if greedy else sampling.temperature)
+        self.top_k.fill_(self.limit if greedy else max(1, min(sampling.top_k, self.limit)))
+        self.top_p.fill_(1.0 if greedy else sampling.top_p)
+        self.uniform.fill_(0.5)  # the same noise everywhere: argmax
+        self.seen.zero_()
+        self.seen.scatter_(1, inputs["input_ids"], True)
+        self.cache.reset()
+        logits = self._prompt_pass(inputs, prompt_states)
+        # The steps read their 3D rope position as "tokens cached + delta", inside the graph.
+        self.rope_delta.copy_(self.thinker.rope_deltas.reshape(1, 1))
+        if not greedy:
+            self.uniform.uniform_(generator=sampling.generator)
+        return self._sample(logits)
+
+    @torch.inference_mode()
+    def advance(self, token: torch.Tensor, sampling: ThinkerSampling) -> torch.Tensor:
+        """The token after ``token`` (begin()'s or the last advance()'s), (1, 1) on the device; valid until the
+        next call."""
+        return self._launch_step(token, sampling.temperature <= 0, sampling.generator)
+
+    @property
+    def filled(self) -> torch.Tensor:
+        """Tokens in the cache (a 0-d tensor on the device)."""
+        return self.cache.layers[0].cumulative_length
 
     def _launch_step(self, token: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
         self.token_in.copy_(token)

@@ -114,7 +114,8 @@ class ThinkerLoop:
                 job.finished("cancelled")
                 continue
             try:
-                job.row, first = self.batch.admit(job.inputs, job.sampling, job.prompt_states)
+                alone = not self._jobs and not self._pending
+                job.row, first = self.batch.admit(job.inputs, job.sampling, job.prompt_states, alone)
             except Exception:
                 log.exception("a reply's prompt pass failed")
                 job.finished("error")
@@ -238,9 +239,8 @@ class TalkerLoop:
             self._leave(row, flush=False)
             stepping.discard(row.slot)
         if stepping:
-            logits, hidden = self.batch.step(stepping)
-            for slot in stepping:
-                self._rows[slot].logits, self._rows[slot].hidden = logits[slot:slot + 1], hidden[slot:slot + 1]
+            for slot, (logits, hidden) in self.batch.step(stepping).items():
+                self._rows[slot].logits, self._rows[slot].hidden = logits, hidden
         framing = {}
         for row in [r for r in self._rows.values() if r.logits is not None]:
             if self._sample(row):
@@ -276,12 +276,17 @@ class TalkerLoop:
                                       config.tts_pad_token_id]).split(1, dim=1)
         embeds, ids = talker.prompt_embeds(first_text, *row.tts)
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=talker.device)
-        row.slot, row.logits, row.hidden = self.batch.admit(embeds, ids, attention_mask, talker.rope_inputs())
+        alone = not self._rows and not any(self._known_first(other) for other in self._waiting)
+        row.slot, row.logits, row.hidden = self.batch.admit(embeds, ids, attention_mask, talker.rope_inputs(), alone)
         row.prefilled_at = time.perf_counter()
         row.processors = talker.codec_processors()
         row.generated = torch.empty((1, 0), dtype=torch.long, device=talker.device)
         self._rows[row.slot] = row
         self.max_rows = max(self.max_rows, len(self._rows))
+
+    @staticmethod
+    def _known_first(row: SpeakingRow) -> bool:
+        return row.talker.feed.ready_token(0)[0]
 
     def _next_text(self, row: SpeakingRow) -> bool:
         """Sets the row's next text input if it is known; whether it is."""
@@ -319,11 +324,11 @@ class TalkerLoop:
         inputs = {slot: (row.hidden, row.talker.talker.get_input_embeddings()(row.token),
                          row.talker.generator if row.talker.sampling.do_sample else None)
                   for slot, row in rows.items()}
-        residual, codec_embeds = self.batch.predict(inputs)
-        for slot, row in rows.items():
-            self.batch.codec_in[slot].copy_(codec_embeds[slot])
+        for slot, (residual, codec_embeds) in self.batch.predict(inputs).items():
+            row = rows[slot]
+            self.batch.codec_in[slot].copy_(codec_embeds)
             row.frames_made += 1
-            row.send(row.vocoder.push(torch.cat([row.token[0], residual[slot]])))
+            row.send(row.vocoder.push(torch.cat([row.token[0], residual])))
 
     def _leave(self, row: SpeakingRow, flush: bool) -> None:
         self.batch.release(row.slot)

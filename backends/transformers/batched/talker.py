@@ -50,6 +50,8 @@ class TalkerBatch:
         self.predictor_caches = {b: StaticCache(config=self.predictor.config, max_cache_len=self.groups)
                                  for b in self.batch_sizes}
         self.busy: set[int] = set()
+        self.alone: int | None = None
+        """The slot of the only busy row while it speaks through the one-row decoder (its compiled steps)."""
         self._steps = {b: (lambda b=b: self._step_fn(b)) for b in self.batch_sizes}
         self._predicts = {b: (lambda b=b: self._predict_fn(b)) for b in self.batch_sizes}
         self.compiled = False
@@ -65,29 +67,48 @@ class TalkerBatch:
         return self.slots - len(self.busy)
 
     @torch.inference_mode()
-    def admit(self, embeds: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor,
-              rope_inputs: dict) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """A reply's talker prompt into the lowest free slot: (slot, logits (1, vocab), hidden (1, 1, hidden))."""
+    def admit(self, embeds: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor, rope_inputs: dict,
+              alone: bool = False) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """A reply's talker prompt, for the lowest free slot: (slot, logits (1, vocab), hidden (1, 1, hidden)).
+        ``alone``: no other row is busy, so it speaks through the one-row decoder until another joins."""
         slot = next(s for s in range(self.slots) if s not in self.busy)
+        if self.alone is not None:
+            self._move_into_slot()  # the one-row cache is about to take this prompt
         logits, hidden = self.prompts.prefill(embeds, ids, attention_mask, rope_inputs)
-        self.store.fill(slot, self.prompts.cache, embeds.shape[1])
-        self.rope_delta[slot] = self.talker.rope_deltas.reshape(-1)[0]
         self.busy.add(slot)
         self.active[slot] = 0
+        if alone and len(self.busy) == 1:
+            self.alone = slot
+        else:
+            self.store.fill(slot, self.prompts.cache, embeds.shape[1])
+            self.rope_delta[slot] = self.talker.rope_deltas.reshape(-1)[0]
         return slot, logits.clone(), hidden.clone()  # the prompt pass's buffers serve the next admission too
+
+    def _move_into_slot(self) -> None:
+        """The lone row joins the batch: its cache and rope offset into its slot."""
+        slot, prompts = self.alone, self.prompts
+        self.store.fill(slot, prompts.cache, int(prompts.cache.layers[0].cumulative_length))
+        self.rope_delta[slot] = prompts.rope_delta[0, 0]
+        self.alone = None
 
     def release(self, slot: int) -> None:
         self.busy.discard(slot)
         self.active[slot] = 0
+        if self.alone == slot:
+            self.alone = None
 
     def _batch(self, slots) -> int:
         return next(b for b in self.batch_sizes if b > max(slots))
 
     @torch.inference_mode()
-    def predict(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Generator | None]]):
+    def predict(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Generator | None]]) -> dict:
         """Each row's frame: {slot: (talker hidden (1, 1, H), first code's embedding (1, 1, H), generator or None
-        for greedy)} → (residual codes (batch, 15), summed codec embeddings (batch, 1, H)), rows by slot; valid
-        until the next predict."""
+        for greedy)} → {slot: (its 15 residual codes, its summed codec embedding (1, H))}, valid until the next
+        predict."""
+        if self.alone is not None and set(rows) == {self.alone}:
+            hidden, token_embed, generator = rows[self.alone]
+            codes, embeds = self.prompts.predict(hidden, token_embed, generator)
+            return {self.alone: (codes[0], embeds[0])}
         for slot, (hidden, token_embed, generator) in rows.items():
             self.talker_hidden_in[slot].copy_(hidden[0])
             self.token_embed_in[slot].copy_(token_embed[0])
@@ -95,15 +116,21 @@ class TalkerBatch:
                 self.uniform[slot].fill_(0.5)
             else:
                 self.uniform[slot].uniform_(generator=generator)
-        return self._predicts[self._batch(rows)]()
+        codes, embeds = self._predicts[self._batch(rows)]()
+        return {slot: (codes[slot], embeds[slot]) for slot in rows}
 
     @torch.inference_mode()
-    def step(self, slots: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One talker step for ``slots`` (their ``codec_in`` and ``text_in`` set): (logits (batch, vocab), hidden
-        (batch, 1, H)), rows by slot; the other rows of the batch don't advance. Valid until the next step."""
+    def step(self, slots: set[int]) -> dict:
+        """One talker step for ``slots`` (their ``codec_in`` and ``text_in`` set): {slot: (logits (1, vocab),
+        hidden (1, 1, H))}, valid until the next step; the batch's other rows don't advance."""
+        if self.alone is not None and slots == {self.alone}:
+            one = slice(self.alone, self.alone + 1)
+            logits, hidden = self.prompts.step(self.codec_in[one], self.text_in[one])
+            return {self.alone: (logits, hidden)}
         self.active.zero_()
         self.active[sorted(slots)] = 1
-        return self._steps[self._batch(slots)]()
+        logits, hidden = self._steps[self._batch(slots)]()
+        return {slot: (logits[slot:slot + 1], hidden[slot:slot + 1]) for slot in slots}
 
     # Read and write only fixed buffers and caches: what gets captured, per batch size.
 

@@ -30,10 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ThinkerRow:
-    """One reply in the batch."""
+    """One reply in the batch. ``alone``: the only reply, decoding in the one-row decoder (its compiled step,
+    the one-reply engine's speed) until another joins and it moves into its slot."""
 
     slot: int
     sampling: ThinkerSampling
+    alone: bool = False
+    token: torch.Tensor | None = None
+    """While alone: its last token, on the device."""
     produced: int = 1
     """Tokens sampled so far (the prompt pass gives the first)."""
 
@@ -52,7 +56,8 @@ class ThinkerBatch:
     """
 
     def __init__(self, thinker, prompts: ThinkerDecoder, slots: int, batch_sizes: tuple[int, ...] = (1, 2, 4, 8)):
-        """``prompts``: the one-row decoder whose prompt passes fill the slots (its cache is their scratch)."""
+        """``prompts``: the one-row decoder whose prompt passes fill the slots (its cache is their scratch), and
+        which decodes a reply that is alone."""
         self.thinker, self.prompts, self.slots = thinker, prompts, slots
         device = compute_device(thinker)
         text_config = thinker.config.text_config
@@ -72,6 +77,7 @@ class ThinkerBatch:
         self._steps = {batch: (lambda b=batch: self._step_fn(b)) for batch in self.batch_sizes}
         self.compiled = False
         self.steps = 0
+        """Batched steps so far (a lone reply's steps are the one-row decoder's)."""
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         return self.prompts.fits(prompt_tokens, max_new_tokens)
@@ -81,23 +87,26 @@ class ThinkerBatch:
         return self.slots - len(self.rows)
 
     @torch.inference_mode()
-    def admit(self, inputs: dict, sampling: ThinkerSampling, prompt_states: dict | None = None) -> tuple[ThinkerRow, int]:
-        """A new reply's prompt pass into the lowest free slot; returns its row and first token."""
+    def admit(self, inputs: dict, sampling: ThinkerSampling, prompt_states: dict | None = None,
+              alone: bool = False) -> tuple[ThinkerRow, int]:
+        """A new reply's prompt pass, for the lowest free slot; returns its row and first token. ``alone``: no
+        other reply is busy or waiting, so it decodes in the one-row decoder until another joins."""
         slot = next(s for s in range(self.slots) if s not in self.rows)
-        row = ThinkerRow(slot, sampling)
+        for row in self.rows.values():
+            if row.alone:
+                self._move_into_slot(row)  # the one-row cache is about to take this prompt
+        row = ThinkerRow(slot, sampling, alone=alone and not self.rows)
         prompts, one = self.prompts, slice(slot, slot + 1)
+        if row.alone:
+            row.token = self._with_prompt_states(lambda: prompts.begin(inputs, sampling, prompt_states),
+                                                 prompt_states)
+            self.rows[slot] = row
+            return row, int(row.token)
         prompts.cache.reset()
-        layer = prompts.talker_layer if prompt_states is not None else None
-        # A captured prompt pass keeps the talker layer's states itself; an eager one is hooked for them.
-        with capture_prompt_hidden(self.thinker, layer) if layer else contextlib.nullcontext({}) as hooked:
-            logits = prompts._prompt_pass(inputs, prompt_states)
-        if "hidden" in hooked and "hidden" not in prompt_states:
-            prompt_states["hidden"] = hooked["hidden"]
+        logits = self._with_prompt_states(lambda: prompts._prompt_pass(inputs, prompt_states), prompt_states)
         self.store.fill(slot, prompts.cache, inputs["input_ids"].shape[1])
         self.rope_delta[slot] = self.thinker.rope_deltas.reshape(-1)[0]
-        self.temperature[slot] = 1.0 if row.greedy else sampling.temperature
-        self.top_k[slot] = self.limit if row.greedy else max(1, min(sampling.top_k, self.limit))
-        self.top_p[slot] = 1.0 if row.greedy else sampling.top_p
+        self._set_sampling(row)
         self.seen[slot].zero_()
         self.seen[one].scatter_(1, inputs["input_ids"][:1].to(self.seen.device), True)
         self._draw_noise(row)
@@ -107,6 +116,33 @@ class ThinkerBatch:
         self.active[slot] = 1
         self.rows[slot] = row
         return row, int(token)
+
+    def _with_prompt_states(self, prompt_pass, prompt_states: dict | None):
+        """``prompt_pass()``, with the talker layer's prompt states kept in ``prompt_states``: a captured pass
+        keeps them itself; an eager one is hooked for them."""
+        layer = self.prompts.talker_layer if prompt_states is not None else None
+        with capture_prompt_hidden(self.thinker, layer) if layer else contextlib.nullcontext({}) as hooked:
+            result = prompt_pass()
+        if "hidden" in hooked and "hidden" not in prompt_states:
+            prompt_states["hidden"] = hooked["hidden"]
+        return result
+
+    def _set_sampling(self, row: ThinkerRow) -> None:
+        slot, sampling = row.slot, row.sampling
+        self.temperature[slot] = 1.0 if row.greedy else sampling.temperature
+        self.top_k[slot] = self.limit if row.greedy else max(1, min(sampling.top_k, self.limit))
+        self.top_p[slot] = 1.0 if row.greedy else sampling.top_p
+
+    def _move_into_slot(self, row: ThinkerRow) -> None:
+        """A lone reply joins the batch: its cache, rope offset, seen tokens and last token into its slot."""
+        slot, prompts = row.slot, self.prompts
+        self.store.fill(slot, prompts.cache, int(prompts.filled))
+        self.rope_delta[slot] = prompts.rope_delta[0, 0]
+        self._set_sampling(row)
+        self.seen[slot].copy_(prompts.seen[0])
+        self.token_in[slot].copy_(row.token[0])
+        self.active[slot] = 1
+        row.alone, row.token = False, None
 
     def release(self, row: ThinkerRow) -> None:
         """The row's slot is free from the next step on."""
@@ -119,9 +155,13 @@ class ThinkerBatch:
         """One token for every busy row: {slot: token id}."""
         if not self.rows:
             return {}
-        batch = next(b for b in self.batch_sizes if b > max(self.rows))
         for row in self.rows.values():
             row.produced += 1
+            if row.alone:  # the only row: the one-row decoder's step
+                row.token = self.prompts.advance(row.token, row.sampling)
+                return {row.slot: int(row.token)}
+        batch = next(b for b in self.batch_sizes if b > max(self.rows))
+        for row in self.rows.values():
             self._draw_noise(row)
         tokens = self._steps[batch]().view(-1).tolist()
         self.steps += 1
