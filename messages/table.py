@@ -1,8 +1,9 @@
-"""Every run-time message of the engines, media checks and file imports: code → (English, Chinese).
+"""Every run-time message of the engines, media checks, file imports and the UI: code → (English, Chinese).
 
 A placeholder holds either text that stays as it is (a file name, a number, an engine's own
 words) or another message of this table, rendered in the same language. Both templates of a
-code have the same placeholders (tests/test_messages.py checks it).
+code have the same placeholders (tests/test_messages.py checks it). Texts fixed when the page
+is built are not here: the browser translates those (``ui.i18n``).
 """
 
 from __future__ import annotations
@@ -150,4 +151,12 @@ TABLE: dict[str, tuple[str, str]] = {
     "sheet.bad_json": ("not a JSON object ({reason})", "不是 JSON 对象（{reason}）"),
     "sheet.missing_files": ("missing file: {files}", "缺少文件：{files}"),
     "sheet.empty_row": ("no prompt and no media", "没有提示也没有媒体"),
+    # The UI's own texts made while the app runs (ui/).
+    # The Chat tab's example labels (ui/examples.py): the page's load shows them in the user's language
+    "example.speech_recognition": ("Speech recognition", "语音识别"),
+    "example.translation": ("Translation", "翻译"),
+    "example.music": ("Music", "音乐"),
+    "example.image_question": ("Image question", "看图问答"),
+    "example.video_description": ("Video description", "视频描述"),
+    "example.audio_visual_question": ("Audio-visual question", "音视频问答"),
 }

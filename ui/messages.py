@@ -47,13 +47,6 @@ ZH_TEMPLATES = {
     "Nothing to export yet.": "还没有可以导出的对话。",
     "Write a comment after a reply first.": "请先在有回复之后填写评论。",
     "Send a message first.": "请先发送一条消息。",
-    # The Chat tab's example labels (ui/examples.py)
-    "Speech recognition": "语音识别",
-    "Translation": "翻译",
-    "Music": "音乐",
-    "Image question": "看图问答",
-    "Video description": "视频描述",
-    "Audio-visual question": "音视频问答",
     # The Caption tab (ui/caption.py)
     "Upload or record an audio file first.": "请先上传或录制一个音频文件。",
     "Add some audio or video files (or a .zip of them) first.": "请先添加音频或视频文件（或它们的 .zip 压缩包）。",
