@@ -1,8 +1,9 @@
-"""Every run-time message of the engines, media checks and file imports: code → (English, Chinese).
+"""Every run-time message of the engines, media checks, file imports and the UI: code → (English, Chinese).
 
 A placeholder holds either text that stays as it is (a file name, a number, an engine's own
 words) or another message of this table, rendered in the same language. Both templates of a
-code have the same placeholders (tests/test_messages.py checks it).
+code have the same placeholders (tests/test_messages.py checks it). Texts fixed when the page
+is built are not here: the browser translates those (``ui.i18n``).
 """
 
 from __future__ import annotations
@@ -150,4 +151,62 @@ TABLE: dict[str, tuple[str, str]] = {
     "sheet.bad_json": ("not a JSON object ({reason})", "不是 JSON 对象（{reason}）"),
     "sheet.missing_files": ("missing file: {files}", "缺少文件：{files}"),
     "sheet.empty_row": ("no prompt and no media", "没有提示也没有媒体"),
+    # The UI's own texts made while the app runs (ui/): the status line, chat notes, errors and progress.
+    # The status line and a reply's notes (ui/reply.py, ui/chat/handlers.py, ui/evaluate/tab.py)
+    "ui.ready": ("Ready.", "就绪。"),
+    "ui.stopped": ("Stopped.", "已停止。"),
+    "ui.thinking": ("Thinking…", "思考中…"),
+    "ui.generating": ("Generating…", "生成中…"),
+    "ui.finished": ("Finished ({reason}).", "已结束（{reason}）。"),
+    "reply.thinking_title": ("Thinking", "思考过程"),
+    "reply.empty": ("(empty reply)", "（空回复）"),
+    "reply.stopped": ("⏹ Stopped.", "⏹ 已停止。"),
+    "reply.max_tokens": ("✂️ Reached the max-tokens limit.", "✂️ 已达到最大生成长度。"),
+    # The pieces of the status line's timings, joined by " · " (ui/reply.py)
+    "metrics.first_token": ("first token {seconds} s", "首个词元 {seconds} 秒"),
+    "metrics.tokens_per_s": ("{speed} tok/s", "{speed} 词元/秒"),
+    "metrics.tokens": ("{prompt} prompt + {reply} reply tokens", "提示 {prompt} + 回复 {reply} 个词元"),
+    "metrics.speech": ("speech {seconds} s", "语音 {seconds} 秒"),
+    "metrics.first_audio": ("first audio {seconds} s", "首段语音 {seconds} 秒"),
+    "metrics.talker_speed": ("talker {speed} frames/s", "Talker {speed} 帧/秒"),
+    "metrics.real_time_factor": ("RTF {value}", "实时率 {value}"),
+    "metrics.total": ("total {seconds} s", "总计 {seconds} 秒"),
+    # The Chat tab (ui/chat/) and the Live tab (ui/live/tab.py)
+    "chat.imported": ("Imported {count} messages.", "已导入 {count} 条消息。"),
+    "chat.nothing_to_retry": ("Nothing to retry yet.", "还没有可以重新生成的回复。"),
+    "chat.nothing_to_export": ("Nothing to export yet.", "还没有可以导出的对话。"),
+    "chat.comment_needs_reply": ("Write a comment after a reply first.", "请先在有回复之后填写评论。"),
+    "chat.compare_needs_message": ("Send a message first.", "请先发送一条消息。"),
+    "live.interrupted": ("✋ Interrupted.", "✋ 已打断。"),
+    # The Chat tab's example labels (ui/examples.py): the page's load shows them in the user's language
+    "example.speech_recognition": ("Speech recognition", "语音识别"),
+    "example.translation": ("Translation", "翻译"),
+    "example.music": ("Music", "音乐"),
+    "example.image_question": ("Image question", "看图问答"),
+    "example.video_description": ("Video description", "视频描述"),
+    "example.audio_visual_question": ("Audio-visual question", "音视频问答"),
+    # The Caption tab (ui/caption.py)
+    "caption.no_file": ("Upload or record an audio file first.", "请先上传或录制一个音频文件。"),
+    "caption.no_files": ("Add some audio or video files (or a .zip of them) first.",
+                         "请先添加音频或视频文件（或它们的 .zip 压缩包）。"),
+    "caption.captioning": ("Captioning {file}", "正在描述 {file}"),
+    "caption.files_done": ("{done} of {total} files done.", "已完成 {done} / {total} 个文件。"),
+    "caption.stopped": ("Stopped: the rows above are kept.", "已停止：上面的结果会保留。"),
+    # The Evaluate tab (ui/evaluate/tab.py)
+    "evaluate.running": ("Running…", "运行中…"),
+    "evaluate.answering": ("Answering {row}…", "正在回答 {row}…"),
+    "evaluate.row_done": ("{row} done.", "{row} 已完成。"),
+    "evaluate.resuming": ("Resuming: {count} rows left, with the run's own set-ups.",
+                          "继续运行：剩余 {count} 行，沿用本次评测的配置。"),
+    "evaluate.all_done": ("Every row is done: pick a row to listen and rate it, then export.",
+                          "全部完成：选中一行收听并评分，然后导出。"),
+    "evaluate.stopped": ("Stopped: the rows done are kept; ▶ Run answers the {count} left.",
+                         "已停止：已完成的行会保留；▶ 运行 会回答剩余的 {count} 行。"),
+    "evaluate.nothing_to_export": ("Nothing to export yet: run a prompt set first.",
+                                   "还没有可导出的内容：请先运行一组提示。"),
+    "evaluate.cant_import": ("Can't import it: {cause}", "无法导入：{cause}"),
+    "evaluate.imported": ("Imported {count} rows: rate on, or ▶ Run the {left} not answered.",
+                          "已导入 {count} 行：继续评分，或 ▶ 运行 未回答的 {left} 行。"),
+    "evaluate.reference": ("Reference:", "参考答案："),
+    "evaluate.not_answered": ("(not answered yet)", "（尚未回答）"),
 }

@@ -21,7 +21,7 @@ def test_the_script_makes_every_example_file(tmp_path):
         assert media.kind_of(fresh) == media.kind_of(committed)
 
 
-@pytest.mark.parametrize("label, prompt, files", examples.CHAT, ids=[label for label, _, _ in examples.CHAT])
+@pytest.mark.parametrize("label, prompt, files", examples.CHAT, ids=[str(label) for label, _, _ in examples.CHAT])
 def test_each_chat_example_gets_an_answer(instruct_backend, label, prompt, files):
     parts = [MediaPart(media.kind_of(examples.EXAMPLES_DIR / f), str(examples.EXAMPLES_DIR / f)) for f in files]
     events = collect(instruct_backend, ChatRequest(turns=(Turn.user(*parts, prompt),), return_audio=False,

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.events import Error, Notice
+from backends.events import Done, Error, Metrics, Notice
 from media import MediaError
 from messages import TABLE, Message
-from ui.messages import ZH_TEMPLATES, language_of, translator
+from ui.messages import language_of, to_english, translator
+from ui.reply import ReplyState
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +36,7 @@ def test_the_language_is_the_first_of_the_browsers_that_the_app_speaks(accept_la
 
 def test_a_client_without_a_request_or_the_header_gets_english():
     assert language_of(None) == language_of(SimpleNamespace(headers={})) == "en"
-    assert translator(None)("Stopped.") == "Stopped."
-
-
-def test_each_translation_keeps_every_value_of_its_sentence():
-    for english, chinese in ZH_TEMPLATES.items():
-        assert sorted(re.findall(r"\{(\w+)\}", english)) == sorted(re.findall(r"\{(\w+)\}", chinese)), english
+    assert translator(None)(Message("ui.stopped")) == "Stopped."
 
 
 def test_sentences_inside_sentences_are_translated_and_the_engines_own_words_are_not():
@@ -67,7 +63,17 @@ def test_say_renders_what_engines_and_media_checks_send_by_its_code():
     assert zh(Error(err.msg, "input")) == zh(err) and Error(err.msg, "input").message == str(err)
     assert zh(Notice(Message("prompt.silent_video", {"file": "a.mp4"}))) == "a.mp4 没有音轨；模型听到的是静音。"
     assert translator(None)(err) == str(err)
-    assert zh("Stopped.") == "已停止。" and zh("Captioning a.wav") == "正在描述 a.wav"  # the UI's own texts
+    # The UI's own texts go by code too.
+    assert zh(Message("ui.stopped")) == "已停止。"
+    assert zh(Message("caption.captioning", {"file": "a.wav"})) == "正在描述 a.wav"
+
+
+def test_a_plain_string_is_shown_as_it_is_even_when_it_reads_like_one_of_the_uis_texts():
+    """Words that are not a ``Message`` are someone else's (an engine's, an imported file's): never translated
+    by guessing which sentence they might be."""
+    zh = translator(SimpleNamespace(headers={"accept-language": "zh-CN"}))
+    assert zh("Stopped.") == "Stopped." and zh("Captioning a.wav") == "Captioning a.wav"
+    assert zh("Finished (stop).") == "Finished (stop)."
 
 
 def test_a_messages_chinese_does_not_depend_on_its_english_wording(monkeypatch):
@@ -78,13 +84,30 @@ def test_a_messages_chinese_does_not_depend_on_its_english_wording(monkeypatch):
     assert message.text("zh") == chinese == "模型服务器拒绝了请求（HTTP 400）：prompt too long"
 
 
+def test_rewording_one_of_the_uis_own_texts_keeps_its_chinese(monkeypatch):
+    """The status line as the Chat tab makes it (``ReplyState.status``): its English can change without
+    losing the Chinese, the timings' pieces included."""
+    zh = translator(SimpleNamespace(headers={"accept-language": "zh-CN"}))
+    finished, timed = ReplyState(), ReplyState()
+    finished.handle(Done("stop"))
+    for event in (Metrics(time_to_first_token_s=0.25, prompt_tokens=12, output_tokens=5, tokens_per_s=40.0),
+                  Done("stop")):
+        timed.handle(event)
+    chinese = finished.status(zh), timed.status(zh)
+    assert chinese == ("已结束（stop）。", "首个词元 0.25 秒 · 40.0 词元/秒 · 提示 12 + 回复 5 个词元")
+    monkeypatch.setitem(TABLE, "ui.finished", ("Done ({reason}).", TABLE["ui.finished"][1]))
+    monkeypatch.setitem(TABLE, "metrics.first_token", ("{seconds} s to the first token",
+                                                       TABLE["metrics.first_token"][1]))
+    assert finished.status(to_english) == "Done (stop)."
+    assert timed.status(to_english) == "0.25 s to the first token · 40.0 tok/s · 12 prompt + 5 reply tokens"
+    assert (finished.status(zh), timed.status(zh)) == chinese
+
+
 def test_every_code_has_both_texts_with_the_same_placeholders():
     for code, texts in TABLE.items():
         assert len(texts) == 2 and all(texts), code
         english, chinese = (sorted(re.findall(r"\{(\w+)\}", text)) for text in texts)
         assert english == chinese, code
-    # Engine and media sentences live in the table only, not among the UI's own texts.
-    assert not {english for english, _ in TABLE.values()} & set(ZH_TEMPLATES)
 
 
 def _codes_in_source() -> tuple[set[str], set[str]]:
@@ -101,6 +124,27 @@ def _codes_in_source() -> tuple[set[str], set[str]]:
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and looks_like_code.match(node.value):
                 others.add(node.value)
     return passed, others
+
+
+def test_the_ui_says_only_messages_not_english_sentences():
+    """``say("Some text")`` would show English to everyone: the UI's own words are a code of the table. Only
+    a value that is someone else's words (a ``str`` variable) goes to ``say`` as it is."""
+    literals = []
+    for path in (ROOT / "ui").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            saying = isinstance(node, ast.Call) and (
+                getattr(node.func, "id", None) in {"say", "to_english"}
+                or isinstance(node.func, ast.Call) and getattr(node.func.func, "id", None) == "translator")
+            if saying and node.args and _is_sentence(node.args[0]):
+                literals.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert literals == []
+
+
+def _is_sentence(node: ast.expr) -> bool:
+    """A string written in the code: "…", f"…", or either of them inside ``a if b else c``."""
+    if isinstance(node, ast.IfExp):
+        return _is_sentence(node.body) or _is_sentence(node.orelse)
+    return isinstance(node, ast.JoinedStr) or isinstance(node, ast.Constant) and isinstance(node.value, str)
 
 
 def test_every_code_the_app_uses_is_in_the_table_and_every_code_is_used():

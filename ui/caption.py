@@ -95,7 +95,7 @@ def build(backend: Backend) -> None:
         """Caption one audio or video file; streams the caption as it is written."""
         say = translator(http_request)
         if not file:
-            raise gr.Error(say("Upload or record an audio file first."))
+            raise gr.Error(say(Message("caption.no_file")))
         sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
         try:
             async with _segmented(file) as segments:
@@ -117,16 +117,17 @@ def build(backend: Backend) -> None:
                 problem = err.msg if isinstance(err, MediaError) else str(err)
                 raise gr.Error(say(Message("caption.cant_open_archive", {"problem": problem}))) from err
             if not paths:
-                raise gr.Error(say("Add some audio or video files (or a .zip of them) first."))
+                raise gr.Error(say(Message("caption.no_files")))
             sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
             rows: list[CaptionRow] = []
             for index, (path, name) in enumerate(paths):
-                progress((index, len(paths)), desc=say(f"Captioning {name}"))
+                progress((index, len(paths)), desc=say(Message("caption.captioning", {"file": name})))
                 rows.append(await _caption_row(backend, path, name, instruction, sampling, say))
-                yield _table(rows), _write_results(rows, Path(work)), say(f"{len(rows)} of {len(paths)} files done.")
+                done = Message("caption.files_done", {"done": len(rows), "total": len(paths)})
+                yield _table(rows), _write_results(rows, Path(work)), say(done)
 
     def batch_stopped(http_request: gr.Request) -> str:
-        return translator(http_request)("Stopped: the rows above are kept.")
+        return translator(http_request)(Message("caption.stopped"))
 
     # A recording becomes the file to caption, so /caption has one file input.
     recording.stop_recording(lambda recorded: recorded, recording, source, api_visibility="private", queue=False)

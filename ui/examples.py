@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from messages import Message
+
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 CHAT = [
-    # (label, prompt, files)
-    ("Speech recognition", "Transcribe this recording.", ["question-en.wav"]),
-    ("Translation", "Translate what is said into English.", ["question-zh.wav"]),
-    ("Music", "Describe this music: instruments, key and mood.", ["chord.wav"]),
-    ("Image question", "What shapes and colours are in this picture?", ["shapes.png"]),
-    ("Video description", "Describe what happens in this video.", ["pattern-with-tone.mp4"]),
-    ("Audio-visual question", "What sound plays while the pattern is on screen?", ["pattern-with-tone.mp4"]),
+    # (label, prompt, files): the label is shown in the user's language, the prompt as it is
+    (Message("example.speech_recognition"), "Transcribe this recording.", ["question-en.wav"]),
+    (Message("example.translation"), "Translate what is said into English.", ["question-zh.wav"]),
+    (Message("example.music"), "Describe this music: instruments, key and mood.", ["chord.wav"]),
+    (Message("example.image_question"), "What shapes and colours are in this picture?", ["shapes.png"]),
+    (Message("example.video_description"), "Describe what happens in this video.", ["pattern-with-tone.mp4"]),
+    (Message("example.audio_visual_question"), "What sound plays while the pattern is on screen?",
+     ["pattern-with-tone.mp4"]),
 ]
 CAPTION = ["chord.wav", "question-en.wav", "question-zh.wav", "pattern-with-tone.mp4"]
 LIVE_TIPS = ("Try: *“What do you see?”* with the camera on · *“Tell me a short joke.”* · ask in Chinese: "
@@ -24,7 +27,7 @@ def chat_examples() -> list[dict]:
     return [{"text": prompt, "files": [str(EXAMPLES_DIR / name) for name in files]} for _, prompt, files in CHAT]
 
 
-def chat_labels() -> list[str]:
+def chat_labels() -> list[Message]:
     return [label for label, _, _ in CHAT]
 
 

@@ -63,41 +63,41 @@ class ReplyState:
         if self.reasoning:
             status = "done" if self.text or self.done else "pending"
             out.append({"role": "assistant", "content": self.reasoning,
-                        "metadata": {"title": say("Thinking"), "status": status}})
+                        "metadata": {"title": say(Message("reply.thinking_title")), "status": status}})
         if self.text or (self.done and not self.errors and not self.reasoning):
-            out.append({"role": "assistant", "content": self.text or say("(empty reply)")})
+            out.append({"role": "assistant", "content": self.text or say(Message("reply.empty"))})
         if audio_path:
             out.append({"role": "assistant", "content": {"path": audio_path, "mime_type": "audio/wav"}})
         for error in self.errors:
             icon = "🔇" if error.stage == "speech" else "⚠️"
             out.append({"role": "assistant", "content": f"{icon} {say(error)}"})
         if self.finish_reason == "cancelled":
-            out.append({"role": "assistant", "content": say("⏹ Stopped.")})
+            out.append({"role": "assistant", "content": say(Message("reply.stopped"))})
         elif self.finish_reason == "length":
-            out.append({"role": "assistant", "content": say("✂️ Reached the max-tokens limit.")})
+            out.append({"role": "assistant", "content": say(Message("reply.max_tokens"))})
         return out
 
     def status(self, say=to_english) -> str:
         """One line for the status bar: timings of this turn."""
         if not self.done:
-            return say("Generating…" if self.text or self.reasoning else "Thinking…")
+            return say(Message("ui.generating" if self.text or self.reasoning else "ui.thinking"))
         m = self.metrics
         if m is None:
-            return say(f"Finished ({self.finish_reason}).")
-        parts = []
+            return say(Message("ui.finished", {"reason": self.finish_reason}))
+        parts: list[Message] = []
         if m.time_to_first_token_s is not None:
-            parts.append(f"first token {m.time_to_first_token_s:.2f} s")
+            parts.append(Message("metrics.first_token", {"seconds": f"{m.time_to_first_token_s:.2f}"}))
         if m.tokens_per_s is not None:
-            parts.append(f"{m.tokens_per_s:.1f} tok/s")
-        parts.append(f"{m.prompt_tokens} prompt + {m.output_tokens} reply tokens")
+            parts.append(Message("metrics.tokens_per_s", {"speed": f"{m.tokens_per_s:.1f}"}))
+        parts.append(Message("metrics.tokens", {"prompt": m.prompt_tokens, "reply": m.output_tokens}))
         if m.audio_seconds:
-            parts.append(f"speech {m.audio_seconds:.1f} s")
+            parts.append(Message("metrics.speech", {"seconds": f"{m.audio_seconds:.1f}"}))
             if m.time_to_first_audio_s is not None:
-                parts.append(f"first audio {m.time_to_first_audio_s:.2f} s")
+                parts.append(Message("metrics.first_audio", {"seconds": f"{m.time_to_first_audio_s:.2f}"}))
             if m.talker_frames_per_s is not None:
-                parts.append(f"talker {m.talker_frames_per_s:.1f} frames/s")
+                parts.append(Message("metrics.talker_speed", {"speed": f"{m.talker_frames_per_s:.1f}"}))
             if m.real_time_factor is not None:
-                parts.append(f"RTF {m.real_time_factor:.2f}")
+                parts.append(Message("metrics.real_time_factor", {"value": f"{m.real_time_factor:.2f}"}))
         if m.total_s is not None:
-            parts.append(f"total {m.total_s:.2f} s")
+            parts.append(Message("metrics.total", {"seconds": f"{m.total_s:.2f}"}))
         return " · ".join(say(part) for part in parts)

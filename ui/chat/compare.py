@@ -13,6 +13,7 @@ import gradio as gr
 
 from backends.base import Backend, BackendInfo
 from media import pcm16
+from messages import Message
 from ui.chat.session import ChatSession, make_request
 from ui.i18n import t
 from ui.messages import translator
@@ -94,7 +95,7 @@ class Compare:
         say = translator(http_request)
         users = [i for i, turn in enumerate(chat_session.turns) if turn.role == "user"]
         if not users:
-            raise gr.Error(say("Send a message first."))
+            raise gr.Error(say(Message("chat.compare_needs_message")))
         history = ChatSession(turns=chat_session.turns[: users[-1] + 1], use_audio_in_video=chat_session.use_audio_in_video)
         outputs = []
         for side_engine, side_speaker, side_seed in ((backend_a, speaker_a, seed_a), (backend_b, speaker_b, seed_b)):

@@ -15,6 +15,7 @@ import gradio as gr
 from backends.base import Backend
 from backends.request import ChatRequest, Turn
 from media import MediaError
+from messages import Message
 from ui.chat import archive
 from ui.chat.feedback import FeedbackLog, feedback_entry, reply_settings
 from ui.chat.session import (ChatSession, finish_turn, make_request, message_text, normalize_message, turn_messages,
@@ -51,8 +52,8 @@ class ChatHandlers:
         # generator at any yield, the first included, and the finally must stop the engine.
         try:
             events = EventPump(self.backend.stream(request))
-            yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), say("Thinking…"), \
-                gr.Checkbox(interactive=False), gr.skip()
+            yield chat.messages, chat, gr.MultimodalTextbox(value=None, interactive=False), \
+                say(Message("ui.thinking")), gr.Checkbox(interactive=False), gr.skip()
             async for player in reply_updates(events, reply):
                 chat.messages[shown:] = reply.messages(say=say)
                 yield chat.messages, chat, gr.MultimodalTextbox(), reply.status(say), gr.Checkbox(), player
@@ -94,7 +95,7 @@ class ChatHandlers:
         """Generate the last reply again (e.g. with another speaker or seed)."""
         say = translator(http_request)
         if not chat_session.turns:
-            raise gr.Error(say("Nothing to retry yet."))
+            raise gr.Error(say(Message("chat.nothing_to_retry")))
         if chat_session.turns[-1].role == "assistant":
             chat_session.turns.pop()
         last_user = max(i for i, m in enumerate(chat_session.messages) if m["role"] == "user")
@@ -108,7 +109,7 @@ class ChatHandlers:
     @staticmethod
     def clear(chat_session: ChatSession, http_request: gr.Request):
         chat_session.close()
-        ready = translator(http_request)("Ready.")
+        ready = translator(http_request)(Message("ui.ready"))
         return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True), ready, \
             gr.Checkbox(interactive=True), None
 
@@ -117,7 +118,7 @@ class ChatHandlers:
         # A message still waiting in the queue leaves the chat (it stays in the textbox); a running
         # reply records itself as stopped.
         shown = gr.skip() if chat_session.replying else chat_session.messages
-        return shown, gr.MultimodalTextbox(interactive=True), translator(http_request)("Stopped.")
+        return shown, gr.MultimodalTextbox(interactive=True), translator(http_request)(Message("ui.stopped"))
 
     @staticmethod
     def show_waiting(message, chat_session: ChatSession):
@@ -132,7 +133,7 @@ class ChatHandlers:
     def export(self, chat_session: ChatSession, http_request: gr.Request):
         """The conversation as a zip: conversation.json, the media, the reply audio."""
         if not chat_session.turns:
-            raise gr.Error(translator(http_request)("Nothing to export yet."))
+            raise gr.Error(translator(http_request)(Message("chat.nothing_to_export")))
         path = os.path.join(chat_session.replies_folder(), "conversation.zip")
         requests = chat_session.requests
         settings = reply_settings(self.info, requests[max(requests)]) if requests else {}  # hashes: a worker thread
@@ -151,7 +152,7 @@ class ChatHandlers:
         chat_session.close()
         fresh.turns = turns
         fresh.messages.extend(turn_messages(turns))
-        return fresh.messages, fresh, say(f"Imported {len(turns)} messages.")
+        return fresh.messages, fresh, say(Message("chat.imported", {"count": len(turns)}))
 
     # Plain functions, so Gradio runs them on a worker thread: the settings hash the conversation's files.
     def rate(self, data: gr.LikeData, chat_session: ChatSession, text: str):
@@ -165,7 +166,7 @@ class ChatHandlers:
 
     def comment_on_last(self, chat_session: ChatSession, text: str, http_request: gr.Request):
         if not text.strip() or not chat_session.requests:
-            raise gr.Error(translator(http_request)("Write a comment after a reply first."))
+            raise gr.Error(translator(http_request)(Message("chat.comment_needs_reply")))
         index = max(chat_session.requests)
         self.feedback.write(feedback_entry(reply_settings(self.info, chat_session.requests[index]),
                                            message_text(chat_session.messages[index]), None, text))

@@ -85,7 +85,8 @@ def build(backend: Backend, feedback: FeedbackLog | None = None, compare_with: B
     status = gr.Markdown(t("Ready."), label=t("Status"), elem_id="chat-status")
     chat_examples = None
     if examples.available():
-        chat_examples = gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=examples.chat_labels(),
+        labels = [str(label) for label in examples.chat_labels()]  # English; the page's load translates them
+        chat_examples = gr.Examples(examples.chat_examples(), inputs=textbox, example_labels=labels,
                                     label=t("Examples (click one, then press Enter)"), elem_id="chat-examples")
     settings = _settings(info)
     if feedback is not None:

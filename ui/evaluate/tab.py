@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from backends.base import Backend
+from messages import Message
 from ui import examples
 from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, Setup, import_run, write_exports
 from ui.evaluate.runner import answer_row
@@ -115,7 +116,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
         say = translator(http_request)
         files = list(files or [])
         if run.pending():
-            note = say(f"Resuming: {len(run.pending())} rows left, with the run's own set-ups.")
+            note = say(Message("evaluate.resuming", {"count": len(run.pending())}))
             await asyncio.to_thread(_resolve_media, run, files)
         else:
             run.close()
@@ -134,22 +135,22 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
             if setup is not None:
                 chosen = engines.get(setup.engine) or backend
                 run.engines[side] = {"model": chosen.info.model, "backend": chosen.info.backend}
-        yield _view(run, say, note or say("Running…"))
+        yield _view(run, say, note or say(Message("evaluate.running")))
         for row in run.pending():
             if row.prompt.problem:
                 continue
-            yield _view(run, say, say(f"Answering {row.prompt.id}…"))
+            yield _view(run, say, say(Message("evaluate.answering", {"row": row.prompt.id})))
             await answer_row(run, row, engines)
-            yield _view(run, say, say(f"{row.prompt.id} done."))
-        yield _view(run, say, say("Every row is done: pick a row to listen and rate it, then export."))
+            yield _view(run, say, say(Message("evaluate.row_done", {"row": row.prompt.id})))
+        yield _view(run, say, say(Message("evaluate.all_done")))
 
     def stopped(run: EvalRun, http_request: gr.Request):
         say = translator(http_request)
-        return _view(run, say, say(f"Stopped: the rows done are kept; ▶ Run answers the {len(run.pending())} left."))
+        return _view(run, say, say(Message("evaluate.stopped", {"count": len(run.pending())})))
 
     def new_run(run: EvalRun, http_request: gr.Request):
         run.close()
-        return EvalRun(), [], "", translator(http_request)("Ready."), gr.Dropdown(choices=[], value=None)
+        return EvalRun(), [], "", translator(http_request)(Message("ui.ready")), gr.Dropdown(choices=[], value=None)
 
     def show_row(run: EvalRun, row_id: str | None, http_request: gr.Request):
         say = translator(http_request)
@@ -160,7 +161,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
         p = row.prompt
         prompt = f"**{html.escape(p.id)}** · {html.escape(p.text) or '—'}"
         if p.reference:
-            prompt += "\n\n" + say("Reference:") + f" {html.escape(p.reference)}"
+            prompt += "\n\n" + say(Message("evaluate.reference")) + f" {html.escape(p.reference)}"
         if p.problem:
             prompt += f"\n\n⚠️ {html.escape(say(p.issue or p.problem))}"
         ratings = RATINGS_AB if run.two_sides else RATINGS_A
@@ -181,7 +182,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
 
     def export(run: EvalRun, http_request: gr.Request):
         if not run.rows:
-            raise gr.Error(translator(http_request)("Nothing to export yet: run a prompt set first."))
+            raise gr.Error(translator(http_request)(Message("evaluate.nothing_to_export")))
         return write_exports(run, Path(tempfile.mkdtemp(dir=_folder(run), prefix="export-")))
 
     def import_(file: str | None, run: EvalRun, http_request: gr.Request):
@@ -191,10 +192,10 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
         try:
             imported = import_run(file, Path(session_folder("omni-eval-")))
         except (ValueError, OSError, KeyError, TypeError) as err:
-            raise gr.Error(say(f"Can't import it: {err}")) from err
+            raise gr.Error(say(Message("evaluate.cant_import", {"cause": str(err)}))) from err
         run.close()
-        return imported, *_view(imported, say, say(f"Imported {len(imported.rows)} rows: rate on, or ▶ Run the "
-                                                    f"{len(imported.pending())} not answered."))[1:]
+        note = say(Message("evaluate.imported", {"count": len(imported.rows), "left": len(imported.pending())}))
+        return imported, *_view(imported, say, note)[1:]
 
     # Wiring: the run streams its rows; Stop cancels it at once and keeps what is done.
     view = [session, table, progress, status, row_choice]
@@ -283,7 +284,7 @@ def _timings(answer) -> str:
 
 def _answer_text(side: str, answer, say) -> str:
     if answer is None:
-        return f"**{side}** " + say("(not answered yet)")
-    text = html.escape(answer.text) or say("(empty reply)")
+        return f"**{side}** " + say(Message("evaluate.not_answered"))
+    text = html.escape(answer.text) or say(Message("reply.empty"))
     error = f"\n\n⚠️ {html.escape(say(answer.error_message or answer.error))}" if answer.error else ""
     return f"**{side}** {text}" + error

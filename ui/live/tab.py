@@ -24,6 +24,7 @@ import soundfile
 
 from backends.base import Backend
 from media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
+from messages import Message
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui import examples
 from ui.i18n import t
@@ -270,7 +271,7 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
             audio_path = save_reply_audio(reply, session._folder())
             session.messages[shown:] = reply.messages(audio_path, say)
             if interrupted:
-                session.messages.append({"role": "assistant", "content": say("✋ Interrupted.")})
+                session.messages.append({"role": "assistant", "content": say(Message("live.interrupted"))})
             session.phase = "listening" if session.detector is not None else "idle"
             session.barge_in = False
     yield session.messages, session.indicator(), gr.skip()
