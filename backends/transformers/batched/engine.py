@@ -88,7 +88,7 @@ class BatchedEngine:
         try:
             prepared = await loop.run_in_executor(self._prepare, prepare, emit, stop)
             if prepared is not None:
-                if prepared.speech is not None and self.talker is not None:
+                if prepared.speech is not None and self.talker is not None and prepared.job.alone is None:
                     self.talker.add(prepared.speech)
                 self.thinker.submit(prepared.job)
             while True:

@@ -50,6 +50,9 @@ class ThinkerJob:
     prompt_states: dict | None = None
     row: ThinkerRow | None = None
     admitted_at: float | None = None
+    alone: Callable[[], None] | None = None
+    """A reply too long for a slot: run by calling this on the loop's thread, once no other reply is busy in
+    either loop (the one-row decoders and the thinker's rope offsets are shared); the others wait meanwhile."""
 
 
 class ThinkerLoop:
@@ -59,8 +62,10 @@ class ThinkerLoop:
         loop.submit(ThinkerJob(inputs, sampling, streamer, stop, finished=print))
     """
 
-    def __init__(self, batch: ThinkerBatch, progressed: Callable[[], None] = lambda: None):
-        self.batch, self.progressed = batch, progressed
+    def __init__(self, batch: ThinkerBatch, progressed: Callable[[], None] = lambda: None,
+                 others_idle: Callable[[], bool] = lambda: True):
+        """``others_idle()``: whether the talker's loop has no row (a reply run alone waits for it)."""
+        self.batch, self.progressed, self.others_idle = batch, progressed, others_idle
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[ThinkerJob] = []
         self._jobs: dict[int, ThinkerJob] = {}
@@ -82,7 +87,7 @@ class ThinkerLoop:
 
     def _serve(self) -> None:
         try:
-            while self._take_new(block=not self._jobs and not self._pending):
+            while self._take_new(block=not self._jobs):
                 self._admit()
                 self._step()
         except BaseException as err:
@@ -109,7 +114,14 @@ class ThinkerLoop:
     def _admit(self) -> None:
         """Prompt passes for waiting replies: all that fit when nothing decodes, else one per step."""
         while self._pending and self.batch.free:
-            job = self._pending.pop(0)
+            job = self._pending[0]
+            if job.alone is not None and not job.stop.is_set():
+                if self._jobs or not self.others_idle():
+                    return  # the rows busy now finish first; nobody joins meanwhile
+                self._pending.pop(0)
+                self._run_alone(job)
+                continue
+            self._pending.pop(0)
             if job.stop.is_set():
                 job.finished("cancelled")
                 continue
@@ -128,6 +140,13 @@ class ThinkerLoop:
             self.progressed()
             if len(self._jobs) > 1:
                 break
+
+    def _run_alone(self, job: ThinkerJob) -> None:
+        try:
+            job.alone()
+        except Exception:
+            log.exception("a reply run alone failed")
+            job.finished("error")
 
     def _step(self) -> None:
         if not self._jobs:
@@ -209,6 +228,11 @@ class TalkerLoop:
     @property
     def alive(self) -> bool:
         return self.died is None and self._thread.is_alive()
+
+    @property
+    def idle(self) -> bool:
+        """No reply speaks or waits to."""
+        return not self._rows and not self._waiting and self._new.empty()
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,199 @@
+"""Many replies at once (issue 25): the batched engine answers each one as it would alone.
+
+On the CPU with the tiny model and the real classes: replies that decode together, join mid-way or are
+stopped mid-way give the text, the codec codes and the waveform they get alone (the serialized engine of the
+session's ``instruct_backend``, same checkpoint); seeded sampling gives the same text and voice whatever a
+reply is batched with; and eight people at once through the app each get their own answer without waiting for
+another's whole reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from gradio_client import Client
+
+from backends import build_backend
+from backends.checkpoints import resolve_checkpoint
+from backends.events import AudioChunk, Done, TextDelta
+from backends.request import ChatRequest, MediaPart, Sampling, Turn
+from tests.streams import audio_of, collect, finish_of, text_of
+
+
+@pytest.fixture(scope="module")
+def batched_backend(tiny_cache):
+    with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0, talker_do_sample=False,
+                       batch_slots=4) as backend:
+        assert backend.batched is not None and backend.info.max_concurrency == 4
+        yield backend
+
+
+@pytest.fixture
+def vocoder_frames(monkeypatch) -> list:
+    """Every reply's codec frames, one list per reply (per vocoder), in the order the replies began speaking."""
+    from backends.transformers.vocoder import StreamingVocoder
+
+    replies: list[list] = []
+    push = StreamingVocoder.push
+
+    def recording(self, frame):
+        if not hasattr(self, "_recorded"):
+            self._recorded = []
+            replies.append(self._recorded)
+        self._recorded.append(tuple(frame.tolist()))
+        return push(self, frame)
+
+    monkeypatch.setattr(StreamingVocoder, "push", recording)
+    return replies
+
+
+def spoken(*parts, tokens: int, **sampling) -> ChatRequest:
+    return ChatRequest(turns=(Turn.user(*parts),), sampling=Sampling(**{"temperature": 0, **sampling},
+                                                                    max_new_tokens=tokens), return_audio=True)
+
+
+def together(backend, requests: list[ChatRequest]) -> list[list]:
+    async def run():
+        async def one(request):
+            return [event async for event in backend.stream(request)]
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    return asyncio.run(run())
+
+
+def test_replies_decoded_together_equal_each_reply_alone(instruct_backend, batched_backend, vocoder_frames,
+                                                         speech_path, image_path):
+    """Three replies of different lengths and media, started together: each one's greedy text, codec codes and
+    waveform equal what it gets alone, and they really were decoded in one batch."""
+    requests = [spoken("Hi", tokens=12),
+                spoken(MediaPart("audio", str(speech_path)), "What is said?", tokens=20),
+                spoken(MediaPart("image", str(image_path)), "Describe this picture.", tokens=8)]
+    alone = [collect(instruct_backend, r) for r in requests]
+    codes_alone = sorted(map(tuple, vocoder_frames))
+    vocoder_frames.clear()
+    engine = batched_backend.batched
+    engine.thinker.max_rows = engine.talker.max_rows = 0
+    steps = engine.thinker.batch.steps
+    replies = together(batched_backend, requests)
+    assert engine.thinker.max_rows == 3 and engine.talker.max_rows == 3, "the three should share the batch"
+    assert engine.thinker.batch.steps > steps
+    for mine, reference in zip(replies, alone):
+        assert finish_of(mine) == finish_of(reference) == "length"
+        assert text_of(mine) == text_of(reference) and text_of(mine)
+        assert len(audio_of(mine)) == len(audio_of(reference)) > 0
+        assert np.array_equal(audio_of(mine), audio_of(reference))
+    assert sorted(map(tuple, vocoder_frames)) == codes_alone
+
+
+def test_a_reply_that_joins_mid_way_or_is_stopped_mid_way_leaves_the_others_as_they_would_be_alone(
+        instruct_backend, batched_backend, speech_path):
+    """A long reply streams; a second joins after its fifth piece of text; a third, started with the first, is
+    closed (Stop) at its first audio. The first two equal their replies alone; the stopped one frees its rows."""
+    long = spoken(MediaPart("audio", str(speech_path)), "Tell me everything you hear.", tokens=40)
+    joining = spoken("What is two plus two?", tokens=16)
+    stopped = spoken("Count to ten.", tokens=40)
+    alone = [collect(instruct_backend, r) for r in (long, joining)]
+    engine = batched_backend.batched
+
+    async def run():
+        joined = asyncio.Event()
+        results: dict = {}
+
+        async def first():
+            events, deltas = [], 0
+            async for event in batched_backend.stream(long):
+                events.append(event)
+                deltas += isinstance(event, TextDelta)
+                if deltas == 5:
+                    joined.set()
+            results["long"] = events
+
+        async def second():
+            await joined.wait()
+            results["joining"] = [event async for event in batched_backend.stream(joining)]
+
+        async def third():
+            events = []
+            stream = batched_backend.stream(stopped)
+            async for event in stream:
+                events.append(event)
+                if isinstance(event, AudioChunk):
+                    break
+            await stream.aclose()
+            results["stopped"] = events
+
+        await asyncio.gather(first(), second(), third())
+        return results
+
+    results = asyncio.run(run())
+    for name, reference in zip(("long", "joining"), alone):
+        assert text_of(results[name]) == text_of(reference)
+        assert np.array_equal(audio_of(results[name]), audio_of(reference))
+    assert any(isinstance(e, AudioChunk) for e in results["stopped"])
+    assert not any(isinstance(e, Done) for e in results["stopped"])
+    deadline = time.monotonic() + 5
+    while (engine.thinker.batch.rows or engine.talker.batch.busy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine.thinker.batch.rows and not engine.talker.batch.busy, "a stopped reply must free its rows"
+
+
+def test_seeded_sampling_gives_the_same_text_and_voice_whatever_a_reply_is_batched_with(batched_backend,
+                                                                                          image_path):
+    """A sampled reply (text and voice) with a seed, alone and then beside two others: the same text and
+    waveform; another seed gives another reply."""
+    options = batched_backend.options
+    batched_backend.options = replace(options, talker_do_sample=True)
+    try:
+        seeded = spoken("Tell me a story.", tokens=16, temperature=0.9, top_k=40, seed=11)
+        first = collect(batched_backend, seeded)  # alone: the one-row decoders
+        crowd = together(batched_backend, [spoken(MediaPart("image", str(image_path)), "What is it?", tokens=24),
+                                           seeded, spoken("Hello there.", tokens=20, temperature=0.7, seed=3)])
+        other = collect(batched_backend, replace(seeded, sampling=replace(seeded.sampling, seed=12)))
+    finally:
+        batched_backend.options = options
+    assert text_of(crowd[1]) == text_of(first) and text_of(first)
+    assert len(audio_of(first)) > 0 and np.array_equal(audio_of(crowd[1]), audio_of(first))
+    assert text_of(other) != text_of(first)
+
+
+def test_eight_people_at_once_through_the_app_each_get_their_own_answer_without_waiting_for_whole_replies(
+        instruct_backend, tiny_cache, tmp_path):
+    """Eight gradio_client sessions send at once to an app whose engine batches eight: each answer equals that
+    question's answer alone (greedy), and every session's first text arrives before any session's reply ends."""
+    from tests.test_app import assistant_texts, direct_reply, launch
+
+    questions = [f"Question number {n}: what do you think?" for n in range(8)]
+    solo = [direct_reply(instruct_backend, [Turn.user(q)], return_audio=False) for q in questions]
+    with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0, talker_do_sample=False,
+                       batch_slots=8) as backend:
+        demo = launch(backend)
+        try:
+            first_text: dict[int, float] = {}
+            ended: dict[int, float] = {}
+            answers: dict[int, str] = {}
+
+            def session(n: int) -> None:
+                client = Client(demo.local_url, verbose=False, download_files=str(tmp_path / str(n)))
+                job = client.submit({"text": questions[n], "files": []}, speak=False, temperature=0, max_tokens=12,
+                                    api_name="/chat")
+                for outputs in job:
+                    if n not in first_text and "".join(assistant_texts(outputs[0])):
+                        first_text[n] = time.monotonic()
+                ended[n] = time.monotonic()
+                answers[n] = "".join(assistant_texts(job.outputs()[-1][0]))
+
+            threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=300)
+            assert backend.batched.thinker.max_rows >= 2, "the replies should have shared the batch"
+        finally:
+            demo.close()
+    assert [answers[n] for n in range(8)] == solo
+    assert max(first_text.values()) < min(ended.values()), "someone's first text waited for another's whole reply"
