@@ -9,11 +9,8 @@ a ``messages.Message`` the UI shows in the user's language.
 """
 
 from media.audio import (
-    DEFAULT_LIMITS,
     EXTENSIONS,
     INPUT_SAMPLE_RATE,
-    MediaError,
-    MediaLimits,
     StreamResampler,
     VideoClip,
     check_video,
@@ -29,6 +26,7 @@ from media.audio import (
     video_frame_size,
     video_sound_track,
 )
+from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
 
 __all__ = [
     "DEFAULT_LIMITS", "EXTENSIONS", "INPUT_SAMPLE_RATE", "MediaError", "MediaLimits", "StreamResampler", "VideoClip",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.request import MediaKind
+from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits, check_file
 from messages import Message
 
 INPUT_SAMPLE_RATE = 16_000
@@ -28,48 +29,6 @@ EXTENSIONS: dict[MediaKind, frozenset[str]] = {
     "audio": frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".oga"}),
     "video": frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}),
 }
-
-
-@dataclass(frozen=True)
-class MediaLimits:
-    """Refuse media the model can't take in, before it reaches the engine."""
-
-    max_file_mb: float = 200.0
-    max_audio_s: float = 600.0
-    min_audio_s: float = 0.1
-    """Shorter audio (a truncated file, a tap on Record) has nothing to hear, and breaks the audio encoder."""
-    max_video_s: float = 300.0
-    video_fps: float = 2.0
-    """Frames per second of video taken, within ``min_video_frames``..``max_video_frames``."""
-    min_video_frames: int = 4
-    max_video_frames: int = 256
-    """qwen-omni-utils allows 768; 256 frames at their smallest size (``VIDEO_FRAME_MIN_PIXELS``) is what
-    ``video_total_pixels`` holds, so a longer clip gets fewer frames over its whole length, not a cut."""
-    video_total_pixels: int = 16384 * 28 * 28
-    """All frames of one video together (about 16k vision tokens); qwen-omni-utils allows 0.9 x 128k tokens,
-    more than the model's context. Frames shrink to share it, down to ``VIDEO_FRAME_MIN_PIXELS`` each."""
-    min_image_pixels: int = 4 * 28 * 28
-    max_image_pixels: int = 16384 * 28 * 28
-    max_items_per_turn: int = 10
-    max_items_per_conversation: int = 32
-    """Older turns are left out (and the user told) beyond this many media files."""
-
-
-DEFAULT_LIMITS = MediaLimits()
-
-
-class MediaError(ValueError):
-    """A file can't be used: ``reason`` says why, ``msg`` names the file too (``str(err)`` is it in English)."""
-
-    def __init__(self, path: str | os.PathLike, reason: Message):
-        self.path, self.reason = str(path), reason
-        self.msg = Message("media.file_problem", {"file": Path(path).name, "problem": reason})
-        super().__init__(str(self.msg))
-
-    @property
-    def problem(self) -> str:
-        """The reason in English."""
-        return str(self.reason)
 
 
 # qwen-omni-utils sizes pictures in multiples of 28 pixels (its default patch 14 x merge 2); the processor
@@ -103,23 +62,12 @@ def kind_of(path: str | os.PathLike) -> MediaKind:
     raise MediaError(path, Message("media.unsupported_type", {"suffix": suffix or "(none)"}))
 
 
-def _check_file(path: str | os.PathLike, limits: MediaLimits) -> None:
-    if not os.path.isfile(path):
-        raise MediaError(path, Message("media.not_found"))
-    size = os.path.getsize(path)
-    if size == 0:
-        raise MediaError(path, Message("media.empty"))
-    if size > limits.max_file_mb * 1e6:
-        raise MediaError(path, Message("media.too_big", {"size": f"{size / 1e6:.0f}",
-                                                         "limit": f"{limits.max_file_mb:.0f}"}))
-
-
 def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
     """An RGB ``PIL.Image`` sized as qwen-omni-utils sizes it: sides in multiples of 28 pixels, the
     area within ``limits.min_image_pixels``..``max_image_pixels``, the aspect ratio kept."""
     from PIL import Image, UnidentifiedImageError
 
-    _check_file(path, limits)
+    check_file(path, limits)
     try:
         with Image.open(path) as img:
             height, width = smart_resize(img.height, img.width, limits.min_image_pixels, limits.max_image_pixels)
@@ -167,7 +115,7 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     an absurd sample rate, is refused before decoding, and one that turns out too long is refused
     as soon as decoding passes the limit (a 20 MB Opus file holds 8 hours).
     """
-    _check_file(path, limits)
+    check_file(path, limits)
     samples = _read_with_soundfile(path, limits)
     if samples is None:
         samples = _decode_audio_track(path, limits)
@@ -191,7 +139,7 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
     ``limits.video_total_pixels`` (``video_frame_size``), and the whole sound track."""
     import av
 
-    _check_file(path, limits)
+    check_file(path, limits)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -303,7 +251,7 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
     """What ``load_video`` refuses, without decoding frames (for sending the file as it is)."""
     import av
 
-    _check_file(path, limits)
+    check_file(path, limits)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
