@@ -9,13 +9,11 @@ a ``messages.Message`` the UI shows in the user's language.
 """
 
 from media.audio import (
-    EXTENSIONS,
     INPUT_SAMPLE_RATE,
     StreamResampler,
     VideoClip,
     check_video,
     frame_indices,
-    kind_of,
     load_audio,
     load_image,
     load_video,
@@ -27,6 +25,7 @@ from media.audio import (
     video_sound_track,
 )
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
+from media.probe import EXTENSIONS, kind_of
 
 __all__ = [
     "DEFAULT_LIMITS", "EXTENSIONS", "INPUT_SAMPLE_RATE", "MediaError", "MediaLimits", "StreamResampler", "VideoClip",

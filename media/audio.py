@@ -17,19 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.request import MediaKind
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits, check_file
+from media.probe import EXTENSIONS, duration_s, has_video_stream
 from messages import Message
 
 INPUT_SAMPLE_RATE = 16_000
 """The audio encoder listens at 16 kHz mono."""
-
-EXTENSIONS: dict[MediaKind, frozenset[str]] = {
-    "image": frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}),
-    "audio": frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".oga"}),
-    "video": frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}),
-}
-
 
 # qwen-omni-utils sizes pictures in multiples of 28 pixels (its default patch 14 x merge 2); the processor
 # then rounds them to its own 32. Per video frame it keeps 128..768 such tiles.
@@ -48,18 +41,6 @@ class VideoClip:
     """The sound track at 16 kHz mono float32, or None when the file has none."""
     times: tuple[float, ...] = ()
     """Each frame's time in the video, in seconds."""
-
-
-def kind_of(path: str | os.PathLike) -> MediaKind:
-    """The media kind a file's extension announces; a video container holding only sound (an .mp4
-    of a song, a .webm recording) is heard as audio."""
-    suffix = Path(path).suffix.lower()
-    for kind in ("image", "video", "audio"):
-        if suffix in EXTENSIONS[kind]:  # type: ignore[index]
-            if kind == "video" and not _has_video_stream(path) and (suffix == ".webm" or _has_audio_stream(path)):
-                return "audio"
-            return kind  # type: ignore[return-value]
-    raise MediaError(path, Message("media.unsupported_type", {"suffix": suffix or "(none)"}))
 
 
 def load_image(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS):
@@ -121,7 +102,7 @@ def load_audio(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
         samples = _decode_audio_track(path, limits)
         if samples is None:
             problem = Message("media.unreadable_audio")
-            if _has_video_stream(path):  # a silent video, or a picture behind an audio name
+            if has_video_stream(path):  # a silent video, or a picture behind an audio name
                 is_video = Path(path).suffix.lower() in EXTENSIONS["video"]
                 problem = Message("media.no_sound_track" if is_video else "media.pictures_no_sound")
             raise MediaError(path, problem)
@@ -145,7 +126,7 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
             if not container.streams.video:
                 raise MediaError(path, Message("media.no_video_stream"))
             stream = container.streams.video[0]
-            duration = _duration_s(container, stream)
+            duration = duration_s(container, stream)
             if duration is not None and duration > limits.max_video_s:
                 raise MediaError(path, Message("media.video_too_long", {"length": f"{duration:.0f}",
                                                                         "limit": f"{limits.max_video_s:.0f}"}))
@@ -256,7 +237,7 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(path, Message("media.no_video_stream"))
-            duration = _duration_s(container, container.streams.video[0])
+            duration = duration_s(container, container.streams.video[0])
     except av.FFmpegError as err:
         raise MediaError(path, Message("media.unreadable_video", {"reason": err.__class__.__name__})) from err
     if duration is not None and duration > limits.max_video_s:
@@ -269,34 +250,6 @@ def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIM
     check_video(path, limits)
     sound = _decode_audio_track(path, limits)
     return _checked_samples(path, sound) if sound is not None and sound.size else None
-
-
-def _duration_s(container, stream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return None
-
-
-def _has_video_stream(path) -> bool:
-    return "video" in _stream_types(path)
-
-
-def _has_audio_stream(path) -> bool:
-    return "audio" in _stream_types(path)
-
-
-def _stream_types(path) -> set[str]:
-    """The kinds of stream a container holds (none when PyAV can't open it)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return {stream.type for stream in container.streams}
-    except (av.FFmpegError, OSError):
-        return set()
-
 
 def _read_with_soundfile(path, limits: MediaLimits) -> np.ndarray | None:
     """The file at 16 kHz mono if libsndfile reads it (WAV, FLAC, Ogg, MP3), read block by block."""
@@ -326,7 +279,7 @@ def _decode_audio_track(path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarra
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
-            sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, _duration_s(container, stream),
+            sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, duration_s(container, stream),
                               resample_here=False)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_SAMPLE_RATE)
             for frame in container.decode(stream):
