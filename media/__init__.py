@@ -15,15 +15,14 @@ from media.audio import (
     check_video,
     frame_indices,
     load_audio,
-    load_image,
     load_video,
     pcm16,
     resample,
-    smart_resize,
     to_float_mono,
     video_frame_size,
     video_sound_track,
 )
+from media.image import load_image, smart_resize
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
 from media.probe import EXTENSIONS, kind_of
 
