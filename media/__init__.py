@@ -11,20 +11,15 @@ a ``messages.Message`` the UI shows in the user's language.
 from media.audio import (
     INPUT_SAMPLE_RATE,
     StreamResampler,
-    VideoClip,
-    check_video,
-    frame_indices,
     load_audio,
-    load_video,
     pcm16,
     resample,
     to_float_mono,
-    video_frame_size,
-    video_sound_track,
 )
 from media.image import load_image, smart_resize
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
 from media.probe import EXTENSIONS, kind_of
+from media.video import VideoClip, check_video, frame_indices, load_video, video_frame_size, video_sound_track
 
 __all__ = [
     "DEFAULT_LIMITS", "EXTENSIONS", "INPUT_SAMPLE_RATE", "MediaError", "MediaLimits", "StreamResampler", "VideoClip",
