@@ -8,17 +8,11 @@ what the official demo prepares media with, so the model sees what it was shown 
 a ``messages.Message`` the UI shows in the user's language.
 """
 
-from media.audio import (
-    INPUT_SAMPLE_RATE,
-    StreamResampler,
-    load_audio,
-    pcm16,
-    resample,
-    to_float_mono,
-)
+from media.audio import INPUT_SAMPLE_RATE, load_audio
 from media.image import load_image, smart_resize
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
 from media.probe import EXTENSIONS, kind_of
+from media.samples import StreamResampler, pcm16, resample, to_float_mono
 from media.video import VideoClip, check_video, frame_indices, load_video, video_frame_size, video_sound_track
 
 __all__ = [
