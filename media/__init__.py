@@ -1,11 +1,15 @@
-"""All media decoding and validation of the app, in one place.
+"""All media decoding and validation of the app: every file is checked, decoded and sized here before
+it reaches an engine. Callers import the package (``import media; media.load_audio(path)``).
 
-Images with Pillow, audio with soundfile (PyAV for compressed formats), video with
-PyAV (frames spread evenly over the whole clip, plus the sound track). No decord,
-torchcodec or ffmpeg binary is needed. Frame counts and sizes follow qwen-omni-utils,
-what the official demo prepares media with, so the model sees what it was shown there
-(tests/test_media_reference.py compares the two). Every failure is a ``MediaError`` naming the file and the problem,
-a ``messages.Message`` the UI shows in the user's language.
+- ``limits``: ``MediaLimits`` and ``MediaError``, what every file is held to and how a refusal reads.
+- ``probe``: a file's kind by its extension, and what its container holds, before decoding.
+- ``image`` (Pillow), ``audio`` (soundfile, PyAV for compressed formats), ``video`` (PyAV: frames spread
+  evenly over the whole clip, plus the sound track). No decord, torchcodec or ffmpeg binary is needed.
+- ``samples``: sample arrays between rates and formats (the live microphone in, speech out).
+
+Frame counts and sizes follow qwen-omni-utils, what the official demo prepares media with, so the model
+sees what it was shown there (tests/test_media_reference.py compares the two). Every failure is a
+``MediaError`` naming the file and the problem, a ``messages.Message`` the UI shows in the user's language.
 """
 
 from media.audio import INPUT_SAMPLE_RATE, load_audio
