@@ -196,10 +196,6 @@ class OpenAIBackend(Backend):
             if stream is not None:
                 await stream.close()
 
-    @property
-    def device(self) -> str:
-        return f"server {self.options.api_base}"
-
     async def _open(self, request: ChatRequest, messages: list[dict], want_audio: bool, extra: dict | None = None):
         """Start the streamed completion, adapting once to what a server refuses.
 
