@@ -22,23 +22,21 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import AsyncIterator, Literal
+from dataclasses import replace
+from typing import AsyncIterator
 
 import numpy as np
 
 import media
 from backends.base import Backend, BackendInfo, CheckpointKind
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta
+from backends.openai.options import OpenAIOptions
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest, MediaPart, TextPart
 from backends.tokens import TokenDelta
 from messages import Message
 
 log = logging.getLogger(__name__)
-
-QWEN3_OMNI_SPEAKERS = ("Ethan", "Chelsie", "Aiden")
-"""The voices of Qwen3-Omni-30B-A3B-Instruct (a server doesn't list them)."""
 
 TEXT_ONLY = Message("server.text_only")
 NO_SPEECH_NOTE = str(TEXT_ONLY)
@@ -58,34 +56,6 @@ class ServerFailure(RuntimeError):
     def __init__(self, error: Error):
         super().__init__(error.message)
         self.error = error
-
-
-@dataclass(frozen=True)
-class OpenAIOptions:
-    api_base: str = "http://127.0.0.1:8000/v1"
-    api_key: str | None = None
-    """Else $OPENAI_API_KEY, else "EMPTY" (vLLM needs none unless started with --api-key)."""
-    model: str | None = None
-    """Else the first model the server lists at GET /v1/models."""
-    speech: Literal["auto", "on", "off"] = "auto"
-    """auto: ask for speech, fall back to text (with a note) if the server sends none."""
-    speakers: tuple[str, ...] = QWEN3_OMNI_SPEAKERS
-    video_audio: Literal["auto", "processor", "separate"] = "auto"
-    """How a video's sound reaches the model: "processor" sets mm_processor_kwargs.use_audio_in_video;
-    "separate" sends the sound track as its own audio part; "auto" tries the first and falls back to the
-    second if the server refuses per-request processor settings (`vllm serve` does, unless started
-    with --trust-request-mm-kwargs)."""
-    kind: CheckpointKind | None = None
-    """Else guessed from the model name ("Thinking" reasons, "Captioner" captions)."""
-    timeout_s: float = 600.0
-    """Longest silence between two streamed chunks."""
-    connect_timeout_s: float = 10.0
-    max_concurrency: int = 8
-    """Requests the app sends at once; the server batches them."""
-    media_cache_mb: int = 512
-    """Keeps the data: URLs of recent files (resent every turn) up to this many MB in all; a larger file is
-    encoded again each turn."""
-    media_limits: media.MediaLimits = media.DEFAULT_LIMITS
 
 
 class OpenAIBackend(Backend):
