@@ -2,12 +2,7 @@
 
 The app stays a thin client: each turn resends the whole conversation (servers keep no
 history) with media inlined as data: URLs (the server can't read this machine's files).
-Speech comes back in one of two wire shapes, both parsed here:
-
-- vLLM-Omni: chunks carry a top-level ``"modality": "audio"`` and a base64 WAV of the newest
-  audio in ``choices[0].delta.content``; such chunks may say ``finish_reason: "stop"``
-  before the text is done, so only the end of the stream ends the turn.
-- SGLang-Omni: ``choices[0].delta.audio = {"id", "data"}`` with a base64 WAV (or raw PCM16).
+Speech comes back in either of two wire shapes, both read by ``wire.StreamedReply``.
 """
 
 from __future__ import annotations
@@ -29,8 +24,9 @@ import numpy as np
 
 import media
 from backends.base import Backend, BackendInfo, CheckpointKind
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta
+from backends.events import Done, Error, Event, Notice
 from backends.openai.options import OpenAIOptions
+from backends.openai.wire import StreamedReply
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest, MediaPart, TextPart
 from backends.tokens import TokenDelta
@@ -103,7 +99,7 @@ class OpenAIBackend(Backend):
             yield Done("error")
             return
         want_audio = request.return_audio and self.info.can_speak and self._server_speaks
-        reply = _Reply(ReasoningSplitter(self.info.reasons))
+        reply = StreamedReply(ReasoningSplitter(self.info.reasons))
         stream = None
         try:
             stream, want_audio, notes = await self._open(request, messages, want_audio)
@@ -320,89 +316,6 @@ class OpenAIBackend(Backend):
                 while self._encoded_bytes > budget:
                     self._encoded_bytes -= len(self._encoded.popitem(last=False)[1])
         return url
-
-
-class _Reply:
-    """Turns streamed chunks of either wire shape into events, and keeps the tallies."""
-
-    def __init__(self, splitter: ReasoningSplitter):
-        self.splitter = splitter
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.text_chunks = 0
-        self.audio_samples = 0
-        self.usage = None
-        self.first_text_at: float | None = None
-        self.last_text_at: float | None = None
-        self.first_audio_at: float | None = None
-
-    def read(self, chunk) -> list[Event]:
-        events: list[Event] = []
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        is_audio_chunk = getattr(chunk, "modality", None) == "audio"  # vLLM-Omni
-        for choice in chunk.choices:
-            delta = choice.delta
-            extra = delta.model_extra or {}
-            if is_audio_chunk:
-                if delta.content:
-                    events.append(self._audio(delta.content))
-                continue  # its finish_reason may come before the text is done
-            audio = getattr(delta, "audio", None) or extra.get("audio")  # SGLang-Omni
-            audio_data = audio.get("data") if isinstance(audio, dict) else getattr(audio, "data", None)
-            if audio_data:
-                events.append(self._audio(audio_data))
-            # A server-side reasoning parser (vLLM --reasoning-parser) sends the thinking apart.
-            reasoning = getattr(delta, "reasoning", None) or extra.get("reasoning") or extra.get("reasoning_content")
-            if reasoning:
-                self._text_arrived()
-                events.append(ReasoningDelta(reasoning))
-            if delta.content:
-                self._text_arrived()
-                self.text += delta.content
-                events.extend(self.splitter.feed(delta.content))
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-        return events
-
-    def flush(self) -> list[Event]:
-        return self.splitter.flush()
-
-    def _text_arrived(self) -> None:
-        now = time.perf_counter()
-        self.first_text_at = self.first_text_at or now
-        self.last_text_at = now
-        self.text_chunks += 1
-
-    def _audio(self, data: str) -> AudioChunk:
-        samples = decode_audio(data)
-        self.first_audio_at = self.first_audio_at or time.perf_counter()
-        self.audio_samples += samples.size
-        return AudioChunk(samples)
-
-    def metrics(self, started: float) -> Metrics:
-        tokens = self.usage.completion_tokens if self.usage and self.usage.completion_tokens else self.text_chunks
-        decode_s = (self.last_text_at or 0) - (self.first_text_at or 0)
-        return Metrics(
-            time_to_first_token_s=None if self.first_text_at is None else self.first_text_at - started,
-            prompt_tokens=self.usage.prompt_tokens if self.usage else 0,
-            output_tokens=tokens,
-            tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
-            time_to_first_audio_s=None if self.first_audio_at is None else self.first_audio_at - started,
-            audio_seconds=self.audio_samples / OUTPUT_SAMPLE_RATE,
-            total_s=time.perf_counter() - started,
-        )
-
-
-def decode_audio(data: str) -> np.ndarray:
-    """A streamed audio chunk (base64 WAV with its own header, or raw PCM16 at 24 kHz) → float32 at 24 kHz."""
-    import soundfile
-
-    raw = base64.b64decode(data)
-    if raw[:4] == b"RIFF":
-        samples, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-        return media.resample(samples.mean(axis=1), rate, OUTPUT_SAMPLE_RATE)
-    return np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
 
 
 def _data_url(mime: str, payload: bytes) -> str:
