@@ -15,7 +15,6 @@ import mimetypes
 import os
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import replace
 from typing import AsyncIterator
@@ -25,6 +24,7 @@ import numpy as np
 import media
 from backends.base import Backend, BackendInfo, CheckpointKind
 from backends.events import Done, Error, Event, Notice
+from backends.openai.client import LoopClients, error_for, first_model, kept, over_context, server_message
 from backends.openai.options import OpenAIOptions
 from backends.openai.wire import StreamedReply
 from backends.reasoning import ReasoningSplitter
@@ -36,14 +36,6 @@ log = logging.getLogger(__name__)
 
 TEXT_ONLY = Message("server.text_only")
 NO_SPEECH_NOTE = str(TEXT_ONLY)
-
-
-class ServerError(RuntimeError):
-    """The server can't be used (unreachable at start, no model); ``msg`` says what to do."""
-
-    def __init__(self, msg: Message):
-        super().__init__(str(msg))
-        self.msg = msg
 
 
 class ServerFailure(RuntimeError):
@@ -62,17 +54,9 @@ class OpenAIBackend(Backend):
     """
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
-        import openai
-
         self.options = options
-        api_key = options.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        # Only openai's own types go to its client: its http library is its business, and changes under us.
-        timeout = openai.Timeout(options.timeout_s, connect=options.connect_timeout_s)
-        # No retries: a retried chat stream would repeat a reply, and errors should show at once.
-        self._client_settings = {"base_url": options.api_base, "api_key": api_key, "timeout": timeout,
-                                 "max_retries": 0}
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> AsyncOpenAI
-        model = options.model or _first_model(options.api_base, api_key, options.connect_timeout_s)
+        self._clients = LoopClients(options)
+        model = options.model or first_model(options)
         self.model = model
         self._server_speaks = options.speech != "off"
         self._video_audio = "separate" if options.video_audio == "separate" else "processor"
@@ -109,7 +93,7 @@ class OpenAIBackend(Backend):
                 for event in reply.read(chunk):
                     yield event
         except Exception as err:
-            failure = self._failure(err, reply_started=stream is not None, has_text=bool(reply.text))
+            failure = error_for(err, self.options, reply_started=stream is not None, has_text=bool(reply.text))
             if failure is None:
                 raise
             yield failure
@@ -121,7 +105,7 @@ class OpenAIBackend(Backend):
         for event in reply.flush():
             yield event
         if reply.finish_reason is None:  # the body ended without a finish (SGLang-Omni on a crash)
-            yield Error(Message("server.ended_early", {"kept": _kept(bool(reply.text))}), "generation")
+            yield Error(Message("server.ended_early", {"kept": kept(bool(reply.text))}), "generation")
             yield Done("error")
             return
         if want_audio and not reply.audio_samples and self.options.speech == "auto" and reply.text:
@@ -154,7 +138,7 @@ class OpenAIBackend(Backend):
                     text_seen = text_seen or bool(text)
                     yield TokenDelta(text, list(ids), prompt_tokens, choice.finish_reason)
         except Exception as err:
-            failure = self._failure(err, reply_started=stream is not None, has_text=text_seen)
+            failure = error_for(err, self.options, reply_started=stream is not None, has_text=text_seen)
             if failure is None:
                 raise
             raise ServerFailure(failure) from err
@@ -176,9 +160,9 @@ class OpenAIBackend(Backend):
             if extra:
                 body["extra_body"] = {**body.get("extra_body", {}), **extra}
             try:
-                return await self._client().chat.completions.create(**body), want_audio, notes
+                return await self._clients.current().chat.completions.create(**body), want_audio, notes
             except openai.BadRequestError as err:
-                refused = _server_message(err).lower()
+                refused = server_message(err).lower()
                 if want_audio and self.options.speech == "auto" and "modalit" in refused:
                     self._server_speaks = want_audio = False  # a text-only server refusing the audio request
                     notes.append(Error(TEXT_ONLY, "speech"))
@@ -187,7 +171,7 @@ class OpenAIBackend(Backend):
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
                     self._video_audio = "separate"
                     messages = await self._messages_off_loop(request)
-                elif _over_context(refused) and (later := _second_user_turn(request)) is not None:
+                elif over_context(refused) and (later := _second_user_turn(request)) is not None:
                     # We don't hold the server's tokenizer: the server is the judge of what fits.
                     dropped += later
                     request = replace(request, turns=request.turns[later:])
@@ -196,35 +180,6 @@ class OpenAIBackend(Backend):
                         Notice(Message("server.left_out", {"count": dropped}))]
                 else:
                     raise
-
-    def _failure(self, err: Exception, *, reply_started: bool, has_text: bool) -> Error | None:
-        """The user's message for what went wrong with the server; None for anything else."""
-        import openai
-
-        if isinstance(err, openai.APITimeoutError):
-            return Error(Message("server.timed_out", {"seconds": f"{self.options.timeout_s:.0f}",
-                                                      "kept": _kept(has_text)}), "backend")
-        if isinstance(err, openai.APIConnectionError):  # openai wraps its http library's errors, mid-stream too
-            if not reply_started:
-                return Error(Message("server.unreachable", {"url": self.options.api_base, "cause": _cause(err)}),
-                             "backend")
-            return Error(Message("server.broke", {"cause": _cause(err), "kept": _kept(has_text)}), "generation")
-        if isinstance(err, openai.APIStatusError):
-            code = "server.refused" if err.status_code < 500 else "server.failed"
-            return Error(Message(code, {"status": err.status_code, "cause": _server_message(err)}), "backend")
-        if isinstance(err, openai.APIError):  # an error event inside the stream
-            return Error(Message("server.error_mid_reply", {"cause": _server_message(err), "kept": _kept(has_text)}),
-                         "generation")
-        return None
-
-    def _client(self):
-        """The AsyncOpenAI client of the running event loop (its connection pool belongs to one loop)."""
-        import openai
-
-        loop = asyncio.get_running_loop()
-        if loop not in self._clients:
-            self._clients[loop] = openai.AsyncOpenAI(**self._client_settings)
-        return self._clients[loop]
 
     def _body(self, request: ChatRequest, messages: list[dict], want_audio: bool) -> dict:
         sampling = request.sampling
@@ -354,54 +309,6 @@ def _kind_from_name(model: str) -> CheckpointKind:
     if "caption" in name:
         return "captioner"
     return "thinking" if "thinking" in name else "instruct"
-
-
-def _first_model(api_base: str, api_key: str, timeout_s: float) -> str:
-    import openai
-
-    client = openai.OpenAI(base_url=api_base, api_key=api_key, timeout=timeout_s, max_retries=0)
-    try:
-        models = client.models.list().data
-    except openai.APIConnectionError as err:
-        raise ServerError(Message("server.unreachable_at_start", {"url": api_base, "cause": _cause(err)})) from err
-    except openai.APIStatusError as err:
-        raise ServerError(Message("server.models_refused", {"url": api_base, "status": err.status_code,
-                                                            "cause": _server_message(err)})) from err
-    finally:
-        client.close()
-    if not models:
-        raise ServerError(Message("server.no_model", {"url": api_base}))
-    return models[0].id
-
-
-def _server_message(err) -> str:
-    """The server's own words: OpenAI-style {"error": {"message"}}, vLLM's flat {"message"}, FastAPI's {"detail"}."""
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            for key in ("message", "detail"):
-                if inner.get(key):
-                    return str(inner[key])
-        if isinstance(inner, str):
-            return inner
-    return getattr(err, "message", None) or str(err)
-
-
-def _cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err) or err.__class__.__name__
-
-
-def _kept(has_text: bool) -> Message:
-    return Message("reply.text_kept" if has_text else "reply.nothing")
-
-
-def _over_context(refusal: str) -> bool:
-    """A server's "the prompt is too long" (vLLM, SGLang and OpenAI word it differently)."""
-    return any(words in refusal for words in ("context length", "maximum model length", "context window",
-                                               "prompt is too long", "too many tokens"))
 
 
 def _second_user_turn(request: ChatRequest) -> int | None:
