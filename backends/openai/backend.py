@@ -2,33 +2,31 @@
 
 The app stays a thin client: each turn resends the whole conversation (servers keep no
 history) with media inlined as data: URLs (the server can't read this machine's files).
-Speech comes back in either of two wire shapes, both read by ``wire.StreamedReply``.
+This module holds the turn; its neighbours hold the rest:
+
+- ``options``: ``OpenAIOptions``, what the backend is told.
+- ``client``: the openai client of each event loop, and its errors as the user's messages.
+- ``payloads``: a ``ChatRequest`` as chat messages and a request body, and the cache of files' data: URLs.
+- ``wire``: the streamed reply read into events, in either speech wire shape (vLLM-Omni, SGLang-Omni).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
-import mimetypes
-import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from typing import AsyncIterator
-
-import numpy as np
 
 import media
 from backends.base import Backend, BackendInfo, CheckpointKind
 from backends.events import Done, Error, Event, Notice
 from backends.openai.client import LoopClients, error_for, first_model, kept, over_context, server_message
 from backends.openai.options import OpenAIOptions
+from backends.openai.payloads import Payloads
 from backends.openai.wire import StreamedReply
 from backends.reasoning import ReasoningSplitter
-from backends.request import ChatRequest, MediaPart, TextPart
+from backends.request import ChatRequest
 from backends.tokens import TokenDelta
 from messages import Message
 
@@ -59,10 +57,7 @@ class OpenAIBackend(Backend):
         model = options.model or first_model(options)
         self.model = model
         self._server_speaks = options.speech != "off"
-        self._video_audio = "separate" if options.video_audio == "separate" else "processor"
-        self._encoded: OrderedDict[tuple, str] = OrderedDict()  # data: URLs of recent files, resent each turn
-        self._encoded_bytes = 0
-        self._encoded_lock = threading.Lock()  # turns build their messages in worker threads, at once
+        self._payloads = Payloads(options, model)
         self.info = BackendInfo(
             backend="openai",
             model=f"{model} @ {options.api_base}",
@@ -156,9 +151,7 @@ class OpenAIBackend(Backend):
         notes: list[Event] = []
         dropped = 0
         while True:
-            body = self._body(request, messages, want_audio)
-            if extra:
-                body["extra_body"] = {**body.get("extra_body", {}), **extra}
+            body = self._payloads.body(request, messages, want_audio, extra)
             try:
                 return await self._clients.current().chat.completions.create(**body), want_audio, notes
             except openai.BadRequestError as err:
@@ -166,10 +159,10 @@ class OpenAIBackend(Backend):
                 if want_audio and self.options.speech == "auto" and "modalit" in refused:
                     self._server_speaks = want_audio = False  # a text-only server refusing the audio request
                     notes.append(Error(TEXT_ONLY, "speech"))
-                elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
+                elif "mm_processor_kwargs" in refused and self._payloads.video_audio == "processor" \
                         and self.options.video_audio == "auto":
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
-                    self._video_audio = "separate"
+                    self._payloads.video_audio = "separate"
                     messages = await self._messages_off_loop(request)
                 elif over_context(refused) and (later := _second_user_turn(request)) is not None:
                     # We don't hold the server's tokenizer: the server is the judge of what fits.
@@ -181,127 +174,10 @@ class OpenAIBackend(Backend):
                 else:
                     raise
 
-    def _body(self, request: ChatRequest, messages: list[dict], want_audio: bool) -> dict:
-        sampling = request.sampling
-        extra: dict = {}
-        body: dict = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": max(sampling.temperature, 0.0),
-        }
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        if not sampling.greedy:
-            body["top_p"] = sampling.top_p
-            extra["top_k"] = sampling.top_k
-        if want_audio:
-            body["modalities"] = ["text", "audio"]
-            # vLLM-Omni reads the voice from a top-level "speaker" (lower case).
-            extra["speaker"] = (request.speaker or self.options.speakers[0]).lower()
-        elif self.options.speech != "off":
-            body["modalities"] = ["text"]  # vLLM-Omni would otherwise speak by default
-        if self._sends_video_with_sound(request):
-            extra["mm_processor_kwargs"] = {"use_audio_in_video": True}
-        if extra:
-            body["extra_body"] = extra
-        return body
-
-    def _sends_video_with_sound(self, request: ChatRequest) -> bool:
-        has_video = any(p.kind == "video" for t in request.turns if t.role == "user" for p in t.media)
-        return has_video and request.use_audio_in_video and self._video_audio == "processor"
-
     async def _messages_off_loop(self, request: ChatRequest) -> list[dict]:
-        """``_messages`` in a worker thread: decoding and base64-encoding a file can take seconds, which on the
-        event loop would freeze every other user's stream."""
-        return await asyncio.to_thread(self._messages, request)
-
-    def _messages(self, request: ChatRequest) -> list[dict]:
-        messages: list[dict] = []
-        if request.system_prompt.strip():
-            messages.append({"role": "system", "content": request.system_prompt})
-        for turn in request.turns:
-            if turn.role == "assistant":  # the model conditions on its own text, not its past speech
-                messages.append({"role": "assistant", "content": turn.text})
-                continue
-            content: list[dict] = []
-            for part in turn.parts:
-                if isinstance(part, TextPart):
-                    if part.text:
-                        content.append({"type": "text", "text": part.text})
-                else:
-                    content.extend(self._media_content(part, request.use_audio_in_video))
-            messages.append({"role": "user", "content": content})
-        return messages
-
-    def _media_content(self, part: MediaPart, use_audio_in_video: bool) -> list[dict]:
-        limits = self.options.media_limits
-        if part.kind == "image":
-            url = self._cached(part, lambda: _image_url(part.path, limits))
-            return [{"type": "image_url", "image_url": {"url": url}}]
-        if part.kind == "audio":
-            # Decoded and re-encoded as 16 kHz WAV: validated here, any input format works, and smaller.
-            url = self._cached(part, lambda: _wav_url(media.load_audio(part.path, limits), media.INPUT_SAMPLE_RATE))
-            return [{"type": "audio_url", "audio_url": {"url": url}}]
-        url = self._cached(part, lambda: _video_url(part.path, limits))
-        content = [{"type": "video_url", "video_url": {"url": url}}]
-        if use_audio_in_video and self._video_audio == "separate":
-            sound = self._cached(part, lambda: _video_sound_url(part.path, limits), suffix="sound")
-            if sound:  # a silent video sends no sound part
-                content.append({"type": "audio_url", "audio_url": {"url": sound}})
-        return content
-
-    def _cached(self, part: MediaPart, encode, suffix: str = "") -> str:
-        """The file's data: URL, kept while the most recently used ones fit ``media_cache_mb`` (a URL is ASCII:
-        one byte a character)."""
-        stat = os.stat(part.path) if os.path.exists(part.path) else None
-        key = (part.path, suffix, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
-        with self._encoded_lock:
-            if key in self._encoded:
-                self._encoded.move_to_end(key)
-                return self._encoded[key]
-        url = encode()  # outside the lock: other turns' files needn't wait for this one
-        budget = self.options.media_cache_mb << 20
-        with self._encoded_lock:
-            if key not in self._encoded and len(url) <= budget:
-                self._encoded[key] = url
-                self._encoded_bytes += len(url)
-                while self._encoded_bytes > budget:
-                    self._encoded_bytes -= len(self._encoded.popitem(last=False)[1])
-        return url
-
-
-def _data_url(mime: str, payload: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
-
-
-def _wav_url(samples: np.ndarray, rate: int) -> str:
-    import soundfile
-
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return _data_url("audio/wav", buffer.getvalue())
-
-
-def _image_url(path: str, limits: media.MediaLimits) -> str:
-    image = media.load_image(path, limits)  # validates, and bounds the size sent
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return _data_url("image/png", buffer.getvalue())
-
-
-def _video_url(path: str, limits: media.MediaLimits) -> str:
-    media.check_video(path, limits)
-    mime = mimetypes.guess_type(path)[0] or "video/mp4"
-    with open(path, "rb") as file:
-        return _data_url(mime, file.read())
-
-
-def _video_sound_url(path: str, limits: media.MediaLimits) -> str:
-    sound = media.video_sound_track(path, limits)
-    return "" if sound is None else _wav_url(sound, media.INPUT_SAMPLE_RATE)
+        """``Payloads.messages`` in a worker thread: decoding and base64-encoding a file can take seconds, which on
+        the event loop would freeze every other user's stream."""
+        return await asyncio.to_thread(self._payloads.messages, request)
 
 
 def _kind_from_name(model: str) -> CheckpointKind:
