@@ -139,5 +139,3 @@ def checked_samples(path, samples: np.ndarray) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise MediaError(path, Message("media.invalid_samples"))
     return samples
-
-

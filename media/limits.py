@@ -8,6 +8,7 @@ from pathlib import Path
 
 from messages import Message
 
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Refuse media the model can't take in, before it reaches the engine."""
@@ -60,4 +61,3 @@ def check_file(path: str | os.PathLike, limits: MediaLimits) -> None:
     if size > limits.max_file_mb * 1e6:
         raise MediaError(path, Message("media.too_big", {"size": f"{size / 1e6:.0f}",
                                                          "limit": f"{limits.max_file_mb:.0f}"}))
-

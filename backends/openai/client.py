@@ -123,6 +123,4 @@ def kept(has_text: bool) -> Message:
 def over_context(refusal: str) -> bool:
     """A server's "the prompt is too long" (vLLM, SGLang and OpenAI word it differently)."""
     return any(words in refusal for words in ("context length", "maximum model length", "context window",
-                                               "prompt is too long", "too many tokens"))
-
-
+                                              "prompt is too long", "too many tokens"))
