@@ -177,21 +177,21 @@ def test_the_openai_backend_encodes_files_off_the_event_loop(image_path, monkeyp
     import threading
     import time
 
-    from backends.openai import backend as openai_backend
+    from backends.openai import payloads
     from backends.openai.backend import OpenAIBackend, OpenAIOptions
     from backends.request import ChatRequest, MediaPart, Turn
     from tests.omni_server import OmniServer
     from tests.streams import finish_of
 
     encoded_on: list[threading.Thread] = []
-    real_image_url = openai_backend._image_url
+    real_image_url = payloads._image_url
 
     def big_image_url(path, limits):  # a file big enough that decoding and encoding it takes a second
         encoded_on.append(threading.current_thread())
         time.sleep(1.0)
         return real_image_url(path, limits)
 
-    monkeypatch.setattr(openai_backend, "_image_url", big_image_url)
+    monkeypatch.setattr(payloads, "_image_url", big_image_url)
 
     async def turn_beside_a_heartbeat(backend):
         beats: list[float] = []
@@ -217,7 +217,7 @@ def test_the_openai_backend_encodes_files_off_the_event_loop(image_path, monkeyp
 
 
 def test_the_openai_backends_file_cache_stays_within_its_byte_budget(tmp_path, monkeypatch):
-    from backends.openai import backend as openai_backend
+    from backends.openai import payloads
     from backends.openai.backend import OpenAIBackend, OpenAIOptions
     from backends.request import ChatRequest, MediaPart, Turn
 
@@ -228,15 +228,15 @@ def test_the_openai_backends_file_cache_stays_within_its_byte_budget(tmp_path, m
         encodes.append(path)
         return "data:image/png;base64," + "A" * (6 * megabyte)
 
-    monkeypatch.setattr(openai_backend, "_image_url", url_of)
+    monkeypatch.setattr(payloads, "_image_url", url_of)
     backend = OpenAIBackend(OpenAIOptions(model="m", media_cache_mb=64))
     files = []
     for index in range(30):  # one long conversation, a new picture each turn: every turn resends them all
         files.append(tmp_path / f"photo{index}.png")
         files[-1].write_bytes(b"x")
-        backend._messages(ChatRequest(turns=tuple(Turn.user(MediaPart("image", str(f)), "And this?")
-                                                  for f in files[-3:])))
-        held = sum(len(url) for url in backend._encoded.values())
+        backend._payloads.messages(ChatRequest(turns=tuple(Turn.user(MediaPart("image", str(f)), "And this?")
+                                                           for f in files[-3:])))
+        held = sum(len(url) for url in backend._payloads.cache.urls.values())
         assert held <= 64 * megabyte, f"the cache holds {held / megabyte:.0f} MB, over its 64 MB budget"
     assert len(encodes) == 30, "the files of recent turns are reused, not encoded again"
 

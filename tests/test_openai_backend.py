@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from backends.events import AudioChunk, Metrics, TextDelta
-from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions, ServerError
+from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
+from backends.openai.client import ServerError
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.omni_server import MODEL, RATE, OmniServer
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
@@ -197,7 +198,7 @@ def test_the_installed_openai_client_takes_our_settings_and_reaches_the_server(o
     backend = backend_for(omni, timeout_s=7.0, connect_timeout_s=2.0)
 
     async def ask_models():
-        client = backend._client()
+        client = backend._clients.current()
         assert (client.timeout.read, client.timeout.connect) == (7.0, 2.0) and client.max_retries == 0
         return [m.id async for m in client.models.list()]
 

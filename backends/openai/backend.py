@@ -2,54 +2,38 @@
 
 The app stays a thin client: each turn resends the whole conversation (servers keep no
 history) with media inlined as data: URLs (the server can't read this machine's files).
-Speech comes back in one of two wire shapes, both parsed here:
+This module holds the turn; its neighbours hold the rest:
 
-- vLLM-Omni: chunks carry a top-level ``"modality": "audio"`` and a base64 WAV of the newest
-  audio in ``choices[0].delta.content``; such chunks may say ``finish_reason: "stop"``
-  before the text is done, so only the end of the stream ends the turn.
-- SGLang-Omni: ``choices[0].delta.audio = {"id", "data"}`` with a base64 WAV (or raw PCM16).
+- ``options``: ``OpenAIOptions``, what the backend is told.
+- ``client``: the openai client of each event loop, and its errors as the user's messages.
+- ``payloads``: a ``ChatRequest`` as chat messages and a request body, and the cache of files' data: URLs.
+- ``wire``: the streamed reply read into events, in either speech wire shape (vLLM-Omni, SGLang-Omni).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
-import mimetypes
-import os
-import threading
 import time
-import weakref
-from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import AsyncIterator, Literal
-
-import numpy as np
+from dataclasses import replace
+from typing import AsyncIterator
 
 import media
 from backends.base import Backend, BackendInfo, CheckpointKind
-from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Event, Metrics, Notice, ReasoningDelta
+from backends.events import Done, Error, Event, Notice
+from backends.openai.client import LoopClients, error_for, first_model, kept, over_context, server_message
+from backends.openai.options import OpenAIOptions
+from backends.openai.payloads import Payloads
+from backends.openai.wire import StreamedReply
 from backends.reasoning import ReasoningSplitter
-from backends.request import ChatRequest, MediaPart, TextPart
+from backends.request import ChatRequest
 from backends.tokens import TokenDelta
 from messages import Message
 
 log = logging.getLogger(__name__)
 
-QWEN3_OMNI_SPEAKERS = ("Ethan", "Chelsie", "Aiden")
-"""The voices of Qwen3-Omni-30B-A3B-Instruct (a server doesn't list them)."""
-
 TEXT_ONLY = Message("server.text_only")
 NO_SPEECH_NOTE = str(TEXT_ONLY)
-
-
-class ServerError(RuntimeError):
-    """The server can't be used (unreachable at start, no model); ``msg`` says what to do."""
-
-    def __init__(self, msg: Message):
-        super().__init__(str(msg))
-        self.msg = msg
 
 
 class ServerFailure(RuntimeError):
@@ -60,34 +44,6 @@ class ServerFailure(RuntimeError):
         self.error = error
 
 
-@dataclass(frozen=True)
-class OpenAIOptions:
-    api_base: str = "http://127.0.0.1:8000/v1"
-    api_key: str | None = None
-    """Else $OPENAI_API_KEY, else "EMPTY" (vLLM needs none unless started with --api-key)."""
-    model: str | None = None
-    """Else the first model the server lists at GET /v1/models."""
-    speech: Literal["auto", "on", "off"] = "auto"
-    """auto: ask for speech, fall back to text (with a note) if the server sends none."""
-    speakers: tuple[str, ...] = QWEN3_OMNI_SPEAKERS
-    video_audio: Literal["auto", "processor", "separate"] = "auto"
-    """How a video's sound reaches the model: "processor" sets mm_processor_kwargs.use_audio_in_video;
-    "separate" sends the sound track as its own audio part; "auto" tries the first and falls back to the
-    second if the server refuses per-request processor settings (`vllm serve` does, unless started
-    with --trust-request-mm-kwargs)."""
-    kind: CheckpointKind | None = None
-    """Else guessed from the model name ("Thinking" reasons, "Captioner" captions)."""
-    timeout_s: float = 600.0
-    """Longest silence between two streamed chunks."""
-    connect_timeout_s: float = 10.0
-    max_concurrency: int = 8
-    """Requests the app sends at once; the server batches them."""
-    media_cache_mb: int = 512
-    """Keeps the data: URLs of recent files (resent every turn) up to this many MB in all; a larger file is
-    encoded again each turn."""
-    media_limits: media.MediaLimits = media.DEFAULT_LIMITS
-
-
 class OpenAIBackend(Backend):
     """Example::
 
@@ -96,23 +52,12 @@ class OpenAIBackend(Backend):
     """
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
-        import openai
-
         self.options = options
-        api_key = options.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        # Only openai's own types go to its client: its http library is its business, and changes under us.
-        timeout = openai.Timeout(options.timeout_s, connect=options.connect_timeout_s)
-        # No retries: a retried chat stream would repeat a reply, and errors should show at once.
-        self._client_settings = {"base_url": options.api_base, "api_key": api_key, "timeout": timeout,
-                                 "max_retries": 0}
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> AsyncOpenAI
-        model = options.model or _first_model(options.api_base, api_key, options.connect_timeout_s)
+        self._clients = LoopClients(options)
+        model = options.model or first_model(options)
         self.model = model
         self._server_speaks = options.speech != "off"
-        self._video_audio = "separate" if options.video_audio == "separate" else "processor"
-        self._encoded: OrderedDict[tuple, str] = OrderedDict()  # data: URLs of recent files, resent each turn
-        self._encoded_bytes = 0
-        self._encoded_lock = threading.Lock()  # turns build their messages in worker threads, at once
+        self._payloads = Payloads(options, model)
         self.info = BackendInfo(
             backend="openai",
             model=f"{model} @ {options.api_base}",
@@ -133,7 +78,7 @@ class OpenAIBackend(Backend):
             yield Done("error")
             return
         want_audio = request.return_audio and self.info.can_speak and self._server_speaks
-        reply = _Reply(ReasoningSplitter(self.info.reasons))
+        reply = StreamedReply(ReasoningSplitter(self.info.reasons))
         stream = None
         try:
             stream, want_audio, notes = await self._open(request, messages, want_audio)
@@ -143,7 +88,7 @@ class OpenAIBackend(Backend):
                 for event in reply.read(chunk):
                     yield event
         except Exception as err:
-            failure = self._failure(err, reply_started=stream is not None, has_text=bool(reply.text))
+            failure = error_for(err, self.options, reply_started=stream is not None, has_text=bool(reply.text))
             if failure is None:
                 raise
             yield failure
@@ -155,7 +100,7 @@ class OpenAIBackend(Backend):
         for event in reply.flush():
             yield event
         if reply.finish_reason is None:  # the body ended without a finish (SGLang-Omni on a crash)
-            yield Error(Message("server.ended_early", {"kept": _kept(bool(reply.text))}), "generation")
+            yield Error(Message("server.ended_early", {"kept": kept(bool(reply.text))}), "generation")
             yield Done("error")
             return
         if want_audio and not reply.audio_samples and self.options.speech == "auto" and reply.text:
@@ -188,17 +133,13 @@ class OpenAIBackend(Backend):
                     text_seen = text_seen or bool(text)
                     yield TokenDelta(text, list(ids), prompt_tokens, choice.finish_reason)
         except Exception as err:
-            failure = self._failure(err, reply_started=stream is not None, has_text=text_seen)
+            failure = error_for(err, self.options, reply_started=stream is not None, has_text=text_seen)
             if failure is None:
                 raise
             raise ServerFailure(failure) from err
         finally:
             if stream is not None:
                 await stream.close()
-
-    @property
-    def device(self) -> str:
-        return f"server {self.options.api_base}"
 
     async def _open(self, request: ChatRequest, messages: list[dict], want_audio: bool, extra: dict | None = None):
         """Start the streamed completion, adapting once to what a server refuses.
@@ -210,22 +151,20 @@ class OpenAIBackend(Backend):
         notes: list[Event] = []
         dropped = 0
         while True:
-            body = self._body(request, messages, want_audio)
-            if extra:
-                body["extra_body"] = {**body.get("extra_body", {}), **extra}
+            body = self._payloads.body(request, messages, want_audio, extra)
             try:
-                return await self._client().chat.completions.create(**body), want_audio, notes
+                return await self._clients.current().chat.completions.create(**body), want_audio, notes
             except openai.BadRequestError as err:
-                refused = _server_message(err).lower()
+                refused = server_message(err).lower()
                 if want_audio and self.options.speech == "auto" and "modalit" in refused:
                     self._server_speaks = want_audio = False  # a text-only server refusing the audio request
                     notes.append(Error(TEXT_ONLY, "speech"))
-                elif "mm_processor_kwargs" in refused and self._video_audio == "processor" \
+                elif "mm_processor_kwargs" in refused and self._payloads.video_audio == "processor" \
                         and self.options.video_audio == "auto":
                     log.warning("the server refuses mm_processor_kwargs: sending videos' sound as audio parts")
-                    self._video_audio = "separate"
+                    self._payloads.video_audio = "separate"
                     messages = await self._messages_off_loop(request)
-                elif _over_context(refused) and (later := _second_user_turn(request)) is not None:
+                elif over_context(refused) and (later := _second_user_turn(request)) is not None:
                     # We don't hold the server's tokenizer: the server is the judge of what fits.
                     dropped += later
                     request = replace(request, turns=request.turns[later:])
@@ -235,239 +174,10 @@ class OpenAIBackend(Backend):
                 else:
                     raise
 
-    def _failure(self, err: Exception, *, reply_started: bool, has_text: bool) -> Error | None:
-        """The user's message for what went wrong with the server; None for anything else."""
-        import openai
-
-        if isinstance(err, openai.APITimeoutError):
-            return Error(Message("server.timed_out", {"seconds": f"{self.options.timeout_s:.0f}",
-                                                      "kept": _kept(has_text)}), "backend")
-        if isinstance(err, openai.APIConnectionError):  # openai wraps its http library's errors, mid-stream too
-            if not reply_started:
-                return Error(Message("server.unreachable", {"url": self.options.api_base, "cause": _cause(err)}),
-                             "backend")
-            return Error(Message("server.broke", {"cause": _cause(err), "kept": _kept(has_text)}), "generation")
-        if isinstance(err, openai.APIStatusError):
-            code = "server.refused" if err.status_code < 500 else "server.failed"
-            return Error(Message(code, {"status": err.status_code, "cause": _server_message(err)}), "backend")
-        if isinstance(err, openai.APIError):  # an error event inside the stream
-            return Error(Message("server.error_mid_reply", {"cause": _server_message(err), "kept": _kept(has_text)}),
-                         "generation")
-        return None
-
-    def _client(self):
-        """The AsyncOpenAI client of the running event loop (its connection pool belongs to one loop)."""
-        import openai
-
-        loop = asyncio.get_running_loop()
-        if loop not in self._clients:
-            self._clients[loop] = openai.AsyncOpenAI(**self._client_settings)
-        return self._clients[loop]
-
-    def _body(self, request: ChatRequest, messages: list[dict], want_audio: bool) -> dict:
-        sampling = request.sampling
-        extra: dict = {}
-        body: dict = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": max(sampling.temperature, 0.0),
-        }
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        if not sampling.greedy:
-            body["top_p"] = sampling.top_p
-            extra["top_k"] = sampling.top_k
-        if want_audio:
-            body["modalities"] = ["text", "audio"]
-            # vLLM-Omni reads the voice from a top-level "speaker" (lower case).
-            extra["speaker"] = (request.speaker or self.options.speakers[0]).lower()
-        elif self.options.speech != "off":
-            body["modalities"] = ["text"]  # vLLM-Omni would otherwise speak by default
-        if self._sends_video_with_sound(request):
-            extra["mm_processor_kwargs"] = {"use_audio_in_video": True}
-        if extra:
-            body["extra_body"] = extra
-        return body
-
-    def _sends_video_with_sound(self, request: ChatRequest) -> bool:
-        has_video = any(p.kind == "video" for t in request.turns if t.role == "user" for p in t.media)
-        return has_video and request.use_audio_in_video and self._video_audio == "processor"
-
     async def _messages_off_loop(self, request: ChatRequest) -> list[dict]:
-        """``_messages`` in a worker thread: decoding and base64-encoding a file can take seconds, which on the
-        event loop would freeze every other user's stream."""
-        return await asyncio.to_thread(self._messages, request)
-
-    def _messages(self, request: ChatRequest) -> list[dict]:
-        messages: list[dict] = []
-        if request.system_prompt.strip():
-            messages.append({"role": "system", "content": request.system_prompt})
-        for turn in request.turns:
-            if turn.role == "assistant":  # the model conditions on its own text, not its past speech
-                messages.append({"role": "assistant", "content": turn.text})
-                continue
-            content: list[dict] = []
-            for part in turn.parts:
-                if isinstance(part, TextPart):
-                    if part.text:
-                        content.append({"type": "text", "text": part.text})
-                else:
-                    content.extend(self._media_content(part, request.use_audio_in_video))
-            messages.append({"role": "user", "content": content})
-        return messages
-
-    def _media_content(self, part: MediaPart, use_audio_in_video: bool) -> list[dict]:
-        limits = self.options.media_limits
-        if part.kind == "image":
-            url = self._cached(part, lambda: _image_url(part.path, limits))
-            return [{"type": "image_url", "image_url": {"url": url}}]
-        if part.kind == "audio":
-            # Decoded and re-encoded as 16 kHz WAV: validated here, any input format works, and smaller.
-            url = self._cached(part, lambda: _wav_url(media.load_audio(part.path, limits), media.INPUT_SAMPLE_RATE))
-            return [{"type": "audio_url", "audio_url": {"url": url}}]
-        url = self._cached(part, lambda: _video_url(part.path, limits))
-        content = [{"type": "video_url", "video_url": {"url": url}}]
-        if use_audio_in_video and self._video_audio == "separate":
-            sound = self._cached(part, lambda: _video_sound_url(part.path, limits), suffix="sound")
-            if sound:  # a silent video sends no sound part
-                content.append({"type": "audio_url", "audio_url": {"url": sound}})
-        return content
-
-    def _cached(self, part: MediaPart, encode, suffix: str = "") -> str:
-        """The file's data: URL, kept while the most recently used ones fit ``media_cache_mb`` (a URL is ASCII:
-        one byte a character)."""
-        stat = os.stat(part.path) if os.path.exists(part.path) else None
-        key = (part.path, suffix, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
-        with self._encoded_lock:
-            if key in self._encoded:
-                self._encoded.move_to_end(key)
-                return self._encoded[key]
-        url = encode()  # outside the lock: other turns' files needn't wait for this one
-        budget = self.options.media_cache_mb << 20
-        with self._encoded_lock:
-            if key not in self._encoded and len(url) <= budget:
-                self._encoded[key] = url
-                self._encoded_bytes += len(url)
-                while self._encoded_bytes > budget:
-                    self._encoded_bytes -= len(self._encoded.popitem(last=False)[1])
-        return url
-
-
-class _Reply:
-    """Turns streamed chunks of either wire shape into events, and keeps the tallies."""
-
-    def __init__(self, splitter: ReasoningSplitter):
-        self.splitter = splitter
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.text_chunks = 0
-        self.audio_samples = 0
-        self.usage = None
-        self.first_text_at: float | None = None
-        self.last_text_at: float | None = None
-        self.first_audio_at: float | None = None
-
-    def read(self, chunk) -> list[Event]:
-        events: list[Event] = []
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        is_audio_chunk = getattr(chunk, "modality", None) == "audio"  # vLLM-Omni
-        for choice in chunk.choices:
-            delta = choice.delta
-            extra = delta.model_extra or {}
-            if is_audio_chunk:
-                if delta.content:
-                    events.append(self._audio(delta.content))
-                continue  # its finish_reason may come before the text is done
-            audio = getattr(delta, "audio", None) or extra.get("audio")  # SGLang-Omni
-            audio_data = audio.get("data") if isinstance(audio, dict) else getattr(audio, "data", None)
-            if audio_data:
-                events.append(self._audio(audio_data))
-            # A server-side reasoning parser (vLLM --reasoning-parser) sends the thinking apart.
-            reasoning = getattr(delta, "reasoning", None) or extra.get("reasoning") or extra.get("reasoning_content")
-            if reasoning:
-                self._text_arrived()
-                events.append(ReasoningDelta(reasoning))
-            if delta.content:
-                self._text_arrived()
-                self.text += delta.content
-                events.extend(self.splitter.feed(delta.content))
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-        return events
-
-    def flush(self) -> list[Event]:
-        return self.splitter.flush()
-
-    def _text_arrived(self) -> None:
-        now = time.perf_counter()
-        self.first_text_at = self.first_text_at or now
-        self.last_text_at = now
-        self.text_chunks += 1
-
-    def _audio(self, data: str) -> AudioChunk:
-        samples = decode_audio(data)
-        self.first_audio_at = self.first_audio_at or time.perf_counter()
-        self.audio_samples += samples.size
-        return AudioChunk(samples)
-
-    def metrics(self, started: float) -> Metrics:
-        tokens = self.usage.completion_tokens if self.usage and self.usage.completion_tokens else self.text_chunks
-        decode_s = (self.last_text_at or 0) - (self.first_text_at or 0)
-        return Metrics(
-            time_to_first_token_s=None if self.first_text_at is None else self.first_text_at - started,
-            prompt_tokens=self.usage.prompt_tokens if self.usage else 0,
-            output_tokens=tokens,
-            tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
-            time_to_first_audio_s=None if self.first_audio_at is None else self.first_audio_at - started,
-            audio_seconds=self.audio_samples / OUTPUT_SAMPLE_RATE,
-            total_s=time.perf_counter() - started,
-        )
-
-
-def decode_audio(data: str) -> np.ndarray:
-    """A streamed audio chunk (base64 WAV with its own header, or raw PCM16 at 24 kHz) → float32 at 24 kHz."""
-    import soundfile
-
-    raw = base64.b64decode(data)
-    if raw[:4] == b"RIFF":
-        samples, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-        return media.resample(samples.mean(axis=1), rate, OUTPUT_SAMPLE_RATE)
-    return np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
-
-
-def _data_url(mime: str, payload: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
-
-
-def _wav_url(samples: np.ndarray, rate: int) -> str:
-    import soundfile
-
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return _data_url("audio/wav", buffer.getvalue())
-
-
-def _image_url(path: str, limits: media.MediaLimits) -> str:
-    image = media.load_image(path, limits)  # validates, and bounds the size sent
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return _data_url("image/png", buffer.getvalue())
-
-
-def _video_url(path: str, limits: media.MediaLimits) -> str:
-    media.check_video(path, limits)
-    mime = mimetypes.guess_type(path)[0] or "video/mp4"
-    with open(path, "rb") as file:
-        return _data_url(mime, file.read())
-
-
-def _video_sound_url(path: str, limits: media.MediaLimits) -> str:
-    sound = media.video_sound_track(path, limits)
-    return "" if sound is None else _wav_url(sound, media.INPUT_SAMPLE_RATE)
+        """``Payloads.messages`` in a worker thread: decoding and base64-encoding a file can take seconds, which on
+        the event loop would freeze every other user's stream."""
+        return await asyncio.to_thread(self._payloads.messages, request)
 
 
 def _kind_from_name(model: str) -> CheckpointKind:
@@ -475,54 +185,6 @@ def _kind_from_name(model: str) -> CheckpointKind:
     if "caption" in name:
         return "captioner"
     return "thinking" if "thinking" in name else "instruct"
-
-
-def _first_model(api_base: str, api_key: str, timeout_s: float) -> str:
-    import openai
-
-    client = openai.OpenAI(base_url=api_base, api_key=api_key, timeout=timeout_s, max_retries=0)
-    try:
-        models = client.models.list().data
-    except openai.APIConnectionError as err:
-        raise ServerError(Message("server.unreachable_at_start", {"url": api_base, "cause": _cause(err)})) from err
-    except openai.APIStatusError as err:
-        raise ServerError(Message("server.models_refused", {"url": api_base, "status": err.status_code,
-                                                            "cause": _server_message(err)})) from err
-    finally:
-        client.close()
-    if not models:
-        raise ServerError(Message("server.no_model", {"url": api_base}))
-    return models[0].id
-
-
-def _server_message(err) -> str:
-    """The server's own words: OpenAI-style {"error": {"message"}}, vLLM's flat {"message"}, FastAPI's {"detail"}."""
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            for key in ("message", "detail"):
-                if inner.get(key):
-                    return str(inner[key])
-        if isinstance(inner, str):
-            return inner
-    return getattr(err, "message", None) or str(err)
-
-
-def _cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err) or err.__class__.__name__
-
-
-def _kept(has_text: bool) -> Message:
-    return Message("reply.text_kept" if has_text else "reply.nothing")
-
-
-def _over_context(refusal: str) -> bool:
-    """A server's "the prompt is too long" (vLLM, SGLang and OpenAI word it differently)."""
-    return any(words in refusal for words in ("context length", "maximum model length", "context window",
-                                               "prompt is too long", "too many tokens"))
 
 
 def _second_user_turn(request: ChatRequest) -> int | None:
