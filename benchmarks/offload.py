@@ -38,7 +38,8 @@ def main() -> None:
     from accelerate import dispatch_model, infer_auto_device_map
 
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend, TransformersOptions, _memory_caps
+    from backends.transformers.backend import TransformersBackend, _memory_caps
+    from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     model, processor = full_size_model(tiny_path)

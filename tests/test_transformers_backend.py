@@ -210,7 +210,8 @@ def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkp
 
 
 def test_weight_loading_reports_its_progress(tiny_cache):
-    from backends.transformers.backend import TransformersOptions, load_model, weight_loading_progress
+    from backends.transformers.backend import load_model, weight_loading_progress
+    from backends.transformers.options import TransformersOptions
 
     reports: list[tuple[int, int]] = []
     with weight_loading_progress(lambda done, total: reports.append((done, total))):

@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from backends.checkpoints import resolve_checkpoint
 from backends.events import Metrics, TextDelta
 from backends.hybrid.backend import HybridBackend
-from backends.transformers.backend import TransformersOptions
+from backends.transformers.options import TransformersOptions
 from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
