@@ -49,7 +49,8 @@ def measure(variant: str, full_size: bool) -> dict:
     from backends.request import ChatRequest, MediaPart, Sampling, Turn
     from backends.transformers.speech import TextFeed
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend, load_model
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import load_model
     from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")

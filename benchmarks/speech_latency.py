@@ -115,7 +115,8 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
 def tiny_backends(device: str = "cpu") -> dict:
     """Eager and compiled backends around one tiny model (``compile="on"``: inductor even on the CPU)."""
     from backends.checkpoints import resolve_checkpoint
-    from backends.transformers.backend import TransformersBackend, load_model
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import load_model
     from backends.transformers.options import TransformersOptions
 
     checkpoint = resolve_checkpoint("tiny")

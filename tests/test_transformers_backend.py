@@ -16,7 +16,7 @@ from backends.checkpoints import Checkpoint, resolve_checkpoint
 from backends.events import AudioChunk, Done, Error, Metrics, Notice, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.transformers.talker_decoder import TalkerDecoder
-from backends.transformers.backend import CheckpointError
+from backends.transformers.loading import CheckpointError
 from tests.streams import collect, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
@@ -210,7 +210,7 @@ def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkp
 
 
 def test_weight_loading_reports_its_progress(tiny_cache):
-    from backends.transformers.backend import load_model, weight_loading_progress
+    from backends.transformers.loading import load_model, weight_loading_progress
     from backends.transformers.options import TransformersOptions
 
     reports: list[tuple[int, int]] = []

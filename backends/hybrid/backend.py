@@ -27,7 +27,8 @@ from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.transformers.speech import TextFeed, capture_prompt_hidden
-from backends.transformers.backend import COMPILING_TALKER, TransformersBackend, load_model
+from backends.transformers.backend import COMPILING_TALKER, TransformersBackend
+from backends.transformers.loading import load_model
 from backends.transformers.options import TransformersOptions
 from backends.openai.backend import OpenAIBackend, OpenAIOptions, ServerFailure
 from backends.tokens import TextReply

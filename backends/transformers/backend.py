@@ -26,6 +26,7 @@ from backends.transformers.encoder_cache import EncoderCache
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
 from backends.transformers.encoder_graphs import EncoderGraphs
 from backends.transformers.kernels.fused_projections import fuse_attention_projections
+from backends.transformers.loading import device_label, expected_device, load_model, model_config, weight_loading_progress
 from backends.transformers.options import TransformersOptions
 from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
@@ -83,10 +84,6 @@ def warm_up_clause(line: str) -> Message:
     return verbatim(line.rstrip("…").lower())
 
 
-class CheckpointError(RuntimeError):
-    """The checkpoint can't be served (e.g. weights missing): refuse rather than speak noise."""
-
-
 class TransformersBackend(Backend):
     """Example::
 
@@ -120,7 +117,7 @@ class TransformersBackend(Backend):
             backend="transformers",
             model=checkpoint.name,
             kind=detect_kind(checkpoint, config),
-            device=_expected_device(options),
+            device=expected_device(options),
             speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
         )
@@ -176,7 +173,7 @@ class TransformersBackend(Backend):
                 # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
                 self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
                     options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
-        self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
+        self.info = replace(self.info, device=device_label(str(next(self.model.thinker.parameters()).device)))
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
@@ -446,92 +443,6 @@ class TransformersBackend(Backend):
         _free_accelerator_memory()
 
 
-def model_config(checkpoint: Checkpoint, options: TransformersOptions):
-    """The checkpoint's config as ``load_model`` builds the model from it."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(checkpoint.path)
-    if not options.audio_output:
-        config.enable_audio_output = False  # the talker is never built: its weights are skipped
-    return config
-
-
-def _on_gpu(options: TransformersOptions) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
-
-
-def _expected_device(options: TransformersOptions) -> str:
-    """Where ``load_model`` will put the model (shown before the weights are in)."""
-    if not _on_gpu(options):
-        return "cpu"
-    return _device_label(options.device if options.device.startswith("cuda:") else "cuda:0")
-
-
-def _device_label(device: str) -> str:
-    """``device`` for the header: a GPU with its name."""
-    import torch
-
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else device
-
-
-@contextlib.contextmanager
-def weight_loading_progress(report: Callable[[int, int], None]):
-    """Calls ``report(done, total)`` as transformers loads the weights (its "Loading weights" bar).
-
-    Wraps the progress bar of ``transformers.core_model_loading`` (5.x); if a later version moves it,
-    loading still works, only without a percentage.
-    """
-    try:
-        from transformers import core_model_loading
-        bar = core_model_loading.tqdm
-    except (ImportError, AttributeError):
-        yield
-        return
-
-    def reporting_bar(iterable=None, *args, **kwargs):
-        total = kwargs.get("total") or (len(iterable) if hasattr(iterable, "__len__") else 0)
-        for done, item in enumerate(bar(iterable, *args, **kwargs)):
-            if total:
-                report(done, total)
-            yield item
-
-    core_model_loading.tqdm = reporting_bar
-    try:
-        yield
-    finally:
-        core_model_loading.tqdm = bar
-
-
-def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_layers: int | None = None):
-    """``(model, processor)``; ``thinker_layers`` builds only that many thinker layers (the rest is skipped)."""
-    import torch
-    from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
-
-    on_gpu = _on_gpu(options)
-    config = model_config(checkpoint, options)
-    if thinker_layers is not None:
-        config.thinker_config.text_config.num_hidden_layers = thinker_layers
-    load_kwargs = {
-        "config": config,
-        "dtype": torch.bfloat16 if on_gpu else torch.float32,
-        "attn_implementation": _attention(options.attn_implementation, on_gpu),
-        "output_loading_info": True,
-    }
-    if on_gpu:  # "auto" spreads the model over every GPU; "cuda:N" keeps it on one
-        load_kwargs["device_map"] = {"": options.device} if options.device.startswith("cuda:") else "auto"
-        if options.max_gpu_memory_gib:
-            load_kwargs.update(device_map="auto", max_memory=_memory_caps(options.max_gpu_memory_gib))
-    model, loading = Qwen3OmniMoeForConditionalGeneration.from_pretrained(checkpoint.path, **load_kwargs)
-    missing = sorted(loading.get("missing_keys", ()))
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
-    model.eval()
-    return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
-
-
 def _smaller_cublas_workspaces() -> None:
     """CUBLAS_WORKSPACE's size for every cuBLAS workspace made from now on, unless the user set
     CUBLAS_WORKSPACE_CONFIG: through PyTorch's setter where it has one (nothing for vLLM's processes or
@@ -545,29 +456,6 @@ def _smaller_cublas_workspaces() -> None:
         setter(CUBLAS_WORKSPACE_BYTES)
     else:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-
-
-def _memory_caps(gib_per_gpu: float) -> dict:
-    """accelerate's ``max_memory``: this much on each GPU, the rest in CPU memory (leaving 8 GiB to the system)."""
-    import torch
-
-    caps: dict = {index: f"{gib_per_gpu}GiB" for index in range(torch.cuda.device_count())}
-    system_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    caps["cpu"] = f"{max(1, system_gib - 8):.0f}GiB"
-    return caps
-
-
-def _attention(requested: str, on_gpu: bool) -> str:
-    if requested != "auto":
-        return requested
-    if on_gpu:
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
 
 
 def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threading.Event) -> str:
