@@ -187,7 +187,7 @@ def test_loading_in_the_background_serves_the_page_at_once_and_answers_once_load
     monkeypatch.setattr(transformers_backend, "load_model", held_load)
     with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=1.0,
                        load_in_background=True) as backend:
-        assert backend.model is None and backend.warming_up.startswith("Loading the model's weights")
+        assert backend.model is None and backend.warming_up.code == "warm_up.loading_weights"
         assert backend.info.can_speak and backend.info.kind == "instruct"  # from the config alone
         turn = ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY)
         threading.Timer(0.5, release.set).start()

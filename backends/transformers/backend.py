@@ -36,7 +36,7 @@ from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup,
 from backends.transformers.talker_decoder import TalkerDecoder
 from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
 from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
-from messages import Message, verbatim
+from messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +58,16 @@ decode step's products, one token wide, need a few KiB."""
 OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections", "_stock_encoders")
 """The backend's attributes that put transformers' own back while ours serve (each None when not)."""
 
-LOADING_WEIGHTS = "Loading the model's weights…"
-WAITING_TO_COMPILE = "Waiting to compile the model…"
-COMPILING_TALKER = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
-COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about 2 minutes)…"
-"""Warm-up progress for the header (ui/i18n.py translates these texts and every ``loading_line``)."""
+LOADING_WEIGHTS = Message("warm_up.loading_weights")
+WAITING_TO_COMPILE = Message("warm_up.waiting_to_compile")
+COMPILING_TALKER = Message("warm_up.compiling_talker")
+COMPILING_THINKER = Message("warm_up.compiling_thinker")
+"""Warm-up progress: the header shows it (``Backend.warming_up``), and a turn that waits on it says it."""
 
 
-def loading_line(share: float) -> str:
-    """The loading progress in 10 % steps: few enough texts to translate, fine enough for minutes of loading."""
-    return f"{LOADING_WEIGHTS} {10 * int(10 * share)} %"
-
-
-_WARM_UP_CLAUSES = {LOADING_WEIGHTS: "warm_up.loading_weights", WAITING_TO_COMPILE: "warm_up.waiting_to_compile",
-                    COMPILING_TALKER: "warm_up.compiling_talker", COMPILING_THINKER: "warm_up.compiling_thinker"}
-
-
-def warm_up_clause(line: str) -> Message:
-    """What the warming-up notice says the engine is doing, for the header's ``line``."""
-    if line in _WARM_UP_CLAUSES:
-        return Message(_WARM_UP_CLAUSES[line])
-    percent = line.removeprefix(f"{LOADING_WEIGHTS} ").removesuffix(" %")
-    if line.startswith(LOADING_WEIGHTS) and percent.isdigit():  # a loading_line
-        return Message("warm_up.loading_weights_percent", {"percent": percent})
-    return verbatim(line.rstrip("…").lower())
+def loading_progress(share: float) -> Message:
+    """The loading progress in 10 % steps: the header is read once a second, and loading takes minutes."""
+    return Message("warm_up.loading_weights_percent", {"percent": 10 * int(10 * share)})
 
 
 class TransformersBackend(Backend):
@@ -177,7 +163,7 @@ class TransformersBackend(Backend):
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
-            self.warming_up = loading_line(done / total)
+            self.warming_up = loading_progress(done / total)
             self.engine.progressed()
 
         started = time.perf_counter()
@@ -195,7 +181,7 @@ class TransformersBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         if self.warming_up and self.engine.health() is None:
-            yield Notice(Message("engine.warming_up", {"what": warm_up_clause(self.warming_up)}))
+            yield Notice(Message("engine.warming_up", {"what": self.warming_up}))
         async for event in self.engine.stream(functools.partial(self._run, request),
                                               patient=lambda: bool(self.warming_up)):
             yield event
@@ -432,10 +418,10 @@ class TransformersBackend(Backend):
             self.encoder_graphs = None  # their buffers and graphs go too
         return restored
 
-    def _progress(self, message: str) -> None:
+    def _progress(self, message: Message) -> None:
         self.warming_up = message
         self.engine.progressed()
-        log.info(message)
+        log.info("%s", message)
 
     def close(self) -> None:
         self.engine.stop()
