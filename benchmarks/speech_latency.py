@@ -691,7 +691,8 @@ def main() -> None:
 
     logging.basicConfig(format="  %(message)s")
     for name in ("backends.transformers.backend", "backends.transformers.thinker_decoder",  # warm-up progress,
-                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs"):  # graph memory
+                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs",  # graph memory
+                 "backends.transformers.model"):
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
         for name in ("backends.transformers.speech", "backends.transformers.thinker_decoder",  # first token, audio

@@ -237,7 +237,7 @@ class HybridBackend(Backend):
         if isinstance(self.text_source, VLLMEngine):
             return self.text_source.fit(request)
         talker = self.talker.backend
-        prompt, _, notes = fit_to_context(request, talker._count_tokens, talker.context_tokens, self.media_limits)
+        prompt, _, notes = fit_to_context(request, talker.count_tokens, talker.context_tokens, self.media_limits)
         return prompt, notes
 
     async def _text(self, request: ChatRequest, prompt: PromptInputs, reply: TextReply, feed: TextFeed,

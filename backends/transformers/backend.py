@@ -1,6 +1,7 @@
 """Qwen3-Omni in this process through transformers: the stock path that can speak.
 
-The model runs in one worker thread (``generate`` blocks; backends/transformers/engine_thread.py); events
+The model and what serves it are an ``OmniModel`` (model.py); this engine adds the reply job. The model runs
+in one worker thread (``generate`` blocks; backends/transformers/engine_thread.py); events
 cross into asyncio through a queue filled with ``loop.call_soon_threadsafe``, and a turn
 waiting on a dead or stuck thread gets an error instead of waiting forever. A ``threading.Event`` checked
 by stopping criteria on both the thinker and the talker is how closing the stream
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import functools
-import os
 import threading
 import time
 from dataclasses import replace
@@ -21,42 +21,20 @@ from typing import AsyncIterator, Callable
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.transformers.encoder_cache import EncoderCache
+from backends.conversation import fit_to_context
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
-from backends.transformers.encoder_graphs import EncoderGraphs
-from backends.transformers.kernels.fused_projections import fuse_attention_projections
-from backends.transformers.loading import device_label, expected_device, load_model, model_config, weight_loading_progress
+from backends.transformers.loading import expected_device, load_model, model_config, weight_loading_progress
+from backends.transformers.model import OmniModel, free_accelerator_memory
 from backends.transformers.options import TransformersOptions
 from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
-from backends.transformers.talker_decoder import TalkerDecoder
-from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
-from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
+from backends.transformers.speech import SpeechRun, TextFeed
+from backends.transformers.thinker_decoder import ThinkerSampling
 from messages import Message
 
 log = logging.getLogger(__name__)
-
-FRAMES_PER_SECOND = 12.5
-"""One talker step is one 80 ms codec frame."""
-TALKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
-"""The talker's prompt passes captured when compiling: a turn's prompt (its user turns, media included,
-and the assistant's header) runs in the shortest that holds it; a longer one runs eagerly."""
-THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
-"""Likewise for the thinker's text model, per cache (those shorter than the cache)."""
-
-
-CUBLAS_WORKSPACE = ":4096:2:16:8"
-CUBLAS_WORKSPACE_BYTES = (4096 * 2 + 16 * 8) * 1024
-"""cuBLAS's workspace per stream: 8 MiB, PyTorch's default before Hopper, instead of its 32 MiB on Hopper. The
-compiled path keeps one per capture stream and thread (about ten, so 0.2 GB less at the same peak), and a
-decode step's products, one token wide, need a few KiB."""
-
-OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections", "_stock_encoders")
-"""The backend's attributes that put transformers' own back while ours serve (each None when not)."""
 
 LOADING_WEIGHTS = Message("warm_up.loading_weights")
 WAITING_TO_COMPILE = Message("warm_up.waiting_to_compile")
@@ -70,8 +48,11 @@ def loading_progress(share: float) -> Message:
     return Message("warm_up.loading_weights_percent", {"percent": 10 * int(10 * share)})
 
 
-class TransformersBackend(Backend):
-    """Example::
+class TransformersBackend(OmniModel, Backend):
+    """The engine around an ``OmniModel``: it is one (tests and benchmarks reach its decoders and kernels as the
+    backend's), with the thread and the reply job added.
+
+    Example::
 
         backend = TransformersBackend(resolve_checkpoint("tiny"))
         async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),))): print(event)
@@ -80,21 +61,7 @@ class TransformersBackend(Backend):
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
-        self.checkpoint, self.options = checkpoint, options
-        self.model = self.processor = self.talker_decoder = self.vocoder = None
-        self.encoder_cache: EncoderCache | None = None
-        self.thinker_decoders: list[ThinkerDecoder] = []
-        """The compiled path's decoder (none: eager); a turn takes the first that holds it (benchmarks swap them)."""
-        self.compiled = False
-        self._stock_experts = None
-        """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
-        self._stock_attention = None
-        """Puts sdpa back in the thinker and talker while the decode-attention kernel serves them."""
-        self._stock_projections = None
-        """Puts transformers' attention forward (three projections) back while ours (one) serves."""
-        self._stock_encoders = None
-        """Puts transformers' encoders back while their padded, captured passes serve (encoder_graphs.py)."""
-        self.encoder_graphs: EncoderGraphs | None = None
+        super().__init__(checkpoint, options)
         self.load_error: Message | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -117,49 +84,10 @@ class TransformersBackend(Backend):
             self.engine.submit(self._load_in_background)
 
     def _load(self, loaded: tuple) -> None:
-        self.model, self.processor = loaded
-        if self.options.encoder_cache_mb > 0:
-            self.encoder_cache = EncoderCache.on(self.model.thinker, self.options.encoder_cache_mb << 20)
-        if self.model.has_talker:
-            # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
-            # thinker config has; without it audio + image/video input with speech crashes.
-            self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
-        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
-        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
-        options = self.options
-        self.compiled = not offloaded and (
-            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
+        self.take(loaded)
         if self.compiled:
-            if self.model.device.type == "cuda":  # before the first product: the kernel checks below
-                _smaller_cublas_workspaces()
-            talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
-            if options.fused_moe and self.model.device.type == "cuda":
-                from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
-
-                self._stock_experts = use_fused_decode_experts(self.model.thinker)
-            if options.decode_attention and self.model.device.type == "cuda":
-                from backends.transformers.kernels.decode_attention import use_decode_attention  # imports triton: GPUs only
-
-                self._stock_attention = use_decode_attention(self.model)
-            if options.fused_projections:
-                self._stock_projections = fuse_attention_projections(self.model)
-            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, options.static_cache_tokens,
-                                                    THINKER_PROMPT_LENGTHS, talker_layer)] \
-                if options.static_cache_tokens else []
             self.warming_up = WAITING_TO_COMPILE
-        if self.model.has_talker:
-            max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
-            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16,
-                                                TALKER_PROMPT_LENGTHS if self.compiled else ())
-            if self.compiled:
-                left_context = options.left_context_frames
-                if left_context is None:
-                    left_context = StreamingVocoder.default_left_context(self.model.code2wav)
-                # The first two chunks: the first sound, and the one due before it has played, when code2wav
-                # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
-                self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
-                    options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
-        self.info = replace(self.info, device=device_label(str(next(self.model.thinker.parameters()).device)))
+        self.info = replace(self.info, device=self.device_name)
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
@@ -205,7 +133,7 @@ class TransformersBackend(Backend):
 
         started = time.perf_counter()
         try:
-            _, inputs, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits)
+            _, inputs, notes = fit_to_context(request, self.count_tokens, self.context_tokens, self.options.media_limits)
         except media.MediaError as err:
             emit(Error(err.msg, "input"))
             return emit(Done("error"))
@@ -231,41 +159,6 @@ class TransformersBackend(Backend):
         streamer.flush()
         emit(self._metrics(streamer, started, prompt_tokens, speech))
         emit(Done(_finish_reason(streamer, request, stop)))
-
-    def speech_run(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float,
-                   feed: TextFeed | None = None) -> SpeechRun:
-        """The talker side of one reply; ``feed`` gets the reply's token ids (else the thinker's streamer fills it)."""
-        speaker = request.speaker or self.info.speakers[0]
-        if speaker.lower() not in self.info.speakers:
-            raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
-        options = self.options
-        sampling = TalkerSampling(
-            do_sample=options.talker_do_sample,
-            max_frames=max(1, int(options.max_speech_seconds * FRAMES_PER_SECOND)),
-            seed=request.sampling.seed,
-        )
-        vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
-                                   options.left_context_frames, decode=self.vocoder)
-        return SpeechRun(TalkerSetup(self.model, inputs, speaker, sampling, self.talker_decoder), vocoder, emit, stop,
-                         started, feed)
-
-    @property
-    def context_tokens(self) -> int:
-        return self.options.max_context_tokens or self.model.config.thinker_config.text_config.max_position_embeddings
-
-    def _count_tokens(self, prompt: PromptInputs) -> tuple[dict, int]:
-        inputs = self.encode(prompt)
-        return inputs, int(inputs["input_ids"].shape[1])
-
-    def encode(self, prompt: PromptInputs) -> dict:
-        """The model's inputs (token ids, features, grids) for a decoded conversation."""
-        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        inputs = run_processor(self.processor, text, prompt, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.model.thinker.device)
-        for key, value in inputs.items():  # features follow the model's dtype (bf16 on GPU)
-            if value.is_floating_point():
-                inputs[key] = value.to(self.model.thinker.dtype)
-        return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
     def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event,
                prompt_states: dict | None = None) -> None:
@@ -340,14 +233,9 @@ class TransformersBackend(Backend):
                 times.update(self.compile_talker())
             self._progress(COMPILING_THINKER)
             started = time.perf_counter()
-            for decoder in self.thinker_decoders:
-                decoder.compile()
-            if not all(d.compiled for d in self.thinker_decoders) and self._put_stock_back(OUR_KERNELS):
-                log.warning("the thinker did not compile with our kernels; again with transformers' own")
-                for decoder in self.thinker_decoders:
-                    decoder.compile()
+            self.compile_thinker()
             if self.options.encoder_graphs and self.thinker_decoders:
-                times["encoders_s"] = self._capture_encoders()
+                times["encoders_s"] = self.capture_encoders()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -357,66 +245,12 @@ class TransformersBackend(Backend):
                 raise RuntimeError("; ".join(failures))
             times["thinker_s"] = time.perf_counter() - started
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
-            _free_accelerator_memory()  # what compiling and capturing left cached, and no graph holds
+            free_accelerator_memory()  # what compiling and capturing left cached, and no graph holds
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
-            self.compiled, self.thinker_decoders = False, []
-            self._put_stock_back(OUR_KERNELS)  # one of our kernels may be what failed
+            self.run_thinker_eagerly()
         finally:
             self.warming_up = None
-
-    def _capture_encoders(self) -> float:
-        """The encoders' padded passes installed, and captured on a GPU; returns the seconds it took."""
-        import torch
-
-        started = time.perf_counter()
-        put_back = None
-        # They replay just before the thinker's prompt pass, on the same thread: one pool and stream for both.
-        decoder = self.thinker_decoders[-1]
-        before = torch.cuda.memory_allocated() if decoder.token_in.is_cuda else 0
-        try:
-            graphs = EncoderGraphs(self.model.thinker)
-            put_back = graphs.install()
-            graphs.capture(pool=decoder.prompt_pool, stream=decoder.capture_stream)
-        except Exception:
-            log.exception("capturing the encoders failed; they run eagerly (slower, same answers)")
-            if put_back is not None:
-                put_back()
-            return time.perf_counter() - started
-        self._stock_encoders, self.encoder_graphs = put_back, graphs
-        if before:
-            log.info("the encoders' captured passes hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
-        return time.perf_counter() - started
-
-    def compile_talker(self) -> dict:
-        """The talker's decode steps compiled and captured, then its prompt passes and code2wav's chunks
-        captured; returns seconds per stage."""
-        import torch
-
-        times = {"talker_s": self.talker_decoder.compile()}
-        if not self.talker_decoder.compiled and self._put_stock_back(("_stock_attention", "_stock_projections")):
-            log.warning("the talker did not compile with our attention kernel and projections; again with "
-                        "transformers' own (the thinker's too)")
-            times["talker_s"] += self.talker_decoder.compile()
-        if self.vocoder is not None:
-            before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
-            times["code2wav_s"] = self.vocoder.capture()
-            if before:
-                log.info("code2wav's captured chunks hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
-        return times
-
-    def _put_stock_back(self, kernels: tuple[str, ...]) -> bool:
-        """Put transformers' own back where ``kernels`` (of OUR_KERNELS) serve; returns whether any did."""
-        restored = False
-        for name in kernels:
-            put_back = getattr(self, name)
-            if put_back is not None:
-                put_back()
-                setattr(self, name, None)
-                restored = True
-        if self._stock_encoders is None:
-            self.encoder_graphs = None  # their buffers and graphs go too
-        return restored
 
     def _progress(self, message: Message) -> None:
         self.warming_up = message
@@ -425,39 +259,13 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         self.engine.stop()
-        self.model = None  # type: ignore[assignment]
-        _free_accelerator_memory()
-
-
-def _smaller_cublas_workspaces() -> None:
-    """CUBLAS_WORKSPACE's size for every cuBLAS workspace made from now on, unless the user set
-    CUBLAS_WORKSPACE_CONFIG: through PyTorch's setter where it has one (nothing for vLLM's processes or
-    deterministic mode to inherit), else through the variable, which PyTorch reads at its first product."""
-    import torch
-
-    if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
-        return
-    setter = getattr(torch._C, "_cuda_setCublasWorkspaceSize", None)
-    if setter is not None:
-        setter(CUBLAS_WORKSPACE_BYTES)
-    else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+        self.release()
 
 
 def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threading.Event) -> str:
     if stop.is_set():
         return "cancelled"
     return "length" if streamer.tokens >= request.sampling.max_new_tokens else "stop"
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class _StopOnEvent:
