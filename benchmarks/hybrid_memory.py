@@ -91,7 +91,7 @@ def measure(variant: str, full_size: bool) -> dict:
             result.update({"first audio s": measured["first_audio"], "speech s": measured["audio_s"]})
         else:
             talker = TalkerSide(checkpoint, options, loaded=loaded)
-            tokenizer = talker.backend.processor.tokenizer
+            tokenizer = talker.omni.processor.tokenizer
             ids = (tokenizer.encode("The picture shows a sunny beach and the sound is a person speaking. " * 8)
                    [: TEXT_TOKENS - 1] + [model.config.im_end_token_id])
             feed, chunks, stop = TextFeed(), [], threading.Event()

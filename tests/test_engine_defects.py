@@ -299,7 +299,7 @@ def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it
     try:
         waited, replies = asyncio.run(four_users_at_once())
     finally:
-        talker.backend.close()
+        talker.close()
     assert waited < 0.5, f"a worker thread came free only after {waited:.1f} s: waiting turns held them all"
     for events in replies:
         assert finish_of(events) == "stop" and audio_of(events).size and not errors_of(events)

@@ -99,7 +99,7 @@ def test_hybrid_with_its_text_from_the_server_speaks_stock_generates_codes(api_b
         assert hybrid.warming_up
         with traced_without_inductor():
             hybrid.warm_up()
-        assert hybrid.warming_up is None and hybrid.talker.backend.talker_decoder.compiled
+        assert hybrid.warming_up is None and hybrid.talker.omni.talker_decoder.compiled
     request = prompts(speech_path, image_path, video_path)[name]
     events = collect(hybrid, request)
     assert not errors_of(events) and finish_of(events) == "length"
