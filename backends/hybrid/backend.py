@@ -21,9 +21,9 @@ from typing import AsyncIterator
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
-from backends.conversation import PromptInputs, fit_to_context
+from backends.conversation import PromptInputs, fit_off_loop, fit_to_context
 from backends.transformers.engine_thread import EngineThread, EngineUnavailable
-from backends.events import Done, Error, Event, Notice
+from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.transformers.speech import TextFeed, capture_prompt_hidden
@@ -160,14 +160,11 @@ class HybridBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
-        try:
-            prompt, notes = await asyncio.to_thread(self._fit, request)
-        except media.MediaError as err:
-            yield Error(err.msg, "input")
-            yield Done("error")
+        prompt, opening = await fit_off_loop(self._fit, request)
+        for event in opening:
+            yield event
+        if prompt is None:
             return
-        for note in notes:
-            yield Notice(note)
         request = replace(request, turns=request.turns[prompt.first_turn:])  # a server gets the same turns
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
