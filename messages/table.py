@@ -60,7 +60,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "prompt.first_messages_and_file": ("the first {count} messages and their {files} file", "前 {count} 条消息及其 {files} 个文件"),
     "prompt.first_messages_and_files": ("the first {count} messages and their {files} files",
                                         "前 {count} 条消息及其 {files} 个文件"),
-    # Warming up (backends/transformers/backend.py, backends/hybrid/backend.py): a turn that waits on it, the header
+    # Warming up (the transformers and hybrid engines): said to a turn that waits, and in the header (ui/__init__.py)
     "engine.warming_up": ("The model is warming up ({what}); this turn starts right after.",
                           "模型正在预热（{what}）；完成后立即开始本轮。"),
     "warm_up.header": ("⏳ **Warming up:** {what}. Turns sent now start when it is done.",
