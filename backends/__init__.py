@@ -18,7 +18,8 @@ def build_backend(name: str, checkpoint: Checkpoint | None, **options) -> Backen
     Heavy imports happen only here, so a missing optional package (vLLM) fails only when asked for.
     """
     if name == "transformers":
-        from backends.transformers.backend import TransformersBackend, TransformersOptions
+        from backends.transformers.backend import TransformersBackend
+        from backends.transformers.options import TransformersOptions
 
         return TransformersBackend(_needs(checkpoint, name), TransformersOptions(**options))
     if name == "vllm":
@@ -27,7 +28,7 @@ def build_backend(name: str, checkpoint: Checkpoint | None, **options) -> Backen
         return VLLMBackend(_needs(checkpoint, name), VLLMOptions(**_engine_options(options)))
     if name == "hybrid":
         from backends.hybrid.backend import HybridBackend
-        from backends.transformers.backend import TransformersOptions
+        from backends.transformers.options import TransformersOptions
         from backends.vllm.backend import VLLMOptions
 
         from backends.openai.backend import OpenAIOptions

@@ -13,6 +13,7 @@ from typing import AsyncIterator, Literal
 
 from backends.events import Event
 from backends.request import ChatRequest
+from messages import Message
 
 CheckpointKind = Literal["instruct", "thinking", "captioner"]
 
@@ -48,8 +49,8 @@ class Backend(abc.ABC):
     """A model engine behind the app. Implementations: one file each in ``backends/``."""
 
     info: BackendInfo
-    warming_up: str | None = None
-    """What the engine prepares before its first turn (compiling…), for the header; None once ready."""
+    warming_up: Message | None = None
+    """What the engine prepares before its first turn (loading, compiling…), for the header; None once ready."""
 
     def warm_up(self) -> None:
         """Compile/capture before the first turn; turns that arrive meanwhile wait. Most engines need nothing."""

@@ -6,11 +6,14 @@ same prompt from the same decoded media.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 import media
+from backends.events import Done, Error, Event, Notice
 from backends.request import ChatRequest, MediaPart, TextPart
 from messages import Message
 
@@ -182,6 +185,18 @@ def fit_to_context(request: ChatRequest, count_tokens, context_tokens: int,
             notes.insert(0, Message("prompt.left_out_context", {
                 "context": context_tokens, "reply": request.sampling.max_new_tokens, "what": what}))
     return prompt, inputs, notes
+
+
+async def fit_off_loop(fit: Callable[[ChatRequest], tuple[PromptInputs, list[Message]]],
+                       request: ChatRequest) -> tuple[PromptInputs | None, list[Event]]:
+    """``fit(request)`` (the prompt as it fits, and its notes) on a worker thread, as decoding media and counting
+    tokens are slow, and the events a reply opens with: a ``Notice`` per note, or, when a file can't be used,
+    its ``Error`` and ``Done`` and no prompt."""
+    try:
+        prompt, notes = await asyncio.to_thread(fit, request)
+    except media.MediaError as err:
+        return None, [Error(err.msg, "input"), Done("error")]
+    return prompt, [Notice(note) for note in notes]
 
 
 def _size(path: str) -> int:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from backends.transformers.cuda_graphs import captured_each  # noqa: E402
 from backends.transformers.thinker_decoder import ThinkerDecoder  # noqa: E402
 from backends.checkpoints.tiny import ensure_tiny_checkpoint  # noqa: E402
-from backends.transformers.backend import THINKER_PROMPT_LENGTHS  # noqa: E402
+from backends.transformers.model import THINKER_PROMPT_LENGTHS  # noqa: E402
 from benchmarks.speech_latency import full_size_backends  # noqa: E402
 
 

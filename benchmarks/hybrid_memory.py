@@ -49,7 +49,9 @@ def measure(variant: str, full_size: bool) -> dict:
     from backends.request import ChatRequest, MediaPart, Sampling, Turn
     from backends.transformers.speech import TextFeed
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend, TransformersOptions, load_model
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import load_model
+    from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5)
@@ -89,7 +91,7 @@ def measure(variant: str, full_size: bool) -> dict:
             result.update({"first audio s": measured["first_audio"], "speech s": measured["audio_s"]})
         else:
             talker = TalkerSide(checkpoint, options, loaded=loaded)
-            tokenizer = talker.backend.processor.tokenizer
+            tokenizer = talker.omni.processor.tokenizer
             ids = (tokenizer.encode("The picture shows a sunny beach and the sound is a person speaking. " * 8)
                    [: TEXT_TOKENS - 1] + [model.config.im_end_token_id])
             feed, chunks, stop = TextFeed(), [], threading.Event()

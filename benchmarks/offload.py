@@ -38,12 +38,14 @@ def main() -> None:
     from accelerate import dispatch_model, infer_auto_device_map
 
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend, TransformersOptions, _memory_caps
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import memory_caps
+    from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")
     model, processor = full_size_model(tiny_path)
     started = time.perf_counter()
-    caps = _memory_caps(args.gpu_gib)
+    caps = memory_caps(args.gpu_gib)
     model.to("cpu")  # as if loaded from disk: accelerate then brings its share back to the GPU
     torch.cuda.empty_cache()
     device_map = infer_auto_device_map(model, max_memory=caps, no_split_module_classes=model._no_split_modules)

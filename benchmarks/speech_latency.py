@@ -98,7 +98,8 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
                        modes: tuple[str, ...] = ("off", "auto")) -> dict:
     """TransformersBackends around one full-size random-weight model (GPU), by ``compile`` mode: "off" (eager)
     and "auto" (compiled). Their caches are the app's (300 s of speech); each reply stops after SPEECH_FRAMES."""
-    from backends.transformers.backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.options import TransformersOptions
 
     loaded = loaded or full_size_model(tiny_path)
     checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
@@ -114,7 +115,9 @@ def full_size_backends(tiny_path: Path, loaded=None, static_tokens: int = 8192,
 def tiny_backends(device: str = "cpu") -> dict:
     """Eager and compiled backends around one tiny model (``compile="on"``: inductor even on the CPU)."""
     from backends.checkpoints import resolve_checkpoint
-    from backends.transformers.backend import TransformersBackend, TransformersOptions, load_model
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import load_model
+    from backends.transformers.options import TransformersOptions
 
     checkpoint = resolve_checkpoint("tiny")
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device, encoder_cache_mb=0)
@@ -688,7 +691,8 @@ def main() -> None:
 
     logging.basicConfig(format="  %(message)s")
     for name in ("backends.transformers.backend", "backends.transformers.thinker_decoder",  # warm-up progress,
-                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs"):  # graph memory
+                 "backends.transformers.talker_decoder", "backends.transformers.cuda_graphs",  # graph memory
+                 "backends.transformers.model"):
         logging.getLogger(name).setLevel(logging.INFO)
     if args.timeline:
         for name in ("backends.transformers.speech", "backends.transformers.thinker_decoder",  # first token, audio

@@ -61,9 +61,11 @@ TABLE: dict[str, tuple[str, str]] = {
     "prompt.first_messages_and_file": ("the first {count} messages and their {files} file", "前 {count} 条消息及其 {files} 个文件"),
     "prompt.first_messages_and_files": ("the first {count} messages and their {files} files",
                                         "前 {count} 条消息及其 {files} 个文件"),
-    # Warming up (backends/transformers/backend.py)
+    # Warming up (the transformers and hybrid engines): said to a turn that waits, and in the header (ui/__init__.py)
     "engine.warming_up": ("The model is warming up ({what}); this turn starts right after.",
                           "模型正在预热（{what}）；完成后立即开始本轮。"),
+    "warm_up.header": ("⏳ **Warming up:** {what}. Turns sent now start when it is done.",
+                       "⏳ **预热中：**{what}。现在发送的消息会在预热完成后开始处理。"),
     "warm_up.loading_weights": ("loading the model's weights", "正在加载模型权重"),
     "warm_up.loading_weights_percent": ("loading the model's weights… {percent} %", "正在加载模型权重… {percent} %"),
     "warm_up.waiting_to_compile": ("waiting to compile the model", "等待编译模型"),

@@ -23,7 +23,8 @@ from backends.checkpoints import Checkpoint  # noqa: E402
 from backends.events import AudioChunk, Error, TextDelta  # noqa: E402
 from backends.request import ChatRequest, MediaPart, Sampling, Turn  # noqa: E402
 from backends.checkpoints.tiny import ensure_tiny_checkpoint  # noqa: E402
-from backends.transformers.backend import TransformersBackend, TransformersOptions  # noqa: E402
+from backends.transformers.backend import TransformersBackend  # noqa: E402
+from backends.transformers.options import TransformersOptions  # noqa: E402
 
 
 def split_device_map(path) -> dict[str, int]:

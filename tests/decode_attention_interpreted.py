@@ -60,7 +60,8 @@ def thinker_replies_alike() -> None:
     from backends.conversation import build_prompt_inputs
     from backends.transformers.thinker_decoder import ThinkerDecoder
     from backends.request import ChatRequest, Turn
-    from backends.transformers.backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.options import TransformersOptions
     from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
@@ -108,7 +109,8 @@ def a_kernel_that_fails_its_check_leaves_sdpa() -> None:
     """Where the kernel can't be built or disagrees with sdpa (another GPU, another Triton), the layers keep
     sdpa instead of failing in a reply."""
     from backends.checkpoints import resolve_checkpoint
-    from backends.transformers.backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.options import TransformersOptions
 
     backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
     thinker = backend.model.thinker.to(torch.bfloat16)

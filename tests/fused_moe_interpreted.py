@@ -92,7 +92,8 @@ def thinker_replies_alike() -> None:
     from backends.conversation import build_prompt_inputs
     from backends.transformers.thinker_decoder import ThinkerDecoder
     from backends.request import ChatRequest, Turn
-    from backends.transformers.backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.options import TransformersOptions
     from tests.streams import decoded_tokens
 
     backend = TransformersBackend(resolve_checkpoint("tiny-captioner"), TransformersOptions(compile="off"))

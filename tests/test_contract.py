@@ -81,7 +81,7 @@ def test_official_demo_command_lines_map_onto_ours():
 
 def test_each_backend_takes_its_settings_from_the_command_line():
     from backends.openai.backend import OpenAIOptions
-    from backends.transformers.backend import TransformersOptions
+    from backends.transformers.options import TransformersOptions
     from backends.vllm.backend import VLLMOptions
 
     args = app.parse_args(["--backend", "vllm", "-tp", "2", "--gpu-memory-utilization", "0.8", "--max-num-seqs", "16",

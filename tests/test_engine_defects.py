@@ -81,7 +81,8 @@ def test_a_byte_sequence_that_never_completes_does_not_hold_the_reply_back(token
 @pytest.fixture
 def engine_backend(instruct_backend):
     """A backend of its own (its engine thread may die) on the session's tiny model."""
-    from backends.transformers.backend import TransformersBackend, TransformersOptions
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.options import TransformersOptions
 
     options = TransformersOptions(max_speech_seconds=2.0, talker_do_sample=False, encoder_cache_mb=0)
     backend = TransformersBackend(instruct_backend.checkpoint, options,
@@ -272,7 +273,7 @@ def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it
 
     from backends.hybrid.backend import HybridBackend, TalkerSide
     from backends.request import ChatRequest, Sampling, Turn
-    from backends.transformers.backend import TransformersOptions
+    from backends.transformers.options import TransformersOptions
     from backends.vllm.backend import VLLMOptions
     from tests.streams import audio_of, errors_of, finish_of
 
@@ -298,7 +299,7 @@ def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it
     try:
         waited, replies = asyncio.run(four_users_at_once())
     finally:
-        talker.backend.close()
+        talker.close()
     assert waited < 0.5, f"a worker thread came free only after {waited:.1f} s: waiting turns held them all"
     for events in replies:
         assert finish_of(events) == "stop" and audio_of(events).size and not errors_of(events)

@@ -16,7 +16,7 @@ from backends.checkpoints import Checkpoint, resolve_checkpoint
 from backends.events import AudioChunk, Done, Error, Metrics, Notice, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from backends.transformers.talker_decoder import TalkerDecoder
-from backends.transformers.backend import CheckpointError
+from backends.transformers.loading import CheckpointError
 from tests.streams import collect, text_of
 
 GREEDY = Sampling(temperature=0, max_new_tokens=12)
@@ -187,7 +187,7 @@ def test_loading_in_the_background_serves_the_page_at_once_and_answers_once_load
     monkeypatch.setattr(transformers_backend, "load_model", held_load)
     with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=1.0,
                        load_in_background=True) as backend:
-        assert backend.model is None and backend.warming_up.startswith("Loading the model's weights")
+        assert backend.model is None and backend.warming_up.code == "warm_up.loading_weights"
         assert backend.info.can_speak and backend.info.kind == "instruct"  # from the config alone
         turn = ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY)
         threading.Timer(0.5, release.set).start()
@@ -210,7 +210,8 @@ def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkp
 
 
 def test_weight_loading_reports_its_progress(tiny_cache):
-    from backends.transformers.backend import TransformersOptions, load_model, weight_loading_progress
+    from backends.transformers.loading import load_model, weight_loading_progress
+    from backends.transformers.options import TransformersOptions
 
     reports: list[tuple[int, int]] = []
     with weight_loading_progress(lambda done, total: reports.append((done, total))):

@@ -18,7 +18,7 @@ from backends.conversation import build_prompt_inputs
 from backends.events import AudioChunk, Metrics, Notice, TextDelta
 from backends.hybrid.backend import HybridBackend, TalkerSide
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from backends.transformers.backend import TransformersOptions
+from backends.transformers.options import TransformersOptions
 from backends.vllm.backend import INSTALL_HINT, BackendUnavailable, VLLMBackend, VLLMEngine, VLLMOptions
 from tests.streams import audio_of, collect, errors_of, finish_of, seconds_to_stop, text_of
 from tests.test_app import launch

@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from backends.checkpoints import resolve_checkpoint
 from backends.events import Metrics, TextDelta
 from backends.hybrid.backend import HybridBackend
-from backends.transformers.backend import TransformersOptions
+from backends.transformers.options import TransformersOptions
 from backends.openai.backend import NO_SPEECH_NOTE, OpenAIBackend, OpenAIOptions
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from tests.compiling import traced_without_inductor
@@ -99,7 +99,7 @@ def test_hybrid_with_its_text_from_the_server_speaks_stock_generates_codes(api_b
         assert hybrid.warming_up
         with traced_without_inductor():
             hybrid.warm_up()
-        assert hybrid.warming_up is None and hybrid.talker.backend.talker_decoder.compiled
+        assert hybrid.warming_up is None and hybrid.talker.omni.talker_decoder.compiled
     request = prompts(speech_path, image_path, video_path)[name]
     events = collect(hybrid, request)
     assert not errors_of(events) and finish_of(events) == "length"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import gradio as gr
 
 from backends.base import Backend, BackendInfo
+from messages import Message
 from ui import caption, gradio_fixes
 from ui.chat import tab as chat_tab
 from ui.chat.feedback import FeedbackLog
 from ui.evaluate import tab as evaluate_tab
-from ui.i18n import random_weights_warning, t, warm_up_line
+from ui.i18n import random_weights_warning, t
 from ui.live import tab as live_tab
+from ui.messages import translator
 
 gradio_fixes.apply()
 
@@ -52,9 +54,9 @@ def header_facts(info: BackendInfo) -> list[str]:
 def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
     """A line under the header while the engine compiles; it goes away once the engine is ready."""
 
-    def current():
+    def current(request: gr.Request):  # in the page's language, from the message's code
         message = backend.warming_up
-        text = t(warm_up_line(message)) if message else ""
+        text = translator(request)(Message("warm_up.header", {"what": message})) if message else ""
         return gr.Markdown(text, visible=bool(message)), gr.Timer(active=bool(message))
 
     status = gr.Markdown(visible=False, elem_id="warm-up")

@@ -75,26 +75,11 @@ def random_weights_warning(real_checkpoint: str) -> str:
             f"`-c {real_checkpoint}` (or a local folder) for real answers.")
 
 
-def warm_up_line(message: str) -> str:
-    return f"⏳ **Warming up:** {message} Turns sent now start when it is done."
-
-
-# A Markdown value holds one translatable text, so these whole lines are keys. The warm-up messages are the
-# Transformers backend's (an unknown one shows in English).
+# A Markdown value holds one translatable text, so these whole lines are keys.
 for _checkpoint in ("Qwen/Qwen3-Omni-30B-A3B-Instruct", "Qwen/Qwen3-Omni-30B-A3B-Captioner"):
     ZH[random_weights_warning(_checkpoint)] = (
         "> ⚠️ **微型随机权重模型。** 本机没有加载真实权重，所以每个回答、每段语音回复都是随机噪声。应用本身完整可用；"
         f"要得到真实的回答，请在 GPU 上用 `-c {_checkpoint}`（或本地目录）运行。")
-for _message, _zh in {
-    "Loading the model's weights…": "正在加载模型权重…",
-    **{f"Loading the model's weights… {p} %": f"正在加载模型权重…{p} %" for p in range(0, 101, 10)},
-    "Waiting to compile the model…": "等待编译模型…",
-    "Compiling the talker and its code predictor (first start: about 2 minutes)…":
-        "正在编译 Talker 及其码本预测器（首次启动约 2 分钟）…",
-    "Compiling the thinker with one short reply (first start: about 2 minutes)…":
-        "正在用一条简短回复编译 Thinker（首次启动约 2 分钟）…",
-}.items():
-    ZH[warm_up_line(_message)] = f"⏳ **预热中：**{_zh}现在发送的消息会在预热完成后开始处理。"
 
 # The Live tab's tips and its state line (one translatable Markdown each).
 ZH.update({

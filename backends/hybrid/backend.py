@@ -21,13 +21,15 @@ from typing import AsyncIterator
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
-from backends.conversation import PromptInputs, fit_to_context
-from backends.transformers.engine_thread import EngineUnavailable
-from backends.events import Done, Error, Event, Notice
+from backends.conversation import PromptInputs, fit_off_loop, fit_to_context
+from backends.transformers.engine_thread import EngineThread, EngineUnavailable
+from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.transformers.speech import TextFeed, capture_prompt_hidden
-from backends.transformers.backend import COMPILING_TALKER, TransformersBackend, TransformersOptions, load_model
+from backends.transformers.loading import load_model, model_config
+from backends.transformers.model import OmniModel
+from backends.transformers.options import TransformersOptions
 from backends.openai.backend import OpenAIBackend, OpenAIOptions, ServerFailure
 from backends.tokens import TextReply
 from backends.vllm.backend import EngineInputError, VLLMEngine, VLLMOptions
@@ -37,37 +39,34 @@ log = logging.getLogger(__name__)
 
 
 class TalkerSide:
-    """The Transformers half: a thinker cut at the talker's layer, the talker and code2wav."""
+    """The Transformers half: a thinker cut at the talker's layer, the talker and code2wav (an ``OmniModel`` that
+    serves the talker only), and the thread that runs its jobs (warm-up, each reply's speech) one after another."""
 
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
         if loaded is None:
-            from transformers import AutoConfig
-
-            layers = AutoConfig.from_pretrained(checkpoint.path).talker_config.accept_hidden_layer
+            layers = model_config(checkpoint, options).talker_config.accept_hidden_layer
             loaded = load_model(checkpoint, options, thinker_layers=layers)
-        self.backend = TransformersBackend(checkpoint, options, loaded=loaded)
-        self.model = self.backend.model
+        self.omni = OmniModel(checkpoint, options, talker_only=True)
+        self.omni.take(loaded)
+        self.model = self.omni.model
         self.layer = self.model.config.talker_config.accept_hidden_layer
+        # The talker's static caches and CUDA graphs belong to one thread: it speaks one reply at a time.
+        self.engine = EngineThread("omni-talker-side", options.stall_timeout_s)
 
     @property
     def speakers(self) -> tuple[str, ...]:
-        return self.backend.info.speakers
-
-    @property
-    def engine(self):
-        """The thread the talker side's jobs run on, one after another."""
-        return self.backend.engine
+        return self.omni.speakers
 
     @property
     def compiles(self) -> bool:
-        return self.backend.compiled and self.backend.talker_decoder is not None
+        return self.omni.compiled and self.omni.talker_decoder is not None
 
     def warm_up(self) -> None:
         """Compile the talker step and the code predictor's frame, capture the talker's prompt passes and
         code2wav's chunks (as CUDA graphs on a GPU)."""
         if self.compiles:
-            self.backend.compile_talker()
+            self.omni.compile_talker()
 
     def prompt_states(self, inputs: dict):
         """One pass of the cut thinker over the prompt: the states the talker reads at media positions."""
@@ -80,12 +79,16 @@ class TalkerSide:
     def speak(self, request: ChatRequest, prompt: PromptInputs, feed: TextFeed, emit, stop: threading.Event,
               started: float) -> dict:
         """Speak the tokens arriving in ``feed`` until it is finished; returns the speech metrics."""
-        inputs = self.backend.encode(prompt)
+        inputs = self.omni.encode(prompt)
         hidden = self.prompt_states(inputs)
-        speech = self.backend.speech_run(request, inputs, emit, stop, started, feed)
+        speech = self.omni.speech_run(request, inputs, emit, stop, started, feed)
         with speech.running(prompt_hidden=hidden):
             feed.wait_finished(stop)
         return speech.metrics()
+
+    def close(self) -> None:
+        self.engine.stop()
+        self.omni.release()
 
 
 def place_on_gpus(engine: VLLMOptions, talker: TransformersOptions) -> tuple[VLLMOptions, TransformersOptions]:
@@ -141,12 +144,12 @@ class HybridBackend(Backend):
                              "use --backend vllm for text (Thinking and Captioner checkpoints don't speak).")
         self.media_limits = vllm_options.media_limits
         if self.talker.compiles:
-            self.warming_up = COMPILING_TALKER
+            self.warming_up = Message("warm_up.compiling_talker")
         self.info = BackendInfo(
             backend="hybrid",
             model=checkpoint.name,
             kind="instruct",
-            device=f"{text_device} + Transformers {self.talker.backend.info.device}",
+            device=f"{text_device} + Transformers {self.talker.omni.device_name}",
             speakers=self.talker.speakers,
             random_weights=checkpoint.random_weights,
             # The talker speaks one reply at a time (its jobs run one after another on the talker side's engine
@@ -157,14 +160,11 @@ class HybridBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
-        try:
-            prompt, notes = await asyncio.to_thread(self._fit, request)
-        except media.MediaError as err:
-            yield Error(err.msg, "input")
-            yield Done("error")
+        prompt, opening = await fit_off_loop(self._fit, request)
+        for event in opening:
+            yield event
+        if prompt is None:
             return
-        for note in notes:
-            yield Notice(note)
         request = replace(request, turns=request.turns[prompt.first_turn:])  # a server gets the same turns
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -234,8 +234,8 @@ class HybridBackend(Backend):
         """The conversation as it fits: the vLLM engine's context, or the talker's for a server."""
         if isinstance(self.text_source, VLLMEngine):
             return self.text_source.fit(request)
-        talker = self.talker.backend
-        prompt, _, notes = fit_to_context(request, talker._count_tokens, talker.context_tokens, self.media_limits)
+        omni = self.talker.omni
+        prompt, _, notes = fit_to_context(request, omni.count_tokens, omni.context_tokens, self.media_limits)
         return prompt, notes
 
     async def _text(self, request: ChatRequest, prompt: PromptInputs, reply: TextReply, feed: TextFeed,
@@ -261,4 +261,4 @@ class HybridBackend(Backend):
 
     def close(self) -> None:
         self.text_source.close()
-        self.talker.backend.close()
+        self.talker.close()

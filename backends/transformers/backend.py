@@ -1,6 +1,7 @@
 """Qwen3-Omni in this process through transformers: the stock path that can speak.
 
-The model runs in one worker thread (``generate`` blocks; backends/transformers/engine_thread.py); events
+The model and what serves it are an ``OmniModel`` (model.py); this engine adds the reply job. The model runs
+in one worker thread (``generate`` blocks; backends/transformers/engine_thread.py); events
 cross into asyncio through a queue filled with ``loop.call_soon_threadsafe``, and a turn
 waiting on a dead or stuck thread gets an error instead of waiting forever. A ``threading.Event`` checked
 by stopping criteria on both the thinker and the talker is how closing the stream
@@ -12,135 +13,46 @@ from __future__ import annotations
 import contextlib
 import logging
 import functools
-import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.transformers.encoder_cache import EncoderCache
+from backends.conversation import fit_to_context
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
-from backends.transformers.encoder_graphs import EncoderGraphs
-from backends.transformers.kernels.fused_projections import fuse_attention_projections
+from backends.transformers.loading import expected_device, load_model, model_config, weight_loading_progress
+from backends.transformers.model import OmniModel, free_accelerator_memory
+from backends.transformers.options import TransformersOptions
 from backends.transformers.incremental_text import IncrementalDecoder
 from backends.events import Done, Error, Event, Metrics, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
-from backends.transformers.talker_decoder import TalkerDecoder
-from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
-from backends.transformers.vocoder import CapturedVocoder, StreamingVocoder
-from messages import Message, verbatim
+from backends.transformers.speech import SpeechRun, TextFeed
+from backends.transformers.thinker_decoder import ThinkerSampling
+from messages import Message
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_SECOND = 12.5
-"""One talker step is one 80 ms codec frame."""
-TALKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
-"""The talker's prompt passes captured when compiling: a turn's prompt (its user turns, media included,
-and the assistant's header) runs in the shortest that holds it; a longer one runs eagerly."""
-THINKER_PROMPT_LENGTHS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
-"""Likewise for the thinker's text model, per cache (those shorter than the cache)."""
+LOADING_WEIGHTS = Message("warm_up.loading_weights")
+WAITING_TO_COMPILE = Message("warm_up.waiting_to_compile")
+COMPILING_TALKER = Message("warm_up.compiling_talker")
+COMPILING_THINKER = Message("warm_up.compiling_thinker")
+"""Warm-up progress: the header shows it (``Backend.warming_up``), and a turn that waits on it says it."""
 
 
-CUBLAS_WORKSPACE = ":4096:2:16:8"
-CUBLAS_WORKSPACE_BYTES = (4096 * 2 + 16 * 8) * 1024
-"""cuBLAS's workspace per stream: 8 MiB, PyTorch's default before Hopper, instead of its 32 MiB on Hopper. The
-compiled path keeps one per capture stream and thread (about ten, so 0.2 GB less at the same peak), and a
-decode step's products, one token wide, need a few KiB."""
-
-OUR_KERNELS = ("_stock_experts", "_stock_attention", "_stock_projections", "_stock_encoders")
-"""The backend's attributes that put transformers' own back while ours serve (each None when not)."""
-
-LOADING_WEIGHTS = "Loading the model's weights…"
-WAITING_TO_COMPILE = "Waiting to compile the model…"
-COMPILING_TALKER = "Compiling the talker and its code predictor (first start: about 2 minutes)…"
-COMPILING_THINKER = "Compiling the thinker with one short reply (first start: about 2 minutes)…"
-"""Warm-up progress for the header (ui/i18n.py translates these texts and every ``loading_line``)."""
+def loading_progress(share: float) -> Message:
+    """The loading progress in 10 % steps: the header is read once a second, and loading takes minutes."""
+    return Message("warm_up.loading_weights_percent", {"percent": 10 * int(10 * share)})
 
 
-def loading_line(share: float) -> str:
-    """The loading progress in 10 % steps: few enough texts to translate, fine enough for minutes of loading."""
-    return f"{LOADING_WEIGHTS} {10 * int(10 * share)} %"
+class TransformersBackend(OmniModel, Backend):
+    """The engine around an ``OmniModel``: it is one (tests and benchmarks reach its decoders and kernels as the
+    backend's), with the thread and the reply job added.
 
-
-_WARM_UP_CLAUSES = {LOADING_WEIGHTS: "warm_up.loading_weights", WAITING_TO_COMPILE: "warm_up.waiting_to_compile",
-                    COMPILING_TALKER: "warm_up.compiling_talker", COMPILING_THINKER: "warm_up.compiling_thinker"}
-
-
-def warm_up_clause(line: str) -> Message:
-    """What the warming-up notice says the engine is doing, for the header's ``line``."""
-    if line in _WARM_UP_CLAUSES:
-        return Message(_WARM_UP_CLAUSES[line])
-    percent = line.removeprefix(f"{LOADING_WEIGHTS} ").removesuffix(" %")
-    if line.startswith(LOADING_WEIGHTS) and percent.isdigit():  # a loading_line
-        return Message("warm_up.loading_weights_percent", {"percent": percent})
-    return verbatim(line.rstrip("…").lower())
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint can't be served (e.g. weights missing): refuse rather than speak noise."""
-
-
-@dataclass(frozen=True)
-class TransformersOptions:
-    audio_output: bool = True
-    """False drops the talker and code2wav at load time (~10 GB less on the real model)."""
-    attn_implementation: str = "auto"
-    """"auto": flash_attention_2 when flash-attn imports on CUDA, else sdpa."""
-    device: str = "auto"
-    """auto | cpu | cuda | cuda:N"""
-    max_speech_seconds: float = 300.0
-    """Caps the talker (a random tiny talker rarely stops by itself)."""
-    talker_do_sample: bool = True
-    first_chunk_frames: int = 4
-    """Codec frames (80 ms each) in the first audio chunk: small, so the first sound comes early."""
-    chunk_frames: int = 25
-    left_context_frames: int | None = None
-    """Frames re-decoded before each chunk; default: code2wav's attention window + 8 (exact output)."""
-    media_limits: media.MediaLimits = media.DEFAULT_LIMITS
-    max_context_tokens: int | None = None
-    """Prompt + reply; None: the model's own (65,536 for Qwen3-Omni). Longer conversations lose their oldest turns."""
-    compile: str = "auto"
-    """"auto": on CUDA, static KV caches + torch.compile + CUDA graphs for thinker, talker and code predictor
-    (warm_up() compiles before the first turn); "on": also elsewhere (no CUDA graphs); "off": eager."""
-    max_gpu_memory_gib: float | None = None
-    """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
-    static_cache_tokens: int = 8192
-    """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
-    fused_moe: bool = True
-    """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
-    Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep
-    transformers' router and grouped_mm."""
-    decode_attention: bool = True
-    """Compiled on a GPU: the thinker's and talker's decode steps attend in backends/transformers/kernels/decode_attention.py's Triton
-    kernel, which reads only the cache slots the conversation filled (sdpa reads every slot of the static
-    cache); prompts keep sdpa."""
-    fused_projections: bool = True
-    """Compiled: each text attention layer (thinker, talker) computes its query, key and value in one matrix
-    product instead of three (backends/transformers/kernels/fused_projections.py; the same weights, viewed as one tensor)."""
-    encoder_graphs: bool = True
-    """Compiled: the audio and vision encoders run padded to the next of a ladder of sizes, each captured as a
-    CUDA graph on a GPU (backends/transformers/encoder_graphs.py): their kernel launches were most of a turn's time to the
-    first token. Longer clips and larger images run eagerly."""
-    encoder_cache_mb: int = 256
-    """Keeps the audio and vision encoders' outputs for files already seen (inputs and outputs up to this
-    many MB, in host memory), so a conversation's later turns don't encode its earlier files again; 0: off
-    (backends/transformers/encoder_cache.py)."""
-    stall_timeout_s: float = 600.0
-    """A reply, load or warm-up step that makes no progress (no token, no audio chunk) this long counts as hung:
-    the turns waiting on it end with an error that says the app needs a restart."""
-    load_in_background: bool = False
-    """Load the weights on the generation thread: the constructor returns at once (the app's page opens
-    while a 70 GB model loads, with progress in ``warming_up``); turns wait for the load."""
-
-
-class TransformersBackend(Backend):
-    """Example::
+    Example::
 
         backend = TransformersBackend(resolve_checkpoint("tiny"))
         async for event in backend.stream(ChatRequest(turns=(Turn.user("Hi"),))): print(event)
@@ -149,21 +61,7 @@ class TransformersBackend(Backend):
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
-        self.checkpoint, self.options = checkpoint, options
-        self.model = self.processor = self.talker_decoder = self.vocoder = None
-        self.encoder_cache: EncoderCache | None = None
-        self.thinker_decoders: list[ThinkerDecoder] = []
-        """The compiled path's decoder (none: eager); a turn takes the first that holds it (benchmarks swap them)."""
-        self.compiled = False
-        self._stock_experts = None
-        """Puts transformers' experts back in the thinker while the fused kernels serve it (fused_moe.py)."""
-        self._stock_attention = None
-        """Puts sdpa back in the thinker and talker while the decode-attention kernel serves them."""
-        self._stock_projections = None
-        """Puts transformers' attention forward (three projections) back while ours (one) serves."""
-        self._stock_encoders = None
-        """Puts transformers' encoders back while their padded, captured passes serve (encoder_graphs.py)."""
-        self.encoder_graphs: EncoderGraphs | None = None
+        super().__init__(checkpoint, options)
         self.load_error: Message | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -172,7 +70,7 @@ class TransformersBackend(Backend):
             backend="transformers",
             model=checkpoint.name,
             kind=detect_kind(checkpoint, config),
-            device=_expected_device(options),
+            device=expected_device(options),
             speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
         )
@@ -186,53 +84,14 @@ class TransformersBackend(Backend):
             self.engine.submit(self._load_in_background)
 
     def _load(self, loaded: tuple) -> None:
-        self.model, self.processor = loaded
-        if self.options.encoder_cache_mb > 0:
-            self.encoder_cache = EncoderCache.on(self.model.thinker, self.options.encoder_cache_mb << 20)
-        if self.model.has_talker:
-            # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
-            # thinker config has; without it audio + image/video input with speech crashes.
-            self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
-        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
-        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
-        options = self.options
-        self.compiled = not offloaded and (
-            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
+        self.take(loaded)
         if self.compiled:
-            if self.model.device.type == "cuda":  # before the first product: the kernel checks below
-                _smaller_cublas_workspaces()
-            talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
-            if options.fused_moe and self.model.device.type == "cuda":
-                from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
-
-                self._stock_experts = use_fused_decode_experts(self.model.thinker)
-            if options.decode_attention and self.model.device.type == "cuda":
-                from backends.transformers.kernels.decode_attention import use_decode_attention  # imports triton: GPUs only
-
-                self._stock_attention = use_decode_attention(self.model)
-            if options.fused_projections:
-                self._stock_projections = fuse_attention_projections(self.model)
-            self.thinker_decoders = [ThinkerDecoder(self.model.thinker, options.static_cache_tokens,
-                                                    THINKER_PROMPT_LENGTHS, talker_layer)] \
-                if options.static_cache_tokens else []
             self.warming_up = WAITING_TO_COMPILE
-        if self.model.has_talker:
-            max_frames = int(options.max_speech_seconds * FRAMES_PER_SECOND)
-            self.talker_decoder = TalkerDecoder(self.model.talker, options.static_cache_tokens + max_frames + 16,
-                                                TALKER_PROMPT_LENGTHS if self.compiled else ())
-            if self.compiled:
-                left_context = options.left_context_frames
-                if left_context is None:
-                    left_context = StreamingVocoder.default_left_context(self.model.code2wav)
-                # The first two chunks: the first sound, and the one due before it has played, when code2wav
-                # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
-                self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
-                    options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
-        self.info = replace(self.info, device=_device_label(str(next(self.model.thinker.parameters()).device)))
+        self.info = replace(self.info, device=self.device_name)
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
-            self.warming_up = loading_line(done / total)
+            self.warming_up = loading_progress(done / total)
             self.engine.progressed()
 
         started = time.perf_counter()
@@ -250,7 +109,7 @@ class TransformersBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         if self.warming_up and self.engine.health() is None:
-            yield Notice(Message("engine.warming_up", {"what": warm_up_clause(self.warming_up)}))
+            yield Notice(Message("engine.warming_up", {"what": self.warming_up}))
         async for event in self.engine.stream(functools.partial(self._run, request),
                                               patient=lambda: bool(self.warming_up)):
             yield event
@@ -274,7 +133,7 @@ class TransformersBackend(Backend):
 
         started = time.perf_counter()
         try:
-            _, inputs, notes = fit_to_context(request, self._count_tokens, self.context_tokens, self.options.media_limits)
+            _, inputs, notes = fit_to_context(request, self.count_tokens, self.context_tokens, self.options.media_limits)
         except media.MediaError as err:
             emit(Error(err.msg, "input"))
             return emit(Done("error"))
@@ -300,41 +159,6 @@ class TransformersBackend(Backend):
         streamer.flush()
         emit(self._metrics(streamer, started, prompt_tokens, speech))
         emit(Done(_finish_reason(streamer, request, stop)))
-
-    def speech_run(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float,
-                   feed: TextFeed | None = None) -> SpeechRun:
-        """The talker side of one reply; ``feed`` gets the reply's token ids (else the thinker's streamer fills it)."""
-        speaker = request.speaker or self.info.speakers[0]
-        if speaker.lower() not in self.info.speakers:
-            raise ValueError(f"Unknown speaker {speaker!r}; this checkpoint has {', '.join(self.info.speakers)}")
-        options = self.options
-        sampling = TalkerSampling(
-            do_sample=options.talker_do_sample,
-            max_frames=max(1, int(options.max_speech_seconds * FRAMES_PER_SECOND)),
-            seed=request.sampling.seed,
-        )
-        vocoder = StreamingVocoder(self.model.code2wav, options.first_chunk_frames, options.chunk_frames,
-                                   options.left_context_frames, decode=self.vocoder)
-        return SpeechRun(TalkerSetup(self.model, inputs, speaker, sampling, self.talker_decoder), vocoder, emit, stop,
-                         started, feed)
-
-    @property
-    def context_tokens(self) -> int:
-        return self.options.max_context_tokens or self.model.config.thinker_config.text_config.max_position_embeddings
-
-    def _count_tokens(self, prompt: PromptInputs) -> tuple[dict, int]:
-        inputs = self.encode(prompt)
-        return inputs, int(inputs["input_ids"].shape[1])
-
-    def encode(self, prompt: PromptInputs) -> dict:
-        """The model's inputs (token ids, features, grids) for a decoded conversation."""
-        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        inputs = run_processor(self.processor, text, prompt, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.model.thinker.device)
-        for key, value in inputs.items():  # features follow the model's dtype (bf16 on GPU)
-            if value.is_floating_point():
-                inputs[key] = value.to(self.model.thinker.dtype)
-        return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
 
     def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event,
                prompt_states: dict | None = None) -> None:
@@ -409,14 +233,9 @@ class TransformersBackend(Backend):
                 times.update(self.compile_talker())
             self._progress(COMPILING_THINKER)
             started = time.perf_counter()
-            for decoder in self.thinker_decoders:
-                decoder.compile()
-            if not all(d.compiled for d in self.thinker_decoders) and self._put_stock_back(OUR_KERNELS):
-                log.warning("the thinker did not compile with our kernels; again with transformers' own")
-                for decoder in self.thinker_decoders:
-                    decoder.compile()
+            self.compile_thinker()
             if self.options.encoder_graphs and self.thinker_decoders:
-                times["encoders_s"] = self._capture_encoders()
+                times["encoders_s"] = self.capture_encoders()
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -426,216 +245,27 @@ class TransformersBackend(Backend):
                 raise RuntimeError("; ".join(failures))
             times["thinker_s"] = time.perf_counter() - started
             log.info("warm-up done: %s", {k: round(v, 1) for k, v in times.items()})
-            _free_accelerator_memory()  # what compiling and capturing left cached, and no graph holds
+            free_accelerator_memory()  # what compiling and capturing left cached, and no graph holds
         except Exception:
             log.exception("compiling the thinker failed; it runs eagerly (slower, same answers)")
-            self.compiled, self.thinker_decoders = False, []
-            self._put_stock_back(OUR_KERNELS)  # one of our kernels may be what failed
+            self.run_thinker_eagerly()
         finally:
             self.warming_up = None
 
-    def _capture_encoders(self) -> float:
-        """The encoders' padded passes installed, and captured on a GPU; returns the seconds it took."""
-        import torch
-
-        started = time.perf_counter()
-        put_back = None
-        # They replay just before the thinker's prompt pass, on the same thread: one pool and stream for both.
-        decoder = self.thinker_decoders[-1]
-        before = torch.cuda.memory_allocated() if decoder.token_in.is_cuda else 0
-        try:
-            graphs = EncoderGraphs(self.model.thinker)
-            put_back = graphs.install()
-            graphs.capture(pool=decoder.prompt_pool, stream=decoder.capture_stream)
-        except Exception:
-            log.exception("capturing the encoders failed; they run eagerly (slower, same answers)")
-            if put_back is not None:
-                put_back()
-            return time.perf_counter() - started
-        self._stock_encoders, self.encoder_graphs = put_back, graphs
-        if before:
-            log.info("the encoders' captured passes hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
-        return time.perf_counter() - started
-
-    def compile_talker(self) -> dict:
-        """The talker's decode steps compiled and captured, then its prompt passes and code2wav's chunks
-        captured; returns seconds per stage."""
-        import torch
-
-        times = {"talker_s": self.talker_decoder.compile()}
-        if not self.talker_decoder.compiled and self._put_stock_back(("_stock_attention", "_stock_projections")):
-            log.warning("the talker did not compile with our attention kernel and projections; again with "
-                        "transformers' own (the thinker's too)")
-            times["talker_s"] += self.talker_decoder.compile()
-        if self.vocoder is not None:
-            before = torch.cuda.memory_allocated() if self.vocoder.device.type == "cuda" else 0
-            times["code2wav_s"] = self.vocoder.capture()
-            if before:
-                log.info("code2wav's captured chunks hold %.2f GB", (torch.cuda.memory_allocated() - before) / 1e9)
-        return times
-
-    def _put_stock_back(self, kernels: tuple[str, ...]) -> bool:
-        """Put transformers' own back where ``kernels`` (of OUR_KERNELS) serve; returns whether any did."""
-        restored = False
-        for name in kernels:
-            put_back = getattr(self, name)
-            if put_back is not None:
-                put_back()
-                setattr(self, name, None)
-                restored = True
-        if self._stock_encoders is None:
-            self.encoder_graphs = None  # their buffers and graphs go too
-        return restored
-
-    def _progress(self, message: str) -> None:
+    def _progress(self, message: Message) -> None:
         self.warming_up = message
         self.engine.progressed()
-        log.info(message)
+        log.info("%s", message)
 
     def close(self) -> None:
         self.engine.stop()
-        self.model = None  # type: ignore[assignment]
-        _free_accelerator_memory()
-
-
-def model_config(checkpoint: Checkpoint, options: TransformersOptions):
-    """The checkpoint's config as ``load_model`` builds the model from it."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(checkpoint.path)
-    if not options.audio_output:
-        config.enable_audio_output = False  # the talker is never built: its weights are skipped
-    return config
-
-
-def _on_gpu(options: TransformersOptions) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
-
-
-def _expected_device(options: TransformersOptions) -> str:
-    """Where ``load_model`` will put the model (shown before the weights are in)."""
-    if not _on_gpu(options):
-        return "cpu"
-    return _device_label(options.device if options.device.startswith("cuda:") else "cuda:0")
-
-
-def _device_label(device: str) -> str:
-    """``device`` for the header: a GPU with its name."""
-    import torch
-
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else device
-
-
-@contextlib.contextmanager
-def weight_loading_progress(report: Callable[[int, int], None]):
-    """Calls ``report(done, total)`` as transformers loads the weights (its "Loading weights" bar).
-
-    Wraps the progress bar of ``transformers.core_model_loading`` (5.x); if a later version moves it,
-    loading still works, only without a percentage.
-    """
-    try:
-        from transformers import core_model_loading
-        bar = core_model_loading.tqdm
-    except (ImportError, AttributeError):
-        yield
-        return
-
-    def reporting_bar(iterable=None, *args, **kwargs):
-        total = kwargs.get("total") or (len(iterable) if hasattr(iterable, "__len__") else 0)
-        for done, item in enumerate(bar(iterable, *args, **kwargs)):
-            if total:
-                report(done, total)
-            yield item
-
-    core_model_loading.tqdm = reporting_bar
-    try:
-        yield
-    finally:
-        core_model_loading.tqdm = bar
-
-
-def load_model(checkpoint: Checkpoint, options: TransformersOptions, *, thinker_layers: int | None = None):
-    """``(model, processor)``; ``thinker_layers`` builds only that many thinker layers (the rest is skipped)."""
-    import torch
-    from transformers import Qwen3OmniMoeForConditionalGeneration, Qwen3OmniMoeProcessor
-
-    on_gpu = _on_gpu(options)
-    config = model_config(checkpoint, options)
-    if thinker_layers is not None:
-        config.thinker_config.text_config.num_hidden_layers = thinker_layers
-    load_kwargs = {
-        "config": config,
-        "dtype": torch.bfloat16 if on_gpu else torch.float32,
-        "attn_implementation": _attention(options.attn_implementation, on_gpu),
-        "output_loading_info": True,
-    }
-    if on_gpu:  # "auto" spreads the model over every GPU; "cuda:N" keeps it on one
-        load_kwargs["device_map"] = {"": options.device} if options.device.startswith("cuda:") else "auto"
-        if options.max_gpu_memory_gib:
-            load_kwargs.update(device_map="auto", max_memory=_memory_caps(options.max_gpu_memory_gib))
-    model, loading = Qwen3OmniMoeForConditionalGeneration.from_pretrained(checkpoint.path, **load_kwargs)
-    missing = sorted(loading.get("missing_keys", ()))
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise CheckpointError(f"{checkpoint.name} is missing {len(missing)} weights ({shown}); refusing to serve it.")
-    model.eval()
-    return model, Qwen3OmniMoeProcessor.from_pretrained(checkpoint.path)
-
-
-def _smaller_cublas_workspaces() -> None:
-    """CUBLAS_WORKSPACE's size for every cuBLAS workspace made from now on, unless the user set
-    CUBLAS_WORKSPACE_CONFIG: through PyTorch's setter where it has one (nothing for vLLM's processes or
-    deterministic mode to inherit), else through the variable, which PyTorch reads at its first product."""
-    import torch
-
-    if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
-        return
-    setter = getattr(torch._C, "_cuda_setCublasWorkspaceSize", None)
-    if setter is not None:
-        setter(CUBLAS_WORKSPACE_BYTES)
-    else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-
-
-def _memory_caps(gib_per_gpu: float) -> dict:
-    """accelerate's ``max_memory``: this much on each GPU, the rest in CPU memory (leaving 8 GiB to the system)."""
-    import torch
-
-    caps: dict = {index: f"{gib_per_gpu}GiB" for index in range(torch.cuda.device_count())}
-    system_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    caps["cpu"] = f"{max(1, system_gib - 8):.0f}GiB"
-    return caps
-
-
-def _attention(requested: str, on_gpu: bool) -> str:
-    if requested != "auto":
-        return requested
-    if on_gpu:
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+        self.release()
 
 
 def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threading.Event) -> str:
     if stop.is_set():
         return "cancelled"
     return "length" if streamer.tokens >= request.sampling.max_new_tokens else "stop"
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class _StopOnEvent:

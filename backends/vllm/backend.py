@@ -19,8 +19,8 @@ from typing import AsyncIterator
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
-from backends.conversation import PromptInputs, fit_to_context, run_processor
-from backends.events import Done, Error, Event, Notice
+from backends.conversation import PromptInputs, fit_off_loop, fit_to_context, run_processor
+from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.tokens import TextReply, TokenDelta
@@ -249,15 +249,11 @@ class VLLMBackend(Backend):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
-        try:
-            # Decoding media and counting tokens is slow: off the event loop.
-            prompt, notes = await asyncio.to_thread(self.engine.fit, request)
-        except media.MediaError as err:
-            yield Error(err.msg, "input")
-            yield Done("error")
+        prompt, opening = await fit_off_loop(self.engine.fit, request)
+        for event in opening:
+            yield event
+        if prompt is None:
             return
-        for note in notes:
-            yield Notice(note)
         reply = TextReply(ReasoningSplitter(self.info.reasons))
         try:
             async for delta in self.engine.generate(request, self.engine.engine_prompt(prompt)):
