@@ -6,6 +6,7 @@
     python app.py --backend hybrid                  # vLLM writes, the Transformers talker speaks
     python app.py --backend hybrid --api-base http://gpu-box:8000/v1   # …with the text from a vLLM server
     python app.py --backend openai --api-base http://gpu-box:8000/v1   # a `vllm serve` / vLLM-Omni server
+    python app.py --mcp                             # the API as MCP tools too: http://127.0.0.1:7860/gradio_api/mcp/
 
 The official demo's command lines work too (`python app.py -c <ckpt> --use-transformers
 --generate-audio --flash-attn2`).
@@ -86,6 +87,10 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
                         help="require a login (repeatable; or $QWEN_OMNI_AUTH / $QWEN_OMNI_AUTH_FILE)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
+    parser.add_argument("--mcp", action="store_true",
+                        default=os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true",
+                        help="also serve the public API as MCP tools (Gradio's MCP server, streamable HTTP at "
+                        "/gradio_api/mcp/; or $GRADIO_MCP_SERVER=true)")
     server = parser.add_argument_group("--backend openai (and hybrid with a server)")
     server.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL"),
                         help="the server's /v1 URL (default http://127.0.0.1:8000/v1); with --backend hybrid: "
@@ -170,7 +175,32 @@ def launch_settings(args: argparse.Namespace) -> dict:
         "max_file_size": UPLOAD_LIMIT,
         "auth": read_auth(args.auth),
         "i18n": I18N,  # English or Chinese, as the browser asks
+        "mcp_server": args.mcp,
     }
+
+
+def check_mcp_server(args: argparse.Namespace) -> None:
+    """With --mcp, stop before the model loads if Gradio's MCP server can't serve here (Gradio itself would only
+    print the error and serve the app without it):
+    - behind a login: Gradio 6.31's MCP server has none. Its tools that use the model reach the app through a
+      client without credentials and fail; the others (export, import, clear, ...) would run for anyone.
+    - with mcp 2: the server is written for mcp 1 (``gradio[mcp]``, in requirements.txt); requirements-vllm.txt
+      holds mcp 2, which vLLM asks for."""
+    if not args.mcp:
+        return
+    if read_auth(args.auth):
+        raise SystemExit("--mcp doesn't go with a login (--auth, $QWEN_OMNI_AUTH, $QWEN_OMNI_AUTH_FILE): Gradio's "
+                         "MCP server has none (its model tools would fail, the others run for anyone)")
+    try:
+        from mcp.server import Server
+    except ImportError:
+        raise SystemExit("--mcp needs the mcp package: pip install -r requirements.txt (gradio[mcp])") from None
+    if not hasattr(Server, "call_tool"):
+        from importlib.metadata import version
+
+        raise SystemExit(f"--mcp needs mcp<2 (Gradio's MCP server uses mcp 1's API); this environment has mcp "
+                         f"{version('mcp')}. pip install 'mcp>=1.21,<2' (vLLM uses mcp only for its own MCP tool "
+                         "server), or serve MCP from an install of requirements.txt")
 
 
 def read_auth(pairs: list[str] | None) -> list[tuple[str, str]] | None:
@@ -224,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exit_cleanly_on_sigterm()
     args = parse_args(argv)
+    check_mcp_server(args)
     compare_or_none = compare_backend_from_args(args) or contextlib.nullcontext()
     with backend_from_args(args) as backend, compare_or_none as compare_with:
         demo = build_demo(backend, args.feedback_file, compare_with)

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app.exit_cleanly_on_sigterm()
     args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
+    app.check_mcp_server(args)
     args.no_audio = True  # captions are text
     if args.backend == "hybrid":
         args.backend = "vllm"  # the Captioner has no talker: the hybrid's speech half has nothing to do

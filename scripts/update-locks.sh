@@ -21,8 +21,9 @@ COMPILE=(.venv/bin/uv pip compile -q --generate-hashes --python-version 3.11
 PINS=$(mktemp --suffix=.txt); trap 'rm -f "$PINS"' EXIT
 grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*==[^ ;\\]+' requirements-dev.txt > "$PINS"
 "${COMPILE[@]}" requirements.in -c "$PINS" -o requirements.txt
-# The GPU set: vLLM brings its own torch, so it is resolved on its own.
-"${COMPILE[@]}" requirements-vllm.in -o requirements-vllm.txt
+# The GPU set: vLLM brings its own torch, so it is resolved on its own (vLLM's mcp 2 wins over gradio[mcp]'s, see the
+# file).
+"${COMPILE[@]}" requirements-vllm.in --override requirements-vllm.overrides -o requirements-vllm.txt
 
 for lock in requirements.txt requirements-dev.txt requirements-vllm.txt; do
   echo ">> $lock: $(grep -cE '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$lock") packages"

@@ -3,6 +3,7 @@ Gradio patches' version guard."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -217,6 +218,26 @@ def test_the_readme_lists_exactly_the_apps_public_endpoints(server):
     api = Client(server, verbose=False).view_api(print_info=False, return_format="dict")
     assert set(api["named_endpoints"]) | set(api["unnamed_endpoints"]) == set(re.findall(r"`(/\w+)`",
                                                                                           listed.group(1)))
+
+
+def test_the_readme_mcp_example_runs_as_written_and_names_every_tool(instruct_backend, speech_path, tmp_path):
+    from tests.test_app import launch
+
+    section = readme_section("MCP")
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    named = re.search(r"The tools are:(.*?)\. Files", section, re.DOTALL).group(1)
+    names = re.findall(r"`(\w+)`", named)  # the tools' names; an endpoint in brackets has a slash
+    shutil.copy(speech_path, tmp_path / "interview.wav")
+    demo = launch(instruct_backend, mcp_server=True)
+    try:
+        code = re.sub(r"http://127\.0\.0\.1:786\d/", demo.local_url, code)
+        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        demo.close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    tools, caption = run.stdout.rstrip("\n").split("\n", 1)
+    assert sorted(ast.literal_eval(tools)) == sorted(names)  # the list the README gives is the one the server serves
+    assert caption.strip()  # the tiny model's random words
 
 
 def test_the_readme_gives_the_live_tabs_microphone_chunk_length():
