@@ -77,8 +77,8 @@ def thinker_replies_alike() -> None:
 
     stock = reply()
     calls, prompt_keys = [], []
-    original, original_sdpa = decode_attention.decode_attention, decode_attention.sdpa_attention_forward
-    decode_attention.decode_attention = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    original, original_sdpa = decode_attention.decode_attention_rows, decode_attention.sdpa_attention_forward
+    decode_attention.decode_attention_rows = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
     decode_attention.sdpa_attention_forward = lambda module, query, key, *args, **kwargs: (
         prompt_keys.append(key.shape[2]) or original_sdpa(module, query, key, *args, **kwargs))
     try:
@@ -95,7 +95,7 @@ def thinker_replies_alike() -> None:
         restore()
         assert reply() == stock
     finally:
-        decode_attention.decode_attention, decode_attention.sdpa_attention_forward = original, original_sdpa
+        decode_attention.decode_attention_rows, decode_attention.sdpa_attention_forward = original, original_sdpa
         backend.close()
     assert set(prompt_keys[:2]) == {256}, f"the prompt pass read {prompt_keys[:2]} keys, not its own 256 slots"
     layers = thinker.config.text_config.num_hidden_layers
@@ -103,6 +103,60 @@ def thinker_replies_alike() -> None:
     # 11 decode steps, and the one the decoder's constructor runs to allocate its cache.
     assert step_calls == 12 * layers, f"{step_calls} kernel calls for 12 steps x {layers} layers"
     print("thinker: the same 12 greedy tokens;", step_calls, "kernel calls")
+
+
+def rows_attend_each_to_their_own_slot() -> None:
+    """A batched step's rows (issue 25): each row's output equals the kernel's for that row alone, bit for bit,
+    whatever the other rows hold; and the tiny thinker's batched replies (ThinkerBatch, three prompts of
+    different lengths, bf16, greedy) equal each reply decoded alone, with every batched layer in the kernel."""
+    torch.manual_seed(1)
+    heads, kv_heads, head_dim, slots = 32, 4, 128, 700
+    query = torch.randn((3, heads, head_dim), dtype=torch.bfloat16)
+    key = torch.randn((3, kv_heads, slots, head_dim), dtype=torch.bfloat16)
+    value = torch.randn((3, kv_heads, slots, head_dim), dtype=torch.bfloat16)
+    seen = torch.arange(slots)[None, :] < torch.tensor([[1], [300], [700]])
+    rows = decode_attention.decode_attention_rows(query, key, value, seen, head_dim ** -0.5)
+    for row in range(3):
+        alone = decode_attention.decode_attention(query[row], key[row], value[row], seen[row], head_dim ** -0.5)
+        assert torch.equal(rows[row], alone)
+
+    from backends.checkpoints import resolve_checkpoint
+    from backends.conversation import build_prompt_inputs
+    from backends.request import ChatRequest, Turn
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.batched.thinker import ThinkerBatch
+    from backends.transformers.options import TransformersOptions
+    from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
+    from tests.streams import decoded_tokens
+
+    backend = TransformersBackend(resolve_checkpoint("tiny"), TransformersOptions(compile="off"))
+    thinker = backend.model.thinker.to(torch.bfloat16)
+    prompts = [backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user(text),))))
+               for text in ("Hi", "Tell me something. " * 8, "What is two plus two?")]
+    restore = decode_attention.use_decode_attention(thinker)
+    calls = []
+    original = decode_attention.decode_attention_rows
+    decode_attention.decode_attention_rows = lambda query, *args, **kwargs: (
+        calls.append(query.shape[0]) or original(query, *args, **kwargs))
+    try:
+        alone = [decoded_tokens(ThinkerDecoder(thinker, 256), inputs, max_new_tokens=8) for inputs in prompts]
+        batch = ThinkerBatch(thinker, ThinkerDecoder(thinker, 256), slots=4, batch_sizes=(4,))
+        replies = {}
+        for inputs in prompts:
+            row, first = batch.admit(inputs, ThinkerSampling(0.0, 20, 1.0, 8, -1))
+            replies[row.slot] = [first]
+        calls.clear()
+        for _ in range(7):
+            for slot, token in batch.step().items():
+                replies[slot].append(token)
+    finally:
+        decode_attention.decode_attention_rows = original
+        restore()
+        backend.close()
+    assert [replies[slot] for slot in sorted(replies)] == alone, (replies, alone)
+    layers = thinker.config.text_config.num_hidden_layers
+    assert calls == [4] * (7 * layers), "every batched layer should attend in the kernel, four rows at a time"
+    print("rows: each row as alone; the batched thinker's replies equal each reply alone")
 
 
 def a_kernel_that_fails_its_check_leaves_sdpa() -> None:
@@ -129,4 +183,5 @@ def a_kernel_that_fails_its_check_leaves_sdpa() -> None:
 if __name__ == "__main__":
     kernel_matches_sdpa()
     thinker_replies_alike()
+    rows_attend_each_to_their_own_slot()
     a_kernel_that_fails_its_check_leaves_sdpa()

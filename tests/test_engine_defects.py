@@ -35,11 +35,11 @@ def stream_text(tokenizer, ids: list[int]) -> tuple[list[str], int]:
     it decoded to do so."""
     import torch
 
-    from backends.transformers.backend import _TextStreamer
+    from backends.transformers.reply_text import TextStreamer
 
     counting = CountingTokenizer(tokenizer)
     pieces: list[str] = []
-    streamer = _TextStreamer(counting, ReasoningSplitter(False), lambda e: pieces.append(e.text)
+    streamer = TextStreamer(counting, ReasoningSplitter(False), lambda e: pieces.append(e.text)
                              if isinstance(e, TextDelta) else None)
     streamer.put(torch.tensor([[1, 2, 3]]))  # generate() first puts the prompt
     for token_id in ids:

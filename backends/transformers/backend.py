@@ -22,15 +22,18 @@ import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import fit_to_context
+from backends.transformers.batched.engine import BatchedEngine, Prepared
+from backends.transformers.batched.loops import ThinkerJob
+from backends.transformers.batched.reply import BatchedReply, speaking_feed
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
-from backends.transformers.loading import expected_device, load_model, model_config, weight_loading_progress
-from backends.transformers.model import OmniModel, free_accelerator_memory
+from backends.transformers.loading import (expected_batch_slots, expected_device, load_model, model_config,
+                                           weight_loading_progress)
+from backends.transformers.model import FRAMES_PER_SECOND, OmniModel, free_accelerator_memory
 from backends.transformers.options import TransformersOptions
-from backends.transformers.incremental_text import IncrementalDecoder
-from backends.events import Done, Error, Event, Metrics, Notice
+from backends.transformers.reply_text import TextStreamer, finish_reason, reply_metrics
+from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import SpeechRun, TextFeed
 from backends.transformers.thinker_decoder import ThinkerSampling
 from messages import Message
 
@@ -65,6 +68,8 @@ class TransformersBackend(OmniModel, Backend):
         self.load_error: Message | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
+        self.batched: BatchedEngine | None = None
+        """Serves the replies once the model is warm when it decodes several at once (``batch_slots`` > 1)."""
         config = loaded[0].config if loaded else model_config(checkpoint, options)
         self.info = BackendInfo(
             backend="transformers",
@@ -73,6 +78,7 @@ class TransformersBackend(OmniModel, Backend):
             device=expected_device(options),
             speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
+            max_concurrency=expected_batch_slots(options),
         )
         if not (options.load_in_background and not loaded):
             self._load(loaded or load_model(checkpoint, options))
@@ -87,7 +93,10 @@ class TransformersBackend(OmniModel, Backend):
         self.take(loaded)
         if self.compiled:
             self.warming_up = WAITING_TO_COMPILE
-        self.info = replace(self.info, device=self.device_name)
+        if self.thinker_batch is not None:
+            self.batched = BatchedEngine(self.thinker_batch, self.talker_batch, workers=self.batch_slots,
+                                         stall_s=self.options.stall_timeout_s)
+        self.info = replace(self.info, device=self.device_name, max_concurrency=self.batch_slots)
 
     def _load_in_background(self) -> None:
         def loaded_share(done: int, total: int) -> None:
@@ -108,13 +117,19 @@ class TransformersBackend(OmniModel, Backend):
             self.warming_up = None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        if self.batched is not None and not self.warming_up and not self.load_error:
+            async for event in self.batched.stream(functools.partial(self._prepare, request)):
+                yield event
+            return
         if self.warming_up and self.engine.health() is None:
             yield Notice(Message("engine.warming_up", {"what": self.warming_up}))
         async for event in self.engine.stream(functools.partial(self._run, request),
                                               patient=lambda: bool(self.warming_up)):
             yield event
 
-    def _run(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
+    def _run(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event,
+             fitted: tuple | None = None) -> None:
+        """``fitted``: the turn's (inputs, prompt tokens, start time) when they are made already."""
         with self._lock:
             if stop.is_set():
                 return emit(Done("cancelled"))
@@ -122,34 +137,54 @@ class TransformersBackend(OmniModel, Backend):
                 emit(Error(self.load_error, "generation"))
                 return emit(Done("error"))
             try:
-                self._generate(request, emit, stop)
+                if fitted is None:
+                    self._generate(request, emit, stop)
+                else:
+                    inputs, prompt_tokens, started = fitted
+                    self._reply(request, inputs, prompt_tokens, emit, stop, started)
             except Exception as err:  # never let a worker die silently: the UI would wait forever
                 log.exception("generation failed")
                 emit(Error(Message("engine.generation_failed", {"cause": str(err)}), "generation"))
                 emit(Done("error"))
 
     def _generate(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> None:
-        from transformers import set_seed
+        started = time.perf_counter()
+        fitted = self._fit(request, emit, stop)
+        if fitted is not None:
+            self._reply(request, *fitted, emit, stop, started)
 
+    def _fit(self, request: ChatRequest, emit: Callable[[Event], None],
+             stop: threading.Event) -> tuple[dict, int] | None:
+        """The turn's inputs and prompt length, fitted to the context (its notes emitted); None when it already
+        ended (a bad file, or Stop while its media was decoded)."""
         started = time.perf_counter()
         try:
             _, inputs, notes = fit_to_context(request, self.count_tokens, self.context_tokens, self.options.media_limits)
         except media.MediaError as err:
             emit(Error(err.msg, "input"))
-            return emit(Done("error"))
+            emit(Done("error"))
+            return None
         for note in notes:
             emit(Notice(note))
         if stop.is_set():  # Stop while the media was decoded: don't start the prefill
-            return emit(Done("cancelled"))
+            emit(Done("cancelled"))
+            return None
         prompt_tokens = int(inputs["input_ids"].shape[1])
         log.debug("prompt of %d tokens ready %.1f ms after the request (media decoding, the processor)", prompt_tokens,
                   (time.perf_counter() - started) * 1e3)
+        return inputs, prompt_tokens
+
+    def _reply(self, request: ChatRequest, inputs: dict, prompt_tokens: int, emit: Callable[[Event], None],
+               stop: threading.Event, started: float) -> None:
+        """One reply on this thread, the thinker's decoder and the talker's thread to itself."""
+        from transformers import set_seed
+
         if request.sampling.seed is not None:
             set_seed(request.sampling.seed)
         speech = self.speech_run(request, inputs, emit, stop, started) if request.return_audio and self.info.can_speak \
             else None
-        streamer = _TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit,
-                                 speech.feed if speech else None)
+        streamer = TextStreamer(self.processor.tokenizer, ReasoningSplitter(self.info.reasons), emit,
+                                speech.feed if speech else None)
         with speech.running() if speech else contextlib.nullcontext() as prompt_states:
             try:
                 self._think(request, inputs, prompt_tokens, streamer, stop, prompt_states)
@@ -157,8 +192,29 @@ class TransformersBackend(OmniModel, Backend):
                 if not stop.is_set():
                     raise
         streamer.flush()
-        emit(self._metrics(streamer, started, prompt_tokens, speech))
-        emit(Done(_finish_reason(streamer, request, stop)))
+        emit(reply_metrics(streamer, started, prompt_tokens, speech))
+        emit(Done(finish_reason(streamer, request.sampling.max_new_tokens, stop)))
+
+    def _prepare(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event) -> Prepared | None:
+        """A turn for the batched engine (on one of its preparing threads): fitted, with its text streamer and
+        speech; a turn too long for a slot runs alone on the thinker loop's thread."""
+        started = time.perf_counter()
+        fitted = self._fit(request, emit, stop)
+        if fitted is None:
+            return None
+        inputs, prompt_tokens = fitted
+        max_new_tokens, speaks = request.sampling.max_new_tokens, request.return_audio and self.info.can_speak
+        frames = int(self.options.max_speech_seconds * FRAMES_PER_SECOND)
+        if not (self.thinker_batch.fits(prompt_tokens, max_new_tokens)
+                and (not speaks or self.talker_batch.fits(prompt_tokens, frames))):
+            def outside() -> None:
+                self._run(request, emit, stop, fitted=(inputs, prompt_tokens, started))
+
+            return Prepared(ThinkerJob(inputs, None, None, stop, lambda reason: None, alone=outside))
+        speech = self.speech_run(request, inputs, emit, stop, started, feed=speaking_feed()) if speaks else None
+        reply = BatchedReply(request, emit, stop, started, prompt_tokens, self.processor.tokenizer, self.info.reasons,
+                             speech)
+        return reply.prepared(inputs, self.model.config.im_end_token_id, self.thinker_batch.token_in.device)
 
     def _think(self, request: ChatRequest, inputs: dict, prompt_tokens: int, streamer, stop: threading.Event,
                prompt_states: dict | None = None) -> None:
@@ -187,19 +243,6 @@ class TransformersBackend(OmniModel, Backend):
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         self.model.thinker.generate(**inputs, **kwargs)
-
-    def _metrics(self, streamer: _TextStreamer, started: float, prompt_tokens: int, speech: SpeechRun | None) -> Metrics:
-        ttft = None if streamer.first_token_at is None else streamer.first_token_at - started
-        decode_s = (streamer.last_token_at or 0) - (streamer.first_token_at or 0)
-        speech_metrics = speech.metrics() if speech else {}
-        return Metrics(
-            time_to_first_token_s=ttft,
-            prompt_tokens=prompt_tokens,
-            output_tokens=streamer.tokens,
-            tokens_per_s=(streamer.tokens - 1) / decode_s if streamer.tokens > 1 and decode_s > 0 else None,
-            total_s=time.perf_counter() - started,
-            **speech_metrics,
-        )
 
     def warm_up(self) -> dict:
         """Compile and capture before the first user turn (when compiling); returns seconds per stage.
@@ -236,6 +279,7 @@ class TransformersBackend(OmniModel, Backend):
             self.compile_thinker()
             if self.options.encoder_graphs and self.thinker_decoders:
                 times["encoders_s"] = self.capture_encoders()
+            times.update(self.capture_batches())
             request = ChatRequest(turns=(Turn.user("Say hello."),), sampling=Sampling(temperature=0, max_new_tokens=8),
                                   return_audio=self.info.can_speak)
             failures: list[str] = []
@@ -259,13 +303,9 @@ class TransformersBackend(OmniModel, Backend):
 
     def close(self) -> None:
         self.engine.stop()
+        if self.batched is not None:
+            self.batched.close()
         self.release()
-
-
-def _finish_reason(streamer: _TextStreamer, request: ChatRequest, stop: threading.Event) -> str:
-    if stop.is_set():
-        return "cancelled"
-    return "length" if streamer.tokens >= request.sampling.max_new_tokens else "stop"
 
 
 class _StopOnEvent:
@@ -278,41 +318,3 @@ class _StopOnEvent:
         import torch
 
         return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class _TextStreamer:
-    """transformers streamer contract (``put``/``end``): decodes new tokens into events."""
-
-    def __init__(self, tokenizer, splitter: ReasoningSplitter, emit: Callable[[Event], None],
-                 feed: TextFeed | None = None):
-        self.splitter, self.emit, self.feed = splitter, emit, feed
-        self.decoder = IncrementalDecoder(tokenizer)
-        self.prompt_seen = False
-        self.first_token_at: float | None = None
-        self.last_token_at: float | None = None
-
-    @property
-    def tokens(self) -> int:
-        return len(self.decoder.ids)
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # generate() first puts the prompt
-            self.prompt_seen = True
-            return
-        now = time.perf_counter()
-        self.first_token_at = self.first_token_at or now
-        self.last_token_at = now
-        new_ids = value.reshape(-1).tolist()
-        if self.feed is not None:
-            self.feed.extend(new_ids)
-        delta = self.decoder.add(new_ids)
-        for event in self.splitter.feed(delta) if delta else ():
-            self.emit(event)
-
-    def end(self) -> None:
-        """Nothing to do: SpeechRun.running() finishes the talker's feed when generate() returns."""
-
-    def flush(self) -> None:
-        """Emit what put() held back (an incomplete character, a possible tag) once generation ended."""
-        for event in self.splitter.feed(self.decoder.flush()) + self.splitter.flush():
-            self.emit(event)

@@ -38,6 +38,15 @@ def expected_device(options: TransformersOptions) -> str:
     return device_label(options.device if options.device.startswith("cuda:") else "cuda:0")
 
 
+def expected_batch_slots(options: TransformersOptions) -> int:
+    """How many replies the engine will decode together (shown, and the queue sized, before the weights are in):
+    ``batch_slots``, or 8 where the model will be compiled on a GPU, else 1."""
+    if options.batch_slots is not None:
+        return max(1, options.batch_slots)
+    compiled = options.compile == "on" or (options.compile == "auto" and _on_gpu(options))
+    return 8 if compiled and _on_gpu(options) and not options.max_gpu_memory_gib else 1
+
+
 def device_label(device: str) -> str:
     """``device`` for the header: a GPU with its name."""
     import torch

@@ -16,10 +16,12 @@ import time
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, run_processor
 from backends.request import ChatRequest
+from backends.transformers.batched.talker import TalkerBatch
+from backends.transformers.batched.thinker import ThinkerBatch
 from backends.transformers.encoder_cache import EncoderCache
 from backends.transformers.encoder_graphs import EncoderGraphs
 from backends.transformers.kernels.fused_projections import fuse_attention_projections
-from backends.transformers.loading import device_label
+from backends.transformers.loading import device_label, expected_batch_slots
 from backends.transformers.options import TransformersOptions
 from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
 from backends.transformers.talker_decoder import TalkerDecoder
@@ -77,6 +79,9 @@ class OmniModel:
         self._stock_encoders = None
         """Puts transformers' encoders back while their padded, captured passes serve (encoder_graphs.py)."""
         self.encoder_graphs: EncoderGraphs | None = None
+        self.thinker_batch: ThinkerBatch | None = None
+        self.talker_batch: TalkerBatch | None = None
+        """Several replies decoded together (``batch_slots`` > 1; batched/): None when one at a time."""
 
     def take(self, loaded: tuple) -> None:
         """Serve ``loaded`` (``(model, processor)``, from ``loading.load_model``): when compiling, our kernels go
@@ -111,6 +116,38 @@ class OmniModel:
                 # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
                 self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
                     options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
+        self._make_batches()
+
+    @property
+    def batch_slots(self) -> int:
+        """Replies decoded together (1: one at a time)."""
+        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
+        if self.talker_only or not self.options.static_cache_tokens or offloaded:
+            return 1
+        return expected_batch_slots(self.options)
+
+    def _make_batches(self) -> None:
+        """The slots and batched steps; a lone reply and every prompt pass use the one-row decoders."""
+        slots = self.batch_slots
+        if slots <= 1:
+            return
+        talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
+        prompts = self.thinker_decoders[-1] if self.thinker_decoders else ThinkerDecoder(
+            self.model.thinker, self.options.static_cache_tokens, (), talker_layer)
+        self.thinker_batch = ThinkerBatch(self.model.thinker, prompts, slots)
+        if self.talker_decoder is not None:
+            self.talker_batch = TalkerBatch(self.model.talker, self.talker_decoder, slots)
+        log.info("%d replies at once: their caches hold %.2f GB", slots,
+                 (self.thinker_batch.store.bytes + (self.talker_batch.store.bytes if self.talker_batch else 0)) / 1e9)
+
+    def capture_batches(self) -> dict:
+        """The batched steps captured as CUDA graphs, one per batch size; returns seconds per stage."""
+        times = {}
+        if self.thinker_batch is not None:
+            times["thinker_batch_s"] = self.thinker_batch.compile()
+        if self.talker_batch is not None:
+            times["talker_batch_s"] = self.talker_batch.compile()
+        return times
 
     def _install_kernels(self) -> None:
         """Ours in place of transformers' where the options want them (the Triton ones on GPUs only)."""

@@ -33,6 +33,10 @@ class TransformersOptions:
     """Cap per GPU; what doesn't fit stays in CPU memory (accelerate offload: works on small GPUs, slowly)."""
     static_cache_tokens: int = 8192
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
+    batch_slots: int | None = None
+    """Replies decoded together, each in a cache slot of its own (``static_cache_tokens`` long; a slot of
+    8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: README, "Many users at once"); None: 8 when compiled
+    on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep

@@ -362,8 +362,8 @@ class SpeechRun:
                               talker.prefilled_at - self.started, self.talker_started - self.started)
                 self.frames += 1
                 with self.feed.holding() if self.samples == 0 else contextlib.nullcontext():
-                    self._send(self.vocoder.push(frame))
-            self._send(self.vocoder.flush())
+                    self.send(self.vocoder.push(frame))
+            self.send(self.vocoder.flush())
         except Exception as err:  # speech is extra: the text reply goes on without it
             if not self.stop.is_set():
                 log.exception("speech generation failed")
@@ -372,7 +372,7 @@ class SpeechRun:
         finally:
             self.finished_at = time.perf_counter()
 
-    def _send(self, wav: torch.Tensor | None) -> None:
+    def send(self, wav: torch.Tensor | None) -> None:
         if wav is None or wav.numel() == 0 or self.stop.is_set():
             return
         samples = wav.cpu().numpy()

@@ -20,6 +20,8 @@ from typing import AsyncIterator, Callable
 
 from backends.events import Done, Error, Event
 from backends.transformers.batched.loops import SpeakingRow, TalkerLoop, ThinkerJob, ThinkerLoop
+from backends.transformers.batched.talker import TalkerBatch
+from backends.transformers.batched.thinker import ThinkerBatch
 from backends.transformers.engine_thread import HEALTH_CHECK_S
 from messages import Message
 
@@ -41,12 +43,16 @@ Prepare = Callable[[Callable[[Event], None], threading.Event], "Prepared | None"
 class BatchedEngine:
     """Example::
 
-        engine = BatchedEngine(ThinkerLoop(thinker_batch), TalkerLoop(talker_batch), workers=8)
+        engine = BatchedEngine(ThinkerBatch(...), TalkerBatch(...), workers=8)
         async for event in engine.stream(prepare): ...
     """
 
-    def __init__(self, thinker: ThinkerLoop, talker: TalkerLoop | None, workers: int, stall_s: float = 600.0):
-        self.thinker, self.talker, self.stall_s = thinker, talker, stall_s
+    def __init__(self, thinker: ThinkerBatch, talker: TalkerBatch | None, workers: int, stall_s: float = 600.0):
+        """``talker``: None for a model that doesn't speak. ``workers``: replies prepared at once."""
+        self.talker = TalkerLoop(talker, self.progressed) if talker is not None else None
+        self.thinker = ThinkerLoop(thinker, self.progressed,
+                                   others_idle=lambda: self.talker is None or self.talker.idle)
+        self.stall_s = stall_s
         self._prepare = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omni-prepare")
         self._progress_at = time.monotonic()
         self.replies = 0
@@ -86,7 +92,13 @@ class BatchedEngine:
         self._progress_at = max(self._progress_at, time.monotonic())  # the clock starts with work to do
         getter = None
         try:
-            prepared = await loop.run_in_executor(self._prepare, prepare, emit, stop)
+            try:
+                prepared = await loop.run_in_executor(self._prepare, prepare, emit, stop)
+            except Exception as err:  # a reply that can't be prepared ends alone: the engine goes on
+                log.exception("preparing a reply failed")
+                yield Error(Message("engine.generation_failed", {"cause": str(err)}), "generation")
+                yield Done("error")
+                return
             if prepared is not None:
                 if prepared.speech is not None and self.talker is not None and prepared.job.alone is None:
                     self.talker.add(prepared.speech)

@@ -163,23 +163,29 @@ class TalkerBatch:
                               past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
         return torch.cat(codes, dim=1), embeds
 
-    def compile(self) -> float:
-        """torch.compile the step and the frame per batch size and, on CUDA, capture them; returns the seconds it
-        took. If that fails they stay eager (slower, same speech)."""
+    def compile(self, torch_compile: bool = False) -> float:
+        """On a GPU, the step and the frame of each batch size captured as CUDA graphs, kernels as they are
+        (ThinkerBatch.compile says why); ``torch_compile``: compiled first, on any device. Returns the seconds it
+        took; if it fails they stay eager (slower, same speech)."""
         started = time.perf_counter()
+        on_gpu = self.codec_in.is_cuda
+        if not (on_gpu or torch_compile):
+            return 0.0
         try:
             steps, predicts = {}, {}
             with torch.inference_mode():
                 for batch in self.batch_sizes:
-                    step = torch.compile(lambda b=batch: self._step_fn(b), fullgraph=True, dynamic=False)
-                    predict = torch.compile(lambda b=batch: self._predict_fn(b), fullgraph=True, dynamic=False)
-                    if self.codec_in.is_cuda:
+                    step, predict = (lambda b=batch: self._step_fn(b)), (lambda b=batch: self._predict_fn(b))
+                    if torch_compile:
+                        step = torch.compile(step, fullgraph=True, dynamic=False)
+                        predict = torch.compile(predict, fullgraph=True, dynamic=False)
+                    if on_gpu:
                         stream = self.prompts.capture_stream
-                        steps[batch], predicts[batch] = captured(step, stream=stream), captured(predict, stream=stream)
+                        step, predict = captured(step, stream=stream), captured(predict, stream=stream)
                     else:
                         step(), predict()
-                        steps[batch], predicts[batch] = step, predict
+                    steps[batch], predicts[batch] = step, predict
             self._steps, self._predicts, self.compiled = steps, predicts, True
         except Exception:
-            log.exception("compiling the talker's batched steps failed; they run eagerly (slower, same speech)")
+            log.exception("capturing the talker's batched steps failed; they run eagerly (slower, same speech)")
         return time.perf_counter() - started

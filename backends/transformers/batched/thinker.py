@@ -189,22 +189,26 @@ class ThinkerBatch:
         self.token_in[rows].copy_(token)
         return token
 
-    def compile(self) -> float:
-        """torch.compile each batch size's step and, on CUDA, capture it; returns the seconds it took. If that
-        fails the steps stay eager (slower, same tokens)."""
+    def compile(self, torch_compile: bool = False) -> float:
+        """On a GPU, each batch size's step captured as a CUDA graph, with its kernels as they are (compiling one
+        costs minutes per size; a lone reply keeps the one-row decoder's compiled step); ``torch_compile``:
+        compiled first (fullgraph), on any device. Returns the seconds it took; if it fails, the steps stay
+        eager (slower, same tokens)."""
         started = time.perf_counter()
+        on_gpu = self.token_in.is_cuda
+        if not (on_gpu or torch_compile):
+            return 0.0
         try:
             steps = {}
             with torch.inference_mode():
                 for batch in self.batch_sizes:
-                    step = torch.compile(lambda b=batch: self._step_fn(b), fullgraph=True, dynamic=False)
-                    if self.token_in.is_cuda:
-                        steps[batch] = captured(step, stream=self.prompts.capture_stream)
-                    else:
+                    step = lambda b=batch: self._step_fn(b)  # noqa: E731
+                    if torch_compile:
+                        step = torch.compile(step, fullgraph=True, dynamic=False)
+                    steps[batch] = captured(step, stream=self.prompts.capture_stream) if on_gpu else step
+                    if not on_gpu:
                         step()
-                        steps[batch] = step
-                self.store.lengths.zero_()
             self._steps, self.compiled = steps, True
         except Exception:
-            log.exception("compiling the thinker's batched steps failed; they run eagerly (slower, same answers)")
+            log.exception("capturing the thinker's batched steps failed; they run eagerly (slower, same answers)")
         return time.perf_counter() - started

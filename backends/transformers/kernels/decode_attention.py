@@ -59,12 +59,20 @@ if triton is not None:
 
     @triton.jit
     def _attend_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, max_ptr, sum_ptr, slots,
-                      q_head_stride, k_head_stride, k_slot_stride, v_head_stride, v_slot_stride, mask_stride,
+                      q_batch_stride, q_head_stride, k_batch_stride, k_head_stride, k_slot_stride,
+                      v_batch_stride, v_head_stride, v_slot_stride, mask_batch_stride, mask_stride,
                       SCALE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                       DIM_PAD: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
-                      INTERLEAVE: tl.constexpr):
+                      INTERLEAVE: tl.constexpr, KV_HEADS: tl.constexpr):
         # SCALE is a constant: a float argument arrives as fp64 inside torch.compile, and so would the scores.
-        kv_head = tl.program_id(0)
+        # Program axis 0 is (row of the batch, key/value head); the partial sums are laid out the same way.
+        pair = tl.program_id(0)
+        row_of_batch = pair // KV_HEADS
+        kv_head = pair % KV_HEADS
+        q_ptr += row_of_batch * q_batch_stride
+        k_ptr += row_of_batch * k_batch_stride
+        v_ptr += row_of_batch * v_batch_stride
+        mask_ptr += row_of_batch * mask_batch_stride
         split = tl.program_id(1)
         splits = tl.num_programs(1)
         rows = tl.arange(0, GROUP_PAD)  # the query heads of this key/value head (padded: tl.dot wants 16)
@@ -99,7 +107,7 @@ if triton is not None:
                             mask=seen[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)
                 acc = acc * rescale[:, None] + tl.dot(round_to_bf16(p), v)
                 best = new_best
-        part = (kv_head * splits + split) * GROUP_PAD + rows
+        part = (pair * splits + split) * GROUP_PAD + rows
         tl.store(acc_ptr + part[:, None] * DIM_PAD + dims[None, :], acc, mask=rows[:, None] < GROUP)
         tl.store(max_ptr + part, best)
         tl.store(sum_ptr + part, total)
@@ -132,23 +140,33 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """``query`` (heads, head_dim) of one token, bf16; ``key``/``value`` (kv_heads, slots, head_dim), the whole
     cache; ``seen`` (slots,) bool, the slots it may attend to → (heads, head_dim). ``interleaved``: the
     blocks' order (default INTERLEAVED)."""
-    heads, head_dim = query.shape
-    kv_heads, slots, _ = key.shape
+    return decode_attention_rows(query[None], key[None], value[None], seen[None], scale, interleaved)[0]
+
+
+def decode_attention_rows(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, seen: torch.Tensor,
+                          scale: float, interleaved: bool | None = None) -> torch.Tensor:
+    """``decode_attention`` for a batch of rows, each one token over its own cache and mask: ``query`` (rows,
+    heads, head_dim), ``key``/``value`` (rows, kv_heads, slots, head_dim), ``seen`` (rows, slots) → (rows,
+    heads, head_dim)."""
+    rows, heads, head_dim = query.shape
+    kv_heads, slots = key.shape[1], key.shape[2]
     group = heads // kv_heads
     group_pad, dim_pad = max(16, _power_of_two_above(group)), max(16, _power_of_two_above(head_dim))
     splits = min(MAX_SPLITS, -(-slots // BLOCK))
     split = -(-slots // (splits * BLOCK)) * BLOCK
-    acc = torch.empty((kv_heads, splits, group_pad, dim_pad), device=query.device, dtype=torch.float32)
-    best = torch.empty((kv_heads, splits, group_pad), device=query.device, dtype=torch.float32)
+    acc = torch.empty((rows * kv_heads, splits, group_pad, dim_pad), device=query.device, dtype=torch.float32)
+    best = torch.empty((rows * kv_heads, splits, group_pad), device=query.device, dtype=torch.float32)
     total = torch.empty_like(best)
-    _attend_split[(kv_heads, splits)](
-        query, key, value, seen, acc, best, total, slots, query.stride(0), key.stride(0), key.stride(1),
-        value.stride(0), value.stride(1), seen.stride(0), SCALE=scale, GROUP=group, GROUP_PAD=group_pad,
-        HEAD_DIM=head_dim, DIM_PAD=dim_pad, SPLIT=split, BLOCK_N=BLOCK,
-        INTERLEAVE=INTERLEAVED if interleaved is None else interleaved)
-    out = torch.empty((heads, head_dim), device=query.device, dtype=query.dtype)
-    _combine_splits[(kv_heads, group)](acc, best, total, out, SPLITS=splits, SPLITS_PAD=_power_of_two_above(splits),
-                                       GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, DIM_PAD=dim_pad)
+    _attend_split[(rows * kv_heads, splits)](
+        query, key, value, seen, acc, best, total, slots, query.stride(0), query.stride(1), key.stride(0),
+        key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2), seen.stride(0),
+        seen.stride(1), SCALE=scale, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, DIM_PAD=dim_pad,
+        SPLIT=split, BLOCK_N=BLOCK, INTERLEAVE=INTERLEAVED if interleaved is None else interleaved,
+        KV_HEADS=kv_heads)
+    out = torch.empty((rows, heads, head_dim), device=query.device, dtype=query.dtype)
+    _combine_splits[(rows * kv_heads, group)](acc, best, total, out, SPLITS=splits,
+                                              SPLITS_PAD=_power_of_two_above(splits), GROUP=group,
+                                              GROUP_PAD=group_pad, HEAD_DIM=head_dim, DIM_PAD=dim_pad)
     return out
 
 
@@ -166,18 +184,19 @@ def prompt_mask_slots(config, length: int, cache_slots: int) -> int:
 
 def _attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                        **kwargs):
-    """transformers' attention-function signature: one token attending to a bool-masked cache (batch 1, on a
-    GPU) takes the kernel; everything else goes to sdpa, over only the first slots when the mask spans fewer
+    """transformers' attention-function signature: one token per row attending to a bool-masked cache (on a
+    GPU; a batched step's rows each to their own slot) takes the kernel; everything else goes to sdpa, over only the first slots when the mask spans fewer
     than the cache (a prompt pass, prompt_mask_slots)."""
-    if (query.shape[0] == 1 and query.shape[2] == 1 and (query.is_cuda or INTERPRETED)
+    if (query.shape[2] == 1 and (query.is_cuda or INTERPRETED)
             and query.dtype == torch.bfloat16  # the kernel writes bf16
             and query.stride(-1) == key.stride(-1) == value.stride(-1) == 1  # the kernel's loads assume it
             and isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool
             and attention_mask.shape[-1] == key.shape[2] and attention_mask.shape[-2] == 1
+            and attention_mask.shape[0] == query.shape[0] and attention_mask.shape[1] == 1
             and not dropout and sliding_window is None and not kwargs.get("softcap")):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        out = decode_attention(query[0, :, 0], key[0], value[0], attention_mask[0, 0, 0], scale)
-        return out.view(1, 1, *out.shape), None  # (batch, tokens, heads, head_dim), as sdpa's
+        out = decode_attention_rows(query[:, :, 0], key, value, attention_mask[:, 0, 0], scale)
+        return out[:, None], None  # (batch, tokens, heads, head_dim), as sdpa's
     if isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] < key.shape[2]:
         key, value = key[:, :, :attention_mask.shape[-1]], value[:, :, :attention_mask.shape[-1]]
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
