@@ -37,11 +37,12 @@ async def one_reply(backend, request: ChatRequest, delay: float) -> dict:
     await asyncio.sleep(delay)
     started = time.perf_counter()
     first_text = first_audio = metrics = None
-    errors = []
+    errors, pieces = [], []
     async for event in backend.stream(request):
         now = time.perf_counter() - started
-        if isinstance(event, TextDelta) and first_text is None:
-            first_text = now
+        if isinstance(event, TextDelta):
+            pieces.append(event.text)
+            first_text = now if first_text is None else first_text
         elif isinstance(event, AudioChunk) and first_audio is None:
             first_audio = now
         elif isinstance(event, Metrics):
@@ -51,7 +52,7 @@ async def one_reply(backend, request: ChatRequest, delay: float) -> dict:
     return {"first_text": first_text, "first_audio": first_audio, "total": time.perf_counter() - started,
             "tokens": metrics.output_tokens if metrics else 0, "tok_s": metrics.tokens_per_s if metrics else None,
             "rtf": metrics.real_time_factor if metrics else None,
-            "audio_s": metrics.audio_seconds if metrics else 0, "errors": errors}
+            "audio_s": metrics.audio_seconds if metrics else 0, "errors": errors, "text": "".join(pieces)}
 
 
 def scenario(backend, request: ChatRequest, users: int, spacing_s: float = 0.0) -> tuple[list[dict], float, float]:
@@ -133,14 +134,22 @@ def main() -> None:
     paths = {"serialized": None, "batched": batched}
     chosen = [p for p in args.paths.split(",") if p in paths]
     users = [int(n) for n in args.users.split(",")]
-    lines = []
+    lines, agreement = [], []
     for path in chosen:
         backend.batched = paths[path]
         scenario(backend, request, 2)  # warms this path (its graphs' first replays, allocator)
+        alone = None
         for n in users:
             replies, wall, peak = scenario(backend, request, n)
             lines.append(row(f"{n} at once", path, replies, wall, peak))
             print(lines[-1], flush=True)
+            alone = alone if alone is not None else replies[0]["text"]
+            same = sum(r["text"] == alone for r in replies)
+            agreement.append(f"{path}, {n} at once: {same} of {n} replies' text equal the first lone reply's")
+            print(agreement[-1], flush=True)
+            for reply in replies:
+                for error in reply["errors"]:
+                    print("  error:", error, flush=True)
         replies, wall, peak = scenario(backend, request, 8, args.stagger_ms / 1000)
         lines.append(row(f"8, {args.stagger_ms:.0f} ms apart", path, replies, wall, peak))
         print(lines[-1], flush=True)
@@ -152,6 +161,8 @@ def main() -> None:
           "(p50) | tok/s in all | wall | peak GPU mem (tensors) | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for line in lines:
+        print(line)
+    for line in agreement:
         print(line)
     if batched is not None:
         print(f"batched: most rows at once, thinker {batched.thinker.max_rows}, talker "
