@@ -211,4 +211,6 @@ TABLE: dict[str, tuple[str, str]] = {
                           "已导入 {count} 行：继续评分，或 ▶ 运行 未回答的 {left} 行。"),
     "evaluate.reference": ("Reference:", "参考答案："),
     "evaluate.not_answered": ("(not answered yet)", "（尚未回答）"),
+    "evaluate.row_problem": ("row {row}: {problem}", "第 {row} 行：{problem}"),
+    "evaluate.cut": ("{sides}: max tokens", "{sides}：达到最大生成长度"),
 }

@@ -253,12 +253,13 @@ def _view(run: EvalRun, say, note: str):
 def _table(run: EvalRun, say=to_english) -> list[list]:
     return [[row.prompt.id, row.prompt.text, "; ".join(row.prompt.media),
              row.a.text if row.a else "", row.b.text if row.b else "",
-             _timings(row.a), _timings(row.b), row.rating, _row_status(run, row, say)] for row in run.rows]
+             _timings(row.a, say), _timings(row.b, say), row.rating, _row_status(run, row, say)] for row in run.rows]
 
 
 def _row_status(run: EvalRun, row: EvalRow, say) -> str:
     if row.prompt.problem:
-        return f"⚠️ row {row.prompt.row}: {say(row.prompt.issue or row.prompt.problem)}"
+        return "⚠️ " + say(Message("evaluate.row_problem", {"row": row.prompt.row,
+                                                            "problem": row.prompt.issue or row.prompt.problem}))
     errors = [f"{side}: {say(answer.error_message or answer.error)}"
               for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.error]
     if errors:
@@ -266,19 +267,19 @@ def _row_status(run: EvalRun, row: EvalRow, say) -> str:
     cut = [side for side, answer in (("A", row.a), ("B", row.b)) if answer and answer.finish_reason == "length"]
     if not row.done(run.two_sides):
         return "…"
-    return "✓" + (f" (✂️ {', '.join(cut)}: max tokens)" if cut else "")
+    return "✓" + (" (✂️ " + say(Message("evaluate.cut", {"sides": ", ".join(cut)})) + ")" if cut else "")
 
 
-def _timings(answer) -> str:
+def _timings(answer, say=to_english) -> str:
     if answer is None:
         return ""
     parts = []
     if answer.first_token_s is not None:
-        parts.append(f"1st token {answer.first_token_s:.2f} s")
+        parts.append(say(Message("metrics.first_token", {"seconds": f"{answer.first_token_s:.2f}"})))
     if answer.first_audio_s is not None:
-        parts.append(f"1st audio {answer.first_audio_s:.2f} s")
+        parts.append(say(Message("metrics.first_audio", {"seconds": f"{answer.first_audio_s:.2f}"})))
     if answer.tokens_per_s is not None:
-        parts.append(f"{answer.tokens_per_s:.0f} tok/s")
+        parts.append(say(Message("metrics.tokens_per_s", {"speed": f"{answer.tokens_per_s:.0f}"})))
     return " · ".join(parts)
 
 
