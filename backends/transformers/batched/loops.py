@@ -50,6 +50,8 @@ class ThinkerJob:
     prompt_states: dict | None = None
     row: ThinkerRow | None = None
     admitted_at: float | None = None
+    delivered: int = 0
+    """Tokens streamed so far (a step may already run past the last one)."""
     alone: Callable[[], None] | None = None
     """A reply too long for a slot: run by calling this on the loop's thread, once no other reply is busy in
     either loop (the one-row decoders and the thinker's rope offsets are shared); the others wait meanwhile."""
@@ -69,6 +71,8 @@ class ThinkerLoop:
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[ThinkerJob] = []
         self._jobs: dict[int, ThinkerJob] = {}
+        self._in_flight = None
+        """The step launched last, whose tokens are not streamed yet."""
         self.died: str | None = None
         self.max_rows = 0
         """The most replies decoded together so far."""
@@ -149,10 +153,18 @@ class ThinkerLoop:
             job.finished("error")
 
     def _step(self) -> None:
+        """Launch the next step, then stream the tokens of the one before (the GPU computes meanwhile). A row
+        that ended at the earlier step was in the later one too: its token there is dropped."""
         if not self._jobs:
+            self._in_flight = None
             return
-        for slot, token in self.batch.step().items():
-            self._deliver(self._jobs[slot], token)
+        launched, earlier = self.batch.launch(), self._in_flight
+        self._in_flight = launched
+        if earlier is not None:
+            for slot, token in earlier.read().items():
+                job = self._jobs.get(slot)
+                if job is not None and job.row is earlier.rows[slot]:
+                    self._deliver(job, token)
         self.progressed()
 
     def _deliver(self, job: ThinkerJob, token: int) -> None:
@@ -162,10 +174,11 @@ class ThinkerLoop:
         except Exception:
             log.exception("streaming a token failed")
             return self._leave(job, "error")
+        job.delivered += 1
         sampling = job.sampling
         if token == sampling.eos_token_id:
             self._leave(job, "stop")
-        elif job.row.produced >= sampling.max_new_tokens:
+        elif job.delivered >= sampling.max_new_tokens:
             self._leave(job, "length")
         elif job.stop.is_set():
             self._leave(job, "cancelled")

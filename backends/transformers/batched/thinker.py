@@ -46,6 +46,22 @@ class ThinkerRow:
         return self.sampling.temperature <= 0
 
 
+@dataclass
+class Launched:
+    """A step in flight: the rows it serves (as they were) and where its tokens land on the host."""
+
+    rows: dict[int, ThinkerRow]
+    host: torch.Tensor
+    ready: torch.cuda.Event | None
+
+    def read(self) -> dict[int, int]:
+        """{slot: token id}, once the step is done."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        values = self.host.tolist()
+        return {slot: values[slot] for slot in self.rows}
+
+
 class ThinkerBatch:
     """Example::
 
@@ -75,6 +91,10 @@ class ThinkerBatch:
         """1 for a busy slot: its length grows with each step (an idle row's stays, and its token is ignored)."""
         self.rows: dict[int, ThinkerRow] = {}
         self._steps = {batch: (lambda b=batch: self._step_fn(b)) for batch in self.batch_sizes}
+        on_gpu = device.type == "cuda"
+        self._host = [torch.zeros((slots,), dtype=torch.long, pin_memory=on_gpu) for _ in range(2)]
+        """Two pinned buffers the steps' tokens are copied to, in turn: one is read while the next step runs."""
+        self._flip = 0
         self.compiled = False
         self.steps = 0
         """Batched steps so far (a lone reply's steps are the one-row decoder's)."""
@@ -153,19 +173,35 @@ class ThinkerBatch:
     @torch.inference_mode()
     def step(self) -> dict[int, int]:
         """One token for every busy row: {slot: token id}."""
+        launched = self.launch()
+        return launched.read() if launched is not None else {}
+
+    @torch.inference_mode()
+    def launch(self) -> "Launched | None":
+        """Start the next step for every busy row, without waiting for it: its tokens come with ``read()``. The
+        step reads the tokens of the one before on the GPU, so the host may read those while this one runs."""
         if not self.rows:
-            return {}
+            return None
+        host, self._flip = self._host[self._flip], 1 - self._flip
         for row in self.rows.values():
             row.produced += 1
             if row.alone:  # the only row: the one-row decoder's step
                 row.token = self.prompts.advance(row.token, row.sampling)
-                return {row.slot: int(row.token)}
+                host[row.slot:row.slot + 1].copy_(row.token.view(-1), non_blocking=host.is_pinned())
+                return Launched(dict(self.rows), host, self._copied())
         batch = next(b for b in self.batch_sizes if b > max(self.rows))
         for row in self.rows.values():
             self._draw_noise(row)
-        tokens = self._steps[batch]().view(-1).tolist()
+        host[:batch].copy_(self._steps[batch]().view(-1), non_blocking=host.is_pinned())
         self.steps += 1
-        return {slot: tokens[slot] for slot in self.rows}
+        return Launched(dict(self.rows), host, self._copied())
+
+    def _copied(self) -> torch.cuda.Event | None:
+        if not self.token_in.is_cuda:
+            return None
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
     def _draw_noise(self, row: ThinkerRow) -> None:
         if row.greedy:
