@@ -195,8 +195,14 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     left_context = StreamingVocoder.default_left_context(code2wav)
     counts = StreamingVocoder.chunk_frame_counts(4, 25, left_context)
     assert counts == (4, 29, 54, 79, 104, 109)  # the context fills at 84 frames, then every chunk is 109
-    captured = CapturedVocoder(code2wav, counts[:2])  # as the backend: the first sound, and the chunk after it
+    # As the backend: the first sound and the chunk after it whole; the later chunks' tails
+    tails = StreamingVocoder.tail_shapes(4, 25, left_context)
+    assert tails == tuple((count, 25 + CONV_REACH_FRAMES) for count in counts[2:])
+    captured = CapturedVocoder(code2wav, counts[:2], tails)
     captured.capture()
+    tail_runs = []
+    captured._tail_decoders = {shape: (lambda run=run, shape=shape: tail_runs.append(shape) or run())
+                               for shape, run in captured._tail_decoders.items()}
     eager = []  # (frames decoded, frames upsampled) of each decode outside the captured graphs
     original = vocoder_module.decode_tail
     monkeypatch.setattr(vocoder_module, "decode_tail", lambda model, codes, conv_frames: eager.append(
@@ -211,10 +217,13 @@ def test_a_captured_vocoder_streams_the_same_waveform(instruct_backend, monkeypa
     assert streamed.shape == whole.shape
     assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()
     # Chunks end at 4, 29, 54, …, 154 and 160 frames. The first two run whole in their graphs; each later one
-    # runs the transformer over its context and upsamples only its new frames and the convolutions' reach.
+    # runs the transformer over its context and upsamples only its new frames and the convolutions' reach, in
+    # its captured tail; only the last, shorter one runs eagerly.
     reach = CONV_REACH_FRAMES
-    assert eager == [(54, 25 + reach), (79, 25 + reach), (104, 25 + reach), (109, 25 + reach), (109, 25 + reach),
-                     (160 - (154 - left_context), 6 + reach)]
+    assert tail_runs == [(54, 25 + reach), (79, 25 + reach), (104, 25 + reach), (109, 25 + reach),
+                         (109, 25 + reach)]
+    # (On the CPU a "captured" tail is the plain function: its decode_tail calls are recorded too.)
+    assert eager[:-1] == tail_runs and eager[-1] == (160 - (154 - left_context), 6 + reach)
     # A whole decode shorter than a captured length runs in it, padded: code2wav is causal, so the padding
     # changes none of the samples kept.
     eager.clear()

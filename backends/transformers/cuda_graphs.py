@@ -94,7 +94,7 @@ def captured_each(function, sizes: list[int], device: torch.device, what: str,
                     run = captured(run, pool, stream)
                     pool = run.pool
                     # Reserved: the graph's pool also keeps what its replays use and no tensor of ours holds.
-                    log.debug("%s of %d: %.3f GB more GPU memory (reserved: %.3f GB more)", what, size,
+                    log.debug("%s of %s: %.3f GB more GPU memory (reserved: %.3f GB more)", what, size,
                               (torch.cuda.memory_allocated() - before) / 1e9,
                               (torch.cuda.memory_reserved() - reserved) / 1e9)
                 made[size] = run

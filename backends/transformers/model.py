@@ -113,9 +113,10 @@ class OmniModel:
                 if left_context is None:
                     left_context = StreamingVocoder.default_left_context(self.model.code2wav)
                 # The first two chunks: the first sound, and the one due before it has played, when code2wav
-                # decodes it whole (a later chunk upsamples only its new frames: vocoder.decode_tail).
+                # decodes it whole; then the later chunks, which upsample only their new frames (decode_tail).
                 self.vocoder = CapturedVocoder(self.model.code2wav, StreamingVocoder.chunk_frame_counts(
-                    options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2])
+                    options.first_chunk_frames, options.chunk_frames, left_context, whole_only=True)[:2],
+                    StreamingVocoder.tail_shapes(options.first_chunk_frames, options.chunk_frames, left_context))
         self._make_batches()
 
     @property

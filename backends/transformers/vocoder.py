@@ -63,6 +63,15 @@ class StreamingVocoder:
             sent, frames = frames, frames + chunk
         return tuple(counts)
 
+    @staticmethod
+    def tail_shapes(first_chunk: int, chunk: int, left_context: int) -> tuple[tuple[int, int], ...]:
+        """(frames decoded, frames upsampled) of the chunks after those decoded whole: a long reply's later
+        chunks, the last of which repeats to its end (decode_tail's arguments; worth capturing too)."""
+        whole = StreamingVocoder.chunk_frame_counts(first_chunk, chunk, left_context, whole_only=True)
+        return tuple((count, chunk + CONV_REACH_FRAMES)
+                     for count in StreamingVocoder.chunk_frame_counts(first_chunk, chunk, left_context)
+                     if count not in whole)
+
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         """Add one frame of codes; returns new samples when a chunk is complete."""
         self.frames.append(frame)
@@ -99,19 +108,28 @@ class CapturedVocoder:
         wav = vocoder(codes)          # codes (1, num_quantizers, frames) → (1, 1, samples), like code2wav
     """
 
-    def __init__(self, code2wav, frame_counts: tuple[int, ...]):
+    def __init__(self, code2wav, frame_counts: tuple[int, ...], tails: tuple[tuple[int, int], ...] = ()):
+        """``tails``: the (frames, frames upsampled) of later chunks to capture too (StreamingVocoder.tail_shapes):
+        eager, each took 26-31 ms on an H200, nearly all of it kernel launches."""
         self.code2wav = code2wav
         self.device = compute_device(code2wav)
         self.frame_counts = sorted(set(frame_counts))
+        self.tails = sorted(set(tails))
         self.upsample = int(code2wav.total_upsample)  # samples per frame
-        self.codes_in = {n: torch.zeros((1, code2wav.config.num_quantizers, n), device=self.device,
-                                        dtype=torch.long) for n in self.frame_counts}
+        quantizers = code2wav.config.num_quantizers
+        self.codes_in = {n: torch.zeros((1, quantizers, n), device=self.device, dtype=torch.long)
+                         for n in self.frame_counts}
+        self.tail_in = {shape: torch.zeros((1, quantizers, shape[0]), device=self.device, dtype=torch.long)
+                        for shape in self.tails}
         self._decoders: dict = {}
+        self._tail_decoders: dict = {}
 
     def capture(self) -> float:
         started = time.perf_counter()
         self._decoders = captured_each(lambda n: self.code2wav(self.codes_in[n]), self.frame_counts, self.device,
                                        "code2wav")
+        self._tail_decoders = captured_each(lambda shape: decode_tail(self.code2wav, self.tail_in[shape], shape[1]),
+                                            self.tails, self.device, "code2wav's later chunks")
         return time.perf_counter() - started
 
     @torch.inference_mode()
@@ -119,11 +137,17 @@ class CapturedVocoder:
         """decode_tail's signature. A whole decode (``conv_frames`` None or all the frames) runs in the
         shortest captured length that holds it: code2wav is causal (causal convolutions, causal attention), so
         the padding after the codes changes none of their samples, which are cut out. A tail (a later chunk of
-        a long reply, after its context) runs eagerly."""
+        a long reply, after its context) runs in its own graph when ``tails`` has its shape, else eagerly."""
         frames = codes.shape[-1]
+        if conv_frames is not None and conv_frames < frames:
+            tail = self._tail_decoders.get((frames, conv_frames))
+            if tail is None:
+                return decode_tail(self.code2wav, codes, conv_frames)
+            self.tail_in[(frames, conv_frames)].copy_(codes)
+            return tail().clone()  # the graph's output is overwritten at its next replay
         padded = next((n for n in self.frame_counts if n >= frames and n in self._decoders), None)
-        if padded is None or (conv_frames is not None and conv_frames < frames):
-            return decode_tail(self.code2wav, codes, frames if conv_frames is None else conv_frames)
+        if padded is None:
+            return decode_tail(self.code2wav, codes, frames)
         self.codes_in[padded][..., :frames].copy_(codes)
         self.codes_in[padded][..., frames:].zero_()
         wav = self._decoders[padded]()
