@@ -97,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-size", action="store_true")
     parser.add_argument("--batch-slots", type=int, default=8)
+    parser.add_argument("--static-cache-tokens", type=int, default=8192, help="each slot's (and the one-row caches')")
     parser.add_argument("--users", default="1,2,4,8")
     parser.add_argument("--stagger-ms", type=float, default=200.0)
     parser.add_argument("--paths", default="serialized,batched")
@@ -114,6 +115,7 @@ def main() -> None:
 
     started = time.perf_counter()
     options = TransformersOptions(batch_slots=args.batch_slots, encoder_cache_mb=0,
+                                  static_cache_tokens=args.static_cache_tokens,
                                   max_speech_seconds=SPEECH_FRAMES / 12.5)
     if args.full_size:
         tiny_path = ensure_tiny_checkpoint("instruct")
