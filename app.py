@@ -65,8 +65,8 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers, compiled: prompt + reply tokens of the fast path (longer turns run eagerly)")
     parser.add_argument("--batch-slots", type=int, default=None,
                         help="transformers: replies decoded together, each in a cache slot of --static-cache-tokens "
-                             "(about 1.05 GB per slot at 8192 on the 30B model); default 8 on a GPU, 1 on the CPU "
-                             "(one at a time)")
+                             "(about 1.05 GB per slot at 8192 on the 30B model); hybrid: replies the talker speaks "
+                             "together; default 8 on a GPU, 1 on the CPU (one at a time)")
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")

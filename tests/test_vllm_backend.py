@@ -59,6 +59,15 @@ def hybrid(engine, talker):
     return HybridBackend(resolve_checkpoint("tiny"), OPTIONS, engine=engine, talker=talker)
 
 
+@pytest.fixture(scope="module")
+def batched_hybrid(engine):
+    """A hybrid whose talker side speaks up to four replies at once (a TalkerLoop over a TalkerBatch)."""
+    options = TransformersOptions(talker_do_sample=False, max_speech_seconds=TALKER_STEPS / 12.5, batch_slots=4)
+    talker = TalkerSide(resolve_checkpoint("tiny"), options)
+    yield HybridBackend(resolve_checkpoint("tiny"), OPTIONS, engine=engine, talker=talker)
+    talker.close()
+
+
 def unfinished(engine: VLLMEngine) -> int:
     return engine.engine.get_num_unfinished_requests()
 
@@ -182,6 +191,55 @@ def test_stop_during_hybrid_speech_frees_both_engines(hybrid, engine):
                            settled=lambda: not unfinished(engine) and not hybrid.talker.engine.busy) < 0.5
     events = collect(hybrid, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
     assert text_of(events) and audio_of(events).size
+
+
+def test_hybrid_replies_spoken_together_equal_each_reply_alone(batched_hybrid, speech_path, image_path):
+    """Three spoken replies started together: vLLM batches their text and the talker's loop speaks them in one
+    batch; each one's greedy text and waveform equal what it gets alone on the same backend."""
+    greedy = {"temperature": 0}
+    requests = [ChatRequest(turns=(Turn.user("Hello there, how are you today?"),), speaker="ethan",
+                            sampling=Sampling(**greedy, max_new_tokens=12)),
+                ChatRequest(turns=(Turn.user(MediaPart("audio", str(speech_path)), "What is said?"),),
+                            sampling=Sampling(**greedy, max_new_tokens=20)),
+                ChatRequest(turns=(Turn.user(MediaPart("image", str(image_path)), "Describe this picture."),),
+                            speaker="chelsie", sampling=Sampling(**greedy, max_new_tokens=8))]
+    loop = batched_hybrid.talker.loop
+    assert loop is not None and batched_hybrid.info.max_concurrency == min(4, OPTIONS.max_num_seqs)
+    alone = [collect(batched_hybrid, r) for r in requests]
+    loop.max_rows = 0
+
+    async def together():
+        async def one(request):
+            return [event async for event in batched_hybrid.stream(request)]
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    replies = asyncio.run(together())
+    assert loop.max_rows >= 2, "the talker should have spoken the replies in one batch"
+    for mine, reference in zip(replies, alone):
+        assert not errors_of(mine) and finish_of(mine) == finish_of(reference) == "length"
+        assert text_of(mine) == text_of(reference) and text_of(mine)
+        assert audio_of(mine).size > 0 and np.array_equal(audio_of(mine), audio_of(reference))
+        metrics = next(e for e in mine if isinstance(e, Metrics))
+        assert metrics.audio_seconds == pytest.approx(audio_of(mine).size / 24_000)
+        assert metrics.time_to_first_audio_s > 0 and metrics.talker_frames_per_s > 0
+
+
+def test_stop_during_batched_hybrid_speech_ends_the_row_and_frees_both_engines(batched_hybrid, engine, monkeypatch):
+    from backends.transformers.batched.loops import TalkerLoop
+
+    left: list[tuple[int, bool]] = []  # (frames made, spoken to its end) per row that left the talker's loop
+    leave = TalkerLoop._leave
+    monkeypatch.setattr(TalkerLoop, "_leave", lambda self, row, flush: (
+        left.append((row.frames_made, flush and not row.talker.stop.is_set())), leave(self, row, flush))[1])
+    loop = batched_hybrid.talker.loop
+    request = ChatRequest(turns=(Turn.user("Talk for long."),), sampling=Sampling(max_new_tokens=2000))
+    assert seconds_to_stop(batched_hybrid, request, after=AudioChunk,
+                           settled=lambda: not unfinished(engine) and loop.idle) < 0.5
+    assert loop.idle and len(left) == 1
+    frames, to_its_end = left[0]
+    assert not to_its_end and frames < TALKER_STEPS, "Stop should have ended the row mid-speech"
+    events = collect(batched_hybrid, ChatRequest(turns=(Turn.user("Hi"),), sampling=GREEDY))
+    assert text_of(events) and audio_of(events).size and not errors_of(events)
 
 
 def test_the_app_on_vllm_answers_through_the_api_and_shows_the_backend(vllm_backend, image_path, tmp_path):

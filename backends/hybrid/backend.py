@@ -7,6 +7,10 @@ and vision encoders and its layers up to ``talker_config.accept_hidden_layer`` (
 the real model's 48), then the talker and code2wav. It runs one pass over the prompt for
 the states the talker conditions on. With greedy decoding on both sides the codec codes
 equal stock ``generate()``'s (tests check it).
+
+With ``batch_slots`` > 1 the talker side speaks many replies at once (a ``TalkerLoop`` over a ``TalkerBatch``,
+as the Transformers backend's batched engine does), so vLLM's batched text is spoken for every user at once;
+with 1 (the default on a CPU) it speaks one reply at a time.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_off_loop, fit_to_context
-from backends.transformers.engine_thread import EngineThread, EngineUnavailable
+from backends.transformers.batched.loops import IDLE_WAIT_S, SpeakingRow, TalkerLoop
+from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread, EngineUnavailable
 from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
-from backends.transformers.speech import TextFeed, capture_prompt_hidden
+from backends.transformers.speech import SpeechRun, Talker, TextFeed, capture_prompt_hidden
 from backends.transformers.loading import load_model, model_config
 from backends.transformers.model import OmniModel
 from backends.transformers.options import TransformersOptions
@@ -40,7 +45,10 @@ log = logging.getLogger(__name__)
 
 class TalkerSide:
     """The Transformers half: a thinker cut at the talker's layer, the talker and code2wav (an ``OmniModel`` that
-    serves the talker only), and the thread that runs its jobs (warm-up, each reply's speech) one after another."""
+    serves the talker only), and the thread that runs its jobs (warm-up, each reply's speech) one after another.
+
+    With ``batch_slots`` > 1 a reply's job there only prepares its speech (``start``) and the talker's loop
+    (``loop``) speaks every reply at once; else the job speaks the whole reply (``speak``)."""
 
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
@@ -51,8 +59,24 @@ class TalkerSide:
         self.omni.take(loaded)
         self.model = self.omni.model
         self.layer = self.model.config.talker_config.accept_hidden_layer
-        # The talker's static caches and CUDA graphs belong to one thread: it speaks one reply at a time.
+        # The talker's static caches and CUDA graphs belong to one thread: it speaks one reply at a time, or, when
+        # batching, prepares them one after another for the talker's loop.
         self.engine = EngineThread("omni-talker-side", options.stall_timeout_s)
+        self.progress_at = time.monotonic()
+        """When the talker's loop last made progress (a row admitted, a frame)."""
+        self.loop: TalkerLoop | None = None
+        """Speaks the replies together (``batch_slots`` > 1); None: one at a time, each a job of ``engine``."""
+        if self.omni.talker_batch is not None:
+            self.loop = TalkerLoop(self.omni.talker_batch, self._loop_progressed)
+
+    @property
+    def slots(self) -> int:
+        """Replies spoken at once."""
+        return self.omni.talker_batch.slots if self.loop is not None else 1
+
+    def _loop_progressed(self) -> None:
+        self.progress_at = time.monotonic()
+        self.engine.progressed()  # a reply too long for a slot waits on the engine thread for the loop to empty
 
     @property
     def speakers(self) -> tuple[str, ...]:
@@ -64,9 +88,10 @@ class TalkerSide:
 
     def warm_up(self) -> None:
         """Compile the talker step and the code predictor's frame, capture the talker's prompt passes and
-        code2wav's chunks (as CUDA graphs on a GPU)."""
+        code2wav's chunks (as CUDA graphs on a GPU), and the batched talker step and frame when batching."""
         if self.compiles:
             self.omni.compile_talker()
+            self.omni.capture_batches()  # the talker's batch only: talker_only makes no thinker batch
 
     def prompt_states(self, inputs: dict):
         """One pass of the cut thinker over the prompt: the states the talker reads at media positions."""
@@ -86,9 +111,64 @@ class TalkerSide:
             feed.wait_finished(stop)
         return speech.metrics()
 
+    def start(self, request: ChatRequest, prompt: PromptInputs, feed: TextFeed, emit, stop: threading.Event,
+              started: float, finished: Callable[[], None]) -> SpeechRun:
+        """Batching: prepare the speech of the tokens arriving in ``feed`` (a job of the engine thread) and hand
+        it to the talker's loop, which calls ``finished()`` once it has spoken the reply or dropped it (Stop).
+        A reply too long for a slot speaks here instead, alone once the loop is empty (the one-row decoder and
+        the talker's rope offsets are shared; no other reply joins meanwhile: this thread adds them), then
+        ``finished()``. Returns the reply's SpeechRun: its ``metrics()`` once finished."""
+        if not self.loop.alive:
+            raise EngineUnavailable(loop_stopped(self.loop))
+        inputs = self.omni.encode(prompt)
+        hidden = self.prompt_states(inputs)
+        speech = self.omni.speech_run(request, inputs, emit, stop, started, feed)
+        if not self.omni.talker_batch.fits(int(inputs["input_ids"].shape[1]), speech.setup.sampling.max_frames):
+            try:
+                while not (self.loop.idle or stop.is_set()):
+                    if not self.loop.alive:
+                        raise EngineUnavailable(loop_stopped(self.loop))
+                    time.sleep(IDLE_WAIT_S)
+                if not stop.is_set():
+                    with speech.running(prompt_hidden=hidden):
+                        feed.wait_finished(stop)
+            finally:
+                finished()
+            return speech
+
+        def send(wav) -> None:  # as BatchedReply's: the speech's clock starts at its first frame
+            if speech.talker_started is None:
+                speech.talker_started = time.perf_counter()
+            speech.send(wav)
+
+        def spoken() -> None:
+            speech.finished_at = time.perf_counter()
+            speech.frames = row.frames_made
+            finished()
+
+        row = SpeakingRow(Talker(speech.setup, feed, {"hidden": hidden}, stop), speech.vocoder, send, spoken)
+        self.loop.add(row)
+        return speech
+
+    def health(self, since: float) -> Message | None:
+        """Batching: None while the talker's loop serves; else what to tell a reply waiting on it since
+        ``since`` (monotonic): the loop died, or it made no progress for ``stall_timeout_s``."""
+        if not self.loop.alive:
+            return loop_stopped(self.loop)
+        stall_s = self.engine.stall_s
+        if time.monotonic() - max(since, self.progress_at) > stall_s:
+            return Message("engine.stuck", {"seconds": f"{stall_s:.0f}"})
+        return None
+
     def close(self) -> None:
         self.engine.stop()
+        if self.loop is not None:
+            self.loop.stop()
         self.omni.release()
+
+
+def loop_stopped(loop: TalkerLoop) -> Message:
+    return Message("engine.thread_stopped", {"cause": loop.died or Message("engine.thread_exited")})
 
 
 def place_on_gpus(engine: VLLMOptions, talker: TransformersOptions) -> tuple[VLLMOptions, TransformersOptions]:
@@ -145,6 +225,12 @@ class HybridBackend(Backend):
         self.media_limits = vllm_options.media_limits
         if self.talker.compiles:
             self.warming_up = Message("warm_up.compiling_talker")
+        if isinstance(self.text_source, OpenAIBackend):
+            text_at_once = self.text_source.info.max_concurrency
+        elif isinstance(self.text_source, VLLMEngine):
+            text_at_once = self.text_source.options.max_num_seqs
+        else:  # an engine of the caller's
+            text_at_once = vllm_options.max_num_seqs
         self.info = BackendInfo(
             backend="hybrid",
             model=checkpoint.name,
@@ -152,10 +238,11 @@ class HybridBackend(Backend):
             device=f"{text_device} + Transformers {self.talker.omni.device_name}",
             speakers=self.talker.speakers,
             random_weights=checkpoint.random_weights,
-            # The talker speaks one reply at a time (its jobs run one after another on the talker side's engine
-            # thread), though vLLM could batch the text of max_num_seqs: more users at once would hold their
-            # queue slots waiting for speech that starts only after the previous reply's.
-            max_concurrency=1,
+            # Batching, the talker speaks as many replies at once as it has slots, and vLLM writes as many
+            # as it batches. Else it speaks one reply at a time (its jobs run one after another on the talker
+            # side's engine thread), though vLLM could batch the text of max_num_seqs: more users at once would
+            # hold their queue slots waiting for speech that starts only after the previous reply's.
+            max_concurrency=min(self.talker.slots, text_at_once) if self.talker.loop is not None else 1,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -194,9 +281,49 @@ class HybridBackend(Backend):
             except EngineUnavailable as err:
                 events.put_nowait(Error(Message("speech.unavailable", {"cause": err.msg}), "speech"))
 
+        spoken: asyncio.Future = loop.create_future()  # batching: the talker's loop is through with the reply
+
+        def finished() -> None:  # from the talker's loop (or the engine thread)
+            try:
+                loop.call_soon_threadsafe(lambda: spoken.done() or spoken.set_result(None))
+            except RuntimeError:  # the event loop closed under us
+                pass
+
+        def start() -> SpeechRun | None:  # a job of the talker's engine thread: this reply's speech prepared
+            if stop.is_set():
+                return None
+            try:
+                return self.talker.start(request, prompt, feed, emit, stop, started, finished)
+            except EngineUnavailable:
+                raise
+            except Exception as err:  # speech is extra: the text reply goes on without it
+                log.exception("hybrid speech failed")
+                emit(Error(Message("speech.failed_text_kept", {"cause": f"{err.__class__.__name__}: {err}"}),
+                           "speech"))
+                return None
+
+        async def speak_in_batch() -> None:
+            """The reply's row speaks in the talker's loop with the others; this waits for it, holding no thread."""
+            try:
+                speech = await self.talker.engine.call(start, patient=lambda: bool(self.warming_up))
+            except EngineUnavailable as err:
+                events.put_nowait(Error(Message("speech.unavailable", {"cause": err.msg}), "speech"))
+                return
+            if speech is None:
+                return
+            since = time.monotonic()
+            while not (await asyncio.wait({spoken}, timeout=HEALTH_CHECK_S))[0]:
+                if (problem := self.talker.health(since)) is not None:
+                    events.put_nowait(Error(Message("speech.unavailable", {"cause": problem}), "speech"))
+                    return
+            if not self.talker.loop.alive:  # it let its rows go as it died
+                events.put_nowait(Error(Message("speech.unavailable", {"cause": loop_stopped(self.talker.loop)}),
+                                        "speech"))
+            speech_metrics.update(speech.metrics())
+
         speaking = None
         if request.return_audio and self.info.can_speak:
-            speaking = asyncio.ensure_future(speak_in_turn())
+            speaking = asyncio.ensure_future(speak_in_batch() if self.talker.loop is not None else speak_in_turn())
         text = asyncio.create_task(self._text(request, prompt, reply, feed, events))
         try:
             while not (text.done() and (speaking is None or speaking.done()) and events.empty()):

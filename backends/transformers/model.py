@@ -3,7 +3,8 @@ and the static-cache decoders compiled and captured.
 
 Both engines that run the model here hold one: the Transformers backend (thinker, talker and code2wav) and the
 hybrid's talker side (``talker_only``: vLLM writes the reply, so the thinker here only encodes prompts and
-needs neither decode kernels nor a static cache). Neither the engine thread nor the reply job lives here.
+needs neither decode kernels, a static cache nor a batch; the talker batches as the Transformers backend's
+does). Neither the engine thread nor the reply job lives here.
 """
 
 from __future__ import annotations
@@ -123,14 +124,20 @@ class OmniModel:
     def batch_slots(self) -> int:
         """Replies decoded together (1: one at a time)."""
         offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
-        if self.talker_only or not self.options.static_cache_tokens or offloaded:
+        if not self.options.static_cache_tokens or offloaded or (self.talker_only and not self.model.has_talker):
             return 1
         return expected_batch_slots(self.options)
 
     def _make_batches(self) -> None:
-        """The slots and batched steps; a lone reply and every prompt pass use the one-row decoders."""
+        """The slots and batched steps; a lone reply and every prompt pass use the one-row decoders.
+        ``talker_only``: the talker's batch alone (vLLM batches the text)."""
         slots = self.batch_slots
         if slots <= 1:
+            return
+        if self.talker_only:
+            self.talker_batch = TalkerBatch(self.model.talker, self.talker_decoder, slots)
+            log.info("%d replies spoken at once: their talker caches hold %.2f GB", slots,
+                     self.talker_batch.store.bytes / 1e9)
             return
         talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
         prompts = self.thinker_decoders[-1] if self.thinker_decoders else ThinkerDecoder(

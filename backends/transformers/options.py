@@ -36,7 +36,8 @@ class TransformersOptions:
     batch_slots: int | None = None
     """Replies decoded together, each in a cache slot of its own (``static_cache_tokens`` long; a slot of
     8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: README, "Many users at once"); None: 8 when compiled
-    on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders."""
+    on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders. The hybrid's talker side
+    batches its talker only (vLLM batches the text)."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep
