@@ -77,6 +77,7 @@ class BatchedEngine:
         stop = threading.Event()
 
         def emit(event: Event) -> None:
+            self.progressed()  # a reply run outside the loops' steps (too long for a slot) shows it is alive so
             if stop.is_set() and not isinstance(event, Done):
                 return
             try:
