@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,29 +20,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def ms_per_call(call, calls: int, warm_up: int = 3) -> float:
-    for _ in range(warm_up):
-        call()
-    sync()
-    started = time.perf_counter()
-    for _ in range(calls):
-        call()
-    sync()
-    return (time.perf_counter() - started) / calls * 1e3
+from benchmarks.speech_latency import kernels_of, wall_ms  # noqa: E402
 
 
 def launches(call, calls: int) -> int:
     """GPU kernels launched per call (0 on the CPU)."""
     if not torch.cuda.is_available():
         return 0
-    from benchmarks.speech_latency import kernels_of
-
     return sum(e.count for e in kernels_of(call, calls)) // calls
 
 
@@ -89,7 +72,7 @@ def main() -> None:
                 layer.cumulative_length.fill_(args.filled)
             return decoder._step()
 
-        one = ms_per_call(one_row, args.steps)
+        one = wall_ms(one_row, args.steps, warm_up=3)
         print(f"one row in the one-row decoder (a lone reply today): {one:.2f} ms a step, "
               f"{launches(one_row, 5)} kernel launches", flush=True)
 
@@ -105,7 +88,7 @@ def main() -> None:
                 return steps[size]()
 
             batch.active.fill_(1)
-            wall = ms_per_call(step, args.steps)
+            wall = wall_ms(step, args.steps, warm_up=3)
             print(f"| batched, {kind} | {size} | {wall:.2f} ms ({wall / size:.2f} ms a row) | "
                   f"{launches(step, 5)} |", flush=True)
 

@@ -231,14 +231,15 @@ def agreement(eager, compiled, request: ChatRequest) -> str:
 
 
 def wall_ms(call, calls: int, warm_up: int) -> float:
-    """Wall time per call of ``call``, after ``warm_up`` calls (GPU)."""
+    """Wall time per call of ``call``, after ``warm_up`` calls (waiting for the GPU's work, where there is one)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warm_up):
         call()
-    torch.cuda.synchronize()
+    sync()
     started = time.perf_counter()
     for _ in range(calls):
         call()
-    torch.cuda.synchronize()
+    sync()
     return (time.perf_counter() - started) / calls * 1e3
 
 
