@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers: replies decoded together, each in a cache slot of --static-cache-tokens "
                              "(about 1.05 GB per slot at 8192 on the 30B model); hybrid: replies the talker speaks "
                              "together; default 8 on a GPU, 1 on the CPU (one at a time)")
+    parser.add_argument("--no-compile-batched-steps", action="store_true",
+                        help="transformers and hybrid, compiled: capture the batched steps (several replies at once) "
+                             "without torch.compile: minutes less warm-up on the 30B model, slower steps")
     parser.add_argument("--no-fused-moe", action="store_true",
                         help="transformers, compiled: the thinker's decode steps keep transformers' grouped_mm experts "
                              "instead of our Triton kernels")
@@ -144,6 +147,7 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
         "compile": "off" if args.no_compile else "auto",
         "static_cache_tokens": args.static_cache_tokens,
         "batch_slots": args.batch_slots,
+        "compile_batched_steps": not args.no_compile_batched_steps,
         "max_gpu_memory_gib": args.max_gpu_memory,
         "encoder_cache_mb": args.encoder_cache_mb,
     }

@@ -10,6 +10,7 @@ another's whole reply.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import replace
@@ -87,6 +88,45 @@ def test_replies_decoded_together_equal_each_reply_alone(instruct_backend, batch
         assert text_of(mine) == text_of(reference) and text_of(mine)
         assert len(audio_of(mine)) == len(audio_of(reference)) > 0
         assert np.array_equal(audio_of(mine), audio_of(reference))
+    assert sorted(map(tuple, vocoder_frames)) == codes_alone
+
+
+def test_compiled_batched_steps_compile_once_for_every_batch_size_and_answer_as_each_reply_alone(
+        instruct_backend, tiny_cache, vocoder_frames, speech_path, image_path):
+    """On a GPU the batched steps are torch.compiled before they are captured, one compile serving every batch
+    size (a compile per size would add minutes per size to the 30B model's warm-up). Compiled here with
+    ``aot_eager`` (tests/compiling.py): the thinker's step, the talker's step and the predictor's frame compile
+    once each for the sizes 2 and 4, not again while replies of 1 to 3 rows decode, and three replies together
+    still get each one's text, codes and waveform alone."""
+    import torch
+
+    graphs: list = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return torch._dynamo.lookup_backend("aot_eager")(graph, example_inputs)
+
+    requests = [spoken("Hi", tokens=12),
+                spoken(MediaPart("audio", str(speech_path)), "What is said?", tokens=20),
+                spoken(MediaPart("image", str(image_path)), "Describe this picture.", tokens=8)]
+    alone = [collect(instruct_backend, r) for r in requests]
+    codes_alone = sorted(map(tuple, vocoder_frames))
+    vocoder_frames.clear()
+    with pytest.MonkeyPatch.context() as patch, \
+            build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0,
+                          talker_do_sample=False, batch_slots=4) as backend:
+        patch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting))
+        backend.capture_batches()
+        assert backend.thinker_batch.torch_compiled and backend.talker_batch.torch_compiled
+        assert backend.thinker_batch.batch_sizes == backend.talker_batch.batch_sizes == [2, 4]
+        assert len(graphs) == 3, "the thinker's step, the talker's step and the frame: one compile each"
+        engine = backend.batched
+        replies = together(backend, requests)
+        assert engine.thinker.max_rows == 3 and engine.thinker.batch.steps > 0
+    assert len(graphs) == 3, "decoding must not compile again"
+    for mine, reference in zip(replies, alone):
+        assert text_of(mine) == text_of(reference) and text_of(mine)
+        assert len(audio_of(mine)) > 0 and np.array_equal(audio_of(mine), audio_of(reference))
     assert sorted(map(tuple, vocoder_frames)) == codes_alone
 
 

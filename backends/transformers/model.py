@@ -149,12 +149,13 @@ class OmniModel:
                  (self.thinker_batch.store.bytes + (self.talker_batch.store.bytes if self.talker_batch else 0)) / 1e9)
 
     def capture_batches(self) -> dict:
-        """The batched steps captured as CUDA graphs, one per batch size; returns seconds per stage."""
-        times = {}
+        """The batched steps compiled (``compile_batched_steps``) and captured as CUDA graphs, one per batch
+        size; returns seconds per stage."""
+        times, torch_compile = {}, self.options.compile_batched_steps
         if self.thinker_batch is not None:
-            times["thinker_batch_s"] = self.thinker_batch.compile()
+            times["thinker_batch_s"] = self.thinker_batch.compile(torch_compile)
         if self.talker_batch is not None:
-            times["talker_batch_s"] = self.talker_batch.compile()
+            times["talker_batch_s"] = self.talker_batch.compile(torch_compile)
         return times
 
     def _install_kernels(self) -> None:

@@ -38,6 +38,10 @@ class TransformersOptions:
     8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: README, "Many users at once"); None: 8 when compiled
     on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders. The hybrid's talker side
     batches its talker only (vLLM batches the text)."""
+    compile_batched_steps: bool = True
+    """Compiled: the batched steps (several replies at once) are torch.compiled before they are captured, once
+    for every batch size (backends/transformers/batched/steps.py); False: captured with transformers' kernels as
+    they are (minutes less warm-up on the 30B model, a slower step with several rows: BENCHMARKS.md)."""
     fused_moe: bool = True
     """Compiled on a GPU: the thinker's decode steps run its MoE router and experts in backends/transformers/kernels/fused_moe.py's
     Triton kernels (one token's MoE layer in about half transformers' kernel time on an H200); prompts keep

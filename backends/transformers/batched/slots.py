@@ -21,7 +21,7 @@ class SlotStore:
 
         store = SlotStore(model.thinker.config.text_config, slots=8, tokens=8192, device=device, dtype=dtype)
         store.fill(slot, one_row_cache, length)      # after a prompt pass into one_row_cache
-        cache, mask = store.step_cache(batch), store.step_mask(batch)   # for a step of the first `batch` rows
+        cache, mask = store.cache, store.step_mask(batch)   # for a step of the first `batch` rows
         ... text model(..., past_key_values=cache, attention_mask=mask) ...
         store.advance(batch, active)                 # the rows that took the step's token grow by one
     """
@@ -36,7 +36,8 @@ class SlotStore:
         self.lengths = torch.zeros((slots,), device=device, dtype=torch.long)
         self.rows = torch.arange(slots, device=device)
         self.cache_slots = torch.arange(tokens, device=device)
-        self._caches: dict[int, SlotCache] = {}
+        self.cache = SlotCache(self)
+        """The ``past_key_values`` of a step over the first rows, however many: the rows its keys come in."""
 
     @property
     def bytes(self) -> int:
@@ -49,11 +50,6 @@ class SlotStore:
             values[slot, :, :length].copy_(layer.values[0, :, :length])
         self.lengths[slot] = length
 
-    def step_cache(self, batch: int) -> "SlotCache":
-        if batch not in self._caches:
-            self._caches[batch] = SlotCache(self, batch)
-        return self._caches[batch]
-
     def step_mask(self, batch: int) -> torch.Tensor:
         """(batch, 1, 1, tokens) bool: a row's new token sees its slot's filled positions and itself."""
         return (self.cache_slots[None, :] <= self.lengths[:batch, None])[:, None, None, :]
@@ -64,19 +60,20 @@ class SlotStore:
 
 
 class SlotCache(Cache):
-    """The ``past_key_values`` of a decode step over the first ``batch`` slots of a SlotStore."""
+    """The ``past_key_values`` of a decode step over the first slots of a SlotStore, as many as the step has
+    rows (a compiled step keeps that number symbolic: one compile serves every batch size)."""
 
-    def __init__(self, store: SlotStore, batch: int):
-        super().__init__(layers=[_SlotLayer(store, index, batch) for index in range(len(store.keys))])
+    def __init__(self, store: SlotStore):
+        super().__init__(layers=[_SlotLayer(store, index) for index in range(len(store.keys))])
 
 
 class _SlotLayer(CacheLayerMixin):
     is_compileable = True
     is_sliding = False
 
-    def __init__(self, store: SlotStore, index: int, batch: int):
+    def __init__(self, store: SlotStore, index: int):
         super().__init__()
-        self.store, self.batch = store, batch
+        self.store = store
         self.keys, self.values = store.keys[index], store.values[index]
         self.is_initialized = True
 
@@ -85,10 +82,11 @@ class _SlotLayer(CacheLayerMixin):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """One new token per row (batch, heads, 1, head_dim), written at each row's own length."""
-        rows, positions = self.store.rows[:self.batch], self.store.lengths[:self.batch]
+        batch = key_states.shape[0]
+        rows, positions = self.store.rows[:batch], self.store.lengths[:batch]
         self.keys[rows, :, positions] = key_states[:, :, 0]
         self.values[rows, :, positions] = value_states[:, :, 0]
-        return self.keys[:self.batch], self.values[:self.batch]
+        return self.keys[:batch], self.values[:batch]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.store.tokens, 0

@@ -3,8 +3,10 @@
 Like the thinker's batch (thinker.py): a reply's talker prompt runs through the one-row ``TalkerDecoder``
 (its captured prompt passes) and is copied into a free slot; a step then advances every row that has its next
 text, and a frame predicts the fifteen residual codes of every row that sampled a first code. The predictor
-starts afresh each frame at the same positions for every row, so its cache is an ordinary StaticCache of the
-batch's rows. Rows draw their noise from their own generators in a lone reply's order.
+starts afresh each frame at the same positions for every row, so its cache is an ordinary StaticCache, of
+every slot: the predictor is a small dense model, whose frame costs about the same for 2 rows as for 8 (its
+weights are what it reads), so one frame of all the slots serves whatever rows sampled a code, with a single
+compile and graph. Rows draw their noise from their own generators in a lone reply's order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from transformers import StaticCache
 
 from backends.transformers.batched.slots import SlotStore
+from backends.transformers.batched.steps import steps_per_size
 from backends.transformers.cuda_graphs import captured, compute_device
 from backends.transformers.talker_decoder import PREDICTOR_TOP_K, TalkerDecoder, _gumbel_pick
 
@@ -47,17 +50,16 @@ class TalkerBatch:
         self.token_embed_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
         self.uniform = torch.full((slots, self.groups - 1, PREDICTOR_TOP_K), 0.5, device=device)
         self.active = torch.zeros((slots,), device=device, dtype=torch.long)
-        self.predictor_caches = {b: StaticCache(config=self.predictor.config, max_cache_len=self.groups)
-                                 for b in self.batch_sizes}
+        self.predictor_cache = StaticCache(config=self.predictor.config, max_cache_len=self.groups)
         self.busy: set[int] = set()
         self.alone: int | None = None
         """The slot of the only busy row while it speaks through the one-row decoder (its compiled steps)."""
-        self._steps = {b: (lambda b=b: self._step_fn(b)) for b in self.batch_sizes}
-        self._predicts = {b: (lambda b=b: self._predict_fn(b)) for b in self.batch_sizes}
-        self.compiled = False
+        self._steps = {b: (lambda b=b: self._step_fn(self.codec_in[:b])) for b in self.batch_sizes}
+        self._predict = self._predict_fn
+        self.compiled = self.torch_compiled = False
+        """Captured (on a GPU) or compiled; compiled with torch.compile."""
         with torch.inference_mode():  # StaticCache allocates on its first write: now, outside any graph
-            for batch in self.batch_sizes:
-                self._predict_fn(batch)
+            self._predict_fn()
 
     def fits(self, prompt_tokens: int, frames: int) -> bool:
         return self.prompts.fits(prompt_tokens, frames)
@@ -116,7 +118,7 @@ class TalkerBatch:
                 self.uniform[slot].fill_(0.5)
             else:
                 self.uniform[slot].uniform_(generator=generator)
-        codes, embeds = self._predicts[self._batch(rows)]()
+        codes, embeds = self._predict()
         return {slot: (codes[slot], embeds[slot]) for slot in rows}
 
     @torch.inference_mode()
@@ -134,18 +136,21 @@ class TalkerBatch:
 
     # Read and write only fixed buffers and caches: what gets captured, per batch size.
 
-    def _step_fn(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        store, rows = self.store, slice(0, batch)
+    def _step_fn(self, codec_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A step of the first ``codec_in.shape[0]`` rows (``codec_in``: theirs, a view of ``self.codec_in``)."""
+        store, batch = self.store, codec_in.shape[0]
+        rows = slice(0, batch)
         position = (store.lengths[:batch, None] + self.rope_delta[rows]).view(1, batch, 1).expand(3, batch, 1)
-        out = self.talker.model(inputs_embeds=self.codec_in[rows] + self.text_in[rows],
-                                attention_mask=store.step_mask(batch), past_key_values=store.step_cache(batch),
+        out = self.talker.model(inputs_embeds=codec_in + self.text_in[rows],
+                                attention_mask=store.step_mask(batch), past_key_values=store.cache,
                                 position_ids=position, use_cache=True)
         store.advance(batch, self.active[rows])
         hidden = out.last_hidden_state
         return self.talker.codec_head(hidden[:, -1]), hidden
 
-    def _predict_fn(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cache, rows = self.predictor_caches[batch], slice(0, batch)
+    def _predict_fn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame of every slot (rows not framing compute and are ignored)."""
+        cache, rows = self.predictor_cache, slice(0, self.slots)
         for layer in cache.layers:  # a new frame: earlier keys are masked out, not erased
             layer.cumulative_length.zero_()
         model, masks = self.predictor.model, self.prompts.predictor_masks
@@ -163,29 +168,30 @@ class TalkerBatch:
                               past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
         return torch.cat(codes, dim=1), embeds
 
-    def compile(self, torch_compile: bool = False) -> float:
-        """On a GPU, the step and the frame of each batch size captured as CUDA graphs, kernels as they are
-        (ThinkerBatch.compile says why); ``torch_compile``: compiled first, on any device. Returns the seconds it
-        took; if it fails they stay eager (slower, same speech)."""
+    def compile(self, torch_compile: bool = True) -> float:
+        """On a GPU, the step of each batch size and the frame captured as CUDA graphs; ``torch_compile``:
+        compiled first (the step once for every size: steps.py), on any device. Returns the seconds it took;
+        if compiling fails they are captured as they are, and if that fails too they stay eager (slower, same
+        speech)."""
         started = time.perf_counter()
         on_gpu = self.codec_in.is_cuda
-        if not (on_gpu or torch_compile):
-            return 0.0
-        try:
-            steps, predicts = {}, {}
-            with torch.inference_mode():
-                for batch in self.batch_sizes:
-                    step, predict = (lambda b=batch: self._step_fn(b)), (lambda b=batch: self._predict_fn(b))
-                    if torch_compile:
-                        step = torch.compile(step, fullgraph=True, dynamic=False)
-                        predict = torch.compile(predict, fullgraph=True, dynamic=False)
+        stream = self.prompts.capture_stream
+        for compiling in dict.fromkeys((torch_compile, False)):
+            if not (on_gpu or compiling):
+                break
+            try:
+                steps = steps_per_size(self._step_fn, self.codec_in, self.batch_sizes, compiling, stream)
+                predict = torch.compile(self._predict_fn, fullgraph=True, dynamic=False) if compiling \
+                    else self._predict_fn
+                with torch.inference_mode():
                     if on_gpu:
-                        stream = self.prompts.capture_stream
-                        step, predict = captured(step, stream=stream), captured(predict, stream=stream)
+                        predict = captured(predict, stream=stream)
                     else:
-                        step(), predict()
-                    steps[batch], predicts[batch] = step, predict
-            self._steps, self._predicts, self.compiled = steps, predicts, True
-        except Exception:
-            log.exception("capturing the talker's batched steps failed; they run eagerly (slower, same speech)")
+                        predict()
+                self._steps, self._predict, self.batch_sizes = steps, predict, sorted(steps)
+                self.compiled, self.torch_compiled = True, compiling
+                break
+            except Exception:
+                log.exception("%s the talker's batched steps failed; %s", "compiling" if compiling else "capturing",
+                              "captured as they are" if compiling and on_gpu else "they run eagerly (slower, same speech)")
         return time.perf_counter() - started

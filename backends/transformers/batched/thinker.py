@@ -7,8 +7,9 @@ its slot between steps. Each row keeps its own sampling settings and noise (draw
 the order a lone reply draws it), and sampling is ``thinker_decoder.sample_rows`` for both, so a row's
 tokens depend on its own logits and noise alone.
 
-The step for ``batch`` rows reads and writes only fixed buffers: on a GPU it is compiled and captured per
-batch size (``batch_sizes``), a step of the busy rows running in the smallest captured size that holds them.
+The step for ``batch`` rows reads and writes only fixed buffers: on a GPU it is captured per batch size
+(``batch_sizes``), compiled once for all of them first (steps.py), and a step of the busy rows runs in the
+smallest size that holds them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from backends.transformers.batched.slots import SlotStore
-from backends.transformers.cuda_graphs import captured, compute_device
+from backends.transformers.batched.steps import steps_per_size
+from backends.transformers.cuda_graphs import compute_device
 from backends.transformers.speech import capture_prompt_hidden
 from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling, sample_rows
 
@@ -90,12 +92,13 @@ class ThinkerBatch:
         self.active = torch.zeros((slots,), device=device, dtype=torch.long)
         """1 for a busy slot: its length grows with each step (an idle row's stays, and its token is ignored)."""
         self.rows: dict[int, ThinkerRow] = {}
-        self._steps = {batch: (lambda b=batch: self._step_fn(b)) for batch in self.batch_sizes}
+        self._steps = {batch: (lambda b=batch: self._step_fn(self.token_in[:b])) for batch in self.batch_sizes}
         on_gpu = device.type == "cuda"
         self._host = [torch.zeros((slots,), dtype=torch.long, pin_memory=on_gpu) for _ in range(2)]
         """Two pinned buffers the steps' tokens are copied to, in turn: one is read while the next step runs."""
         self._flip = 0
-        self.compiled = False
+        self.compiled = self.torch_compiled = False
+        """Captured (on a GPU) or compiled; compiled with torch.compile."""
         self.steps = 0
         """Batched steps so far (a lone reply's steps are the one-row decoder's)."""
 
@@ -211,40 +214,37 @@ class ThinkerBatch:
 
     # Read and write only the fixed buffers and the slots: what gets captured, per batch size.
 
-    def _step_fn(self, batch: int) -> torch.Tensor:
-        store = self.store
+    def _step_fn(self, token_in: torch.Tensor) -> torch.Tensor:
+        """A step of the first ``token_in.shape[0]`` rows (``token_in``: theirs, a view of ``self.token_in``)."""
+        store, batch = self.store, token_in.shape[0]
         position = (store.lengths[:batch, None] + self.rope_delta[:batch]).view(1, batch, 1).expand(3, batch, 1)
-        embeds = self.thinker.get_input_embeddings()(self.token_in[:batch])
+        embeds = self.thinker.get_input_embeddings()(token_in)
         hidden = self.thinker.model(inputs_embeds=embeds, attention_mask=store.step_mask(batch),
-                                    past_key_values=store.step_cache(batch), position_ids=position,
+                                    past_key_values=store.cache, position_ids=position,
                                     use_cache=True).last_hidden_state
         rows = slice(0, batch)
         token = sample_rows(self.thinker.lm_head(hidden[:, -1]), self.seen[rows], self.temperature[rows],
                             self.top_k[rows], self.top_p[rows], self.uniform[rows], self.limit, self.repetition_penalty)
         store.advance(batch, self.active[rows])
-        self.token_in[rows].copy_(token)
+        token_in.copy_(token)
         return token
 
-    def compile(self, torch_compile: bool = False) -> float:
-        """On a GPU, each batch size's step captured as a CUDA graph, with its kernels as they are (compiling one
-        costs minutes per size; a lone reply keeps the one-row decoder's compiled step); ``torch_compile``:
-        compiled first (fullgraph), on any device. Returns the seconds it took; if it fails, the steps stay
-        eager (slower, same tokens)."""
+    def compile(self, torch_compile: bool = True) -> float:
+        """On a GPU, each batch size's step captured as a CUDA graph; ``torch_compile``: compiled first, once
+        for every size (steps.py), on any device (a lone reply keeps the one-row decoder's compiled step).
+        Returns the seconds it took. If compiling fails the steps are captured as they are; if capturing
+        fails too, they stay eager (slower, same tokens)."""
         started = time.perf_counter()
         on_gpu = self.token_in.is_cuda
-        if not (on_gpu or torch_compile):
-            return 0.0
-        try:
-            steps = {}
-            with torch.inference_mode():
-                for batch in self.batch_sizes:
-                    step = lambda b=batch: self._step_fn(b)  # noqa: E731
-                    if torch_compile:
-                        step = torch.compile(step, fullgraph=True, dynamic=False)
-                    steps[batch] = captured(step, stream=self.prompts.capture_stream) if on_gpu else step
-                    if not on_gpu:
-                        step()
-            self._steps, self.compiled = steps, True
-        except Exception:
-            log.exception("capturing the thinker's batched steps failed; they run eagerly (slower, same answers)")
+        for compiling in dict.fromkeys((torch_compile, False)):
+            if not (on_gpu or compiling):
+                break
+            try:
+                self._steps = steps_per_size(self._step_fn, self.token_in, self.batch_sizes, compiling,
+                                             self.prompts.capture_stream)
+                self.batch_sizes, self.compiled, self.torch_compiled = sorted(self._steps), True, compiling
+                break
+            except Exception:
+                log.exception("%s the thinker's batched steps failed; %s", "compiling" if compiling else "capturing",
+                              "captured as they are" if compiling and on_gpu else "they run eagerly (slower, same tokens)")
         return time.perf_counter() - started
