@@ -5,14 +5,16 @@
 
 With many users at once (BENCHMARKS.md, 2026-12-05) a batched step took about 16 ms whatever the number of rows,
 against 5.7 ms for the one-row compiled step. This measures, per batch size, the step eager, captured as a CUDA
-graph of transformers' kernels (what the engine runs today), and torch.compile'd then captured, with the kernel
-launches per step: whether the cost is per kernel (compiling fuses it away) or per row.
+graph of transformers' kernels, torch.compile'd once for every size (the batch symbolic: the engine's way) then
+captured, and compiled for one size alone (the batch a constant) then captured, with the kernel launches per step:
+what compiling saves, and what a symbolic batch costs against a constant one.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -47,9 +49,11 @@ def main() -> None:
     parser.add_argument("--filled", type=int, default=600)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sizes", default="1,2,4,8")
-    parser.add_argument("--compile-sizes", default="2,8", help="batch sizes also torch.compile'd (minutes each)")
+    parser.add_argument("--static-compile-sizes", default="8",
+                        help="batch sizes also compiled each on its own (the batch not symbolic: minutes each)")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
+    from backends.transformers.batched.steps import steps_per_size
     from backends.transformers.batched.thinker import ThinkerBatch
     from backends.transformers.thinker_decoder import ThinkerDecoder
 
@@ -94,18 +98,23 @@ def main() -> None:
 
     print("| step | rows | wall per step | kernel launches per step |\n|---|---|---|---|", flush=True)
     with torch.inference_mode():
-        run("eager", {size: (lambda s=size: batch._step_fn(s)) for size in sizes})
-        seconds = batch.compile()
+        run("eager", {size: (lambda s=size: batch._step_fn(batch.token_in[:s])) for size in sizes})
+        seconds = batch.compile(torch_compile=False)
         print(f"(captured in {seconds:.1f} s)", flush=True)
-        run("captured (today)", batch._steps)
-        compile_sizes = [int(s) for s in args.compile_sizes.split(",") if s]
-        if compile_sizes:
+        run("captured, uncompiled", batch._steps)
+        torch._dynamo.reset()
+        batch.batch_sizes = sizes
+        seconds = batch.compile(torch_compile=True)
+        print(f"(torch.compile'd once for sizes {batch.batch_sizes}, symbolic batch, and captured in {seconds:.0f} s)",
+              flush=True)
+        run("compiled once (the engine's) + captured", batch._steps)
+        for size in [int(s) for s in args.static_compile_sizes.split(",") if s]:
             torch._dynamo.reset()
-            batch.batch_sizes = sorted(set(compile_sizes))
-            seconds = batch.compile(torch_compile=True)
-            print(f"(torch.compile'd and captured in {seconds:.0f} s)", flush=True)
-            run("torch.compile + captured", {s: batch._steps[s] for s in compile_sizes if s in batch._steps})
-
+            started = time.perf_counter()
+            steps = steps_per_size(batch._step_fn, batch.token_in, [size], True, decoder.capture_stream)
+            print(f"(torch.compile'd for {size} rows alone and captured in {time.perf_counter() - started:.0f} s)",
+                  flush=True)
+            run("compiled for this size alone + captured", steps)
 
 if __name__ == "__main__":
     main()

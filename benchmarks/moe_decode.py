@@ -1,14 +1,16 @@
-"""The thinker's MoE layer for one token (a decode step): transformers' grouped_mm experts vs our fused
-Triton kernels (backends/transformers/kernels/fused_moe.py), side by side in one process on a GPU.
+"""The thinker's MoE layer for a decode step's tokens (one reply: 1; a batched step: one per row):
+transformers' grouped_mm experts vs our fused Triton kernels (backends/transformers/kernels/fused_moe.py), side
+by side in one process on a GPU.
 
-    python benchmarks/moe_decode.py             # GPU; --layers 8 --compile
+    python benchmarks/moe_decode.py             # GPU; --layers 8 --compile --tokens 1,2,4,8
     TRITON_INTERPRET=1 python benchmarks/moe_decode.py --cpu --layers 1    # the same checks, slowly, on a CPU
 
 Real sizes from the published config (2048 hidden, 128 experts of 768, 8 chosen), random bf16 weights,
 ``--layers`` separate layers so the chosen experts' weights (75 MB a layer) never sit in L2 between calls.
 Each variant's calls over all layers are captured in one CUDA graph, as in the app's decode step; with
 ``--compile`` also through torch.compile first (what the app runs). Prints per layer: wall time, GPU
-kernel time, the experts' weight bytes read per second, and how far the outputs are from the stock path.
+kernel time, the distinct chosen experts' weight bytes read per second (what a step must read at least),
+and how far the outputs are from the stock path.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also torch.compile each variant before capture")
     parser.add_argument("--sweep", action="store_true", help="also time the kernels' tile and launch sizes (GPU)")
     parser.add_argument("--cpu", action="store_true", help="no GPU: check the outputs only (TRITON_INTERPRET=1)")
+    parser.add_argument("--tokens", default="1", help="tokens per layer call: 1 for one reply, N for a batched "
+                        f"step of N rows (the kernels take up to {fused_moe.FUSED_MAX_TOKENS})")
     args = parser.parse_args()
     device = "cpu" if args.cpu else "cuda"
     on_gpu = device == "cuda"
@@ -91,12 +95,27 @@ def main() -> None:
     if not fused_moe.use_fused_decode_experts(torch.nn.ModuleList(layers)):
         sys.exit("the fused kernels don't fit this layer's layout")
     hidden, inter, top_k = config.hidden_size, config.moe_intermediate_size, config.num_experts_per_tok
-    expert_bytes = top_k * 3 * hidden * inter * 2 + config.num_experts * hidden * 2  # chosen experts + router
-    print(f"{args.layers} layers, {config.num_experts} experts of {inter}, {top_k} chosen; per layer "
-          f"{expert_bytes / 1e6:.1f} MB of weights read; {torch.cuda.get_device_name() if on_gpu else 'CPU'}",
-          flush=True)
+    print(f"{args.layers} layers, {config.num_experts} experts of {inter}, {top_k} chosen; "
+          f"{torch.cuda.get_device_name() if on_gpu else 'CPU'}", flush=True)
+    for tokens in [int(t) for t in args.tokens.split(",")]:
+        compare(config, layers, tokens, args, on_gpu)
+    if on_gpu and args.sweep:
+        with torch.inference_mode():
+            sweep(config, layers, [torch.randn((1, 1, hidden), device=device, dtype=torch.bfloat16) for _ in layers],
+                  args.calls)
+
+
+def compare(config, layers, tokens: int, args, on_gpu: bool) -> None:
+    """grouped_mm against the fused kernels, eager and (``--compile``) compiled, for ``tokens`` per call."""
+    device, hidden, inter = layers[0].gate.weight.device, config.hidden_size, config.moe_intermediate_size
+    torch._dynamo.reset()  # each count compiles afresh (else dynamo's recompile limit may leave one eager)
     with torch.inference_mode():
-        inputs = [torch.randn((1, 1, hidden), device=device, dtype=torch.bfloat16) for _ in layers]
+        inputs = [torch.randn((1, tokens, hidden), device=device, dtype=torch.bfloat16) for _ in layers]
+        distinct = statistics.mean(len(set(layer.gate(x.view(tokens, -1))[2].flatten().tolist()))
+                                   for layer, x in zip(layers, inputs))
+        expert_bytes = distinct * 3 * hidden * inter * 2 + config.num_experts * hidden * 2  # chosen experts + router
+        print(f"{tokens} token(s) a call: {distinct:.1f} distinct experts chosen per layer, "
+              f"{expert_bytes / 1e6:.1f} MB of weights to read", flush=True)
         results = {}
         modes = [False, True] if args.compile and on_gpu else [False]
         for compiled in modes:
@@ -108,21 +127,19 @@ def main() -> None:
                 replay = captured(run) if on_gpu else run  # captured as the app captures its steps
                 prepared = time.perf_counter() - started
                 wall, kernels = timed(replay, args.calls, on_gpu)
-                name = f"{'compiled' if compiled else 'eager'} {implementation}"
+                name = f"{tokens} token(s), {'compiled' if compiled else 'eager'} {implementation}"
                 results[name] = [o.clone() for o in outputs]
                 per_layer = kernels / args.layers
                 print(f"{name}: {wall / args.layers * 1e3:.1f} µs per layer (graph replay), kernels "
                       f"{per_layer * 1e3:.1f} µs, {expert_bytes / (per_layer / 1e3) / 1e12:.2f} TB/s of weights; "
                       f"ready in {prepared:.1f} s", flush=True)
-        stock = results["eager grouped_mm"]
+        stock = results[f"{tokens} token(s), eager grouped_mm"]
         for name, outputs in results.items():
             diffs = [(o.float() - s.float()).abs().max().item() for o, s in zip(outputs, stock)]
             equal = statistics.mean((o == s).float().mean().item() for o, s in zip(outputs, stock))
             scale = max(s.abs().max().item() for s in stock)
             print(f"{name} vs eager grouped_mm: max |diff| {max(diffs):.2e} (outputs up to {scale:.2e}), "
                   f"{equal:.1%} of values identical", flush=True)
-        if on_gpu and args.sweep:
-            sweep(config, layers, inputs, args.calls)
 
 
 def kernel_times(call, calls: int) -> dict[str, float]:

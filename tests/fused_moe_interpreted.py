@@ -16,7 +16,8 @@ from backends.transformers.kernels import fused_moe  # noqa: E402
 
 
 def layer_matches_stock() -> None:
-    """Sizes that fill no tile exactly: the outputs of transformers' grouped_mm path, up to bf16 rounding."""
+    """Sizes that fill no tile exactly, one token and a batched step's few: the outputs of transformers'
+    grouped_mm path, up to bf16 rounding."""
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeTextConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextSparseMoeBlock
 
@@ -27,7 +28,7 @@ def layer_matches_stock() -> None:
     layer = Qwen3OmniMoeThinkerTextSparseMoeBlock(config).to(torch.bfloat16)
     for param in layer.parameters():
         param.data.normal_(0, 0.05)
-    inputs = [torch.randn((1, 1, 96), dtype=torch.bfloat16) for _ in range(5)]
+    inputs = [torch.randn((1, tokens, 96), dtype=torch.bfloat16) for tokens in (1, 1, 1, 2, 3, 5, 8)]
     with torch.inference_mode():
         stock = [layer(x) for x in inputs]
         assert fused_moe.use_fused_decode_experts(layer)
@@ -36,11 +37,11 @@ def layer_matches_stock() -> None:
         for blocks in ({**fused_moe.BLOCKS, "down_split": True, "down_rows": 4, "down_k": 16},  # several k steps
                        {**fused_moe.BLOCKS, "down_split": False, "gate_up_rows": 2, "gate_up_k": 32}):
             for x, f in zip(inputs, fused):  # other tiles, with or without a program per expert: alike
-                _, weights, ids = layer.gate(x.view(1, -1))
-                routed = fused_moe.fused_decode_experts(x.view(1, -1), ids, weights, experts.gate_up_proj,
+                _, weights, ids = layer.gate(x.view(-1, 96))
+                routed = fused_moe.fused_decode_experts(x.view(-1, 96), ids, weights, experts.gate_up_proj,
                                                         experts.down_proj, blocks)
                 torch.testing.assert_close(routed.view_as(f), f, rtol=2 ** -7, atol=1e-4)
-        prompt = torch.randn((1, 7, 96), dtype=torch.bfloat16)  # many tokens: still the stock path
+        prompt = torch.randn((1, fused_moe.FUSED_MAX_TOKENS + 1, 96), dtype=torch.bfloat16)  # a prompt: stock
         assert torch.equal(layer(prompt), _with(layer, "grouped_mm", prompt))
     for s, f in zip(stock, fused):
         # fp32 sums in another order: at most a bf16 rounding step apart, and mostly the same bits.
@@ -50,8 +51,9 @@ def layer_matches_stock() -> None:
 
 
 def router_matches_stock() -> None:
-    """For one token the router's kernel picks transformers' experts in transformers' order, with the same
-    weights (bf16), for expert and pick counts that fill no power of two; more tokens keep the stock router."""
+    """For one token and a batched step's few, the router's kernel picks transformers' experts in
+    transformers' order, with the same weights (bf16), for expert and pick counts that fill no power of two;
+    more tokens keep the stock router."""
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeTextConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextSparseMoeBlock
 
@@ -68,7 +70,10 @@ def router_matches_stock() -> None:
             stock = [layer.gate(token[None]) for token in tokens]
             assert fused_moe.use_fused_decode_experts(layer) and "forward" in vars(layer.gate)
             ours = [layer.gate(token[None]) for token in tokens]
-            assert torch.equal(layer.gate(tokens)[2], torch.cat([ids for _, _, ids in stock]))
+            assert torch.equal(layer.gate(tokens)[2], torch.cat([ids for _, _, ids in stock]))  # stock: many
+            _, step_weights, step_ids = layer.gate(tokens[:5])  # a step of five rows: one kernel
+            assert torch.equal(step_ids, torch.cat([ids for _, _, ids in stock[:5]]))
+            torch.testing.assert_close(step_weights, torch.cat([w for _, w, _ in stock[:5]]), rtol=2 ** -7, atol=0)
         for (_, stock_weights, stock_ids), (_, weights, ids) in zip(stock, ours):
             assert torch.equal(ids, stock_ids), (ids, stock_ids)
             assert weights.dtype == stock_weights.dtype
@@ -120,7 +125,50 @@ def thinker_replies_alike() -> None:
     print("thinker: the same 12 greedy tokens;", len(calls), "fused expert calls")
 
 
+def batched_thinker_replies_alike() -> None:
+    """The tiny thinker in bf16, three greedy replies decoded together in a batch of four rows: each equals its
+    reply alone, and every batched step's MoE layers went through the kernels four tokens at a time."""
+    from backends.checkpoints import resolve_checkpoint
+    from backends.conversation import build_prompt_inputs
+    from backends.request import ChatRequest, Turn
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.batched.thinker import ThinkerBatch
+    from backends.transformers.options import TransformersOptions
+    from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
+    from tests.streams import decoded_tokens
+
+    backend = TransformersBackend(resolve_checkpoint("tiny-captioner"), TransformersOptions(compile="off"))
+    thinker = backend.model.thinker.to(torch.bfloat16)
+    prompts = [backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user(text),))))
+               for text in ("Hi", "Tell me something. " * 6, "What is two plus two?")]
+    restore = fused_moe.use_fused_decode_experts(thinker)
+    assert restore
+    calls = []
+    original = fused_moe.fused_decode_experts
+    fused_moe.fused_decode_experts = lambda x, *args, **kwargs: calls.append(x.shape[0]) or original(x, *args, **kwargs)
+    try:
+        alone = [decoded_tokens(ThinkerDecoder(thinker, 256), inputs, max_new_tokens=8) for inputs in prompts]
+        batch = ThinkerBatch(thinker, ThinkerDecoder(thinker, 256), slots=4, batch_sizes=(4,))
+        replies = {}
+        for inputs in prompts:
+            row, first = batch.admit(inputs, ThinkerSampling(0.0, 20, 1.0, 8, -1))
+            replies[row.slot] = [first]
+        calls.clear()
+        for _ in range(7):
+            for slot, token in batch.step().items():
+                replies[slot].append(token)
+    finally:
+        fused_moe.fused_decode_experts = original
+        restore()
+        backend.close()
+    assert [replies[slot] for slot in sorted(replies)] == alone, (replies, alone)
+    layers = thinker.config.text_config.num_hidden_layers
+    assert calls == [4] * (7 * layers), f"{calls}: every batched MoE layer should take the kernels, 4 rows at once"
+    print("batched thinker: each of three rows as alone;", len(calls), "fused expert calls of 4 tokens")
+
+
 if __name__ == "__main__":
     router_matches_stock()
     layer_matches_stock()
     thinker_replies_alike()
+    batched_thinker_replies_alike()

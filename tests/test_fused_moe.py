@@ -18,4 +18,5 @@ def test_fused_experts_equal_transformers_grouped_mm_and_the_thinker_replies_ali
     printed = run_interpreted(CHECKS)
     assert "router: the same experts in the same order" in printed and "layer: fused == grouped_mm" in printed
     assert "thinker: the same 12 greedy tokens" in printed
+    assert "batched thinker: each of three rows as alone" in printed
 

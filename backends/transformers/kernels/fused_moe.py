@@ -1,9 +1,11 @@
-"""The thinker's MoE layer for one token at a time (a decode step), in Triton kernels.
+"""The thinker's MoE layer for the few tokens of a decode step (one reply's, or one per reply of a batched
+step), in Triton kernels.
 
 transformers' ``grouped_mm`` experts path is built for many tokens: for one token it sorts the 8
 expert ids, counts them per expert (``histc``), gathers, runs two grouped GEMMs over all 128
 experts' offsets and scatters back, about ten kernels per layer, and its GEMMs were the largest
-kernel of a decode step. With one token each expert's projection is a matrix-vector product, so here:
+kernel of a decode step. With one token each expert's projection is a matrix-vector product, so here,
+for each token (the kernels' programs cover every token's chosen experts at once):
 
 1. ``_route``: the router's softmax, top-k and renormalization (after its logits' GEMM), one kernel
    instead of softmax, top-k, the top-k's sort and a division (12 µs a layer on an H200);
@@ -13,8 +15,11 @@ kernel of a decode step. With one token each expert's projection is a matrix-vec
 
 Expert ids are read on the GPU, so the kernels can sit inside a CUDA graph. Rounding follows
 the stock path (bf16 after each projection, the activation and the product; the sum over experts in
-fp32), so outputs agree within bf16 noise. Other shapes (prompt passes) and the CPU keep
-transformers' own implementation. On an H200, compiled and captured as in a decode step, a layer took
+fp32), so outputs agree within bf16 noise. With several tokens, an expert two of them chose is read
+by the programs of both, at about the same time (program order puts the same output rows of every
+(token, expert) pair together, so the second read tends to hit the L2 cache); grouped_mm reads each
+expert once but pays its sorting and grouping. Above ``FUSED_MAX_TOKENS`` (prompt passes) and on the
+CPU, transformers' own implementation serves. On an H200, compiled and captured as in a decode step, a layer took
 50.0 µs of kernels against grouped_mm's 74.4 µs with the first tiles; the experts 27 µs with today's
 (BENCHMARKS.md, benchmarks/moe_decode.py).
 
@@ -55,9 +60,10 @@ if triton is not None:
 
     @triton.jit
     def _gate_up_act(x_ptr, weight_ptr, ids_ptr, h_ptr, hidden: tl.constexpr, inter: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        slot = tl.program_id(0)  # which of the chosen experts
+                     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        slot = tl.program_id(0)  # which (token, chosen expert) pair: the token's TOP_K pairs are consecutive
         rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        x_ptr += (slot // TOP_K) * hidden
         expert = tl.load(ids_ptr + slot).to(tl.int64)
         gate_rows = weight_ptr + expert * (2 * inter * hidden) + rows[:, None] * hidden
         up_rows = gate_rows + inter * hidden
@@ -94,10 +100,12 @@ if triton is not None:
     def _down_sum(h_ptr, weight_ptr, ids_ptr, routing_ptr, out_ptr, hidden: tl.constexpr, inter: tl.constexpr,
                   TOP_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        token = tl.program_id(1)
         total = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for slot in tl.static_range(TOP_K):
-            total += _down_part(h_ptr, weight_ptr, ids_ptr, routing_ptr, slot, rows, hidden, inter, BLOCK_M, BLOCK_K)
-        tl.store(out_ptr + rows, round_to_bf16(total).to(tl.bfloat16), mask=rows < hidden)
+        for pick in tl.static_range(TOP_K):
+            total += _down_part(h_ptr, weight_ptr, ids_ptr, routing_ptr, token * TOP_K + pick, rows, hidden, inter,
+                                BLOCK_M, BLOCK_K)
+        tl.store(out_ptr + token * hidden + rows, round_to_bf16(total).to(tl.bfloat16), mask=rows < hidden)
 
     @triton.jit
     def _down_each(h_ptr, weight_ptr, ids_ptr, routing_ptr, parts_ptr, hidden: tl.constexpr, inter: tl.constexpr,
@@ -112,8 +120,13 @@ if triton is not None:
     @triton.jit
     def _route(logits_ptr, weights_ptr, ids_ptr, experts: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr,
                TOP_BLOCK: tl.constexpr, NORMALIZE: tl.constexpr):
-        """One token's router after its logits: softmax in fp32, the TOP_K likeliest experts (likeliest first,
-        the lower id first on ties) and their probabilities, renormalized to sum to 1 when NORMALIZE."""
+        """A token's router after its logits (a program per token): softmax in fp32, the TOP_K likeliest experts
+        (likeliest first, the lower id first on ties) and their probabilities, renormalized to sum to 1 when
+        NORMALIZE."""
+        token = tl.program_id(0)
+        logits_ptr += token * experts
+        weights_ptr += token * TOP_K
+        ids_ptr += token * TOP_K
         lanes = tl.arange(0, BLOCK)
         logits = tl.load(logits_ptr + lanes, mask=lanes < experts, other=-float("inf")).to(tl.float32)
         exps = tl.exp(logits - tl.max(logits, axis=0))
@@ -130,6 +143,10 @@ if triton is not None:
         tl.store(weights_ptr + picks, round_to_bf16(top).to(tl.bfloat16), mask=picks < TOP_K)
 
 
+FUSED_MAX_TOKENS = 8
+"""Tokens a layer call may have for the kernels (a batched decode step has one per row: 8 rows by default);
+more (a prompt pass) go to grouped_mm, which reads each chosen expert once for all its tokens."""
+
 BLOCKS = {"gate_up_rows": 4, "gate_up_k": 1024, "gate_up_warps": 4,
           "down_rows": 4, "down_k": 256, "down_warps": 4, "down_split": True}
 """Tiles and launch sizes: rows of output per program (one token: many small programs keep every SM reading),
@@ -141,27 +158,31 @@ and no split."""
 
 def fused_decode_experts(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
                          gate_up_proj: torch.Tensor, down_proj: torch.Tensor, blocks: dict = BLOCKS) -> torch.Tensor:
-    """One token's experts: ``hidden_states`` (1, hidden), ``top_k_index``/``top_k_weights`` (1, top_k),
-    ``gate_up_proj`` (experts, 2 * inter, hidden), ``down_proj`` (experts, hidden, inter) → (1, hidden)."""
-    top_k = top_k_index.shape[-1]
+    """A few tokens' experts: ``hidden_states`` (tokens, hidden), ``top_k_index``/``top_k_weights`` (tokens,
+    top_k), ``gate_up_proj`` (experts, 2 * inter, hidden), ``down_proj`` (experts, hidden, inter) → (tokens,
+    hidden)."""
+    tokens, top_k = top_k_index.shape
     inter, hidden = down_proj.shape[-1], hidden_states.shape[-1]
-    x = hidden_states.reshape(-1).contiguous()
+    x = hidden_states.contiguous()
     ids = top_k_index.reshape(-1).contiguous()
     routing = top_k_weights.reshape(-1).to(hidden_states.dtype).contiguous()
-    h = torch.empty((top_k, inter), device=x.device, dtype=x.dtype)
-    _gate_up_act[(top_k, -(-inter // blocks["gate_up_rows"]))](
-        x, gate_up_proj, ids, h, hidden, inter, BLOCK_N=blocks["gate_up_rows"], BLOCK_K=blocks["gate_up_k"],
-        num_warps=blocks["gate_up_warps"])
+    pairs = tokens * top_k
+    h = torch.empty((pairs, inter), device=x.device, dtype=x.dtype)
+    _gate_up_act[(pairs, -(-inter // blocks["gate_up_rows"]))](
+        x, gate_up_proj, ids, h, hidden, inter, TOP_K=top_k, BLOCK_N=blocks["gate_up_rows"],
+        BLOCK_K=blocks["gate_up_k"], num_warps=blocks["gate_up_warps"])
     row_blocks = -(-hidden // blocks["down_rows"])
     if blocks["down_split"]:
-        parts = torch.empty((top_k, hidden), device=x.device, dtype=torch.float32)
-        _down_each[(row_blocks, top_k)](h, down_proj, ids, routing, parts, hidden, inter,
+        parts = torch.empty((pairs, hidden), device=x.device, dtype=torch.float32)
+        _down_each[(row_blocks, pairs)](h, down_proj, ids, routing, parts, hidden, inter,
                                         BLOCK_M=blocks["down_rows"], BLOCK_K=blocks["down_k"],
                                         num_warps=blocks["down_warps"])
-        return parts.sum(dim=0, keepdim=True).to(x.dtype)  # fp32, rounded once (compiled: fused into what follows)
-    out = torch.empty((1, hidden), device=x.device, dtype=x.dtype)
-    _down_sum[(row_blocks,)](h, down_proj, ids, routing, out, hidden, inter, TOP_K=top_k,
-                             BLOCK_M=blocks["down_rows"], BLOCK_K=blocks["down_k"], num_warps=blocks["down_warps"])
+        # fp32, rounded once (compiled: fused into what follows)
+        return parts.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)
+    out = torch.empty((tokens, hidden), device=x.device, dtype=x.dtype)
+    _down_sum[(row_blocks, tokens)](h, down_proj, ids, routing, out, hidden, inter, TOP_K=top_k,
+                                    BLOCK_M=blocks["down_rows"], BLOCK_K=blocks["down_k"],
+                                    num_warps=blocks["down_warps"])
     return out
 
 
@@ -175,23 +196,25 @@ def supports_fused(experts) -> bool:
 
 
 def _experts_forward(experts, hidden_states, top_k_index, top_k_weights):
-    """transformers' experts-forward signature: the fused kernels for one token on a GPU, else grouped_mm."""
-    if hidden_states.shape[0] == 1 and (hidden_states.is_cuda or INTERPRETED) and triton is not None:
+    """transformers' experts-forward signature: the fused kernels for a decode step's tokens on a GPU, else
+    grouped_mm."""
+    if hidden_states.shape[0] <= FUSED_MAX_TOKENS and (hidden_states.is_cuda or INTERPRETED) and triton is not None:
         return fused_decode_experts(hidden_states, top_k_index, top_k_weights, experts.gate_up_proj,
                                     experts.down_proj)
     return grouped_mm_experts_forward(experts, hidden_states, top_k_index, top_k_weights)
 
 
 def decode_route(router, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """transformers' TopKRouter.forward: (logits, top_k weights, top_k ids). For one token on a GPU the
-    softmax, top-k and renormalization run in one kernel (``_route``) instead of four, sort included."""
+    """transformers' TopKRouter.forward: (logits, top_k weights, top_k ids). For a decode step's tokens on a GPU
+    the softmax, top-k and renormalization run in one kernel (``_route``) instead of four, sort included."""
     hidden_states = hidden_states.reshape(-1, router.hidden_dim)
-    if hidden_states.shape[0] != 1 or not (hidden_states.is_cuda or INTERPRETED):
+    tokens = hidden_states.shape[0]
+    if tokens > FUSED_MAX_TOKENS or not (hidden_states.is_cuda or INTERPRETED):
         return type(router).forward(router, hidden_states)
-    logits = torch.nn.functional.linear(hidden_states, router.weight)
-    weights = torch.empty((1, router.top_k), device=logits.device, dtype=logits.dtype)
-    ids = torch.empty((1, router.top_k), device=logits.device, dtype=torch.long)
-    _route[(1,)](logits, weights, ids, router.num_experts, BLOCK=triton.next_power_of_2(router.num_experts),
+    logits = torch.nn.functional.linear(hidden_states, router.weight).contiguous()
+    weights = torch.empty((tokens, router.top_k), device=logits.device, dtype=logits.dtype)
+    ids = torch.empty((tokens, router.top_k), device=logits.device, dtype=torch.long)
+    _route[(tokens,)](logits, weights, ids, router.num_experts, BLOCK=triton.next_power_of_2(router.num_experts),
                  TOP_K=router.top_k, TOP_BLOCK=triton.next_power_of_2(router.top_k), NORMALIZE=router.norm_topk_prob)
     return logits, weights, ids
 
