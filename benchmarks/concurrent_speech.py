@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--users", default="1,2,4,8")
     parser.add_argument("--stagger-ms", type=float, default=200.0)
     parser.add_argument("--paths", default="serialized,batched")
+    parser.add_argument("--pack-tokens", type=int, default=None,
+                        help="prompt tokens one packed prompt pass takes (default: the engine's; 1: no packing)")
     args = parser.parse_args()
     import logging
 
@@ -133,6 +135,8 @@ def main() -> None:
                                            "What do you hear, and what is in the picture?"),),
                           speaker="ethan", sampling=Sampling(temperature=0, max_new_tokens=TEXT_TOKENS))
     batched = backend.batched
+    if batched is not None and args.pack_tokens is not None:
+        batched.thinker.pack_tokens = args.pack_tokens
     paths = {"serialized": None, "batched": batched}
     chosen = [p for p in args.paths.split(",") if p in paths]
     users = [int(n) for n in args.users.split(",")]
@@ -168,7 +172,8 @@ def main() -> None:
         print(line)
     if batched is not None:
         print(f"batched: most rows at once, thinker {batched.thinker.max_rows}, talker "
-              f"{batched.talker.max_rows if batched.talker else 0}", flush=True)
+              f"{batched.talker.max_rows if batched.talker else 0}; packed prompt passes (prompts each): "
+              f"{batched.thinker.batch.packed}", flush=True)
 
 
 if __name__ == "__main__":

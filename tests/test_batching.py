@@ -31,6 +31,7 @@ def batched_backend(tiny_cache):
     with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0, talker_do_sample=False,
                        batch_slots=4) as backend:
         assert backend.batched is not None and backend.info.max_concurrency == 4
+        backend.batched.thinker.pack_tokens = 1024  # replies waiting together share a prompt pass, as on a GPU
         yield backend
 
 
@@ -128,6 +129,57 @@ def test_compiled_batched_steps_compile_once_for_every_batch_size_and_answer_as_
         assert text_of(mine) == text_of(reference) and text_of(mine)
         assert len(audio_of(mine)) > 0 and np.array_equal(audio_of(mine), audio_of(reference))
     assert sorted(map(tuple, vocoder_frames)) == codes_alone
+
+
+@pytest.mark.parametrize("prefill_lengths", [(), (128, 512)], ids=["eager pass", "captured lengths"])
+def test_replies_waiting_together_share_one_prompt_pass_and_each_decodes_as_alone(batched_backend, speech_path,
+                                                                                 image_path, prefill_lengths):
+    """Three prompts (text, audio, image) waiting together go through the text model in one packed pass (its
+    weights read once for all three), each attending only to itself: each gets the tokens and the talker's
+    prompt states it gets from a prompt pass of its own. Eagerly, and through the passes captured per length
+    (plain functions on the CPU) when one holds the three."""
+    import torch
+
+    from backends.conversation import build_prompt_inputs
+    from backends.transformers.batched.thinker import ThinkerBatch
+    from backends.transformers.thinker_decoder import ThinkerDecoder, ThinkerSampling
+
+    model = batched_backend.model
+    thinker = model.thinker
+    requests = [spoken("Hi", tokens=8), spoken(MediaPart("audio", str(speech_path)), "What is said?", tokens=8),
+                spoken(MediaPart("image", str(image_path)), "Describe this picture.", tokens=8)]
+    prompts = [batched_backend.encode(build_prompt_inputs(r)) for r in requests]
+    decoder = ThinkerDecoder(thinker, 512, prefill_lengths, model.config.talker_config.accept_hidden_layer)
+    decoder.capture_prompt_passes()
+    passes = []
+    text_model = decoder._text_model
+    decoder._text_model = lambda embeds, *args: passes.append(embeds.shape[1]) or text_model(embeds, *args)
+    if prefill_lengths:
+        decoder._prefills = {n: (lambda f=f: passes.append("captured") or f()) for n, f in decoder._prefills.items()}
+    greedy = ThinkerSampling(0.0, 20, 1.0, 8, -1)
+
+    def decode(admitted) -> list[list[int]]:
+        replies = {row.slot: [first] for row, first in admitted}
+        for _ in range(7):
+            for slot, token in batch.step().items():
+                replies[slot].append(token)
+        for row, _ in admitted:
+            batch.release(row)
+        return [replies[row.slot] for row, _ in admitted]
+
+    batch = ThinkerBatch(thinker, decoder, slots=4, batch_sizes=(4,))
+    states_alone = [{} for _ in prompts]
+    alone = decode([batch.admit(inputs, greedy, states) for inputs, states in zip(prompts, states_alone)])
+    passes.clear()
+    states = [{} for _ in prompts]
+    packed = decode(batch.admit_packed([(inputs, greedy, s) for inputs, s in zip(prompts, states)]))
+    lengths = [int(inputs["input_ids"].shape[1]) for inputs in prompts]
+    padded = next((n for n in prefill_lengths if n >= sum(lengths)), None)
+    assert passes == (["captured", padded] if prefill_lengths else [sum(lengths)]), "one pass for the three"
+    assert packed == alone and all(len(reply) == 8 for reply in packed)
+    for mine, reference, length in zip(states, states_alone, lengths):
+        assert mine["hidden"].shape[1] == length
+        torch.testing.assert_close(mine["hidden"], reference["hidden"])
 
 
 def test_a_reply_that_joins_mid_way_or_is_stopped_mid_way_leaves_the_others_as_they_would_be_alone(

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 THINKER_TOP_K_LIMIT = 256
 """The thinker samples among at most this many likeliest tokens (the UI's top-k goes to 200)."""
 
+PACK_MAX = 8
+"""Prompts one packed prompt pass may hold (batched/packed.py)."""
+
 
 @dataclass(frozen=True)
 class ThinkerSampling:
@@ -69,7 +72,11 @@ class ThinkerDecoder:
         longest = max(self.prefill_lengths, default=0)
         self.prompt_in = torch.zeros((1, longest, text_config.hidden_size), device=device, dtype=thinker.dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
-        self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
+        self.prompt_last = torch.zeros((PACK_MAX,), device=device, dtype=torch.long)
+        """The positions whose states a pass returns: a prompt's last (repeated), or each packed prompt's."""
+        self.prompt_segments = torch.zeros((max_tokens,), device=device, dtype=torch.long)
+        """Which prompt each position belongs to: a position attends only to its own prompt's (all 0 but in
+        a packed pass)."""
         # DeepStack's vision features, added to the first layers' states at image and video positions: here
         # as dense rows (zeros elsewhere), because selecting those positions in a graph is a host sync.
         deepstack_layers = len(getattr(thinker.config.vision_config, "deepstack_visual_indexes", ()) or ())
@@ -212,6 +219,7 @@ class ThinkerDecoder:
                 self.deepstack_in[layer, :, :length][visual_pos_masks] = embeds.to(self.deepstack_in.dtype)
             self.prompt_last.fill_(length - 1)
             hidden, kept["layer"] = self._prefills[padded]()
+            hidden = hidden[:, -1:]
             for cache_layer in self.cache.layers:  # the padding's keys: overwritten by the steps, masked until then
                 cache_layer.cumulative_length.fill_(length)
             return MoeModelOutputWithPast(last_hidden_state=hidden)  # the last position: all the logits needed
@@ -258,13 +266,20 @@ class ThinkerDecoder:
             del self.thinker.model._deepstack_process
 
     def _text_pass(self, length: int) -> torch.Tensor:
+        return self._text_model(self.prompt_in[:, :length], self.prompt_positions[..., :length],
+                                list(self.deepstack_in[:, :, :length]))
+
+    def _text_model(self, embeds: torch.Tensor, positions: torch.Tensor, deepstack: list) -> torch.Tensor:
+        """The text model over a prompt (or packed prompts) into the emptied cache: the states at
+        ``prompt_last``, (1, PACK_MAX, hidden)."""
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
+        length = embeds.shape[1]
         slots = prompt_mask_slots(self.thinker.model.config, length, self.max_tokens)
-        out = self._text_forward(inputs_embeds=self.prompt_in[:, :length],
-                                 attention_mask=prompt_mask(length, slots, self.prompt_in.device),
-                                 position_ids=self.prompt_positions[..., :length], past_key_values=self.cache,
-                                 use_cache=True, deepstack_visual_embeds=list(self.deepstack_in[:, :, :length]))
+        segments = self.prompt_segments
+        mask = prompt_mask(length, slots, embeds.device) & (segments[:length, None] == segments[None, :slots])
+        out = self._text_forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                 past_key_values=self.cache, use_cache=True, deepstack_visual_embeds=deepstack)
         return out.last_hidden_state.index_select(1, self.prompt_last)
 
     def _step_fn(self) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """The two threads of the batched engine: the thinker's loop and the talker's loop.
 
-The thinker's loop takes replies from a queue, runs a new reply's prompt pass between two batched steps (one
-per step while others decode, so a long queue of prompts can't stall the replies already streaming by more
-than one prompt pass each step), and streams each step's tokens to their replies. The talker's loop speaks
-every reply that asked for speech: a reply joins once its first spoken token is known, each tick samples a
-first code for every row that has logits, predicts all their frames at once, and steps every row whose next
-text is known (a row waiting for the thinker sits the step out). Each thread runs on its own CUDA stream, as
-the one-reply engine's two threads do.
+The thinker's loop takes replies from a queue, runs new replies' prompt passes between two batched steps (one
+pass per step while others decode, so a long queue of prompts can't stall the replies already streaming by more
+than one pass each step; the replies waiting together share one packed pass of at most ``PACK_TOKENS`` prompt
+tokens, which reads the weights once for all of them), and streams each step's tokens to their replies. The
+talker's loop speaks every reply that asked for speech: a reply joins once its first spoken token is known,
+each tick samples a first code for every row that has logits, predicts all their frames at once, and steps
+every row whose next text is known (a row waiting for the thinker sits the step out). Each thread runs on its
+own CUDA stream, as the one-reply engine's two threads do.
 
 Per row, both loops do what the one-reply loops (ThinkerDecoder.generate, Talker.frames) do, in the same
 order, so a row's tokens, codes and noise are those it would get alone.
@@ -28,13 +29,16 @@ from backends.transformers.batched.talker import TalkerBatch
 from backends.transformers.batched.thinker import ThinkerBatch, ThinkerRow
 from backends.transformers.cuda_graphs import compute_device
 from backends.transformers.speech import Talker, TextFeed, talker_stream
-from backends.transformers.thinker_decoder import ThinkerSampling
+from backends.transformers.thinker_decoder import PACK_MAX, ThinkerSampling
 from backends.transformers.vocoder import StreamingVocoder
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.05
 """How long an idle loop sleeps before it looks again (new work wakes it at once)."""
+
+PACK_TOKENS = 4096
+"""The most prompt tokens one packed prompt pass takes (``ThinkerLoop``)."""
 
 
 @dataclass
@@ -65,9 +69,17 @@ class ThinkerLoop:
     """
 
     def __init__(self, batch: ThinkerBatch, progressed: Callable[[], None] = lambda: None,
-                 others_idle: Callable[[], bool] = lambda: True):
-        """``others_idle()``: whether the talker's loop has no row (a reply run alone waits for it)."""
+                 others_idle: Callable[[], bool] = lambda: True, pack_tokens: int | None = None):
+        """``others_idle()``: whether the talker's loop has no row (a reply run alone waits for it);
+        ``pack_tokens``: the most prompt tokens one packed prompt pass takes (how long the replies already
+        decoding may wait for newcomers' prompts, between two steps); None: ``PACK_TOKENS`` on a GPU, where a
+        pass's time is mostly reading the weights, and 1 (no packing) on the CPU, where it grows with the
+        tokens, so that packing only makes the first prompts wait for the others (BENCHMARKS.md)."""
         self.batch, self.progressed, self.others_idle = batch, progressed, others_idle
+        if pack_tokens is None:
+            pack_tokens = PACK_TOKENS if batch.token_in.is_cuda else 1
+        # A packed pass as long as the longest captured one at most: a captured pass then serves it.
+        self.pack_tokens = min(pack_tokens, max(batch.prompts.prefill_lengths, default=batch.prompts.max_tokens))
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[ThinkerJob] = []
         self._jobs: dict[int, ThinkerJob] = {}
@@ -116,7 +128,8 @@ class ThinkerLoop:
                 return True
 
     def _admit(self) -> None:
-        """Prompt passes for waiting replies: all that fit when nothing decodes, else one per step."""
+        """Prompt passes for waiting replies: all that fit when nothing decodes, else one pass per step; the
+        replies waiting together share one packed pass, up to ``pack_tokens`` of prompt."""
         while self._pending and self.batch.free:
             job = self._pending[0]
             if job.alone is not None and not job.stop.is_set():
@@ -125,25 +138,44 @@ class ThinkerLoop:
                 self._pending.pop(0)
                 self._run_alone(job)
                 continue
-            self._pending.pop(0)
             if job.stop.is_set():
+                self._pending.pop(0)
                 job.finished("cancelled")
                 continue
+            group = self._packable()
+            del self._pending[:len(group)]
             try:
-                alone = not self._jobs and not self._pending
-                job.row, first = self.batch.admit(job.inputs, job.sampling, job.prompt_states, alone)
+                if len(group) > 1:
+                    admitted = self.batch.admit_packed([(j.inputs, j.sampling, j.prompt_states) for j in group])
+                else:
+                    alone = not self._jobs and not self._pending
+                    admitted = [self.batch.admit(job.inputs, job.sampling, job.prompt_states, alone)]
             except Exception:
-                log.exception("a reply's prompt pass failed")
-                job.finished("error")
+                log.exception("a prompt pass failed")
+                for failed in group:
+                    failed.finished("error")
                 continue
-            job.admitted_at = time.perf_counter()
-            self._jobs[job.row.slot] = job
-            self.max_rows = max(self.max_rows, len(self._jobs))
-            job.streamer.put(job.inputs["input_ids"].cpu())
-            self._deliver(job, first)
+            for job, (row, first) in zip(group, admitted):
+                job.row, job.admitted_at = row, time.perf_counter()
+                self._jobs[job.row.slot] = job
+                self.max_rows = max(self.max_rows, len(self._jobs))
+                job.streamer.put(job.inputs["input_ids"].cpu())
+                self._deliver(job, first)
             self.progressed()
-            if len(self._jobs) > 1:
+            if len(self._jobs) > len(group):
                 break
+
+    def _packable(self) -> list[ThinkerJob]:
+        """The waiting replies at the head of the queue that one packed prompt pass takes (at least the first):
+        as many as there are free slots, up to ``PACK_MAX`` and ``pack_tokens`` of prompt in all."""
+        group, tokens = [], 0
+        for job in self._pending[:min(self.batch.free, PACK_MAX)]:
+            length = int(job.inputs["input_ids"].shape[1])
+            if job.alone is not None or job.stop.is_set() or (group and tokens + length > self.pack_tokens):
+                break
+            group.append(job)
+            tokens += length
+        return group
 
     def _run_alone(self, job: ThinkerJob) -> None:
         try:

@@ -43,11 +43,12 @@ class SlotStore:
     def bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-    def fill(self, slot: int, cache, length: int) -> None:
-        """Slot ``slot`` takes the first ``length`` positions of a one-row cache (a StaticCache's layers)."""
+    def fill(self, slot: int, cache, length: int, start: int = 0) -> None:
+        """Slot ``slot`` takes ``length`` positions of a one-row cache (a StaticCache's layers) from ``start``
+        (a packed prompt pass holds several prompts one after another)."""
         for keys, values, layer in zip(self.keys, self.values, cache.layers):
-            keys[slot, :, :length].copy_(layer.keys[0, :, :length])
-            values[slot, :, :length].copy_(layer.values[0, :, :length])
+            keys[slot, :, :length].copy_(layer.keys[0, :, start:start + length])
+            values[slot, :, :length].copy_(layer.values[0, :, start:start + length])
         self.lengths[slot] = length
 
     def step_mask(self, batch: int) -> torch.Tensor:

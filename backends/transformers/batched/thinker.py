@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from backends.transformers.batched.packed import pack, prompt_parts
 from backends.transformers.batched.slots import SlotStore
 from backends.transformers.batched.steps import steps_per_size
 from backends.transformers.cuda_graphs import compute_device
@@ -101,6 +102,8 @@ class ThinkerBatch:
         """Captured (on a GPU) or compiled; compiled with torch.compile."""
         self.steps = 0
         """Batched steps so far (a lone reply's steps are the one-row decoder's)."""
+        self.packed: list[int] = []
+        """The prompts of each packed prompt pass so far."""
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         return self.prompts.fits(prompt_tokens, max_new_tokens)
@@ -119,7 +122,7 @@ class ThinkerBatch:
             if row.alone:
                 self._move_into_slot(row)  # the one-row cache is about to take this prompt
         row = ThinkerRow(slot, sampling, alone=alone and not self.rows)
-        prompts, one = self.prompts, slice(slot, slot + 1)
+        prompts = self.prompts
         if row.alone:
             row.token = self._with_prompt_states(lambda: prompts.begin(inputs, sampling, prompt_states),
                                                  prompt_states)
@@ -128,7 +131,35 @@ class ThinkerBatch:
         prompts.cache.reset()
         logits = self._with_prompt_states(lambda: prompts._prompt_pass(inputs, prompt_states), prompt_states)
         self.store.fill(slot, prompts.cache, inputs["input_ids"].shape[1])
-        self.rope_delta[slot] = self.thinker.rope_deltas.reshape(-1)[0]
+        return row, self._first_token(row, inputs, logits, self.thinker.rope_deltas.reshape(-1)[0])
+
+    @torch.inference_mode()
+    def admit_packed(self, replies: list[tuple[dict, ThinkerSampling, dict | None]]) -> list[tuple[ThinkerRow, int]]:
+        """Several new replies' prompt passes as one (packed.py), each into the lowest free slot:
+        each one's row and first token, in order. Their encoders run one prompt at a time; their text goes
+        through the text model together, which reads each layer's weights once for all of them."""
+        for row in self.rows.values():
+            if row.alone:
+                self._move_into_slot(row)  # the one-row cache is about to take these prompts
+        prompts = self.prompts
+        self.packed.append(len(replies))
+        parts = [prompt_parts(prompts, inputs) for inputs, _, _ in replies]
+        logits, layer_states, starts = pack(prompts, parts)
+        admitted = []
+        for (inputs, sampling, prompt_states), part, start, index in zip(replies, parts, starts, range(len(parts))):
+            slot = next(s for s in range(self.slots) if s not in self.rows)
+            row = ThinkerRow(slot, sampling)
+            self.store.fill(slot, prompts.cache, part.length, start)
+            if prompt_states is not None and layer_states is not None:
+                prompt_states["hidden"] = layer_states[:, start:start + part.length].clone()
+            admitted.append((row, self._first_token(row, inputs, logits[index:index + 1], part.rope_delta)))
+        return admitted
+
+    def _first_token(self, row: ThinkerRow, inputs: dict, logits: torch.Tensor, rope_delta) -> int:
+        """A row's settings into its slot after its prompt pass, and its first token from ``logits`` (1, vocab);
+        from the next step on, the row decodes with the others."""
+        slot, one = row.slot, slice(row.slot, row.slot + 1)
+        self.rope_delta[slot] = rope_delta
         self._set_sampling(row)
         self.seen[slot].zero_()
         self.seen[one].scatter_(1, inputs["input_ids"][:1].to(self.seen.device), True)
@@ -138,7 +169,7 @@ class ThinkerBatch:
         self.token_in[one].copy_(token)
         self.active[slot] = 1
         self.rows[slot] = row
-        return row, int(token)
+        return int(token)
 
     def _with_prompt_states(self, prompt_pass, prompt_states: dict | None):
         """``prompt_pass()``, with the talker layer's prompt states kept in ``prompt_states``: a captured pass

@@ -1,0 +1,110 @@
+"""Several waiting replies' prompt passes as one pass of the thinker's text model.
+
+Each prompt first runs the thinker's own forward up to its text model (``prompt_parts``: its encoders, its media
+merged into the embeddings, its 3D rope positions), one prompt at a time. Their text then goes through the
+text model packed into one sequence (``pack``): each position attends only to its own prompt's earlier ones
+(the one-row decoder's ``prompt_segments`` shape its mask) at its own rope positions, so each prompt's keys,
+values and states are those of a pass of its own, and the MoE layers read their experts once for all the
+prompts instead of once per prompt. The pass is one of the decoder's captured passes when one holds the
+packed length, else eager. Each prompt's keys and values are then copied from its stretch of the decoder's
+cache into its slot (``ThinkerBatch.admit_packed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.modeling_outputs import MoeModelOutputWithPast
+
+from backends.transformers.thinker_decoder import PACK_MAX, ThinkerDecoder
+
+
+@dataclass
+class PromptParts:
+    """A prompt's text-model inputs: embeddings (1, n, hidden), 3D rope positions (3, 1, n), DeepStack's
+    features as dense rows (layers, 1, n, hidden) and the rope offset its decode steps add."""
+
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    deepstack: torch.Tensor
+    rope_delta: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.embeds.shape[1]
+
+
+@torch.inference_mode()
+def prompt_parts(decoder: ThinkerDecoder, inputs: dict) -> PromptParts:
+    """A prompt's text-model inputs: the thinker's own forward up to its text model (encoders, media merged
+    into the embeddings, 3D rope positions), for ``pack``."""
+    kept: dict = {}
+    deepstack_layers = decoder.deepstack_in.shape[0]
+
+    def text_model(inputs_embeds, position_ids, deepstack_visual_embeds=None, visual_pos_masks=None, **_):
+        dense = inputs_embeds.new_zeros((deepstack_layers, *inputs_embeds.shape))
+        for layer, embeds in enumerate(deepstack_visual_embeds or ()):
+            dense[layer][visual_pos_masks] = embeds.to(dense.dtype)
+        kept.update(embeds=inputs_embeds, positions=position_ids, deepstack=dense)
+        return MoeModelOutputWithPast(last_hidden_state=inputs_embeds[:, -1:])  # the logits aren't used
+
+    decoder.thinker.model.forward = text_model
+    try:
+        decoder.thinker(**inputs, use_cache=False)
+    finally:
+        del decoder.thinker.model.forward
+    return PromptParts(kept["embeds"], kept["positions"], kept["deepstack"],
+                       decoder.thinker.rope_deltas.reshape(-1)[0].clone())
+
+
+@torch.inference_mode()
+def pack(decoder: ThinkerDecoder, parts: list[PromptParts]) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    """Several prompts' text in one pass of ``decoder``'s text model into its cache, one after another, each
+    attending only to itself at its own positions: (their last positions' logits (prompts, vocab), the
+    talker layer's states over the pass (1, tokens, hidden) or None, where each prompt starts). A captured
+    pass serves when one holds them all, else it runs eagerly."""
+    assert 0 < len(parts) <= PACK_MAX
+    lengths = [part.length for part in parts]
+    starts = [sum(lengths[:i]) for i in range(len(parts))]
+    total = sum(lengths)
+    assert total <= decoder.max_tokens
+    device = decoder.prompt_segments.device
+    segments = torch.repeat_interleave(torch.arange(len(parts), device=device), torch.tensor(lengths, device=device))
+    decoder.prompt_segments[:total].copy_(segments)
+    decoder.prompt_segments[total:].fill_(len(parts))
+    lasts = [start + length - 1 for start, length in zip(starts, lengths)]
+    decoder.prompt_last.copy_(torch.tensor(lasts + lasts[-1:] * (PACK_MAX - len(lasts)), device=device))
+    decoder.cache.reset()
+    embeds = torch.cat([part.embeds for part in parts], dim=1)
+    positions = torch.cat([part.positions for part in parts], dim=2)
+    deepstack = torch.cat([part.deepstack for part in parts], dim=2)
+    padded = next((n for n in decoder._prefills if n >= total), None)
+    try:
+        if padded is not None:
+            decoder.prompt_in[:, :total].copy_(embeds)
+            decoder.prompt_in[:, total:padded].zero_()
+            decoder.prompt_positions[..., :total].copy_(positions)
+            decoder.prompt_positions[..., total:padded].zero_()
+            decoder.deepstack_in.zero_()
+            decoder.deepstack_in[:, :, :total].copy_(deepstack)
+            hidden, layer = decoder._prefills[padded]()
+            layer = layer[:, :total].clone() if layer is not None else None
+        else:
+            kept: dict = {}
+            handle = None
+            if decoder.talker_layer is not None:
+                handle = decoder.thinker.model.layers[decoder.talker_layer - 1].register_forward_hook(
+                    lambda module, args, output: kept.update(layer=output[0] if isinstance(output, tuple)
+                                                             else output))
+            try:
+                with decoder.dense_deepstack():
+                    hidden = decoder._text_model(embeds, positions, list(deepstack))
+            finally:
+                if handle is not None:
+                    handle.remove()
+            layer = kept.get("layer")
+    finally:
+        decoder.prompt_segments.zero_()  # a lone prompt is one segment
+        decoder.prompt_last.zero_()
+    return decoder.thinker.lm_head(hidden[0, :len(parts)]), layer, starts
