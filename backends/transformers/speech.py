@@ -273,7 +273,7 @@ class Talker:
             SuppressTokensLogitsProcessor(suppressed, device=self.device),
         ])
         if self.sampling.do_sample:
-            processors += _warpers(self.sampling.temperature, self.sampling.top_k, self.sampling.top_p)
+            processors += sampling_warpers(self.sampling.temperature, self.sampling.top_k, self.sampling.top_p)
         return processors
 
     def sample_code(self, logits: torch.Tensor, generated: torch.Tensor | None, processors) -> torch.Tensor:
@@ -285,7 +285,7 @@ class Talker:
         return torch.multinomial(probs, 1, generator=self.generator)
 
 
-def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
+def sampling_warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
     warpers = LogitsProcessorList()
     if temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(temperature))

@@ -233,8 +233,6 @@ class SpeakingRow:
     finished: Callable[[], None]
     slot: int | None = None
     frame: int = 0
-    generated: torch.Tensor | None = None
-    processors: object = None
     tts: tuple = ()
     text_ended: bool = False
     logits: torch.Tensor | None = None
@@ -303,17 +301,14 @@ class TalkerLoop:
         while not self._new.empty():
             self._waiting.append(self._new.get())
         progressed = self._admit()
-        stepping = {slot for slot, row in self._rows.items() if row.logits is None and self._next_text(row)}
+        stepping = self._next_texts()
         for row in [r for r in self._rows.values() if r.talker.stop.is_set()]:
             self._leave(row, flush=False)
             stepping.discard(row.slot)
         if stepping:
             for slot, (logits, hidden) in self.batch.step(stepping).items():
                 self._rows[slot].logits, self._rows[slot].hidden = logits, hidden
-        framing = {}
-        for row in [r for r in self._rows.values() if r.logits is not None]:
-            if self._sample(row):
-                framing[row.slot] = row
+        framing = self._sample()
         if framing:
             self._frames(framing)
         if progressed or stepping or framing:
@@ -348,8 +343,6 @@ class TalkerLoop:
         alone = not self._rows and not any(self._known_first(other) for other in self._waiting)
         row.slot, row.logits, row.hidden = self.batch.admit(embeds, ids, attention_mask, talker.rope_inputs(), alone)
         row.prefilled_at = time.perf_counter()
-        row.processors = talker.codec_processors()
-        row.generated = torch.empty((1, 0), dtype=torch.long, device=talker.device)
         self._rows[row.slot] = row
         self.max_rows = max(self.max_rows, len(self._rows))
 
@@ -357,47 +350,65 @@ class TalkerLoop:
     def _known_first(row: SpeakingRow) -> bool:
         return row.talker.feed.ready_token(0)[0]
 
-    def _next_text(self, row: SpeakingRow) -> bool:
-        """Sets the row's next text input if it is known; whether it is."""
-        tts_eos, tts_pad = row.tts[1], row.tts[2]
-        if row.text_ended:
-            text = tts_pad
-        else:
+    def _next_texts(self) -> set[int]:
+        """Sets the next text input of every row that waits for one and whose text is known (the thinker's
+        tokens projected for all of them at once); returns their slots."""
+        tokens, texts = {}, {}
+        for slot, row in self._rows.items():
+            if row.logits is not None:
+                continue
+            if row.text_ended:
+                texts[slot] = row.tts[2]  # tts_pad
+                continue
             known, token = row.talker.feed.ready_token(row.frame)
             if not known:
-                return False
+                continue
             if token is None:
-                text, row.text_ended = tts_eos, True
+                texts[slot], row.text_ended = row.tts[1], True  # tts_eos
             else:
-                text = row.talker.text_hidden([token])
-        self.batch.text_in[row.slot].copy_(text[0])
-        return True
+                tokens[slot] = token
+        if tokens:
+            talker = self._rows[next(iter(tokens))].talker
+            projected = talker.text_hidden(list(tokens.values()))[0].unsqueeze(1)  # (rows, 1, H)
+            self.batch.text_in.index_copy_(0, torch.tensor(list(tokens), device=projected.device), projected)
+        for slot, text in texts.items():
+            self.batch.text_in[slot].copy_(text[0])
+        return set(tokens) | set(texts)
 
-    def _sample(self, row: SpeakingRow) -> bool:
-        """The row's first code of its next frame; False when the row ended (its end code or its frame limit)."""
-        talker = row.talker
-        token = talker.sample_code(row.logits.to(talker.device), row.generated, row.processors)
-        row.logits = None
-        row.generated = torch.cat([row.generated, token], dim=1)
-        row.frame += 1
-        if token.item() == talker.config.talker_config.codec_eos_token_id or row.frame >= talker.sampling.max_frames:
-            self._leave(row, flush=True)  # stock generate() never decodes the last sampled token
-            return False
-        if talker.stop.is_set():
-            self._leave(row, flush=False)
-            return False
-        row.token = token
-        return True
+    def _sample(self) -> dict[int, SpeakingRow]:
+        """The first code of the next frame of every row that has logits, all at once (one host sync); returns
+        the rows that go on (a row ends at its end code, its frame limit or Stop)."""
+        rows = {slot: row for slot, row in self._rows.items() if row.logits is not None}
+        if not rows:
+            return {}
+        codes = self.batch.first_codes({slot: (row.logits, row.talker.sampling, row.talker.generator)
+                                        for slot, row in rows.items()})
+        going = {}
+        for (slot, row), code, value in zip(rows.items(), codes, codes.view(-1).tolist()):
+            talker = row.talker
+            row.logits = None
+            row.frame += 1
+            if value == talker.config.talker_config.codec_eos_token_id or row.frame >= talker.sampling.max_frames:
+                self._leave(row, flush=True)  # stock generate() never decodes the last sampled token
+            elif talker.stop.is_set():
+                self._leave(row, flush=False)
+            else:
+                row.token, going[slot] = code.view(1, 1), row
+        return going
 
     def _frames(self, rows: dict[int, SpeakingRow]) -> None:
-        inputs = {slot: (row.hidden, row.talker.talker.get_input_embeddings()(row.token),
-                         row.talker.generator if row.talker.sampling.do_sample else None)
-                  for slot, row in rows.items()}
-        for slot, (residual, codec_embeds) in self.batch.predict(inputs).items():
-            row = rows[slot]
-            self.batch.codec_in[slot].copy_(codec_embeds)
+        """The frames of ``rows``: their residual codes predicted together, each frame to its vocoder."""
+        slots = list(rows)
+        first = rows[slots[0]].talker
+        tokens = torch.cat([row.token for row in rows.values()])  # (rows, 1)
+        residual, codec_embeds = self.batch.predict(
+            slots, torch.cat([row.hidden for row in rows.values()]), first.talker.get_input_embeddings()(tokens),
+            [row.talker.generator if row.talker.sampling.do_sample else None for row in rows.values()])
+        self.batch.codec_in.index_copy_(0, torch.tensor(slots, device=tokens.device), codec_embeds)
+        frames = torch.cat([tokens, residual], dim=1)  # (rows, code groups)
+        for row, frame in zip(rows.values(), frames):
             row.frames_made += 1
-            row.send(row.vocoder.push(torch.cat([row.token[0], residual])))
+            row.send(row.vocoder.push(frame))
 
     def _leave(self, row: SpeakingRow, flush: bool) -> None:
         self.batch.release(row.slot)

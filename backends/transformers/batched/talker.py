@@ -12,6 +12,7 @@ compile and graph. Rows draw their noise from their own generators in a lone rep
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
@@ -20,6 +21,7 @@ from transformers import StaticCache
 from backends.transformers.batched.slots import SlotStore
 from backends.transformers.batched.steps import steps_per_size
 from backends.transformers.cuda_graphs import captured, compute_device
+from backends.transformers.speech import sampling_warpers
 from backends.transformers.talker_decoder import PREDICTOR_TOP_K, TalkerDecoder, _gumbel_pick
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,8 @@ class TalkerBatch:
 
         batch = TalkerBatch(model.talker, TalkerDecoder(model.talker, 12_000, ...), slots=8)
         slot, logits, hidden = batch.admit(embeds, ids, attention_mask, rope_inputs)
-        codes, codec_embeds = batch.predict({slot: (hidden, token_embed, generator)})
+        codes = batch.first_codes({slot: (logits, sampling, generator)})   # (rows, 1), one host sync for all
+        residual, codec_embeds = batch.predict([slot], hidden, token_embeds, [generator])
         batch.codec_in[slot] = codec_embeds[slot]; batch.text_in[slot] = text
         logits, hidden = batch.step({slot})          # rows of the batch; only those named advance
         batch.release(slot)
@@ -50,6 +53,13 @@ class TalkerBatch:
         self.token_embed_in = torch.zeros((slots, 1, hidden), device=device, dtype=dtype)
         self.uniform = torch.full((slots, self.groups - 1, PREDICTOR_TOP_K), 0.5, device=device)
         self.active = torch.zeros((slots,), device=device, dtype=torch.long)
+        vocab = talker.config.text_config.vocab_size
+        self.codes_seen = torch.zeros((slots, vocab), device=device, dtype=torch.bool)
+        """Each row's codes so far: the ones its repetition penalty applies to."""
+        # Stock suppresses the special codec block except its end: the talker must only emit codes.
+        self.suppressed = torch.zeros((vocab,), device=device, dtype=torch.bool)
+        self.suppressed[vocab - 1024:] = True
+        self.suppressed[talker.config.codec_eos_token_id] = False
         self.predictor_cache = StaticCache(config=self.predictor.config, max_cache_len=self.groups)
         self.busy: set[int] = set()
         self.alone: int | None = None
@@ -78,6 +88,7 @@ class TalkerBatch:
             self._move_into_slot()  # the one-row cache is about to take this prompt
         logits, hidden = self.prompts.prefill(embeds, ids, attention_mask, rope_inputs)
         self.busy.add(slot)
+        self.codes_seen[slot].zero_()
         self.active[slot] = 0
         if alone and len(self.busy) == 1:
             self.alone = slot
@@ -103,23 +114,46 @@ class TalkerBatch:
         return next(b for b in self.batch_sizes if b > max(slots))
 
     @torch.inference_mode()
-    def predict(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Generator | None]]) -> dict:
-        """Each row's frame: {slot: (talker hidden (1, 1, H), first code's embedding (1, 1, H), generator or None
-        for greedy)} → {slot: (its 15 residual codes, its summed codec embedding (1, H))}, valid until the next
-        predict."""
-        if self.alone is not None and set(rows) == {self.alone}:
-            hidden, token_embed, generator = rows[self.alone]
-            codes, embeds = self.prompts.predict(hidden, token_embed, generator)
-            return {self.alone: (codes[0], embeds[0])}
-        for slot, (hidden, token_embed, generator) in rows.items():
-            self.talker_hidden_in[slot].copy_(hidden[0])
-            self.token_embed_in[slot].copy_(token_embed[0])
+    def first_codes(self, rows: dict[int, tuple[torch.Tensor, object, torch.Generator]]) -> torch.Tensor:
+        """Each row's first code of its next frame, drawn as ``Talker.sample_code`` draws it alone: {slot:
+        (logits (1, vocab), its TalkerSampling, its generator)} → (rows, 1) in that order. The repetition
+        penalty over the row's codes so far and the suppressed special codes run for all rows at once (the
+        same arithmetic per value as transformers' processors); a sampled row then draws from its own
+        generator. The codes join their rows' seen ones."""
+        slots = torch.tensor(list(rows), device=self.codes_seen.device)
+        samplings = [sampling for _, sampling, _ in rows.values()]
+        scores = torch.cat([logits for logits, _, _ in rows.values()]).to(self.codes_seen.device).float()
+        penalty = torch.tensor([[s.repetition_penalty] for s in samplings], device=scores.device)
+        penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+        scores = torch.where(self.codes_seen[slots], penalized, scores)
+        scores = torch.where(self.suppressed, -math.inf, scores)
+        codes = scores.argmax(dim=-1, keepdim=True)
+        for index, (_, sampling, generator) in enumerate(rows.values()):
+            if sampling.do_sample:
+                row = sampling_warpers(sampling.temperature, sampling.top_k, sampling.top_p)(
+                    scores.new_empty((1, 0), dtype=torch.long), scores[index:index + 1])
+                codes[index] = torch.multinomial(torch.softmax(row, dim=-1), 1, generator=generator)[0]
+        self.codes_seen[slots, codes[:, 0]] = True
+        return codes
+
+    @torch.inference_mode()
+    def predict(self, slots: list[int], hidden: torch.Tensor, token_embeds: torch.Tensor,
+                generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames of rows ``slots``: their talker hidden states (rows, 1, H), their first codes' embeddings
+        (rows, 1, H), a generator per row (None: greedy) → (their 15 residual codes (rows, 15), their summed
+        codec embeddings (rows, 1, H)), valid until the next predict."""
+        if self.alone is not None and slots == [self.alone]:
+            return self.prompts.predict(hidden, token_embeds, generators[0])
+        index = torch.tensor(slots, device=self.talker_hidden_in.device)
+        self.talker_hidden_in.index_copy_(0, index, hidden)
+        self.token_embed_in.index_copy_(0, index, token_embeds)
+        for slot, generator in zip(slots, generators):
             if generator is None:
                 self.uniform[slot].fill_(0.5)
             else:
                 self.uniform[slot].uniform_(generator=generator)
         codes, embeds = self._predict()
-        return {slot: (codes[slot], embeds[slot]) for slot in rows}
+        return codes[index], embeds[index]
 
     @torch.inference_mode()
     def step(self, slots: set[int]) -> dict:
