@@ -40,6 +40,9 @@ IDLE_WAIT_S = 0.05
 PACK_TOKENS = 4096
 """The most prompt tokens one packed prompt pass takes (``ThinkerLoop``)."""
 
+ADMIT_TOKENS = 2048
+"""The most prompt tokens whose talker prompts one tick of the talker's loop runs (``TalkerLoop``)."""
+
 
 @dataclass
 class ThinkerJob:
@@ -250,8 +253,13 @@ class TalkerLoop:
         loop.add(SpeakingRow(Talker(setup, feed, captured, stop), vocoder, send, finished))
     """
 
-    def __init__(self, batch: TalkerBatch, progressed: Callable[[], None] = lambda: None):
-        self.batch, self.progressed = batch, progressed
+    def __init__(self, batch: TalkerBatch, progressed: Callable[[], None] = lambda: None,
+                 admit_tokens: int = ADMIT_TOKENS):
+        """``admit_tokens``: the most prompt tokens (the thinker's prompts, which the talker's follow) whose talker
+        prompts one tick runs."""
+        self.batch, self.progressed, self.admit_tokens = batch, progressed, admit_tokens
+        self.admitted: list[int] = []
+        """The prompt tokens admitted in each tick that admitted any."""
         self.wake = threading.Event()
         """Set by anything that may let a row go on: a new row, new text (TextFeed.listener), Stop."""
         self._new: queue.SimpleQueue = queue.SimpleQueue()
@@ -317,7 +325,10 @@ class TalkerLoop:
         return False
 
     def _admit(self) -> bool:
-        """The talker prompt of one row whose first spoken token is known (one per tick: see the module)."""
+        """The talker prompts of the rows whose first spoken token is known, up to ``admit_tokens`` of prompt in
+        a tick (at least one row): rows whose first texts came together start speaking in the same tick, while
+        the rows already speaking wait for at most that much prompt between two frames."""
+        tokens = 0
         for row in list(self._waiting):
             talker = row.talker
             known, first_text = talker.feed.ready_token(0)
@@ -327,10 +338,15 @@ class TalkerLoop:
                 continue
             if not known or not self.batch.free:
                 continue
+            length = int(talker.inputs["input_ids"].shape[1])
+            if tokens and tokens + length > self.admit_tokens:
+                break
             self._waiting.remove(row)
             self._prefill(row, first_text)
-            return True
-        return False
+            tokens += length
+        if tokens:
+            self.admitted.append(tokens)
+        return bool(tokens)
 
     def _prefill(self, row: SpeakingRow, first_text: int) -> None:
         talker, config = row.talker, row.talker.config
