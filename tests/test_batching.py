@@ -31,7 +31,8 @@ def batched_backend(tiny_cache):
     with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0, talker_do_sample=False,
                        batch_slots=4) as backend:
         assert backend.batched is not None and backend.info.max_concurrency == 4
-        backend.batched.thinker.pack_tokens = 1024  # replies waiting together share a prompt pass, as on a GPU
+        backend.batched.thinker.pack_tokens = 1024  # replies waiting together share prompt passes, as on a GPU
+        backend.batched.talker.pack = True
         yield backend
 
 
@@ -180,6 +181,53 @@ def test_replies_waiting_together_share_one_prompt_pass_and_each_decodes_as_alon
     for mine, reference, length in zip(states, states_alone, lengths):
         assert mine["hidden"].shape[1] == length
         torch.testing.assert_close(mine["hidden"], reference["hidden"])
+
+
+@pytest.mark.parametrize("prefill_lengths", [(), (64, 256)], ids=["eager pass", "captured lengths"])
+def test_talker_prompts_admitted_together_share_one_pass_and_each_speaks_as_alone(batched_backend,
+                                                                                  prefill_lengths):
+    """Three talker prompts of different lengths admitted together go through the talker in one packed pass:
+    each gets the logits and states it gets from a pass of its own, and its next steps are the same."""
+    import torch
+
+    from backends.transformers.batched.talker import TalkerBatch
+    from backends.transformers.talker_decoder import TalkerDecoder
+
+    talker = batched_backend.model.talker
+    hidden_size = talker.config.text_config.hidden_size
+    generator = torch.Generator().manual_seed(0)
+    prompts = []
+    for length in (9, 23, 14):
+        embeds = torch.randn((1, length, hidden_size), generator=generator).to(talker.dtype)
+        ids = torch.randint(0, 100, (1, length), generator=generator)
+        prompts.append((embeds, ids, torch.ones_like(ids), {}))
+    decoder = TalkerDecoder(talker, 128, prefill_lengths)
+    decoder.capture_prompt_passes()
+    passes = []
+    prompt_model = decoder._prompt_model
+    decoder._prompt_model = lambda embeds, positions: passes.append(embeds.shape[1]) or prompt_model(embeds, positions)
+
+    def speak(admitted) -> list:
+        """Each row's prompt logits, then its logits over three steps of the same inputs."""
+        outputs = {slot: [logits] for slot, logits, _ in admitted}
+        for step in range(3):
+            for slot, _, _ in admitted:
+                batch.codec_in[slot].fill_(0.01 * (step + 1))
+                batch.text_in[slot].fill_(0.02 * slot)
+            for slot, (logits, _) in batch.step({slot for slot, _, _ in admitted}).items():
+                outputs[slot].append(logits.clone())
+        for slot, _, _ in admitted:
+            batch.release(slot)
+        return [torch.cat(outputs[slot]) for slot, _, _ in admitted]
+
+    batch = TalkerBatch(talker, decoder, slots=4, batch_sizes=(4,))
+    alone = speak([batch.admit(*prompt) for prompt in prompts])
+    passes.clear()
+    together = batch.admit_packed(prompts)
+    assert passes == [next((n for n in prefill_lengths if n >= 46), 46)], "one pass for the three prompts"
+    assert [slot for slot, _, _ in together] == [0, 1, 2]
+    for mine, reference in zip(speak(together), alone):
+        torch.testing.assert_close(mine, reference)
 
 
 def test_a_reply_that_joins_mid_way_or_is_stopped_mid_way_leaves_the_others_as_they_would_be_alone(

@@ -36,6 +36,11 @@ def compute_device(module) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
+PACK_MAX = 8
+"""Prompts one packed prompt pass may hold (batched/packed.py): the thinker's and the talker's prompt passes
+return the states of that many positions."""
+
+
 def prompt_mask(length: int, cache_slots: int, device) -> torch.Tensor:
     """A prompt's causal mask over the first ``cache_slots`` of an emptied static cache (1, 1, length,
     cache_slots), True where a token may attend. Made here from sizes fixed per captured pass, because

@@ -10,7 +10,8 @@ import time
 import torch
 from transformers import StaticCache
 
-from backends.transformers.cuda_graphs import captured, captured_each, compute_device, prompt_mask
+from backends.transformers.cuda_graphs import (PACK_MAX, captured, captured_each, compute_device,
+                                               prompt_mask)
 from backends.transformers.kernels.decode_attention import prompt_mask_slots
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ class TalkerDecoder:
         longest = max(self.prefill_lengths, default=0)
         self.prompt_in = torch.zeros((1, longest, hidden), device=device, dtype=dtype)
         self.prompt_positions = torch.zeros((3, 1, longest), device=device, dtype=torch.long)
-        self.prompt_last = torch.zeros((1,), device=device, dtype=torch.long)
+        self.prompt_last = torch.zeros((PACK_MAX,), device=device, dtype=torch.long)
+        """The positions whose states a prompt pass returns: its last (repeated), or each packed prompt's."""
+        self.prompt_segments = torch.zeros((max_tokens,), device=device, dtype=torch.long)
+        """Which prompt each position belongs to: a position attends only to its own prompt's (all 0 but in a
+        packed pass: batched/packed.py)."""
         self._prefills: dict = {}
         """Prompt length → its padded prompt pass (captured on CUDA); filled by compile()."""
         # Every predictor position is known in advance, so are its causal masks (the generic mask code
@@ -96,6 +101,7 @@ class TalkerDecoder:
         self.prompt_positions[..., length:padded].zero_()
         self.prompt_last.fill_(length - 1)
         logits, hidden = self._prefills[padded]()
+        logits, hidden = logits[-1:], hidden[:, -1:]
         # The padding's keys sit past the prompt: the next step overwrites them, and masks them until then.
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(length)
@@ -126,14 +132,21 @@ class TalkerDecoder:
     # The functions below read and write only the fixed buffers and caches: they are what gets captured.
 
     def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._prompt_model(self.prompt_in[:, :length], self.prompt_positions[..., :length])
+
+    def _prompt_model(self, embeds: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A prompt (or packed prompts) into the emptied cache: the logits (PACK_MAX, vocab) and states
+        (1, PACK_MAX, hidden) at ``prompt_last``."""
         for layer in self.cache.layers:  # from the start, whatever ran before (capture runs it several times)
             layer.cumulative_length.zero_()
+        length = embeds.shape[1]
         slots = prompt_mask_slots(self.talker.model.config, length, self.max_tokens)
-        out = self.talker.model(inputs_embeds=self.prompt_in[:, :length], past_key_values=self.cache,
-                                attention_mask=prompt_mask(length, slots, self.prompt_in.device),
-                                position_ids=self.prompt_positions[..., :length], use_cache=True)
+        segments = self.prompt_segments
+        mask = prompt_mask(length, slots, embeds.device) & (segments[:length, None] == segments[None, :slots])
+        out = self.talker.model(inputs_embeds=embeds, past_key_values=self.cache, attention_mask=mask,
+                                position_ids=positions, use_cache=True)
         hidden = out.last_hidden_state.index_select(1, self.prompt_last)
-        return self.talker.codec_head(hidden[:, -1]), hidden
+        return self.talker.codec_head(hidden[0]), hidden
 
     def _step_fn(self) -> tuple[torch.Tensor, torch.Tensor]:
         position = self.cache.layers[0].cumulative_length + self.rope_delta  # (1, 1)

@@ -14,16 +14,14 @@ import torch
 from transformers import StaticCache
 from transformers.modeling_outputs import MoeModelOutputWithPast
 
-from backends.transformers.cuda_graphs import captured, captured_each, compute_device, prompt_mask
+from backends.transformers.cuda_graphs import (PACK_MAX, captured, captured_each, compute_device,
+                                               prompt_mask)
 from backends.transformers.kernels.decode_attention import prompt_mask_slots
 
 log = logging.getLogger(__name__)
 
 THINKER_TOP_K_LIMIT = 256
 """The thinker samples among at most this many likeliest tokens (the UI's top-k goes to 200)."""
-
-PACK_MAX = 8
-"""Prompts one packed prompt pass may hold (batched/packed.py)."""
 
 
 @dataclass(frozen=True)

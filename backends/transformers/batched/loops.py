@@ -27,9 +27,9 @@ import torch
 
 from backends.transformers.batched.talker import TalkerBatch
 from backends.transformers.batched.thinker import ThinkerBatch, ThinkerRow
-from backends.transformers.cuda_graphs import compute_device
+from backends.transformers.cuda_graphs import PACK_MAX, compute_device
 from backends.transformers.speech import Talker, TextFeed, talker_stream
-from backends.transformers.thinker_decoder import PACK_MAX, ThinkerSampling
+from backends.transformers.thinker_decoder import ThinkerSampling
 from backends.transformers.vocoder import StreamingVocoder
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,11 @@ class TalkerLoop:
     """
 
     def __init__(self, batch: TalkerBatch, progressed: Callable[[], None] = lambda: None,
-                 admit_tokens: int = ADMIT_TOKENS):
+                 admit_tokens: int = ADMIT_TOKENS, pack: bool | None = None):
         """``admit_tokens``: the most prompt tokens (the thinker's prompts, which the talker's follow) whose talker
-        prompts one tick runs."""
+        prompts one tick runs; ``pack``: in one pass (None: on a GPU, as ``ThinkerLoop``'s ``pack_tokens``)."""
         self.batch, self.progressed, self.admit_tokens = batch, progressed, admit_tokens
+        self.pack = batch.codec_in.is_cuda if pack is None else pack
         self.admitted: list[int] = []
         """The prompt tokens admitted in each tick that admitted any."""
         self.wake = threading.Event()
@@ -327,8 +328,9 @@ class TalkerLoop:
     def _admit(self) -> bool:
         """The talker prompts of the rows whose first spoken token is known, up to ``admit_tokens`` of prompt in
         a tick (at least one row): rows whose first texts came together start speaking in the same tick, while
-        the rows already speaking wait for at most that much prompt between two frames."""
-        tokens = 0
+        the rows already speaking wait for at most that much prompt between two frames. On a GPU their
+        prompts share one pass (packed.py)."""
+        ready, tokens = [], 0
         for row in list(self._waiting):
             talker = row.talker
             known, first_text = talker.feed.ready_token(0)
@@ -336,19 +338,32 @@ class TalkerLoop:
                 self._waiting.remove(row)  # a reply of one token (or none) has nothing to speak
                 row.finished()
                 continue
-            if not known or not self.batch.free:
+            if not known or len(ready) >= min(self.batch.free, PACK_MAX):
                 continue
             length = int(talker.inputs["input_ids"].shape[1])
-            if tokens and tokens + length > self.admit_tokens:
+            if ready and tokens + length > self.admit_tokens:
                 break
             self._waiting.remove(row)
-            self._prefill(row, first_text)
+            ready.append((row, first_text))
             tokens += length
-        if tokens:
-            self.admitted.append(tokens)
-        return bool(tokens)
+        if not ready:
+            return False
+        prompts = [self._talker_prompt(row, first_text) for row, first_text in ready]
+        if len(ready) > 1 and self.pack:
+            admitted = self.batch.admit_packed(prompts)
+        else:
+            alone = len(ready) == 1 and not self._rows and not any(map(self._known_first, self._waiting))
+            admitted = [self.batch.admit(*prompt, alone=alone) for prompt in prompts]
+        for (row, _), (slot, logits, hidden) in zip(ready, admitted):
+            row.slot, row.logits, row.hidden, row.prefilled_at = slot, logits, hidden, time.perf_counter()
+            self._rows[slot] = row
+        self.max_rows = max(self.max_rows, len(self._rows))
+        self.admitted.append(tokens)
+        return True
 
-    def _prefill(self, row: SpeakingRow, first_text: int) -> None:
+    @staticmethod
+    def _talker_prompt(row: SpeakingRow, first_text: int) -> tuple:
+        """The row's talker prompt: ``TalkerBatch.admit``'s embeddings, ids, attention mask and rope inputs."""
         talker, config = row.talker, row.talker.config
         if talker.device.type == "cuda":  # the prompt's states come from the thinker's stream
             torch.cuda.current_stream(talker.device).wait_stream(torch.cuda.default_stream(talker.device))
@@ -356,11 +371,7 @@ class TalkerLoop:
                                       config.tts_pad_token_id]).split(1, dim=1)
         embeds, ids = talker.prompt_embeds(first_text, *row.tts)
         attention_mask = torch.ones(ids.shape, dtype=torch.long, device=talker.device)
-        alone = not self._rows and not any(self._known_first(other) for other in self._waiting)
-        row.slot, row.logits, row.hidden = self.batch.admit(embeds, ids, attention_mask, talker.rope_inputs(), alone)
-        row.prefilled_at = time.perf_counter()
-        self._rows[row.slot] = row
-        self.max_rows = max(self.max_rows, len(self._rows))
+        return embeds, ids, attention_mask, talker.rope_inputs()
 
     @staticmethod
     def _known_first(row: SpeakingRow) -> bool:

@@ -1,13 +1,14 @@
 """Several waiting replies' prompt passes as one pass of the thinker's text model.
 
-Each prompt first runs the thinker's own forward up to its text model (``prompt_parts``: its encoders, its media
+The thinker's prompts (``prompt_parts``, ``pack``): each prompt first runs the thinker's own forward up to its text model (``prompt_parts``: its encoders, its media
 merged into the embeddings, its 3D rope positions), one prompt at a time. Their text then goes through the
 text model packed into one sequence (``pack``): each position attends only to its own prompt's earlier ones
 (the one-row decoder's ``prompt_segments`` shape its mask) at its own rope positions, so each prompt's keys,
 values and states are those of a pass of its own, and the MoE layers read their experts once for all the
 prompts instead of once per prompt. The pass is one of the decoder's captured passes when one holds the
 packed length, else eager. Each prompt's keys and values are then copied from its stretch of the decoder's
-cache into its slot (``ThinkerBatch.admit_packed``).
+cache into its slot (``ThinkerBatch.admit_packed``). The talker's prompts likewise (``pack_talker``), once each
+one's embeddings and 3D rope positions are known.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from transformers.modeling_outputs import MoeModelOutputWithPast
 
-from backends.transformers.thinker_decoder import PACK_MAX, ThinkerDecoder
+from backends.transformers.cuda_graphs import PACK_MAX
+from backends.transformers.talker_decoder import TalkerDecoder
+from backends.transformers.thinker_decoder import ThinkerDecoder
 
 
 @dataclass
@@ -64,18 +67,7 @@ def pack(decoder: ThinkerDecoder, parts: list[PromptParts]) -> tuple[torch.Tenso
     attending only to itself at its own positions: (their last positions' logits (prompts, vocab), the
     talker layer's states over the pass (1, tokens, hidden) or None, where each prompt starts). A captured
     pass serves when one holds them all, else it runs eagerly."""
-    assert 0 < len(parts) <= PACK_MAX
-    lengths = [part.length for part in parts]
-    starts = [sum(lengths[:i]) for i in range(len(parts))]
-    total = sum(lengths)
-    assert total <= decoder.max_tokens
-    device = decoder.prompt_segments.device
-    segments = torch.repeat_interleave(torch.arange(len(parts), device=device), torch.tensor(lengths, device=device))
-    decoder.prompt_segments[:total].copy_(segments)
-    decoder.prompt_segments[total:].fill_(len(parts))
-    lasts = [start + length - 1 for start, length in zip(starts, lengths)]
-    decoder.prompt_last.copy_(torch.tensor(lasts + lasts[-1:] * (PACK_MAX - len(lasts)), device=device))
-    decoder.cache.reset()
+    starts, total = mark_segments(decoder, [part.length for part in parts])
     embeds = torch.cat([part.embeds for part in parts], dim=1)
     positions = torch.cat([part.positions for part in parts], dim=2)
     deepstack = torch.cat([part.deepstack for part in parts], dim=2)
@@ -108,3 +100,46 @@ def pack(decoder: ThinkerDecoder, parts: list[PromptParts]) -> tuple[torch.Tenso
         decoder.prompt_segments.zero_()  # a lone prompt is one segment
         decoder.prompt_last.zero_()
     return decoder.thinker.lm_head(hidden[0, :len(parts)]), layer, starts
+
+
+@torch.inference_mode()
+def pack_talker(decoder: TalkerDecoder, embeds: list[torch.Tensor], positions: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Several talker prompts (embeddings (1, n, hidden), 3D rope positions (3, 1, n)) in one pass of
+    ``decoder``'s talker into its cache, as ``pack`` does the thinker's: (their last positions' logits
+    (prompts, vocab), states (prompts, 1, hidden), where each prompt starts)."""
+    starts, total = mark_segments(decoder, [e.shape[1] for e in embeds])
+    joined, joined_positions = torch.cat(embeds, dim=1), torch.cat(positions, dim=2)
+    padded = next((n for n in decoder._prefills if n >= total), None)
+    try:
+        if padded is not None:
+            decoder.prompt_in[:, :total].copy_(joined)
+            decoder.prompt_in[:, total:padded].zero_()
+            decoder.prompt_positions[..., :total].copy_(joined_positions)
+            decoder.prompt_positions[..., total:padded].zero_()
+            logits, hidden = decoder._prefills[padded]()
+        else:
+            logits, hidden = decoder._prompt_model(joined, joined_positions)
+    finally:
+        decoder.prompt_segments.zero_()
+        decoder.prompt_last.zero_()
+    count = len(embeds)
+    return logits[:count].clone(), hidden[0, :count, None].clone(), starts  # the graphs' outputs get reused
+
+
+def mark_segments(decoder: ThinkerDecoder | TalkerDecoder, lengths: list[int]) -> tuple[list[int], int]:
+    """Prompts of ``lengths``, one after another, for the decoder's next prompt pass: each position's prompt
+    (``prompt_segments``) and each prompt's last position (``prompt_last``), the cache emptied; returns where
+    each prompt starts, and their length in all."""
+    assert 0 < len(lengths) <= PACK_MAX
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    total = sum(lengths)
+    assert total <= decoder.max_tokens
+    device = decoder.prompt_segments.device
+    segments = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))
+    decoder.prompt_segments[:total].copy_(segments)
+    decoder.prompt_segments[total:].fill_(len(lengths))
+    lasts = [start + length - 1 for start, length in zip(starts, lengths)]
+    decoder.prompt_last.copy_(torch.tensor(lasts + lasts[-1:] * (PACK_MAX - len(lasts)), device=device))
+    decoder.cache.reset()
+    return starts, total

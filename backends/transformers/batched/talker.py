@@ -18,6 +18,7 @@ import time
 import torch
 from transformers import StaticCache
 
+from backends.transformers.batched.packed import pack_talker
 from backends.transformers.batched.slots import SlotStore
 from backends.transformers.batched.steps import steps_per_size
 from backends.transformers.cuda_graphs import captured, compute_device
@@ -96,6 +97,31 @@ class TalkerBatch:
             self.store.fill(slot, self.prompts.cache, embeds.shape[1])
             self.rope_delta[slot] = self.talker.rope_deltas.reshape(-1)[0]
         return slot, logits.clone(), hidden.clone()  # the prompt pass's buffers serve the next admission too
+
+    @torch.inference_mode()
+    def admit_packed(self, prompts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]]
+                     ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Several replies' talker prompts (``admit``'s arguments each) in one pass (packed.py), each into the
+        lowest free slot: [(slot, logits (1, vocab), hidden (1, 1, H))] in order."""
+        if self.alone is not None:
+            self._move_into_slot()  # the one-row cache is about to take these prompts
+        positions, deltas = [], []
+        for embeds, ids, attention_mask, rope_inputs in prompts:
+            positions.append(self.talker.compute_3d_position_ids(embeds, talker_input_ids=ids,
+                                                                 attention_mask=attention_mask,
+                                                                 past_key_values=None, **rope_inputs))
+            deltas.append(self.talker.rope_deltas.reshape(-1)[0].clone())
+        logits, hidden, starts = pack_talker(self.prompts, [p[0] for p in prompts], positions)
+        admitted = []
+        for index, ((embeds, *_), start, delta) in enumerate(zip(prompts, starts, deltas)):
+            slot = next(s for s in range(self.slots) if s not in self.busy)
+            self.busy.add(slot)
+            self.active[slot] = 0
+            self.codes_seen[slot].zero_()
+            self.store.fill(slot, self.prompts.cache, embeds.shape[1], start)
+            self.rope_delta[slot] = delta
+            admitted.append((slot, logits[index:index + 1], hidden[index:index + 1]))
+        return admitted
 
     def _move_into_slot(self) -> None:
         """The lone row joins the batch: its cache and rope offset into its slot."""
