@@ -43,6 +43,20 @@ def layer_matches_stock() -> None:
                 torch.testing.assert_close(routed.view_as(f), f, rtol=2 ** -7, atol=1e-4)
         prompt = torch.randn((1, fused_moe.FUSED_MAX_TOKENS + 1, 96), dtype=torch.bfloat16)  # a prompt: stock
         assert torch.equal(layer(prompt), _with(layer, "grouped_mm", prompt))
+        # An engine of 16 slots raises the bound, so that every batched step of its takes the kernels (a step
+        # compiled for a symbolic batch of 2..16 rows must not branch on the number of rows).
+        restore = fused_moe.use_fused_decode_experts(layer, max_tokens=16)
+        calls = []
+        original = fused_moe.fused_decode_experts
+        fused_moe.fused_decode_experts = lambda x, *args, **kwargs: calls.append(x.shape[0]) or original(x, *args,
+                                                                                                      **kwargs)
+        try:
+            step = torch.randn((1, 12, 96), dtype=torch.bfloat16)
+            torch.testing.assert_close(layer(step), _with(layer, "grouped_mm", step), rtol=2 ** -7, atol=1e-4)
+        finally:
+            fused_moe.fused_decode_experts = original
+            restore()
+        assert calls == [12], calls
     for s, f in zip(stock, fused):
         # fp32 sums in another order: at most a bf16 rounding step apart, and mostly the same bits.
         torch.testing.assert_close(f, s, rtol=2 ** -7, atol=1e-4)

@@ -164,9 +164,11 @@ class OmniModel:
         if on_gpu:  # before the first product: the kernel checks below
             _smaller_cublas_workspaces()
         if options.fused_moe and on_gpu and not self.talker_only:  # the thinker's decode steps only
-            from backends.transformers.kernels.fused_moe import use_fused_decode_experts  # imports triton: GPUs only
+            from backends.transformers.kernels.fused_moe import (  # imports triton: GPUs only
+                FUSED_MAX_TOKENS, use_fused_decode_experts)
 
-            self._stock_experts = use_fused_decode_experts(self.model.thinker)
+            self._stock_experts = use_fused_decode_experts(self.model.thinker,
+                                                           max(FUSED_MAX_TOKENS, self.batch_slots))
         if options.decode_attention and on_gpu:
             from backends.transformers.kernels.decode_attention import use_decode_attention  # imports triton: GPUs only
 

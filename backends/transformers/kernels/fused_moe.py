@@ -144,8 +144,8 @@ if triton is not None:
 
 
 FUSED_MAX_TOKENS = 8
-"""Tokens a layer call may have for the kernels (a batched decode step has one per row: 8 rows by default);
-more (a prompt pass) go to grouped_mm, which reads each chosen expert once for all its tokens."""
+"""Tokens a layer call may have for the kernels by default (a batched decode step has one per row: 8 rows by
+default); more (a prompt pass) go to grouped_mm, which reads each chosen expert once for all its tokens."""
 
 BLOCKS = {"gate_up_rows": 4, "gate_up_k": 1024, "gate_up_warps": 4,
           "down_rows": 4, "down_k": 256, "down_warps": 4, "down_split": True}
@@ -198,7 +198,8 @@ def supports_fused(experts) -> bool:
 def _experts_forward(experts, hidden_states, top_k_index, top_k_weights):
     """transformers' experts-forward signature: the fused kernels for a decode step's tokens on a GPU, else
     grouped_mm."""
-    if hidden_states.shape[0] <= FUSED_MAX_TOKENS and (hidden_states.is_cuda or INTERPRETED) and triton is not None:
+    if hidden_states.shape[0] <= experts.fused_max_tokens and (hidden_states.is_cuda or INTERPRETED) \
+            and triton is not None:
         return fused_decode_experts(hidden_states, top_k_index, top_k_weights, experts.gate_up_proj,
                                     experts.down_proj)
     return grouped_mm_experts_forward(experts, hidden_states, top_k_index, top_k_weights)
@@ -209,7 +210,7 @@ def decode_route(router, hidden_states: torch.Tensor) -> tuple[torch.Tensor, tor
     the softmax, top-k and renormalization run in one kernel (``_route``) instead of four, sort included."""
     hidden_states = hidden_states.reshape(-1, router.hidden_dim)
     tokens = hidden_states.shape[0]
-    if tokens > FUSED_MAX_TOKENS or not (hidden_states.is_cuda or INTERPRETED):
+    if tokens > router.fused_max_tokens or not (hidden_states.is_cuda or INTERPRETED):
         return type(router).forward(router, hidden_states)
     logits = torch.nn.functional.linear(hidden_states, router.weight).contiguous()
     weights = torch.empty((tokens, router.top_k), device=logits.device, dtype=logits.dtype)
@@ -227,8 +228,11 @@ def _routes_alike(router) -> bool:
             and all(hasattr(router, name) for name in ("top_k", "num_experts", "norm_topk_prob", "hidden_dim")))
 
 
-def use_fused_decode_experts(module: torch.nn.Module) -> Callable[[], None] | None:
-    """Route the MoE layers in ``module`` (e.g. the thinker) through ``decode_route`` and ``_experts_forward``.
+def use_fused_decode_experts(module: torch.nn.Module, max_tokens: int = FUSED_MAX_TOKENS) -> Callable[[], None] | None:
+    """Route the MoE layers in ``module`` (e.g. the thinker) through ``decode_route`` and ``_experts_forward``,
+    which take the kernels for calls of up to ``max_tokens`` tokens. A batched step compiled with a symbolic
+    batch needs every batch size on the same side of that bound (else torch.compile refuses the range it was
+    given): the engine passes at least its batch slots.
 
     Returns a function that puts transformers' router and grouped_mm back, or None (nothing changed) when
     triton is missing or a layer doesn't fit the kernels' assumptions.
@@ -243,6 +247,8 @@ def use_fused_decode_experts(module: torch.nn.Module) -> Callable[[], None] | No
     if not INTERPRETED and {e.gate_up_proj.device for e in experts} != {current}:
         return None
     ALL_EXPERTS_FUNCTIONS.register(FUSED_EXPERTS, _experts_forward)
+    for part in experts + routers:
+        part.fused_max_tokens = max_tokens
     for e in experts:
         e.config._experts_implementation = FUSED_EXPERTS
     for router in routers:
