@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers: replies decoded together, each in a cache slot of --static-cache-tokens "
                              "(about 1.05 GB per slot at 8192 on the 30B model); hybrid: replies the talker speaks "
                              "together; default 8 on a GPU, 1 on the CPU (one at a time)")
+    parser.add_argument("--prepare-processes", type=int, default=0,
+                        help="transformers with --batch-slots > 1: worker processes that decode the replies' media and "
+                             "run the processor side by side (default 0: threads)")
     parser.add_argument("--no-compile-batched-steps", action="store_true",
                         help="transformers and hybrid, compiled: capture the batched steps (several replies at once) "
                              "without torch.compile: minutes less warm-up on the 30B model, slower steps")
@@ -154,6 +157,7 @@ def backend_options(args: argparse.Namespace, random_weights: bool) -> dict:
     if args.backend == "transformers":
         # The page opens at once; the header shows the load.
         return {**talker, "load_in_background": True, "fused_moe": not args.no_fused_moe,
+                "prepare_processes": args.prepare_processes,
                 "decode_attention": not args.no_decode_attention, "fused_projections": not args.no_fused_projections,
                 "encoder_graphs": not args.no_encoder_graphs}
     engine = {

@@ -77,6 +77,13 @@ def run_processor(processor, text: str, prompt: PromptInputs, **kwargs):
     return inputs
 
 
+def processor_inputs(processor, prompt: PromptInputs) -> dict:
+    """The model's inputs (token ids, features, grids) for a decoded conversation, as CPU tensors."""
+    text = processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+    inputs = run_processor(processor, text, prompt, return_tensors="pt", padding=True)
+    return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
+
+
 def build_prompt_inputs(request: ChatRequest, limits: media.MediaLimits = media.DEFAULT_LIMITS) -> PromptInputs:
     """Decode every user file once and build the template messages.
 

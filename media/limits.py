@@ -45,6 +45,9 @@ class MediaError(ValueError):
         self.msg = Message("media.file_problem", {"file": Path(path).name, "problem": reason})
         super().__init__(str(self.msg))
 
+    def __reduce__(self):  # rebuilt from its own arguments (a worker process that prepared a reply raises it)
+        return type(self), (self.path, self.reason)
+
     @property
     def problem(self) -> str:
         """The reason in English."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from dataclasses import replace
@@ -23,7 +24,7 @@ from backends import build_backend
 from backends.checkpoints import resolve_checkpoint
 from backends.events import AudioChunk, Done, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
-from tests.streams import audio_of, collect, finish_of, text_of
+from tests.streams import audio_of, collect, errors_of, finish_of, text_of
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +229,34 @@ def test_talker_prompts_admitted_together_share_one_pass_and_each_speaks_as_alon
     assert [slot for slot, _, _ in together] == [0, 1, 2]
     for mine, reference in zip(speak(together), alone):
         torch.testing.assert_close(mine, reference)
+
+
+def test_replies_prepared_in_worker_processes_answer_as_in_the_engines_process(instruct_backend, tiny_cache,
+                                                                                speech_path, image_path, tmp_path):
+    """With ``prepare_processes`` the replies' media decoding and processor run in worker processes (side by
+    side: in threads they hold the GIL): three replies together still get their lone text and speech, and a
+    file that can't be read is named in a clear message, the others unharmed."""
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    requests = [spoken("Hi", tokens=12),
+                spoken(MediaPart("audio", str(speech_path)), "What is said?", tokens=20),
+                spoken(MediaPart("image", str(image_path)), "Describe this picture.", tokens=8)]
+    alone = [collect(instruct_backend, r) for r in requests]
+    with build_backend("transformers", resolve_checkpoint("tiny"), max_speech_seconds=2.0, talker_do_sample=False,
+                       batch_slots=4, prepare_processes=2) as backend:
+        assert backend.preparing is not None and backend.preparing.workers == 2
+        replies = together(backend, [*requests, spoken(MediaPart("image", str(garbage)), "And this?", tokens=8)])
+        backend.preparing._pool.submit(os._exit, 1)  # a worker dies (as a decoder crashing on a file would)
+        time.sleep(1)
+        after = collect(backend, requests[0])
+    for mine, reference in zip(replies, alone):
+        assert text_of(mine) == text_of(reference) and text_of(mine)
+        assert np.array_equal(audio_of(mine), audio_of(reference))
+    refused = replies[-1]
+    assert finish_of(refused) == "error" and not text_of(refused)
+    assert any("garbage.png" in str(e.message) and "not a readable image" in str(e.message)
+               for e in errors_of(refused))
+    assert text_of(after) == text_of(alone[0]), "the workers start again after one dies"
 
 
 def test_a_reply_that_joins_mid_way_or_is_stopped_mid_way_leaves_the_others_as_they_would_be_alone(

@@ -30,6 +30,7 @@ from backends.transformers.loading import (expected_batch_slots, expected_device
                                            weight_loading_progress)
 from backends.transformers.model import FRAMES_PER_SECOND, OmniModel, free_accelerator_memory
 from backends.transformers.options import TransformersOptions
+from backends.transformers.preparing import PreparingProcesses
 from backends.transformers.reply_text import TextStreamer, finish_reason, reply_metrics
 from backends.events import Done, Error, Event, Notice
 from backends.reasoning import ReasoningSplitter
@@ -70,6 +71,8 @@ class TransformersBackend(OmniModel, Backend):
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
         self.batched: BatchedEngine | None = None
         """Serves the replies once the model is warm when it decodes several at once (``batch_slots`` > 1)."""
+        self.preparing: PreparingProcesses | None = None
+        """Worker processes that prepare the batched engine's replies (``prepare_processes``)."""
         config = loaded[0].config if loaded else model_config(checkpoint, options)
         self.info = BackendInfo(
             backend="transformers",
@@ -96,6 +99,9 @@ class TransformersBackend(OmniModel, Backend):
         if self.thinker_batch is not None:
             self.batched = BatchedEngine(self.thinker_batch, self.talker_batch, workers=self.batch_slots,
                                          stall_s=self.options.stall_timeout_s)
+            if self.options.prepare_processes > 0:
+                self.preparing = PreparingProcesses(self.checkpoint.path,
+                                                    min(self.options.prepare_processes, self.batch_slots))
         self.info = replace(self.info, device=self.device_name, max_concurrency=self.batch_slots)
 
     def _load_in_background(self) -> None:
@@ -153,13 +159,18 @@ class TransformersBackend(OmniModel, Backend):
         if fitted is not None:
             self._reply(request, *fitted, emit, stop, started)
 
-    def _fit(self, request: ChatRequest, emit: Callable[[Event], None],
-             stop: threading.Event) -> tuple[dict, int] | None:
+    def _fit(self, request: ChatRequest, emit: Callable[[Event], None], stop: threading.Event,
+             preparing: PreparingProcesses | None = None) -> tuple[dict, int] | None:
         """The turn's inputs and prompt length, fitted to the context (its notes emitted); None when it already
-        ended (a bad file, or Stop while its media was decoded)."""
+        ended (a bad file, or Stop while its media was decoded). ``preparing``: in a worker process."""
         started = time.perf_counter()
         try:
-            _, inputs, notes = fit_to_context(request, self.count_tokens, self.context_tokens, self.options.media_limits)
+            if preparing is not None:
+                inputs, notes = preparing.fit(request, self.context_tokens, self.options.media_limits)
+                inputs = self.on_model(inputs)
+            else:
+                _, inputs, notes = fit_to_context(request, self.count_tokens, self.context_tokens,
+                                                  self.options.media_limits)
         except media.MediaError as err:
             emit(Error(err.msg, "input"))
             emit(Done("error"))
@@ -199,7 +210,7 @@ class TransformersBackend(OmniModel, Backend):
         """A turn for the batched engine (on one of its preparing threads): fitted, with its text streamer and
         speech; a turn too long for a slot runs alone on the thinker loop's thread."""
         started = time.perf_counter()
-        fitted = self._fit(request, emit, stop)
+        fitted = self._fit(request, emit, stop, self.preparing)
         if fitted is None:
             return None
         inputs, prompt_tokens = fitted
@@ -305,6 +316,8 @@ class TransformersBackend(OmniModel, Backend):
         self.engine.stop()
         if self.batched is not None:
             self.batched.close()
+        if self.preparing is not None:
+            self.preparing.close()
         self.release()
 
 

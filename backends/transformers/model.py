@@ -15,7 +15,7 @@ import threading
 import time
 
 from backends.checkpoints import Checkpoint
-from backends.conversation import PromptInputs, run_processor
+from backends.conversation import PromptInputs, processor_inputs
 from backends.request import ChatRequest
 from backends.transformers.batched.talker import TalkerBatch
 from backends.transformers.batched.thinker import ThinkerBatch
@@ -197,13 +197,15 @@ class OmniModel:
 
     def encode(self, prompt: PromptInputs) -> dict:
         """The model's inputs (token ids, features, grids) for a decoded conversation."""
-        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        inputs = run_processor(self.processor, text, prompt, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.model.thinker.device)
-        for key, value in inputs.items():  # features follow the model's dtype (bf16 on GPU)
-            if value.is_floating_point():
-                inputs[key] = value.to(self.model.thinker.dtype)
-        return dict(inputs, use_audio_in_video=prompt.use_audio_in_video)
+        return self.on_model(processor_inputs(self.processor, prompt))
+
+    def on_model(self, inputs: dict) -> dict:
+        """``processor_inputs``' CPU tensors on the thinker's device, features in its dtype (bf16 on GPU)."""
+        import torch
+
+        thinker = self.model.thinker
+        return {key: value.to(thinker.device, thinker.dtype if value.is_floating_point() else value.dtype)
+                if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
 
     def speech_run(self, request: ChatRequest, inputs: dict, emit, stop: threading.Event, started: float,
                    feed: TextFeed | None = None) -> SpeechRun:

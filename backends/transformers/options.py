@@ -38,6 +38,11 @@ class TransformersOptions:
     8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: README, "Many users at once"); None: 8 when compiled
     on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders. The hybrid's talker side
     batches its talker only (vLLM batches the text)."""
+    prepare_processes: int = 0
+    """With ``batch_slots`` > 1: worker processes that decode the replies' media and run the processor side by
+    side (backends/transformers/preparing.py); 0: the engine's threads, where that Python holds the GIL. Off
+    until measured on a GPU host's CPU (``benchmarks/prepare_many.py``): on this project's 2 cores it was no
+    faster than threads (BENCHMARKS.md)."""
     compile_batched_steps: bool = True
     """Compiled: the batched steps (several replies at once) are torch.compiled before they are captured, once
     for every batch size (backends/transformers/batched/steps.py); False: captured with transformers' kernels as
