@@ -102,7 +102,8 @@ def main() -> None:
     parser.add_argument("--stagger-ms", type=float, default=200.0)
     parser.add_argument("--paths", default="serialized,batched")
     parser.add_argument("--pack-tokens", type=int, default=None,
-                        help="prompt tokens one packed prompt pass takes (default: the engine's; 1: no packing)")
+                        help="prompt tokens one packed prompt pass takes (default: the engine's; 1: no packing, the "
+                             "talker's prompts neither)")
     args = parser.parse_args()
     import logging
 
@@ -137,6 +138,8 @@ def main() -> None:
     batched = backend.batched
     if batched is not None and args.pack_tokens is not None:
         batched.thinker.pack_tokens = args.pack_tokens
+        if batched.talker is not None:
+            batched.talker.pack = args.pack_tokens > 1
     paths = {"serialized": None, "batched": batched}
     chosen = [p for p in args.paths.split(",") if p in paths]
     users = [int(n) for n in args.users.split(",")]
