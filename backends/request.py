@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from media.probe import MediaKind
+
 Role = Literal["user", "assistant"]
-MediaKind = Literal["image", "audio", "video"]
 
 
 @dataclass(frozen=True)

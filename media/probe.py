@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from backends.request import MediaKind
 from media.limits import MediaError
 from messages import Message
+
+MediaKind = Literal["image", "audio", "video"]
+"""The kinds of file the app takes (``backends.request.MediaPart.kind``)."""
 
 EXTENSIONS: dict[MediaKind, frozenset[str]] = {
     "image": frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}),
