@@ -231,7 +231,7 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
     page = context.new_page()
     try:
         page.goto(demo.local_url)
-        for label in ("对话", "实时", "字幕"):
+        for label in ("对话", "实时", "字幕", "评测"):
             expect(page.get_by_role("tab", name=label)).to_be_visible(timeout=30_000)
         expect(page.get_by_role("button", name="⏹ 停止")).to_be_visible()
         expect(page.get_by_text("示例（点击后按回车发送）")).to_be_visible()
@@ -257,6 +257,14 @@ def test_a_chinese_browser_gets_the_interface_in_chinese(browser, instruct_backe
         expect(page.get_by_text("为语音、声音和音乐生成详细描述")).to_be_visible()
         expect(page.get_by_placeholder("例如：着重描述背景声音。")).to_be_visible()
         page.screenshot(path=str(output_dir / "caption-zh.png"), full_page=True)
+        page.get_by_role("tab", name="评测").click()
+        expect(page.get_by_role("button", name="载入示例集")).to_be_visible()
+        expect(page.get_by_text("用一组提示评测模型并评判回答")).to_be_visible()
+        expect(page.get_by_text("配置 A", exact=True)).to_be_visible()
+        expect(page.get_by_role("button", name="▶ 运行")).to_be_visible()
+        expect(page.locator("#eval-table")).to_contain_text("回答 A")  # the results' column names too
+        expect(page.locator("#eval-rating")).to_contain_text("A 更好")  # and the ratings
+        page.screenshot(path=str(output_dir / "evaluate-zh.png"), full_page=True)
     finally:
         context.close()
         demo.close()

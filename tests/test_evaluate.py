@@ -106,6 +106,26 @@ def test_two_set_ups_answer_every_good_row_and_the_same_seed_answers_the_same(ap
     assert [row[3:5] for row in again["data"]] == [row[3:5] for row in table["data"]], "same seeds, same answers"
 
 
+def test_the_bundled_example_set_runs_with_two_speakers_and_every_row_is_answered_and_spoken(app, tmp_path):
+    """What a non-coder does first: "Load the example set" (its sheet and files), run it with two speakers, and
+    every row gets both answers, set-up A's with its speech; no row is refused."""
+    from ui import examples
+
+    url, engine = app
+    files = examples.evaluation_files()
+    assert Path(files[0]).name == examples.EVALUATION_SET and len(files) > 1
+    client = Client(url, verbose=False, download_files=str(tmp_path))
+    table, progress, _, _ = run(client, files, **{**SET_B, "speech_b": True})
+    rows = rows_of(table)
+    with open(files[0], encoding="utf-8") as sheet:
+        assert len(rows) == len(list(csv.DictReader(sheet))) >= 7
+    for row_id, row in rows.items():
+        assert row[3] and row[4], f"{row_id}: both set-ups answer"
+        assert row[8].startswith("✓"), f"{row_id}: {row[8]}"
+    assert {r.speaker for r in engine.requests} == {"ethan", "chelsie"}
+    assert all(r.return_audio for r in engine.requests)
+
+
 def test_stop_keeps_the_rows_done_and_a_second_run_answers_only_the_rest(app, prompt_set, tmp_path):
     url, engine = app
     released = threading.Event()

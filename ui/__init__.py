@@ -81,7 +81,8 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
         with gr.Tab(t("Caption"), id="caption"):
             caption.build(backend)
         with gr.Tab(t("Evaluate"), id="evaluate"):
-            evaluate_tab.build(backend, compare_with)
+            results = evaluate_tab.build(backend, compare_with)
+        demo.load(evaluate_tab.table_headers, outputs=results, queue=False, api_visibility="private")
         if chat_parts.examples is not None:
             demo.load(chat_tab.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
     return demo

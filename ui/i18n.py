@@ -134,6 +134,18 @@ ZH.update({
     "Speech A": "语音 A",
     "Speech B": "语音 B",
     "Rating": "评分",
+    "A better": "A 更好",
+    "B better": "B 更好",
+    "tie": "持平",
+    "both wrong": "都不对",
+    "good": "好",
+    "wrong": "不对",
+    "answer A": "回答 A",
+    "answer B": "回答 B",
+    "timings A": "用时 A",
+    "timings B": "用时 B",
+    "rating": "评分",
+    "status": "状态",
     "Comment": "评论",
     "Results (CSV, JSONL, zip with the speech)": "结果（CSV、JSONL、含语音的 zip）",
 })
@@ -144,3 +156,8 @@ I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
 def t(text: str):
     """``text`` in the browser's language (English when no translation exists)."""
     return I18N(text) if text in ZH else text
+
+
+def fixed_text(text: str, language: str) -> str:
+    """One of these fixed labels in ``language``, for a component a handler rebuilds (its choices, headers)."""
+    return ZH.get(text, text) if language == "zh" else text

@@ -20,8 +20,8 @@ from ui import examples
 from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, Setup, import_run, write_exports
 from ui.evaluate.runner import answer_row
 from ui.evaluate.sheet import SheetError, media_index, read_prompts, resolve
-from ui.i18n import t
-from ui.messages import to_english, translator
+from ui.i18n import fixed_text, t
+from ui.messages import language_of, to_english, translator
 from ui.scratch import session_folder
 
 EVALUATE_QUEUE = "evaluate"
@@ -59,7 +59,9 @@ def make_setup(engine, speaker, system_prompt, temperature, top_p, top_k, max_to
                  int(max_tokens), None if seed is None or int(seed) < 0 else int(seed), bool(speech))
 
 
-def build(backend: Backend, compare_with: Backend | None = None) -> None:
+def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe:
+    """The tab's layout and events; returns its results table, whose headers the page's load translates
+    (``table_headers``)."""
     info = backend.info
     engines = {"app": backend, **({"compare": compare_with} if compare_with else {})}
     engine_choices = [(f"{name_of(b)}", key) for key, b in engines.items()]
@@ -101,7 +103,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
                 answer_b = gr.Markdown("", elem_id="eval-answer-b")
                 audio_b = gr.Audio(label=t("Speech B"), type="filepath", interactive=False, visible=False)
         with gr.Row():
-            rating = gr.Radio(list(RATINGS_AB), label=t("Rating"), elem_id="eval-rating")
+            rating = gr.Radio([(t(r), r) for r in RATINGS_AB], label=t("Rating"), elem_id="eval-rating")
             comment = gr.Textbox("", label=t("Comment"), lines=1, elem_id="eval-comment")
     with gr.Row():
         export_button = gr.Button(t("⬇ Export"), elem_id="eval-export")
@@ -135,22 +137,24 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
             if setup is not None:
                 chosen = engines.get(setup.engine) or backend
                 run.engines[side] = {"model": chosen.info.model, "backend": chosen.info.backend}
-        yield _view(run, say, note or say(Message("evaluate.running")))
+        yield _view(run, http_request, note or say(Message("evaluate.running")))
         for row in run.pending():
             if row.prompt.problem:
                 continue
-            yield _view(run, say, say(Message("evaluate.answering", {"row": row.prompt.id})))
+            yield _view(run, http_request, say(Message("evaluate.answering", {"row": row.prompt.id})))
             await answer_row(run, row, engines)
-            yield _view(run, say, say(Message("evaluate.row_done", {"row": row.prompt.id})))
-        yield _view(run, say, say(Message("evaluate.all_done")))
+            yield _view(run, http_request, say(Message("evaluate.row_done", {"row": row.prompt.id})))
+        yield _view(run, http_request, say(Message("evaluate.all_done")))
 
     def stopped(run: EvalRun, http_request: gr.Request):
         say = translator(http_request)
-        return _view(run, say, say(Message("evaluate.stopped", {"count": len(run.pending())})))
+        return _view(run, http_request, say(Message("evaluate.stopped", {"count": len(run.pending())})))
 
     def new_run(run: EvalRun, http_request: gr.Request):
         run.close()
-        return EvalRun(), [], "", translator(http_request)(Message("ui.ready")), gr.Dropdown(choices=[], value=None)
+        fresh = EvalRun()
+        return fresh, _table(fresh, http_request), "", translator(http_request)(Message("ui.ready")), \
+            gr.Dropdown(choices=[], value=None)
 
     def show_row(run: EvalRun, row_id: str | None, http_request: gr.Request):
         say = translator(http_request)
@@ -170,7 +174,8 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
                                                         visible=bool(row.a and row.a.audio)),
                 _answer_text("B", row.b, say) if run.two_sides else "",
                 gr.Audio(value=row.b.audio if row.b else None, visible=bool(row.b and row.b.audio)),
-                gr.Radio(choices=list(ratings), value=row.rating or None), row.comment)
+                gr.Radio(choices=[(fixed_text(r, language_of(http_request)), r) for r in ratings],
+                         value=row.rating or None), row.comment)
 
     def rate(run: EvalRun, row_id: str | None, rating_value: str | None, comment_value: str,
              http_request: gr.Request):
@@ -178,7 +183,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
         row = next((r for r in run.rows if r.prompt.id == row_id), None)
         if row is not None:
             row.rating, row.comment = rating_value or "", comment_value or ""
-        return run, _table(run, translator(http_request))
+        return run, _table(run, http_request)
 
     def export(run: EvalRun, http_request: gr.Request):
         if not run.rows:
@@ -195,7 +200,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
             raise gr.Error(say(Message("evaluate.cant_import", {"cause": str(err)}))) from err
         run.close()
         note = say(Message("evaluate.imported", {"count": len(imported.rows), "left": len(imported.pending())}))
-        return imported, *_view(imported, say, note)[1:]
+        return imported, *_view(imported, http_request, note)[1:]
 
     # Wiring: the run streams its rows; Stop cancels it at once and keeps what is done.
     view = [session, table, progress, status, row_choice]
@@ -216,6 +221,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> None:
           [session, table], api_visibility="private", queue=False)
     export_button.click(export, session, exported, api_name="evaluate_export", queue=False)
     import_button.upload(import_, [import_button, session], view, api_name="evaluate_import", queue=False)
+    return table
 
 
 def name_of(backend: Backend) -> str:
@@ -242,18 +248,27 @@ def _selected_id(run: EvalRun, event: gr.SelectData):
     return run.rows[index].prompt.id if 0 <= index < len(run.rows) else gr.skip()
 
 
-def _view(run: EvalRun, say, note: str):
+def _view(run: EvalRun, http_request: gr.Request | None, note: str):
     done = sum(row.done(run.two_sides) for row in run.rows)
     bar = (f'<progress max="{len(run.rows)}" value="{done}" style="width:100%"></progress>'
            f"<div>{done} / {len(run.rows)}</div>") if run.rows else ""
     ids = [row.prompt.id for row in run.rows]
-    return run, _table(run, say), bar, note, gr.Dropdown(choices=ids)
+    return run, _table(run, http_request), bar, note, gr.Dropdown(choices=ids)
 
 
-def _table(run: EvalRun, say=to_english) -> list[list]:
-    return [[row.prompt.id, row.prompt.text, "; ".join(row.prompt.media),
+def table_headers(http_request: gr.Request):
+    """The results table's column names in the user's language (on the page's load: a table's headers don't
+    take gr.I18n)."""
+    return _table(EvalRun(), http_request)  # a page that opens has no run yet
+
+
+def _table(run: EvalRun, http_request: gr.Request | None) -> dict:
+    say = translator(http_request)
+    rows = [[row.prompt.id, row.prompt.text, "; ".join(row.prompt.media),
              row.a.text if row.a else "", row.b.text if row.b else "",
              _timings(row.a, say), _timings(row.b, say), row.rating, _row_status(run, row, say)] for row in run.rows]
+    headers = [fixed_text(c, language_of(http_request)) for c in TABLE_COLUMNS]
+    return {"headers": headers, "data": rows}
 
 
 def _row_status(run: EvalRun, row: EvalRow, say) -> str:
