@@ -175,9 +175,9 @@ def main() -> None:
         print(line)
     if batched is not None:
         print(f"batched: most rows at once, thinker {batched.thinker.max_rows}, talker "
-              f"{batched.talker.max_rows if batched.talker else 0}; packed prompt passes (prompts each): "
-              f"{batched.thinker.batch.packed}; talker prompt tokens admitted per tick: "
-              f"{batched.talker.admitted if batched.talker else []}", flush=True)
+              f"{batched.talker.max_rows if batched.talker else 0}; packed prompt passes: "
+              f"{batched.thinker.batch.packed}; talker prompt tokens admitted per tick, lately: "
+              f"{list(batched.talker.admitted) if batched.talker else []}", flush=True)
 
 
 if __name__ == "__main__":

@@ -174,7 +174,11 @@ def test_replies_waiting_together_share_one_prompt_pass_and_each_decodes_as_alon
     alone = decode([batch.admit(inputs, greedy, states) for inputs, states in zip(prompts, states_alone)])
     passes.clear()
     states = [{} for _ in prompts]
-    packed = decode(batch.admit_packed([(inputs, greedy, s) for inputs, s in zip(prompts, states)]))
+    broken = {**prompts[1], "input_features": prompts[1]["input_features"][..., :40],
+              "feature_attention_mask": prompts[1]["feature_attention_mask"][..., :40]}  # fewer features than tokens
+    results = batch.admit_packed([*[(inputs, greedy, s) for inputs, s in zip(prompts, states)], (broken, greedy, {})])
+    assert isinstance(results[-1], Exception), "the prompt whose encoder failed is left out, alone"
+    packed = decode(results[:-1])
     lengths = [int(inputs["input_ids"].shape[1]) for inputs in prompts]
     padded = next((n for n in prefill_lengths if n >= sum(lengths)), None)
     assert passes == (["captured", padded] if prefill_lengths else [sum(lengths)]), "one pass for the three"
@@ -182,6 +186,15 @@ def test_replies_waiting_together_share_one_prompt_pass_and_each_decodes_as_alon
     for mine, reference, length in zip(states, states_alone, lengths):
         assert mine["hidden"].shape[1] == length
         torch.testing.assert_close(mine["hidden"], reference["hidden"])
+    assert not batch.rows, "every row was released"
+    from backends.transformers.batched.packed import PromptParts, pack
+
+    parts = [PromptParts(torch.zeros((1, n, width), dtype=thinker.dtype), torch.zeros((3, 1, n), dtype=torch.long),
+                         torch.zeros((0, 1, n, width), dtype=thinker.dtype), torch.tensor(0))
+             for n, width in ((5, thinker.config.text_config.hidden_size), (4, 7))]
+    with pytest.raises(RuntimeError):
+        pack(decoder, parts)  # the second prompt's width can't join the first's
+    assert not decoder.prompt_segments.any(), "a failed pack leaves the next lone prompt one segment"
 
 
 @pytest.mark.parametrize("prefill_lengths", [(), (64, 256)], ids=["eager pass", "captured lengths"])
@@ -257,6 +270,25 @@ def test_replies_prepared_in_worker_processes_answer_as_in_the_engines_process(i
     assert any("garbage.png" in str(e.message) and "not a readable image" in str(e.message)
                for e in errors_of(refused))
     assert text_of(after) == text_of(alone[0]), "the workers start again after one dies"
+
+
+def test_a_talker_prompt_that_fails_keeps_the_replies_text_says_so_and_the_talker_goes_on(batched_backend,
+                                                                                             monkeypatch):
+    """Speech is extra: when the talker's prompt can't be made, the replies keep their text, say their speech
+    failed, and end; the talker's loop stays up, and the next reply speaks."""
+    from backends.transformers.speech import Talker
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no talker prompt today")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Talker, "prompt_embeds", broken)
+        replies = together(batched_backend, [spoken("Hi", tokens=8), spoken("Hello there.", tokens=8)])
+    for reply in replies:
+        assert text_of(reply) and finish_of(reply) == "length" and not audio_of(reply).size
+        assert any("no talker prompt today" in str(e.message) for e in errors_of(reply))
+    assert batched_backend.batched.talker.alive and not batched_backend.batched.talker.batch.busy
+    assert audio_of(collect(batched_backend, spoken("Hi", tokens=8))).size
 
 
 def test_a_reply_that_joins_mid_way_or_is_stopped_mid_way_leaves_the_others_as_they_would_be_alone(

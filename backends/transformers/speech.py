@@ -225,7 +225,11 @@ class Talker:
             logits, hidden = decoder.step(codec_embeds, text)
 
     def text_hidden(self, token_ids: list[int]) -> torch.Tensor:
-        ids = torch.tensor([token_ids], device=self.model.thinker.device)
+        ids = torch.tensor([token_ids])
+        if self.model.thinker.device.type == "cuda":  # pinned: the copy needn't wait for the GPU's queue
+            ids = ids.pin_memory().to(self.model.thinker.device, non_blocking=True)
+        else:
+            ids = ids.to(self.model.thinker.device)
         return self.talker.text_projection(self.model.thinker.get_input_embeddings()(ids)).to(self.device)
 
     def prompt_embeds(self, first_text: int, tts_bos, tts_eos, tts_pad) -> tuple[torch.Tensor, torch.Tensor]:

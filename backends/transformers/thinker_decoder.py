@@ -235,7 +235,8 @@ class ThinkerDecoder:
     # The functions below read and write only the fixed buffers and the cache: they get captured.
 
     def _prefill_fn(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The padded prompt pass of ``length``: (the last real position's state, the talker layer's states)."""
+        """The padded prompt pass of ``length``: (the states at ``prompt_last``, (1, PACK_MAX, hidden): a lone
+        prompt's last position repeated, or each packed prompt's; the talker layer's states)."""
         kept: dict = {}
         handle = None
         if self.talker_layer is not None:

@@ -10,11 +10,13 @@ every row whose next text is known (a row waiting for the thinker sits the step 
 own CUDA stream, as the one-reply engine's two threads do.
 
 Per row, both loops do what the one-reply loops (ThinkerDecoder.generate, Talker.frames) do, in the same
-order, so a row's tokens, codes and noise are those it would get alone.
+order, so a row's tokens, codes and noise are those it would get alone (the same values on the CPU, where the
+tests compare them; on a GPU, products of other shapes may round differently).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -131,8 +133,9 @@ class ThinkerLoop:
                 return True
 
     def _admit(self) -> None:
-        """Prompt passes for waiting replies: all that fit when nothing decodes, else one pass per step; the
-        replies waiting together share one packed pass, up to ``pack_tokens`` of prompt."""
+        """Prompt passes for waiting replies between two steps: while fewer than two replies decode, passes
+        until two do; else one pass per step. The replies waiting together share one packed pass, up to
+        ``pack_tokens`` of prompt."""
         while self._pending and self.batch.free:
             job = self._pending[0]
             if job.alone is not None and not job.stop.is_set():
@@ -158,7 +161,11 @@ class ThinkerLoop:
                 for failed in group:
                     failed.finished("error")
                 continue
-            for job, (row, first) in zip(group, admitted):
+            for job, result in zip(group, admitted):
+                if isinstance(result, Exception):
+                    job.finished("error")
+                    continue
+                row, first = result
                 job.row, job.admitted_at = row, time.perf_counter()
                 self._jobs[job.row.slot] = job
                 self.max_rows = max(self.max_rows, len(self._jobs))
@@ -234,6 +241,8 @@ class SpeakingRow:
     send: Callable[[torch.Tensor | None], None]
     """Gets each chunk of audio (None: nothing new)."""
     finished: Callable[[], None]
+    failed: Callable[[Exception], None] = lambda err: None
+    """Told why the row's speech stopped early (before ``finished``): the reply says so and keeps its text."""
     slot: int | None = None
     frame: int = 0
     tts: tuple = ()
@@ -259,8 +268,10 @@ class TalkerLoop:
         prompts one tick runs; ``pack``: in one pass (None: on a GPU, as ``ThinkerLoop``'s ``pack_tokens``)."""
         self.batch, self.progressed, self.admit_tokens = batch, progressed, admit_tokens
         self.pack = batch.codec_in.is_cuda if pack is None else pack
-        self.admitted: list[int] = []
-        """The prompt tokens admitted in each tick that admitted any."""
+        self.admitted: collections.deque[int] = collections.deque(maxlen=64)
+        """The prompt tokens admitted in each of the last ticks that admitted any."""
+        self._admitting = 0
+        """Rows between the waiting list and the batch (their prompts running): the loop isn't idle."""
         self.wake = threading.Event()
         """Set by anything that may let a row go on: a new row, new text (TextFeed.listener), Stop."""
         self._new: queue.SimpleQueue = queue.SimpleQueue()
@@ -283,8 +294,8 @@ class TalkerLoop:
 
     @property
     def idle(self) -> bool:
-        """No reply speaks or waits to."""
-        return not self._rows and not self._waiting and self._new.empty()
+        """No reply speaks, is being admitted or waits to."""
+        return not self._rows and not self._admitting and not self._waiting and self._new.empty()
 
     def stop(self) -> None:
         self._stopping = True
@@ -348,12 +359,26 @@ class TalkerLoop:
             tokens += length
         if not ready:
             return False
-        prompts = [self._talker_prompt(row, first_text) for row, first_text in ready]
-        if len(ready) > 1 and self.pack:
-            admitted = self.batch.admit_packed(prompts)
-        else:
-            alone = len(ready) == 1 and not self._rows and not any(map(self._known_first, self._waiting))
-            admitted = [self.batch.admit(*prompt, alone=alone) for prompt in prompts]
+        self._admitting = len(ready)
+        admitted: list = []
+        try:
+            prompts = [self._talker_prompt(row, first_text) for row, first_text in ready]
+            if len(ready) > 1 and self.pack:
+                admitted = self.batch.admit_packed(prompts)
+            else:
+                alone = len(ready) == 1 and not self._rows and not any(map(self._known_first, self._waiting))
+                for prompt in prompts:
+                    admitted.append(self.batch.admit(*prompt, alone=alone))
+        except Exception as err:  # these replies go on without speech; the others keep speaking
+            log.exception("the talker's prompt failed")
+            for slot, _, _ in admitted:
+                self.batch.release(slot)
+            for row, _ in ready:
+                row.failed(err)
+                row.finished()
+            return True
+        finally:
+            self._admitting = 0
         for (row, _), (slot, logits, hidden) in zip(ready, admitted):
             row.slot, row.logits, row.hidden, row.prefilled_at = slot, logits, hidden, time.perf_counter()
             self._rows[slot] = row
@@ -397,14 +422,14 @@ class TalkerLoop:
         if tokens:
             talker = self._rows[next(iter(tokens))].talker
             projected = talker.text_hidden(list(tokens.values()))[0].unsqueeze(1)  # (rows, 1, H)
-            self.batch.text_in.index_copy_(0, torch.tensor(list(tokens), device=projected.device), projected)
+            self.batch.text_in.index_copy_(0, self.batch.index(list(tokens)), projected)
         for slot, text in texts.items():
             self.batch.text_in[slot].copy_(text[0])
         return set(tokens) | set(texts)
 
     def _sample(self) -> dict[int, SpeakingRow]:
-        """The first code of the next frame of every row that has logits, all at once (one host sync); returns
-        the rows that go on (a row ends at its end code, its frame limit or Stop)."""
+        """The first code of the next frame of every row that has logits, all at once (the host waits once, to
+        read them); returns the rows that go on (a row ends at its end code, its frame limit or Stop)."""
         rows = {slot: row for slot, row in self._rows.items() if row.logits is not None}
         if not rows:
             return {}
@@ -431,7 +456,7 @@ class TalkerLoop:
         residual, codec_embeds = self.batch.predict(
             slots, torch.cat([row.hidden for row in rows.values()]), first.talker.get_input_embeddings()(tokens),
             [row.talker.generator if row.talker.sampling.do_sample else None for row in rows.values()])
-        self.batch.codec_in.index_copy_(0, torch.tensor(slots, device=tokens.device), codec_embeds)
+        self.batch.codec_in.index_copy_(0, self.batch.index(slots), codec_embeds)
         frames = torch.cat([tokens, residual], dim=1)  # (rows, code groups)
         for row, frame in zip(rows.values(), frames):
             row.frames_made += 1

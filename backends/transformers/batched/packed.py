@@ -1,13 +1,14 @@
-"""Several waiting replies' prompt passes as one pass of the thinker's text model.
+"""Several waiting replies' prompt passes as one pass of the thinker's (or the talker's) text model.
 
-The thinker's prompts (``prompt_parts``, ``pack``): each prompt first runs the thinker's own forward up to its text model (``prompt_parts``: its encoders, its media
-merged into the embeddings, its 3D rope positions), one prompt at a time. Their text then goes through the
-text model packed into one sequence (``pack``): each position attends only to its own prompt's earlier ones
-(the one-row decoder's ``prompt_segments`` shape its mask) at its own rope positions, so each prompt's keys,
-values and states are those of a pass of its own, and the MoE layers read their experts once for all the
-prompts instead of once per prompt. The pass is one of the decoder's captured passes when one holds the
-packed length, else eager. Each prompt's keys and values are then copied from its stretch of the decoder's
-cache into its slot (``ThinkerBatch.admit_packed``). The talker's prompts likewise (``pack_talker``), once each
+The thinker's prompts: each first runs the thinker's own forward up to its text model (``prompt_parts``: its
+encoders, its media merged into the embeddings, its 3D rope positions), one prompt at a time. Their text then
+goes through the text model packed into one sequence (``pack``): each position attends only to its own
+prompt's earlier ones (the decoder's ``prompt_segments`` shape its mask) at its own rope positions, so each
+prompt's keys, values and states are those of a pass of its own (the same values on the CPU; on a GPU, up to
+the rounding of products of other shapes), and the MoE layers read their experts once for all the prompts
+instead of once per prompt. The pass is one of the decoder's captured passes when one holds the packed
+length, else eager. Each prompt's keys and values are then copied from its stretch of the decoder's cache
+into its slot (``ThinkerBatch.admit_packed``). The talker's prompts likewise (``pack_talker``), once each
 one's embeddings and 3D rope positions are known.
 """
 
@@ -67,12 +68,12 @@ def pack(decoder: ThinkerDecoder, parts: list[PromptParts]) -> tuple[torch.Tenso
     attending only to itself at its own positions: (their last positions' logits (prompts, vocab), the
     talker layer's states over the pass (1, tokens, hidden) or None, where each prompt starts). A captured
     pass serves when one holds them all, else it runs eagerly."""
-    starts, total = mark_segments(decoder, [part.length for part in parts])
-    embeds = torch.cat([part.embeds for part in parts], dim=1)
-    positions = torch.cat([part.positions for part in parts], dim=2)
-    deepstack = torch.cat([part.deepstack for part in parts], dim=2)
-    padded = next((n for n in decoder._prefills if n >= total), None)
-    try:
+    try:  # whatever fails, the decoder's next lone prompt must find one segment again (the finally below)
+        starts, total = mark_segments(decoder, [part.length for part in parts])
+        embeds = torch.cat([part.embeds for part in parts], dim=1)
+        positions = torch.cat([part.positions for part in parts], dim=2)
+        deepstack = torch.cat([part.deepstack for part in parts], dim=2)
+        padded = next((n for n in decoder._prefills if n >= total), None)
         if padded is not None:
             decoder.prompt_in[:, :total].copy_(embeds)
             decoder.prompt_in[:, total:padded].zero_()
@@ -108,10 +109,10 @@ def pack_talker(decoder: TalkerDecoder, embeds: list[torch.Tensor], positions: l
     """Several talker prompts (embeddings (1, n, hidden), 3D rope positions (3, 1, n)) in one pass of
     ``decoder``'s talker into its cache, as ``pack`` does the thinker's: (their last positions' logits
     (prompts, vocab), states (prompts, 1, hidden), where each prompt starts)."""
-    starts, total = mark_segments(decoder, [e.shape[1] for e in embeds])
-    joined, joined_positions = torch.cat(embeds, dim=1), torch.cat(positions, dim=2)
-    padded = next((n for n in decoder._prefills if n >= total), None)
-    try:
+    try:  # as in pack: the segments are reset whatever fails
+        starts, total = mark_segments(decoder, [e.shape[1] for e in embeds])
+        joined, joined_positions = torch.cat(embeds, dim=1), torch.cat(positions, dim=2)
+        padded = next((n for n in decoder._prefills if n >= total), None)
         if padded is not None:
             decoder.prompt_in[:, :total].copy_(joined)
             decoder.prompt_in[:, total:padded].zero_()

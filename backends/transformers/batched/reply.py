@@ -58,7 +58,7 @@ class BatchedReply:
         if self.speech is not None and alone is None:
             speech = self.speech
             row = self._row = SpeakingRow(Talker(speech.setup, speech.feed, prompt_states, self.stop),
-                                          speech.vocoder, self._send, self._talker_finished)
+                                          speech.vocoder, self._send, self._talker_finished, self._talker_failed)
         return Prepared(job, row)
 
     def _send(self, wav) -> None:
@@ -75,6 +75,11 @@ class BatchedReply:
             if self.speech is not None:
                 self.speech.feed.finish()
             self._done_one()
+
+    def _talker_failed(self, err: Exception) -> None:
+        if not self.stop.is_set():  # speech is extra: the text reply goes on without it
+            self.emit(Error(Message("speech.failed_reply_kept", {"cause": f"{err.__class__.__name__}: {err}"}),
+                            "speech"))
 
     def _talker_finished(self) -> None:
         self.speech.finished_at = time.perf_counter()

@@ -33,9 +33,9 @@ class TalkerBatch:
 
         batch = TalkerBatch(model.talker, TalkerDecoder(model.talker, 12_000, ...), slots=8)
         slot, logits, hidden = batch.admit(embeds, ids, attention_mask, rope_inputs)
-        codes = batch.first_codes({slot: (logits, sampling, generator)})   # (rows, 1), one host sync for all
-        residual, codec_embeds = batch.predict([slot], hidden, token_embeds, [generator])
-        batch.codec_in[slot] = codec_embeds[slot]; batch.text_in[slot] = text
+        codes = batch.first_codes({slot: (logits, sampling, generator)})   # (rows, 1), for all rows at once
+        residual, codec_embeds = batch.predict([slot], hidden, token_embeds, [generator])   # rows in that order
+        batch.codec_in[slot] = codec_embeds[0]; batch.text_in[slot] = text
         logits, hidden = batch.step({slot})          # rows of the batch; only those named advance
         batch.release(slot)
     """
@@ -61,6 +61,10 @@ class TalkerBatch:
         self.suppressed = torch.zeros((vocab,), device=device, dtype=torch.bool)
         self.suppressed[vocab - 1024:] = True
         self.suppressed[talker.config.codec_eos_token_id] = False
+        self.penalty = torch.ones((slots, 1), device=device)
+        """Each row's repetition penalty (``_penalties`` mirrors it on the host)."""
+        self._penalties: dict[int, float] = {}
+        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
         self.predictor_cache = StaticCache(config=self.predictor.config, max_cache_len=self.groups)
         self.busy: set[int] = set()
         self.alone: int | None = None
@@ -113,14 +117,19 @@ class TalkerBatch:
             deltas.append(self.talker.rope_deltas.reshape(-1)[0].clone())
         logits, hidden, starts = pack_talker(self.prompts, [p[0] for p in prompts], positions)
         admitted = []
-        for index, ((embeds, *_), start, delta) in enumerate(zip(prompts, starts, deltas)):
-            slot = next(s for s in range(self.slots) if s not in self.busy)
-            self.busy.add(slot)
-            self.active[slot] = 0
-            self.codes_seen[slot].zero_()
-            self.store.fill(slot, self.prompts.cache, embeds.shape[1], start)
-            self.rope_delta[slot] = delta
-            admitted.append((slot, logits[index:index + 1], hidden[index:index + 1]))
+        try:  # all or none: a failure on the way leaves no slot taken
+            for index, ((embeds, *_), start, delta) in enumerate(zip(prompts, starts, deltas)):
+                slot = next(s for s in range(self.slots) if s not in self.busy)
+                self.busy.add(slot)
+                admitted.append((slot, logits[index:index + 1], hidden[index:index + 1]))
+                self.active[slot] = 0
+                self.codes_seen[slot].zero_()
+                self.store.fill(slot, self.prompts.cache, embeds.shape[1], start)
+                self.rope_delta[slot] = delta
+        except BaseException:
+            for slot, _, _ in admitted:
+                self.release(slot)
+            raise
         return admitted
 
     def _move_into_slot(self) -> None:
@@ -136,6 +145,17 @@ class TalkerBatch:
         if self.alone == slot:
             self.alone = None
 
+    def index(self, slots: list[int]) -> torch.Tensor:
+        """``slots`` as a tensor on the device, made once per set of rows: a tensor made from a list waits for
+        the GPU to finish what is queued before the copy, which in a tick would stall the host once per call."""
+        key = tuple(slots)
+        index = self._indices.get(key)
+        if index is None:
+            if len(self._indices) > 1024:
+                self._indices.clear()
+            index = self._indices[key] = torch.tensor(key, device=self.codec_in.device)
+        return index
+
     def _batch(self, slots) -> int:
         return next(b for b in self.batch_sizes if b > max(slots))
 
@@ -146,10 +166,12 @@ class TalkerBatch:
         penalty over the row's codes so far and the suppressed special codes run for all rows at once (the
         same arithmetic per value as transformers' processors); a sampled row then draws from its own
         generator. The codes join their rows' seen ones."""
-        slots = torch.tensor(list(rows), device=self.codes_seen.device)
-        samplings = [sampling for _, sampling, _ in rows.values()]
+        slots = self.index(list(rows))
+        for slot, (_, sampling, _) in rows.items():
+            if self._penalties.get(slot) != sampling.repetition_penalty:  # a scalar fill: no copy to wait for
+                self.penalty[slot] = self._penalties[slot] = sampling.repetition_penalty
         scores = torch.cat([logits for logits, _, _ in rows.values()]).to(self.codes_seen.device).float()
-        penalty = torch.tensor([[s.repetition_penalty] for s in samplings], device=scores.device)
+        penalty = self.penalty[slots]
         penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
         scores = torch.where(self.codes_seen[slots], penalized, scores)
         scores = torch.where(self.suppressed, -math.inf, scores)
@@ -170,7 +192,7 @@ class TalkerBatch:
         codec embeddings (rows, 1, H)), valid until the next predict."""
         if self.alone is not None and slots == [self.alone]:
             return self.prompts.predict(hidden, token_embeds, generators[0])
-        index = torch.tensor(slots, device=self.talker_hidden_in.device)
+        index = self.index(slots)
         self.talker_hidden_in.index_copy_(0, index, hidden)
         self.token_embed_in.index_copy_(0, index, token_embeds)
         for slot, generator in zip(slots, generators):
@@ -194,7 +216,7 @@ class TalkerBatch:
         logits, hidden = self._steps[self._batch(slots)]()
         return {slot: (logits[slot:slot + 1], hidden[slot:slot + 1]) for slot in slots}
 
-    # Read and write only fixed buffers and caches: what gets captured, per batch size.
+    # Read and write only fixed buffers and caches: what gets captured (the step per batch size, the frame once).
 
     def _step_fn(self, codec_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A step of the first ``codec_in.shape[0]`` rows (``codec_in``: theirs, a view of ``self.codec_in``)."""

@@ -102,8 +102,8 @@ class ThinkerBatch:
         """Captured (on a GPU) or compiled; compiled with torch.compile."""
         self.steps = 0
         """Batched steps so far (a lone reply's steps are the one-row decoder's)."""
-        self.packed: list[int] = []
-        """The prompts of each packed prompt pass so far."""
+        self.packed = 0
+        """Packed prompt passes so far."""
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         return self.prompts.fits(prompt_tokens, max_new_tokens)
@@ -134,30 +134,50 @@ class ThinkerBatch:
         return row, self._first_token(row, inputs, logits, self.thinker.rope_deltas.reshape(-1)[0])
 
     @torch.inference_mode()
-    def admit_packed(self, replies: list[tuple[dict, ThinkerSampling, dict | None]]) -> list[tuple[ThinkerRow, int]]:
-        """Several new replies' prompt passes as one (packed.py), each into the lowest free slot:
-        each one's row and first token, in order. Their encoders run one prompt at a time; their text goes
-        through the text model together, which reads each layer's weights once for all of them."""
+    def admit_packed(self, replies: list[tuple[dict, ThinkerSampling, dict | None]]
+                     ) -> list[tuple[ThinkerRow, int] | Exception]:
+        """Several new replies' prompt passes as one (packed.py), each into the lowest free slot: each one's row
+        and first token, in order, or the error that kept it out (its encoders failed on its media: the others
+        go on). Their encoders run one prompt at a time; their text goes through the text model together,
+        which reads each layer's weights once for all of them. If the shared pass fails, no row is left
+        behind."""
         for row in self.rows.values():
             if row.alone:
                 self._move_into_slot(row)  # the one-row cache is about to take these prompts
         prompts = self.prompts
-        self.packed.append(len(replies))
-        parts = [prompt_parts(prompts, inputs) for inputs, _, _ in replies]
+        results: list = []
+        for inputs, _, _ in replies:
+            try:
+                results.append(prompt_parts(prompts, inputs))
+            except Exception as err:
+                log.exception("a prompt's encoders failed; the prompts beside it go on")
+                results.append(err)
+        packing = [index for index, part in enumerate(results) if not isinstance(part, Exception)]
+        if not packing:
+            return results
+        parts = [results[index] for index in packing]
+        self.packed += 1
         logits, layer_states, starts = pack(prompts, parts)
-        admitted = []
-        for (inputs, sampling, prompt_states), part, start, index in zip(replies, parts, starts, range(len(parts))):
-            slot = next(s for s in range(self.slots) if s not in self.rows)
-            row = ThinkerRow(slot, sampling)
-            self.store.fill(slot, prompts.cache, part.length, start)
-            if prompt_states is not None and layer_states is not None:
-                prompt_states["hidden"] = layer_states[:, start:start + part.length].clone()
-            admitted.append((row, self._first_token(row, inputs, logits[index:index + 1], part.rope_delta)))
-        return admitted
+        admitted: list[ThinkerRow] = []
+        try:
+            for index, part, start, row_logits in zip(packing, parts, starts, logits.split(1)):
+                inputs, sampling, prompt_states = replies[index]
+                row = ThinkerRow(next(s for s in range(self.slots) if s not in self.rows), sampling)
+                self.store.fill(row.slot, prompts.cache, part.length, start)
+                if prompt_states is not None and layer_states is not None:
+                    prompt_states["hidden"] = layer_states[:, start:start + part.length].clone()
+                results[index] = (row, self._first_token(row, inputs, row_logits, part.rope_delta))
+                admitted.append(row)
+        except BaseException:
+            for row in admitted:
+                self.release(row)
+            raise
+        return results
 
     def _first_token(self, row: ThinkerRow, inputs: dict, logits: torch.Tensor, rope_delta) -> int:
         """A row's settings into its slot after its prompt pass, and its first token from ``logits`` (1, vocab);
-        from the next step on, the row decodes with the others."""
+        from the next step on, the row decodes with the others (it joins ``rows`` last: a failure on the way
+        leaves its slot free)."""
         slot, one = row.slot, slice(row.slot, row.slot + 1)
         self.rope_delta[slot] = rope_delta
         self._set_sampling(row)
@@ -166,10 +186,11 @@ class ThinkerBatch:
         self._draw_noise(row)
         token = sample_rows(logits, self.seen[one], self.temperature[one], self.top_k[one], self.top_p[one],
                             self.uniform[one], self.limit, self.repetition_penalty)
+        first = int(token)
         self.token_in[one].copy_(token)
         self.active[slot] = 1
         self.rows[slot] = row
-        return int(token)
+        return first
 
     def _with_prompt_states(self, prompt_pass, prompt_states: dict | None):
         """``prompt_pass()``, with the talker layer's prompt states kept in ``prompt_states``: a captured pass

@@ -18,8 +18,9 @@ the stock path (bf16 after each projection, the activation and the product; the 
 fp32), so outputs agree within bf16 noise. With several tokens, an expert two of them chose is read
 by the programs of both, at about the same time (program order puts the same output rows of every
 (token, expert) pair together, so the second read tends to hit the L2 cache); grouped_mm reads each
-expert once but pays its sorting and grouping. Above ``FUSED_MAX_TOKENS`` (prompt passes) and on the
-CPU, transformers' own implementation serves. On an H200, compiled and captured as in a decode step, a layer took
+expert once but pays its sorting and grouping. Above a bound (``FUSED_MAX_TOKENS``, or the engine's batch
+slots if more: ``use_fused_decode_experts``), as in prompt passes, and on the CPU, transformers' own
+implementation serves. On an H200, compiled and captured as in a decode step, a layer took
 50.0 µs of kernels against grouped_mm's 74.4 µs with the first tiles; the experts 27 µs with today's
 (BENCHMARKS.md, benchmarks/moe_decode.py).
 
