@@ -328,7 +328,9 @@ class HybridBackend(Backend):
         try:
             while not (text.done() and (speaking is None or speaking.done()) and events.empty()):
                 getter = asyncio.ensure_future(events.get())
-                waiting = {getter, text} | ({speaking} if speaking is not None else set())
+                # Only what is still running: a finished text task in the set would end every wait at once, and
+                # this loop would spin (holding the GIL the talker's thread needs) until the speech is spoken.
+                waiting = {getter} | {task for task in (text, speaking) if task is not None and not task.done()}
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     yield getter.result()
