@@ -51,7 +51,7 @@ class BatchedEngine:
         """``talker``: None for a model that doesn't speak. ``workers``: replies prepared at once."""
         self.talker = TalkerLoop(talker, self.progressed) if talker is not None else None
         self.thinker = ThinkerLoop(thinker, self.progressed,
-                                   others_idle=lambda: self.talker is None or self.talker.idle)
+                                   others_idle=lambda: self.talker is None or not self.talker.speaking)
         self.stall_s = stall_s
         self._prepare = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omni-prepare")
         self._progress_at = time.monotonic()
@@ -89,8 +89,9 @@ class BatchedEngine:
             yield Error(problem, "backend")
             yield Done("error")
             return
+        if not self.replies:  # the clock starts with work to do; later arrivals don't restart it
+            self._progress_at = time.monotonic()
         self.replies += 1
-        self._progress_at = max(self._progress_at, time.monotonic())  # the clock starts with work to do
         getter = None
         try:
             try:

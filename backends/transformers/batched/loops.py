@@ -62,8 +62,11 @@ class ThinkerJob:
     delivered: int = 0
     """Tokens streamed so far (a step may already run past the last one)."""
     alone: Callable[[], None] | None = None
-    """A reply too long for a slot: run by calling this on the loop's thread, once no other reply is busy in
-    either loop (the one-row decoders and the thinker's rope offsets are shared); the others wait meanwhile."""
+    """A reply too long for a slot: run by calling this on the loop's thread, in its turn, once the replies
+    already decoding or speaking are done (the one-row decoders, the encoders' graphs and the thinker's rope
+    offsets are shared with the batch's prompt passes). Replies that arrive after it wait for it, so no one
+    waits longer than the work of the replies ahead of them; it is not refused, since the one-row caches can
+    hold what a slot can't."""
 
 
 class ThinkerLoop:
@@ -75,7 +78,7 @@ class ThinkerLoop:
 
     def __init__(self, batch: ThinkerBatch, progressed: Callable[[], None] = lambda: None,
                  others_idle: Callable[[], bool] = lambda: True, pack_tokens: int | None = None):
-        """``others_idle()``: whether the talker's loop has no row (a reply run alone waits for it);
+        """``others_idle()``: whether the talker's loop speaks no reply (a reply run alone waits for it);
         ``pack_tokens``: the most prompt tokens one packed prompt pass takes (how long the replies already
         decoding may wait for newcomers' prompts, between two steps); None: ``PACK_TOKENS`` on a GPU, where a
         pass's time is mostly reading the weights, and 1 (no packing) on the CPU, where it grows with the
@@ -272,6 +275,9 @@ class TalkerLoop:
         """The prompt tokens admitted in each of the last ticks that admitted any."""
         self._admitting = 0
         """Rows between the waiting list and the batch (their prompts running): the loop isn't idle."""
+        self._lock = threading.Lock()
+        """Held while rows move between the new queue, the waiting list, admission and the batch, so that
+        ``idle`` and ``speaking``, read from other threads, never see a row in none of them."""
         self.wake = threading.Event()
         """Set by anything that may let a row go on: a new row, new text (TextFeed.listener), Stop."""
         self._new: queue.SimpleQueue = queue.SimpleQueue()
@@ -295,7 +301,18 @@ class TalkerLoop:
     @property
     def idle(self) -> bool:
         """No reply speaks, is being admitted or waits to."""
-        return not self._rows and not self._admitting and not self._waiting and self._new.empty()
+        with self._lock:
+            return not self._rows and not self._admitting and not self._waiting and self._new.empty()
+
+    @property
+    def speaking(self) -> bool:
+        """A reply speaks, is being admitted, or may be in the next tick (its first text is known). Rows still
+        waiting for their first text don't count: their replies' thinker jobs are queued, and no text comes
+        before the thinker's loop admits them, so a reply run alone on that loop may use the one-row talker
+        meanwhile (were they counted, a reply run alone would wait for them, and they for it: a deadlock)."""
+        with self._lock:
+            return bool(self._rows or self._admitting or not self._new.empty()
+                        or any(map(self._known_first, self._waiting)))
 
     def stop(self) -> None:
         self._stopping = True
@@ -318,8 +335,9 @@ class TalkerLoop:
     @torch.inference_mode()
     def _tick(self) -> bool:
         """One round over every row; returns whether any made progress."""
-        while not self._new.empty():
-            self._waiting.append(self._new.get())
+        with self._lock:
+            while not self._new.empty():
+                self._waiting.append(self._new.get())
         progressed = self._admit()
         stepping = self._next_texts()
         for row in [r for r in self._rows.values() if r.talker.stop.is_set()]:
@@ -341,25 +359,28 @@ class TalkerLoop:
         a tick (at least one row): rows whose first texts came together start speaking in the same tick, while
         the rows already speaking wait for at most that much prompt between two frames. On a GPU their
         prompts share one pass (packed.py)."""
-        ready, tokens = [], 0
-        for row in list(self._waiting):
-            talker = row.talker
-            known, first_text = talker.feed.ready_token(0)
-            if talker.stop.is_set() or (known and first_text is None):
-                self._waiting.remove(row)  # a reply of one token (or none) has nothing to speak
-                row.finished()
-                continue
-            if not known or len(ready) >= min(self.batch.free, PACK_MAX):
-                continue
-            length = int(talker.inputs["input_ids"].shape[1])
-            if ready and tokens + length > self.admit_tokens:
-                break
-            self._waiting.remove(row)
-            ready.append((row, first_text))
-            tokens += length
+        ready, ended, tokens = [], [], 0
+        with self._lock:
+            for row in list(self._waiting):
+                talker = row.talker
+                known, first_text = talker.feed.ready_token(0)
+                if talker.stop.is_set() or (known and first_text is None):
+                    self._waiting.remove(row)  # a reply of one token (or none) has nothing to speak
+                    ended.append(row)
+                    continue
+                if not known or len(ready) >= min(self.batch.free, PACK_MAX):
+                    continue
+                length = int(talker.inputs["input_ids"].shape[1])
+                if ready and tokens + length > self.admit_tokens:
+                    break
+                self._waiting.remove(row)
+                ready.append((row, first_text))
+                tokens += length
+            self._admitting = len(ready)
+        for row in ended:
+            row.finished()
         if not ready:
             return False
-        self._admitting = len(ready)
         admitted: list = []
         try:
             prompts = [self._talker_prompt(row, first_text) for row, first_text in ready]
@@ -373,15 +394,17 @@ class TalkerLoop:
             log.exception("the talker's prompt failed")
             for slot, _, _ in admitted:
                 self.batch.release(slot)
+            with self._lock:
+                self._admitting = 0
             for row, _ in ready:
                 row.failed(err)
                 row.finished()
             return True
-        finally:
+        with self._lock:
+            for (row, _), (slot, logits, hidden) in zip(ready, admitted):
+                row.slot, row.logits, row.hidden, row.prefilled_at = slot, logits, hidden, time.perf_counter()
+                self._rows[slot] = row
             self._admitting = 0
-        for (row, _), (slot, logits, hidden) in zip(ready, admitted):
-            row.slot, row.logits, row.hidden, row.prefilled_at = slot, logits, hidden, time.perf_counter()
-            self._rows[slot] = row
         self.max_rows = max(self.max_rows, len(self._rows))
         self.admitted.append(tokens)
         return True

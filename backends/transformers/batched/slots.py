@@ -51,6 +51,11 @@ class SlotStore:
             values[slot, :, :length].copy_(layer.values[0, :, start:start + length])
         self.lengths[slot] = length
 
+    def free(self, slot: int) -> None:
+        """The slot's conversation left: its length back to 0. Idle rows still compute in the steps of the busy
+        rows after them, writing at their length: a slot left full would be written one past its end."""
+        self.lengths[slot] = 0
+
     def step_mask(self, batch: int) -> torch.Tensor:
         """(batch, 1, 1, tokens) bool: a row's new token sees its slot's filled positions and itself."""
         return (self.cache_slots[None, :] <= self.lengths[:batch, None])[:, None, None, :]

@@ -142,6 +142,7 @@ class TalkerBatch:
     def release(self, slot: int) -> None:
         self.busy.discard(slot)
         self.active[slot] = 0
+        self.store.free(slot)
         if self.alone == slot:
             self.alone = None
 

@@ -224,6 +224,7 @@ class ThinkerBatch:
         if self.rows.get(row.slot) is row:
             del self.rows[row.slot]
             self.active[row.slot] = 0
+            self.store.free(row.slot)
 
     @torch.inference_mode()
     def step(self) -> dict[int, int]:
