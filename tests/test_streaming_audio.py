@@ -92,3 +92,39 @@ def test_waiting_encoders_are_refilled_and_stay_bounded(player):
         time.sleep(0.05)
     time.sleep(0.2)  # a fill that overshot would show now
     assert len(idle) == ENCODERS.size and all(e.process.poll() is None for e in idle)
+
+
+def test_eight_replies_sending_the_same_chunks_at_once_each_play_whole(player):
+    """Eight streams at once through Gradio's steps for a streamed output (postprocess in a worker thread,
+    then stream_output), each sending the same speech and the app's encoder nudges, as eight sessions asking
+    the same question do (issue 31). Each must play all it was sent. Before the fix, Gradio wrote equal chunks
+    to one cache file named after their content and read it back: one session read it while another rewrote
+    it, ffmpeg failed on what it read, and that reply's audio was lost."""
+    import anyio
+
+    from backends.events import AudioChunk
+    from ui.streaming import EMPTY_AUDIO, player_update
+
+    speech = AudioChunk(tone(CHUNK_S).astype(np.float32) / 32768)
+    updates = [player_update(speech, flushing=False) if i % 4 == 0 else EMPTY_AUDIO for i in range(40)]
+
+    async def one(n: int) -> list:
+        segments = []
+        try:
+            for i, update in enumerate(updates):
+                value = await anyio.to_thread.run_sync(player.postprocess, update)
+                value = value.model_dump() if hasattr(value, "model_dump") else value
+                segments.append((await player.stream_output(value, f"same-{n}", first_chunk=i == 0))[0])
+        finally:
+            segments.append(await player.flush_stream_output(f"same-{n}"))
+        return segments
+
+    async def all_at_once():
+        return await asyncio.gather(*(one(n) for n in range(8)), return_exceptions=True)
+
+    results = asyncio.run(all_at_once())
+    assert not [r for r in results if isinstance(r, BaseException)]
+    sent = 10 * speech.samples.size
+    for segments in results:
+        played = decoded([s["data"] for s in segments if s is not None])
+        assert abs(played.size - sent) <= 3 * 1024

@@ -8,9 +8,11 @@ versions it was written for (``ui.gradio_fixes.GRADIO_VERSIONS``); on others the
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
+import wave
 
 import gradio as gr
 
@@ -98,12 +100,17 @@ class ReplyAudio(gr.Audio):
             return None
         encoder = slot.encoder
         first = encoder is None
+        wav = read_wav(data)
         if first:
-            sample_rate, channels, pcm = decode_to_pcm(data)
+            if wav is not None and not wav[2]:
+                return None  # no audio yet: the next chunk starts the stream
+            sample_rate, channels, pcm = wav or decode_to_pcm(data)
             encoder = ENCODERS.take(sample_rate, channels)
             if not slot.attach(encoder):
                 encoder.close()
                 return None
+        elif wav is not None and wav[:2] == (encoder.sample_rate, encoder.channels):
+            pcm = wav[2]
         else:
             _, _, pcm = decode_to_pcm(data, encoder.sample_rate, encoder.channels)
         encoder.feed(pcm)
@@ -115,6 +122,24 @@ class ReplyAudio(gr.Audio):
             while len(frames) < expected and (left := deadline - time.monotonic()) > 0:
                 frames += encoder.take(timeout=min(left, 0.005))
         return segment_from_frames(encoder, frames)
+
+
+def read_wav(data: bytes) -> tuple[int, int, bytes] | None:
+    """(sample rate, channels, PCM) of 16-bit PCM WAV bytes (the app's chunks: ui.streaming.wav_bytes), with
+    no process started; None for anything else. An empty one is no audio: Gradio's reader leaves WAVs of no
+    frames to ffmpeg (a stream's header may not know its length), a process per nudge."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    try:
+        with wave.open(io.BytesIO(data), "rb") as reader:
+            if reader.getsampwidth() != 2 or reader.getcomptype() != "NONE":
+                return None
+            pcm = reader.readframes(reader.getnframes())
+            if len(pcm) != reader.getnframes() * 2 * reader.getnchannels() or (not pcm and len(data) > 44):
+                return None  # the header's length is wrong: ffmpeg reads what is there
+            return reader.getframerate(), reader.getnchannels(), pcm
+    except (wave.Error, EOFError):
+        return None
 
 
 def reply_player(label: str, **kwargs) -> gr.Audio:

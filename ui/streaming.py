@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+import wave
 
 import gradio as gr
 import numpy as np
@@ -20,18 +22,37 @@ AUDIO_FLUSH_S = 0.3
 AUDIO_NUDGE_S = 0.1
 """While nothing else is sent in those AUDIO_FLUSH_S, the encoder is nudged this often."""
 
-EMPTY_AUDIO = (OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
+
+
+def wav_bytes(sample_rate: int, samples: np.ndarray) -> bytes:
+    """16-bit mono PCM as the bytes of a WAV: what the streaming player is given.
+
+    Bytes, not Gradio's ``(rate, array)``: Gradio writes an array to a cache file named after its content and
+    reads it back, so two sessions sending the same chunk at once (every nudge is the same empty chunk)
+    write and read one file together; one could read it empty, ffmpeg failed on it, and that reply's audio
+    was lost. Bytes stream from memory."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(sample_rate)
+        writer.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+    return buffer.getvalue()
+
+
+EMPTY_AUDIO = wav_bytes(OUTPUT_SAMPLE_RATE, np.zeros(0, np.int16))
+"""A chunk of no audio: it makes Gradio's encoder return what it holds (a nudge)."""
 
 
 def player_update(event, flushing: bool):
     """What one update gives the streaming player.
 
-    New speech goes in as 16-bit PCM. Gradio's encoder (an ffmpeg process) returns a chunk's
+    New speech goes in as 16-bit PCM (WAV bytes). Gradio's encoder (an ffmpeg process) returns a chunk's
     audio only on a later update, so while ``flushing`` an empty chunk collects it. Otherwise
     skip the player: even a None costs a pass through the encoder and lags every text update.
     """
     if isinstance(event, AudioChunk):
-        return event.sample_rate, pcm16(event.samples)
+        return wav_bytes(event.sample_rate, pcm16(event.samples))
     return EMPTY_AUDIO if flushing else gr.skip()
 
 
