@@ -61,25 +61,35 @@ def _read_with_soundfile(path, limits: MediaLimits) -> np.ndarray | None:
 def decode_audio_track(path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
     """The first audio stream of any container PyAV reads, at 16 kHz mono; None if absent.
 
-    Stops with a ``MediaError`` once past ``limits.max_audio_s``.
+    Stops with a ``MediaError`` once past ``limits.max_audio_s``. Raises one too when the stream breaks
+    part-way: what came before is not the whole sound, and a reply to it would be about a part the user
+    can't tell.
     """
     import av
 
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
-            sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, duration_s(container, stream),
-                              resample_here=False)
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError):
+        return None
+    sink = None
+    with container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        sink = _SoundSink(path, stream.sample_rate or INPUT_SAMPLE_RATE, limits, duration_s(container, stream),
+                          resample_here=False)
+        try:
             resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_SAMPLE_RATE)
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     sink.add(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
                 sink.add(out.to_ndarray().reshape(-1))
-    except (av.FFmpegError, OSError):
-        return None
+        except (av.FFmpegError, OSError) as err:
+            if not sink.size:
+                return None  # nothing decodes at all: the caller says it isn't readable sound
+            raise MediaError(path, Message("media.sound_breaks", {
+                "at": f"{sink.size / INPUT_SAMPLE_RATE:.1f}", "reason": err.__class__.__name__})) from err
     return sink.finish()
 
 

@@ -18,6 +18,8 @@ class MediaLimits:
     min_audio_s: float = 0.1
     """Shorter audio (a truncated file, a tap on Record) has nothing to hear, and breaks the audio encoder."""
     max_video_s: float = 300.0
+    max_video_frame_pixels: int = 7680 * 4320
+    """8K: a header may claim any size (16k × 16k is 400 MB a frame decoded), and frames are decoded at it."""
     video_fps: float = 2.0
     """Frames per second of video taken, within ``min_video_frames``..``max_video_frames``."""
     min_video_frames: int = 4

@@ -45,15 +45,11 @@ def load_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) ->
             if not container.streams.video:
                 raise MediaError(path, Message("media.no_video_stream"))
             stream = container.streams.video[0]
-            duration = duration_s(container, stream)
-            if duration is not None and duration > limits.max_video_s:
-                raise MediaError(path, Message("media.video_too_long", {"length": f"{duration:.0f}",
-                                                                        "limit": f"{limits.max_video_s:.0f}"}))
-            total = stream.frames or _count_frames(path)
+            total, duration = _checked(path, container, stream, limits)
             rate = float(stream.average_rate or 0) or (total / duration if duration else limits.video_fps)
             indices = frame_indices(total, rate, limits) if total else []
             size = video_frame_size(stream.codec_context.height, stream.codec_context.width, len(indices), limits)
-            frames, times = _decode_frames(container, stream, indices, size)
+            frames, times = _decode_frames(path, container, stream, indices, size, limits)
     except av.FFmpegError as err:
         raise MediaError(path, Message("media.unreadable_video", {"reason": err.__class__.__name__})) from err
     if not frames:
@@ -76,12 +72,28 @@ def check_video(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(path, Message("media.no_video_stream"))
-            duration = duration_s(container, container.streams.video[0])
+            _checked(path, container, container.streams.video[0], limits)
     except av.FFmpegError as err:
         raise MediaError(path, Message("media.unreadable_video", {"reason": err.__class__.__name__})) from err
-    if duration is not None and duration > limits.max_video_s:
+
+
+def _checked(path, container, stream, limits: MediaLimits) -> tuple[int, float | None]:
+    """(frames, seconds) of a video stream within ``limits``: its frame size by the header, before any frame
+    is decoded at it, and its length by the header or, when the header doesn't say, by its packets' times."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > limits.max_video_frame_pixels:
+        raise MediaError(path, Message("media.video_frame_too_big", {
+            "width": width, "height": height, "limit": f"{limits.max_video_frame_pixels / 1e6:.0f}"}))
+    duration, total = duration_s(container, stream), stream.frames
+    if duration is None or not total:
+        total, measured = _count_frames(path)
+        duration = duration if duration is not None else measured
+    if duration is None:  # no times at all: as many frames at the rate it claims (or 25 a second)
+        duration = total / float(stream.average_rate or 25)
+    if duration > limits.max_video_s:
         raise MediaError(path, Message("media.video_too_long", {"length": f"{duration:.0f}",
                                                                 "limit": f"{limits.max_video_s:.0f}"}))
+    return total, duration
 
 
 def video_sound_track(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray | None:
@@ -116,15 +128,29 @@ def _ceil_to(number: float, factor: int) -> int:
     return math.ceil(number / factor) * factor
 
 
-def _count_frames(path) -> int:
-    """Frames of the first video stream, by its packets, when the header doesn't say (webm, mkv)."""
+def _count_frames(path) -> tuple[int, float | None]:
+    """Frames of the first video stream and the seconds they span, by its packets (read, not decoded), when
+    the header doesn't say (webm, mkv, a crafted file)."""
     import av
 
     with av.open(str(path)) as container:
-        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+        stream = container.streams.video[0]
+        count, first, last = 0, None, None
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            count += 1
+            if packet.pts is not None:
+                end = packet.pts + (packet.duration or 0)
+                first = packet.pts if first is None else min(first, packet.pts)
+                last = end if last is None else max(last, end)
+        if first is None or stream.time_base is None:
+            return count, None
+        return count, float((last - first) * stream.time_base)
 
 
-def _decode_frames(container, stream, indices, size: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
+def _decode_frames(path, container, stream, indices, size: tuple[int, int], limits: MediaLimits
+                   ) -> tuple[list[np.ndarray], list[float]]:
     """The frames at ``indices`` (in presentation order) as RGB arrays of ``size``, and their times."""
     from collections import Counter
 
@@ -132,6 +158,9 @@ def _decode_frames(container, stream, indices, size: tuple[int, int]) -> tuple[l
     frames, times = [], []
     start = stream.start_time or 0
     for index, frame in enumerate(container.decode(stream)):
+        if frame.width * frame.height > limits.max_video_frame_pixels:  # a stream may grow past its header
+            raise MediaError(path, Message("media.video_frame_too_big", {
+                "width": frame.width, "height": frame.height, "limit": f"{limits.max_video_frame_pixels / 1e6:.0f}"}))
         if index in wanted:
             image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
             t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else index / float(

@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import csv
 import json
-import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import gradio as gr
 import soundfile
 
 from backends.base import Backend
-from media import EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
+from media import DEFAULT_LIMITS, EXTENSIONS, INPUT_SAMPLE_RATE, MediaError, kind_of, load_audio
+from media.archives import ArchiveLimits, Archive, base_name, remove_folder
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from ui.streaming import MODEL_QUEUE
 from ui import examples
@@ -38,7 +37,8 @@ SEGMENT_SECONDS = 30.0
 CAPTION_INTRO = (f"Detailed captions of speech, sounds and music. A video's sound track is captioned; audio longer "
                  f"than {SEGMENT_SECONDS:.0f} s is captioned in {SEGMENT_SECONDS:.0f} s segments.")
 RESULT_COLUMNS = ["file", "duration_s", "caption", "seconds_taken", "error"]
-MAX_UNZIPPED_BYTES = 4 * 10**9
+CAPTION_ARCHIVES = ArchiveLimits(max_unzipped_bytes=4 * 10**9)
+"""A batch of recordings may be larger than a conversation."""
 MEDIA_SUFFIXES = EXTENSIONS["audio"] | EXTENSIONS["video"]
 
 
@@ -113,9 +113,8 @@ def build(backend: Backend) -> None:
         with tempfile.TemporaryDirectory(prefix="caption-batch-") as work:
             try:
                 paths = await asyncio.to_thread(_expand, files or [], Path(work))
-            except (MediaError, zipfile.BadZipFile) as err:
-                problem = err.msg if isinstance(err, MediaError) else str(err)
-                raise gr.Error(say(Message("caption.cant_open_archive", {"problem": problem}))) from err
+            except MediaError as err:
+                raise gr.Error(say(Message("caption.cant_open_archive", {"problem": err.msg}))) from err
             if not paths:
                 raise gr.Error(say(Message("caption.no_files")))
             sampling = Sampling(float(temperature), float(top_p), int(top_k), int(max_tokens))
@@ -203,7 +202,7 @@ async def _caption_row(backend: Backend, path: str, name: str, instruction: str,
     return row
 
 
-def _expand(files: list[str], work: Path) -> list[tuple[str, str]]:
+def _expand(files: list[str], work: Path, limits=DEFAULT_LIMITS) -> list[tuple[str, str]]:
     """(path, name to show) for each file, every .zip replaced by the audio/video files inside it (unpacked
     into a folder of ``work``)."""
     paths: list[tuple[str, str]] = []
@@ -212,21 +211,19 @@ def _expand(files: list[str], work: Path) -> list[tuple[str, str]]:
             paths.append((str(file), Path(file).name))
             continue
         folder = Path(tempfile.mkdtemp(prefix="unzipped-", dir=work))
-        unpacked = 0
-        with zipfile.ZipFile(file) as archive:
-            for index, member in enumerate(sorted(archive.infolist(), key=lambda m: m.filename)):
-                name = Path(member.filename).name
-                if member.is_dir() or name.startswith(".") or Path(name).suffix.lower() not in MEDIA_SUFFIXES:
-                    continue  # folders, hidden files (e.g. __MACOSX/._x) and what isn't media
-                unpacked += member.file_size
-                if unpacked > MAX_UNZIPPED_BYTES:
-                    raise MediaError(file, Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9}))
-                # Only the base name is used, so no entry can leave the folder; the index keeps
-                # same-named files from different folders apart.
-                target = folder / f"{index:04d}-{name}"
-                with archive.open(member) as source, target.open("wb") as out:
-                    shutil.copyfileobj(source, out)
-                paths.append((str(target), member.filename))
+        try:
+            with Archive(file, CAPTION_ARCHIVES) as archive:
+                for index, member in enumerate(sorted(archive.members(), key=lambda m: m.filename)):
+                    name = base_name(member.filename)
+                    if name.startswith(".") or Path(name).suffix.lower() not in MEDIA_SUFFIXES:
+                        continue  # hidden files (e.g. __MACOSX/._x) and what isn't media
+                    # Only the base name is used, so no entry can leave the folder; the index keeps
+                    # same-named files from different folders apart.
+                    target = archive.extract(member, folder / f"{index:04d}-{name}", int(limits.max_file_mb * 1e6))
+                    paths.append((str(target), member.filename))
+        except BaseException:
+            remove_folder(folder)
+            raise
     return paths
 
 

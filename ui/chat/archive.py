@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import get_args
 
-from media import MediaError
+from media import DEFAULT_LIMITS, MediaError, MediaLimits
+from media.archives import Archive, base_name, safe_member
 from messages import Message
 from backends.request import MediaKind, MediaPart, Part, Role, TextPart, Turn
 
 FORMAT = "qwen3-omni-app/conversation-v1"
-MAX_UNZIPPED_BYTES = 2 * 10**9
+MAX_DOCUMENT_BYTES = 20 * 10**6
+"""conversation.json: text and file names (a long conversation is a few hundred kB)."""
 ROLES = get_args(Role)
 PART_TYPES = ("text", *get_args(MediaKind))
 
@@ -45,15 +46,14 @@ def export_conversation(turns: list[Turn], path: str, settings: dict | None = No
     return path
 
 
-def import_conversation(path: str, folder: str) -> list[Turn]:
-    """The turns of an exported zip, their files unpacked into ``folder``. Raises ``MediaError``."""
+def import_conversation(path: str, folder: str, limits: MediaLimits = DEFAULT_LIMITS) -> list[Turn]:
+    """The turns of an exported zip, their files unpacked into ``folder``. Raises ``MediaError``: the zip is
+    judged by its headers before anything is read, and every read is capped (media/archives.py)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            document = json.loads(archive.read("conversation.json"))
+        with Archive(path) as archive:
+            document = json.loads(archive.read("conversation.json", MAX_DOCUMENT_BYTES))
             if not isinstance(document, dict) or document.get("format") != FORMAT:
                 raise MediaError(path, Message("archive.not_exported"))
-            if sum(member.file_size for member in archive.infolist()) > MAX_UNZIPPED_BYTES:
-                raise MediaError(path, Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9}))
             unpacked: dict[str, str] = {}  # member -> its file in ``folder``
             turns = []
             for number, entry in enumerate(document["turns"], 1):
@@ -61,18 +61,19 @@ def import_conversation(path: str, folder: str) -> list[Turn]:
                     raise MediaError(path, Message("archive.bad_role", {
                         "number": number, "role": _shown(entry["role"]), "roles": " or ".join(ROLES[:-1]),
                         "last": ROLES[-1]}))
-                parts = [_import_part(archive, part, number, folder, unpacked, path) for part in entry["parts"]]
+                parts = [_import_part(archive, part, number, folder, unpacked, limits) for part in entry["parts"]]
                 turns.append(Turn(entry["role"], tuple(parts)))
             return turns
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError) as err:
         if isinstance(err, MediaError):
             raise
         # The error's own text may name files on this machine: only its kind is shown.
         raise MediaError(path, Message("archive.unreadable", {"reason": err.__class__.__name__})) from err
 
 
-def _import_part(archive: zipfile.ZipFile, part: dict, number: int, folder: str, unpacked: dict[str, str],
-                 path: str) -> Part:
+def _import_part(archive: Archive, part: dict, number: int, folder: str, unpacked: dict[str, str],
+                 limits: MediaLimits) -> Part:
+    path = archive.path
     if part["type"] not in PART_TYPES:
         raise MediaError(path, Message("archive.bad_part", {
             "number": number, "type": _shown(part["type"]), "types": ", ".join(PART_TYPES[:-1]),
@@ -82,24 +83,15 @@ def _import_part(archive: zipfile.ZipFile, part: dict, number: int, folder: str,
             raise MediaError(path, Message("archive.text_not_text", {"number": number}))
         return TextPart(part["text"])
     member = part["file"]
-    if not _safe_member(member):
+    if not safe_member(member):
         raise MediaError(path, Message("archive.path_leaves", {"number": number, "file": _shown(member)}))
-    if member not in archive.namelist():
+    if member not in archive.names():
         raise MediaError(path, Message("archive.missing_member", {"number": number, "file": _shown(member)}))
     if member not in unpacked:
-        target = Path(folder) / _unique(PurePosixPath(member).name, {Path(p).name for p in unpacked.values()})
-        with archive.open(member) as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out)
+        target = Path(folder) / _unique(base_name(member), {Path(p).name for p in unpacked.values()})
+        archive.extract(member, target, max_bytes=int(limits.max_file_mb * 1e6))
         unpacked[member] = str(target)
     return MediaPart(part["type"], unpacked[member])
-
-
-def _safe_member(name) -> bool:
-    """A relative name that stays inside the archive's folder: no absolute path, drive, ``..`` or ``.``."""
-    if not isinstance(name, str) or "\\" in name or "\0" in name:
-        return False
-    pieces = name.split("/")
-    return ":" not in pieces[0] and all(piece not in ("", ".", "..") for piece in pieces)
 
 
 def _unique(name: str, taken) -> str:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from media import MediaError, kind_of
+from media import DEFAULT_LIMITS, MediaError, kind_of
+from media.archives import Archive, ArchiveLimits, base_name, remove_folder
 from messages import Message
 
 SHEET_SUFFIXES = (".csv", ".jsonl")
-MAX_UNZIPPED_BYTES = 4 * 10**9
+SHEET_ARCHIVES = ArchiveLimits(max_unzipped_bytes=4 * 10**9)
 MAX_ROWS = 2000
 
 
@@ -126,32 +125,29 @@ def media_index(files: list[str], work: Path) -> dict[str, str]:
         if Path(file).suffix.lower() != ".zip":
             index.setdefault(Path(file).name, file)
             continue
-        try:
-            _unzip(file, work, index)
-        except zipfile.BadZipFile as err:
-            raise SheetError(Message("sheet.bad_zip", {"file": Path(file).name, "cause": str(err)})) from err
+        _unzip(file, work, index)
     return index
 
 
 def _unzip(file: str, work: Path, index: dict[str, str]) -> None:
     folder = work / f"unzipped-{len(list(work.glob('unzipped-*')))}"
     folder.mkdir(parents=True)
-    unpacked = 0
-    with zipfile.ZipFile(file) as archive:
-        for number, member in enumerate(archive.infolist()):
-            name = Path(member.filename).name
-            if member.is_dir() or name.startswith("."):
-                continue
-            unpacked += member.file_size
-            if unpacked > MAX_UNZIPPED_BYTES:
-                too_big = Message("archive.too_big", {"size": MAX_UNZIPPED_BYTES // 10**9})
-                raise SheetError(Message("media.file_problem", {"file": Path(file).name, "problem": too_big}))
-            # Only the base name goes on disk, so no entry can leave the folder.
-            target = folder / f"{number:05d}-{name}"
-            with archive.open(member) as source, target.open("wb") as out:
-                shutil.copyfileobj(source, out)
-            index.setdefault(member.filename, str(target))
-            index.setdefault(name, str(target))
+    try:
+        with Archive(file, SHEET_ARCHIVES) as archive:
+            for number, member in enumerate(archive.members()):
+                name = base_name(member.filename)
+                if name.startswith("."):
+                    continue
+                # Only the base name goes on disk, so no entry can leave the folder.
+                target = archive.extract(member, folder / f"{number:05d}-{name}", int(DEFAULT_LIMITS.max_file_mb * 1e6))
+                index.setdefault(member.filename, str(target))
+                index.setdefault(name, str(target))
+    except MediaError as err:
+        remove_folder(folder)
+        raise SheetError(err.msg) from err
+    except BaseException:
+        remove_folder(folder)
+        raise
 
 
 def resolve(prompt: Prompt, media: dict[str, str]) -> Prompt:

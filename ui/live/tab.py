@@ -102,23 +102,29 @@ class LiveSession:
             self.pending = []
 
     def hear(self, rate: int, data: np.ndarray, silence_ms: int) -> None:
-        """One microphone chunk: run the turn detector, queue finished turns, flag barge-in."""
-        if self.detector is None or silence_ms != self.silence_ms:
-            self.detector, self.silence_ms = TurnDetector(TurnSettings(silence_ms=int(silence_ms))), int(silence_ms)
-        if self.resampler is None or self.resampler.rate != rate:
-            self.resampler = StreamResampler(rate)
-        if self.phase == "idle":
-            self.phase = "listening"
-        for event in self.detector.push(self.resampler(to_float_mono(data))):
-            if isinstance(event, SpeechStarted) and self.phase in ("thinking", "speaking"):
-                self.barge_in = True  # the reply stops; what the user says now is the next turn
-            elif isinstance(event, TurnEnded):
-                with self._lock:
+        """One microphone chunk: run the turn detector, queue finished turns, flag barge-in. On a worker thread,
+        while Stop (``stop_listening``, outside the queue) and the reply (``set_phase``, on the event loop) may
+        change the session: all of it under the session's lock."""
+        with self._lock:
+            if self.detector is None or silence_ms != self.silence_ms:
+                self.detector, self.silence_ms = TurnDetector(TurnSettings(silence_ms=int(silence_ms))), int(silence_ms)
+            if self.resampler is None or self.resampler.rate != rate:
+                self.resampler = StreamResampler(rate)
+            if self.phase == "idle":
+                self.phase = "listening"
+            for event in self.detector.push(self.resampler(to_float_mono(data))):
+                if isinstance(event, SpeechStarted) and self.phase in ("thinking", "speaking"):
+                    self.barge_in = True  # the reply stops; what the user says now is the next turn
+                elif isinstance(event, TurnEnded):
                     index = self.turn_id  # names the turn's files: unique, unlike a count of the turns
                     self.turn_id += 1
-                user_turn = self._user_turn(event.audio, index)
-                with self._lock:
-                    self.pending.append(user_turn)
+                    self.pending.append(self._user_turn(event.audio, index))
+
+    def set_phase(self, phase: str, barge_in: bool | None = None) -> None:
+        with self._lock:
+            self.phase = phase
+            if barge_in is not None:
+                self.barge_in = barge_in
 
     def see(self, frame: np.ndarray) -> None:
         from PIL import Image
@@ -147,14 +153,15 @@ class LiveSession:
         return self.folder
 
     def indicator(self) -> str:
-        phase = self.phase
-        if phase == "listening" and self.detector is not None and self.detector.in_speech:
+        phase, detector = self.phase, self.detector  # as they are now: Stop may clear them meanwhile
+        if phase == "listening" and detector is not None and detector.in_speech:
             phase = "hearing"
         return t(PHASES[phase])
 
     def stop_listening(self) -> None:
-        self.detector, self.resampler, self.phase = None, None, "idle"
-        self.frames.clear()
+        with self._lock:
+            self.detector, self.resampler, self.phase = None, None, "idle"
+            self.frames.clear()
 
     def close(self) -> None:
         """Free everything the session holds (Gradio calls this when the session expires)."""
@@ -242,7 +249,7 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
     for user_turn in user_turns:
         session.turns.append(user_turn)
         session.messages.extend({"role": "user", "content": {"path": p.path}} for p in user_turn.media)
-    session.phase, session.barge_in = "thinking", False
+    session.set_phase("thinking", barge_in=False)
     request = ChatRequest(turns=tuple(session.turns), system_prompt=system_prompt or "", speaker=speaker or None,
                           sampling=Sampling(max_new_tokens=max_new_tokens), return_audio=backend.info.can_speak,
                           use_audio_in_video=False)
@@ -256,8 +263,8 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
                 break
             if player is None:  # nothing new: only a chance to notice barge-in
                 continue
-            if reply.audio_chunks:
-                session.phase = "speaking"
+            if reply.audio_chunks and session.phase != "speaking":
+                session.set_phase("speaking")
             session.messages[shown:] = reply.messages(say=say)
             yield session.messages, session.indicator(), player
     finally:
@@ -272,6 +279,7 @@ async def answer(backend: Backend, session: LiveSession, speaker: str | None, sy
             session.messages[shown:] = reply.messages(audio_path, say)
             if interrupted:
                 session.messages.append({"role": "assistant", "content": say(Message("live.interrupted"))})
-            session.phase = "listening" if session.detector is not None else "idle"
+            with session._lock:
+                session.phase = "listening" if session.detector is not None else "idle"
             session.barge_in = False
     yield session.messages, session.indicator(), gr.skip()
