@@ -2,7 +2,8 @@
 
 An export holds everything needed to judge and reproduce a row: the prompt, its media (names and SHA-256),
 both answers with their timings, the rating and comment, each set-up's settings, and the model, backend and
-app version that answered. Importing an export (the zip, or its JSONL) gives the run back, to go on rating.
+app version that answered. Importing an export (the zip, or its JSONL) gives the run back, to go on rating
+(``ui.evaluate.importing``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
-from media import kind_of
 from messages import Message
+from ui.evaluate.setup import Setup
 from ui.evaluate.sheet import Prompt
 from ui.hashing import file_hash
 
@@ -28,31 +28,6 @@ CSV_COLUMNS = ["id", "prompt", "media", "media_sha256", "system_prompt", "refere
                "rating", "comment", "a_first_token_s", "a_first_audio_s", "a_tokens_per_s", "a_finish_reason",
                "a_error", "b_first_token_s", "b_first_audio_s", "b_tokens_per_s", "b_finish_reason", "b_error", "setup_a", "setup_b",
                "model_a", "backend_a", "model_b", "backend_b", "app_version"]
-
-
-@dataclass(frozen=True)
-class Setup:
-    """How one side answers: which engine ("app" or "compare") and the request's settings."""
-
-    engine: str = "app"
-    speaker: str | None = None
-    system_prompt: str = ""
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
-    max_new_tokens: int = 1024
-    seed: int | None = None
-    speech: bool = True
-
-    def request(self, prompt: Prompt, can_speak: bool) -> ChatRequest:
-        parts = tuple(MediaPart(kind_of(path), path) for path in prompt.paths)
-        if prompt.text:
-            parts += (TextPart(prompt.text),)
-        return ChatRequest(
-            turns=(Turn("user", parts),), system_prompt=prompt.system_prompt or self.system_prompt,
-            speaker=self.speaker or None, return_audio=self.speech and can_speak,
-            sampling=Sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.seed))
-
 
 
 @dataclass
@@ -179,54 +154,5 @@ def audio_name(row_id: str, side: str) -> str:
     return f"{safe}-{side.upper()}.wav"
 
 
-def import_run(path: str, folder: Path) -> EvalRun:
-    """The run an export holds (a results.zip, with its speech, or a results.jsonl)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if Path(path).suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "results.jsonl" not in names:
-                raise ValueError(f"{Path(path).name}: no results.jsonl inside; is it an Evaluate export?")
-            lines = archive.read("results.jsonl").decode("utf-8").splitlines()
-            for name in names:
-                if name.startswith("audio/") and name.endswith(".wav") and "/" not in name[6:] and ".." not in name:
-                    (folder / name[6:]).write_bytes(archive.read(name))
-    else:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    try:
-        records = [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{Path(path).name}: not an Evaluate export ({err.msg})") from err
-    if not records or not all(isinstance(r, dict) and "id" in r and "setup_a" in r for r in records):
-        raise ValueError(f"{Path(path).name}: not an Evaluate export (each line needs id and setup_a)")
-    first = records[0]
-    run = EvalRun(setup_a=_setup(first["setup_a"]), setup_b=_setup(first["setup_b"]) if first.get("setup_b") else None,
-                  folder=str(folder))
-    for side in "ab":
-        if first.get(f"model_{side}"):
-            run.engines[side.upper()] = {"model": first[f"model_{side}"], "backend": first.get(f"backend_{side}")}
-    for number, r in enumerate(records, start=1):
-        prompt = Prompt(number, str(r["id"]), r.get("prompt", ""), tuple(r.get("media") or ()),
-                        r.get("system_prompt", ""), r.get("reference", ""), problem=r.get("problem", ""))
-        run.rows.append(EvalRow(prompt, _answer(r.get("answer_a"), folder), _answer(r.get("answer_b"), folder),
-                                r.get("rating", "") or "", r.get("comment", "") or ""))
-    return run
-
-
-def _setup(values: dict) -> Setup:
-    known = {f.name for f in fields(Setup)}
-    return Setup(**{k: v for k, v in values.items() if k in known})
-
-
 def _exported(answer: Answer) -> dict:
     return {f.name: getattr(answer, f.name) for f in fields(Answer) if f.name != "error_message"}
-
-
-def _answer(values: dict | None, folder: Path) -> Answer | None:
-    if not values:
-        return None
-    answer = Answer(**{k: v for k, v in values.items() if k in {f.name for f in fields(Answer)} - {"error_message"}})
-    if answer.audio:
-        local = folder / Path(answer.audio).name
-        answer.audio = str(local) if local.is_file() else None
-    return answer

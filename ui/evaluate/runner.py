@@ -13,7 +13,8 @@ import soundfile
 
 from backends.base import Backend
 from messages import joined
-from ui.evaluate.results import Answer, EvalRow, EvalRun, Setup, audio_name
+from ui.evaluate.results import Answer, EvalRow, EvalRun, audio_name
+from ui.evaluate.setup import Setup
 from ui.evaluate.sheet import Prompt
 from ui.reply import ReplyState
 

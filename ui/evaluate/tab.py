@@ -17,8 +17,10 @@ import gradio as gr
 from backends.base import Backend
 from messages import Message
 from ui import examples
-from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, Setup, import_run, write_exports
+from ui.evaluate.importing import import_run
+from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, write_exports
 from ui.evaluate.runner import answer_row
+from ui.evaluate.setup import Setup
 from ui.evaluate.sheet import SheetError, media_index, read_prompts, resolve
 from ui.i18n import fixed_text, t
 from ui.messages import language_of, to_english, translator
