@@ -8,7 +8,7 @@ import soundfile
 
 from media import resample
 from tests import media_factory
-from ui.live.turn_taking import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from turns.detector import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The Live tab: talk to the model through the microphone (and webcam) and hear it answer.
 
 The microphone streams short chunks (MIC_CHUNK_S) to this session's turn detector (silero-vad, see
-``ui.live.turn_taking``). When a turn ends, a hidden counter changes and the reply event, on
+``turns.detector``). When a turn ends, a hidden counter changes and the reply event, on
 the model queue like every model-bound event, answers it: speech streams into an
 autoplaying player, text into the transcript. Talking over a reply stops it (barge-in):
 the engine is cancelled and the new turn is heard. Webcam frames (about one a second)
@@ -33,7 +33,7 @@ from ui.reply import ReplyState
 from ui.reply_player import reply_player
 from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
-from ui.live.turn_taking import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from turns.detector import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 from ui.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 log = logging.getLogger(__name__)
