@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_PACKAGES = ("backends", "ui", "media", "messages")
+APP_PACKAGES = ("backends", "ui", "api", "turns", "media", "messages")
 ENGINES = ("transformers", "vllm", "openai", "hybrid")
 TABS = ("chat", "live", "evaluate")
 
@@ -42,14 +42,32 @@ def test_media_and_messages_sit_below_everything():
     assert not broken(lambda m, t: m.startswith("media") and t.split(".")[0] not in ("media", "messages"))
 
 
-def test_the_ui_knows_only_the_contract_and_no_engine_knows_the_ui():
-    contract = ("backends.base", "backends.events", "backends.request")
+CONTRACT = ("backends.base", "backends.events", "backends.request")
 
+
+def test_the_ui_knows_only_the_contract_and_no_engine_knows_the_ui():
     def ui_rule(module, target):
-        return module.startswith("ui") and target.startswith("backends") and not target.startswith(contract)
+        return module.startswith("ui") and target.startswith("backends") and not target.startswith(CONTRACT)
 
     assert not broken(ui_rule)
     assert not broken(lambda m, t: m.startswith("backends") and t.startswith("ui"))
+
+
+def test_the_api_sits_beside_the_ui_on_the_contract():
+    """``api`` (the realtime WebSocket) and ``ui`` both serve the engine through the contract; neither imports the
+    other, and no engine imports ``api``."""
+    def api_rule(module, target):
+        return module.startswith("api") and (target.startswith("ui") or (target.startswith("backends")
+                                                                          and not target.startswith(CONTRACT)))
+
+    assert not broken(api_rule)
+    assert not broken(lambda m, t: m.startswith(("ui", "backends")) and t.split(".")[0] == "api")
+
+
+def test_turn_taking_sits_below_the_ui_and_the_api():
+    """``turns`` (who is talking) takes only ``media`` and ``messages``; engines don't use it."""
+    assert not broken(lambda m, t: m.startswith("turns") and t.split(".")[0] not in ("turns", "media", "messages"))
+    assert not broken(lambda m, t: m.startswith("backends") and t.startswith("turns"))
 
 
 def test_no_engine_imports_another_but_the_hybrid_which_combines_them():

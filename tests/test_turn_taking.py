@@ -8,7 +8,7 @@ import soundfile
 
 from media import resample
 from tests import media_factory
-from turns.detector import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
+from turns import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 
 
 @pytest.fixture(scope="module")

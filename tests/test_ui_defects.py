@@ -35,7 +35,7 @@ from ui.live.tab import LiveSession, answer
 from ui.reply import ReplyState
 from ui.reply_player import ENCODERS, reply_player
 from ui.streaming import AUDIO_FLUSH_S, EventPump, reply_updates
-from turns.detector import TurnEnded
+from turns import TurnEnded
 
 TOKEN_S = 0.002
 

@@ -25,6 +25,7 @@ import soundfile
 from backends.base import Backend
 from media import INPUT_SAMPLE_RATE, StreamResampler, to_float_mono
 from messages import Message
+from turns import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
 from ui import examples
 from ui.i18n import t
@@ -33,7 +34,6 @@ from ui.reply import ReplyState
 from ui.reply_player import reply_player
 from ui.scratch import session_folder
 from ui.streaming import MODEL_QUEUE, EventPump, reply_updates, save_reply_audio
-from turns.detector import SpeechStarted, TurnDetector, TurnEnded, TurnSettings
 from ui.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 log = logging.getLogger(__name__)
