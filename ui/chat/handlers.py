@@ -13,13 +13,13 @@ from contextlib import aclosing
 import gradio as gr
 
 from backends.base import Backend
-from backends.request import ChatRequest, Turn
+from backends.request import ChatRequest
 from media import MediaError
 from messages import Message
 from ui.chat import archive
 from ui.chat.feedback import FeedbackLog, feedback_entry, reply_settings
-from ui.chat.session import (ChatSession, finish_turn, make_request, message_text, normalize_message, turn_messages,
-                             user_messages, user_parts)
+from ui.chat.session import (ChatSession, add_user_turn, finish_turn, make_request, message_text, normalize_message,
+                             rewind_last_reply, turn_messages, user_messages, user_parts)
 from ui.messages import Say, translator
 from ui.reply import ReplyState
 from ui.streaming import EventPump, reply_updates
@@ -77,13 +77,9 @@ class ChatHandlers:
         say = translator(http_request)
         message = normalize_message(message)
         try:
-            parts = user_parts(message)
+            add_user_turn(chat_session, message, use_audio_in_video)
         except MediaError as err:
             raise gr.Error(say(err)) from err
-        if chat_session.use_audio_in_video is None:
-            chat_session.use_audio_in_video = bool(use_audio_in_video)
-        chat_session.turns.append(Turn("user", parts))
-        chat_session.messages.extend(user_messages(parts))
         request = make_request(chat_session, self.info.can_speak, system_prompt, speaker, speak, temperature, top_p,
                                top_k, max_tokens, seed)
         async with aclosing(self.respond(chat_session, message, request, say)) as replies:  # closing chat closes it
@@ -94,12 +90,8 @@ class ChatHandlers:
                     temperature, top_p, top_k, max_tokens, seed, http_request: gr.Request):
         """Generate the last reply again (e.g. with another speaker or seed)."""
         say = translator(http_request)
-        if not chat_session.turns:
+        if not rewind_last_reply(chat_session):
             raise gr.Error(say(Message("chat.nothing_to_retry")))
-        if chat_session.turns[-1].role == "assistant":
-            chat_session.turns.pop()
-        last_user = max(i for i, m in enumerate(chat_session.messages) if m["role"] == "user")
-        del chat_session.messages[last_user + 1 :]
         request = make_request(chat_session, self.info.can_speak, system_prompt, speaker, speak, temperature, top_p,
                                top_k, max_tokens, seed)
         async with aclosing(self.respond(chat_session, None, request, say)) as replies:
@@ -132,12 +124,16 @@ class ChatHandlers:
 
     def export(self, chat_session: ChatSession, http_request: gr.Request):
         """The conversation as a zip: conversation.json, the media, the reply audio."""
+        return gr.File(self.export_zip(chat_session, http_request), visible=True)
+
+    def export_zip(self, chat_session: ChatSession, http_request: gr.Request | None) -> str:
+        """``export``'s zip file (a plain function: hashing the files runs on a worker thread)."""
         if not chat_session.turns:
             raise gr.Error(translator(http_request)(Message("chat.nothing_to_export")))
         path = os.path.join(chat_session.replies_folder(), "conversation.zip")
         requests = chat_session.requests
-        settings = reply_settings(self.info, requests[max(requests)]) if requests else {}  # hashes: a worker thread
-        return gr.File(archive.export_conversation(chat_session.turns, path, settings), visible=True)
+        settings = reply_settings(self.info, requests[max(requests)]) if requests else {}
+        return archive.export_conversation(chat_session.turns, path, settings)
 
     @staticmethod
     def import_(file: str, chat_session: ChatSession, http_request: gr.Request):

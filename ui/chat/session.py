@@ -84,6 +84,28 @@ def user_parts(message: dict) -> tuple:
     return media + text
 
 
+def add_user_turn(chat: ChatSession, message: dict, use_audio_in_video) -> None:
+    """The message (``normalize_message``'s form) as the conversation's next user turn; raises ``MediaError`` for
+    an empty message or a file of a type the model doesn't take. The first turn fixes ``use_audio_in_video``."""
+    parts = user_parts(message)
+    if chat.use_audio_in_video is None:
+        chat.use_audio_in_video = bool(use_audio_in_video)
+    chat.turns.append(Turn("user", parts))
+    chat.messages.extend(user_messages(parts))
+
+
+def rewind_last_reply(chat: ChatSession) -> bool:
+    """Take the last reply back (turn and chat messages) so that it can be generated again; False if nothing
+    was said yet."""
+    if not chat.turns:
+        return False
+    if chat.turns[-1].role == "assistant":
+        chat.turns.pop()
+    last_user = max(i for i, m in enumerate(chat.messages) if m["role"] == "user")
+    del chat.messages[last_user + 1 :]
+    return True
+
+
 def user_messages(parts: tuple) -> list[dict]:
     return [
         {"role": "user", "content": {"path": p.path}} if isinstance(p, MediaPart) else {"role": "user", "content": p.text}
