@@ -222,4 +222,19 @@ TABLE: dict[str, tuple[str, str]] = {
     "evaluate.not_answered": ("(not answered yet)", "（尚未回答）"),
     "evaluate.row_problem": ("row {row}: {problem}", "第 {row} 行：{problem}"),
     "evaluate.cut": ("{sides}: max tokens", "{sides}：达到最大生成长度"),
+    # The MCP tools (ui/tools/)
+    "tools.no_conversation": ("No conversation {id}: no such id, or it ended (unused for hours, or the app "
+                              "restarted). Start a new one with chat and no conversation_id.",
+                              "没有对话 {id}：没有这个 id，或对话已结束（数小时未使用，或应用已重启）。请不带 conversation_id 调用 chat "
+                              "开始新对话。"),
+    "tools.no_run": ("No evaluation run {id}: no such id, or it ended (unused for a day, or the app restarted). "
+                     "Start a new one with evaluate and no run_id.",
+                     "没有评测 {id}：没有这个 id，或评测已结束（一天未使用，或应用已重启）。请不带 run_id 调用 evaluate 开始新的评测。"),
+    "tools.busy": ("{id} is still answering another call; wait for that one first.",
+                   "{id} 仍在处理另一个调用；请等它完成。"),
+    "tools.not_a_file": ("Give a file as an http(s) URL or a data: URI.", "请以 http(s) 网址或 data: URI 的形式提供文件。"),
+    "tools.no_row": ("This run has no row {row}.", "本次评测中没有 {row} 这一行。"),
+    "tools.run_complete": ("Run {id} has every row answered: rate or export it, or start a new run without run_id.",
+                           "评测 {id} 的每一行都已回答：可以评分或导出，或不带 run_id 开始新的评测。"),
+    "tools.rating_choices": ("This run's rows are rated {ratings}.", "本次评测的行只能评为：{ratings}。"),
 }

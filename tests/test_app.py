@@ -306,66 +306,6 @@ def test_a_long_session_keeps_only_the_apps_own_components(instruct_backend, tmp
 
 
 
-# Gradio 6.31 names each MCP tool after its handler function, not after its endpoint (README: MCP).
-MCP_TOOLS = {"chat", "retry", "stop", "clear", "export", "import_", "compare", "caption_file", "caption_batch",
-             "evaluate", "stopped", "rate", "export_1", "import__1"}
-
-
-def test_app_py_with_mcp_serves_the_api_as_mcp_tools(speech_path):
-    """`python app.py --mcp` as a user starts it: an MCP client finds every public endpoint as a tool and
-    captions a file with the caption tool (files go in as data: URIs)."""
-    import base64
-    import os
-    import socket
-    import time
-    import urllib.request
-    from datetime import timedelta
-
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = subprocess.Popen([sys.executable, "app.py", "-c", "tiny", "--mcp", "--server-port", str(port)],
-                           cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
-    audio = "data:audio/wav;base64," + base64.b64encode(speech_path.read_bytes()).decode()
-
-    async def list_and_caption():
-        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                tools = await session.list_tools()
-                caption = await session.call_tool("caption_file", {"file": audio, "temperature": 0, "max_tokens": 16},
-                                                  read_timeout_seconds=timedelta(seconds=120))
-                return tools, caption
-
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert app.poll() is None, f"the app exited: {app.stderr.read()[-2000:]}"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the app did not start in 180 s"
-                time.sleep(0.5)
-        tools, caption = asyncio.run(list_and_caption())
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-    by_name = {tool.name: tool for tool in tools.tools}
-    assert set(by_name) == set(MCP_TOOLS)
-    assert by_name["caption_file"].description.startswith("Caption one audio or video file")
-    assert set(by_name["caption_file"].inputSchema["properties"]) >= {"file", "instruction", "max_tokens"}
-    assert {"message", "speaker", "speak"} <= set(by_name["chat"].inputSchema["properties"])
-    assert not caption.isError, caption.content
-    (text,) = caption.content
-    assert text.type == "text" and text.text.strip()  # the tiny random model's words: any, but some
-
-
 def test_without_mcp_the_app_serves_no_mcp_endpoint(server):
     """MCP is opt-in: without --mcp the address MCP clients post to isn't there (the mcp client then reports
     "Session terminated")."""

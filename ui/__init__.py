@@ -18,6 +18,7 @@ from ui.evaluate import tab as evaluate_tab
 from ui.i18n import random_weights_warning, t
 from ui.live import tab as live_tab
 from ui.messages import translator
+from ui.tools import add_tools
 
 gradio_fixes.apply()
 
@@ -70,6 +71,7 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None);
     ``compare_with``: a second engine that Chat's Compare can answer with."""
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
+        tools = add_tools(backend, compare_with)  # first: the MCP tools take their names before the UI's events
         header(backend.info)
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
@@ -85,17 +87,20 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
         demo.load(evaluate_tab.table_headers, outputs=results, queue=False, api_visibility="private")
         if chat_parts.examples is not None:
             demo.load(chat_tab.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")
+    tools.finish(demo)
     return demo
 
 
 def build_captioner_demo(backend: Backend) -> gr.Blocks:
     """The Captioner app's page: the same Caption tab, alone."""
     with gr.Blocks(title=f"{TITLE} Captioner", delete_cache=UPLOAD_CACHE) as demo:
+        tools = add_tools(backend, captions_only=True)
         header(backend.info)
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Captioner")), elem_id="random-weights")
         warm_up_status(backend, demo)
         caption.build(backend)
+    tools.finish(demo)
     return demo
 
 
