@@ -52,11 +52,11 @@ def app_url():
         app.wait(timeout=30)
 
 
-async def _session(url: str, work):
+async def _session(url: str, work, headers: dict | None = None):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+    async with streamablehttp_client(url + "gradio_api/mcp/", headers=headers) as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
             return await work(session)
@@ -146,6 +146,23 @@ def test_a_spoken_reply_comes_back_as_a_wav_url(app_url):
     assert reply.strip() and speech.endswith(".wav")
     samples, rate = soundfile.read(io.BytesIO(fetch(speech)))
     assert rate == 24_000 and samples.size > 0
+
+
+def test_a_returned_file_is_at_the_address_the_agent_called(app_url):
+    """Behind a proxy (a Space, a reverse proxy) the agent reaches the app at the proxy's address, not at the
+    server's own 127.0.0.1 (the tools' answers come through Gradio's client of that address: the caller's headers
+    go with it)."""
+    async def work(session):
+        return await session.call_tool("chat", {"message": "Hi", "speak": True, **SHORT},
+                                       read_timeout_seconds=timedelta(seconds=CALL_TIMEOUT_S))
+
+    result = asyncio.run(asyncio.wait_for(_session(app_url, work, {"X-Forwarded-Host": "omni.example.org",
+                                                                   "X-Forwarded-Proto": "https"}),
+                                          CALL_TIMEOUT_S + 30))
+    assert not result.isError, result.content
+    speech = result.content[2].text
+    assert speech.startswith("https://omni.example.org/gradio_api/file=") and speech.endswith(".wav")
+    assert fetch(speech.replace("https://omni.example.org/", app_url))[:4] == b"RIFF"  # served there, by the app
 
 
 def test_chat_retry_replaces_the_last_reply(app_url):
