@@ -247,7 +247,7 @@ def test_a_crafted_or_broken_conversation_archive_is_refused_or_contained(tmp_pa
 
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(media.MediaError, match="not a readable conversation archive"):
+    with pytest.raises(media.MediaError, match="broken.zip: not a readable zip archive"):
         archive.import_conversation(str(broken), str(tmp_path))
     crafted = tmp_path / "crafted.zip"
     with zipfile.ZipFile(crafted, "w") as zf:
