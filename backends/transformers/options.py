@@ -35,7 +35,7 @@ class TransformersOptions:
     """Prompt + reply tokens the static caches hold; a longer turn runs eagerly (dynamic cache)."""
     batch_slots: int | None = None
     """Replies decoded together, each in a cache slot of its own (``static_cache_tokens`` long; a slot of
-    8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: README, "Many users at once"); None: 8 when compiled
+    8,192 tokens takes about 1.05 GB on Qwen3-Omni-30B-A3B: docs/engine.md, "Many users at once"); None: 8 when compiled
     on a GPU, else 1. 1 serves one reply at a time, each in the one-row decoders. The hybrid's talker side
     batches its talker only (vLLM batches the text)."""
     prepare_processes: int = 0
