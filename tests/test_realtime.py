@@ -1,0 +1,348 @@
+"""``/v1/realtime`` through the real ``openai`` SDK's realtime client, against the app launched as the other tests
+launch it (the tiny model on the CPU). The backend is wrapped by ``Recorder``, which sees every engine stream the
+API opens: what it was asked, what it answered, and whether the API closed it before its end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import openai
+import pytest
+import soundfile
+
+import api
+from backends.base import Backend
+from backends.events import AudioChunk, Done, TextDelta
+from media import resample
+from tests.test_app import launch
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+OUTPUT_RATE = 24_000
+
+
+@dataclass
+class Stream:
+    prompt: str
+    text: str = ""
+    audio: list[np.ndarray] = field(default_factory=list)
+    done: str | None = None
+    closed: bool = False
+
+
+class Recorder(Backend):
+    """The app's backend, with every stream recorded (the API sees only the contract, so this is transparent)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.info, self.streams = inner, inner.info, []
+
+    @property
+    def open(self) -> int:
+        return sum(not s.closed for s in self.streams)
+
+    async def stream(self, request):
+        record = Stream(request.turns[-1].text)
+        self.streams.append(record)
+        try:
+            async for event in self.inner.stream(request):
+                if isinstance(event, TextDelta):
+                    record.text += event.text
+                elif isinstance(event, AudioChunk):
+                    record.audio.append(resample(event.samples, event.sample_rate, OUTPUT_RATE))
+                elif isinstance(event, Done):
+                    record.done = event.finish_reason
+                yield event
+        finally:
+            record.closed = True
+
+
+@pytest.fixture(scope="module")
+def recorder(instruct_backend):
+    return Recorder(instruct_backend)
+
+
+@pytest.fixture(scope="module")
+def base_url(recorder):
+    demo = launch(recorder, app_kwargs=api.app_kwargs(recorder))
+    yield demo.local_url + "v1"
+    demo.close()
+
+
+def connect(base_url: str):
+    return openai.AsyncOpenAI(base_url=base_url, api_key="unused").realtime.connect(model="qwen3-omni")
+
+
+async def until(connection, kind: str, timeout: float = 30.0, arrivals: list | None = None) -> list:
+    """Every event up to and including the first of ``kind`` (``arrivals``: when each came)."""
+    events = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in connection:
+                events.append(event)
+                if arrivals is not None:
+                    arrivals.append(time.perf_counter())
+                if event.type == kind:
+                    return events
+    except TimeoutError:
+        raise AssertionError(f"no {kind} in {timeout} s, only {[e.type for e in events]}") from None
+    raise AssertionError(f"the connection ended before {kind}: {[e.type for e in events]}")
+
+
+async def text_turn(connection, text: str, **response) -> list:
+    await connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                    "content": [{"type": "input_text", "text": text}]})
+    await connection.response.create(**({"response": response} if response else {}))
+    return await until(connection, "response.done")
+
+
+def pcm(events) -> np.ndarray:
+    chunks = [np.frombuffer(base64.b64decode(e.delta), "<i2") for e in events
+              if e.type == "response.output_audio.delta"]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+
+def types(events) -> list[str]:
+    return [e.type for e in events]
+
+
+def as_pcm16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+
+
+async def manual_turns(connection, modalities=("text",)) -> None:
+    await until(connection, "session.created")
+    await connection.session.update(session={"type": "realtime", "output_modalities": list(modalities),
+                                             "audio": {"input": {"turn_detection": None}}})
+    await until(connection, "session.updated")
+
+
+def test_a_text_turn_is_answered_with_text_then_with_speech(base_url, recorder):
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection)
+            written = await text_turn(connection, "What is the capital of France?")
+            spoken = await text_turn(connection, "And of Italy?", output_modalities=["audio"])
+            return written, spoken
+
+    written, spoken = asyncio.run(run())
+    order = [t for t in types(written) if not t.endswith(".delta")]
+    assert order == ["conversation.item.added", "conversation.item.done", "response.created",
+                     "response.output_item.added", "conversation.item.added", "response.content_part.added",
+                     "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                     "conversation.item.done", "response.done"]
+    deltas = "".join(e.delta for e in written if e.type == "response.output_text.delta")
+    done = written[-1].response
+    assert deltas and deltas == written[types(written).index("response.output_text.done")].text
+    assert done.status in ("completed", "incomplete") and done.output[0].content[0].text == deltas
+    assert done.usage.output_tokens > 0 and done.usage.input_tokens > 0
+    assert "response.output_audio.delta" not in types(written)
+
+    assert "response.output_audio_transcript.delta" in types(spoken) and spoken[-1].response.status != "failed"
+    audio = pcm(spoken)
+    engine = recorder.streams[-1]
+    assert engine.prompt == "And of Italy?" and len(audio) > 0
+    np.testing.assert_array_equal(audio, as_pcm16(np.concatenate(engine.audio)))  # all of it, in order, 24 kHz
+    transcript = "".join(e.delta for e in spoken if e.type == "response.output_audio_transcript.delta")
+    assert transcript == engine.text == spoken[-1].response.output[0].content[0].transcript
+
+
+@pytest.fixture(scope="module")
+def speech(speech_path) -> np.ndarray:
+    """espeak-ng's question at 24 kHz (the protocol's default input rate), its leading and trailing silence cut."""
+    samples, rate = soundfile.read(speech_path, dtype="float32")
+    samples = resample(samples, rate, OUTPUT_RATE)
+    voiced = np.flatnonzero(np.abs(samples) > 0.02)
+    return samples[voiced[0]: voiced[-1] + 1]
+
+
+async def speak(connection, samples: np.ndarray, rate: int, *, chunk_s: float = 0.04, real_time: bool = True):
+    """Append ``samples`` in small pieces, paced like a microphone; returns when the last was sent."""
+    step = int(rate * chunk_s)
+    started = time.perf_counter()
+    for n, start in enumerate(range(0, len(samples), step)):
+        piece = as_pcm16(samples[start:start + step]).tobytes()
+        await connection.input_audio_buffer.append(audio=base64.b64encode(piece).decode())
+        if real_time:
+            await asyncio.sleep(max(0.0, started + (n + 1) * chunk_s - time.perf_counter()))
+    return time.perf_counter()
+
+
+def test_a_spoken_turn_is_heard_by_server_vad_and_answered_with_speech(base_url, recorder, speech):
+    async def run():
+        async with connect(base_url) as connection:
+            created = (await until(connection, "session.created"))[-1].session
+            await connection.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": {
+                "type": "server_vad", "silence_duration_ms": 500}}}})
+            await until(connection, "session.updated")
+            arrivals = []
+            listening = asyncio.create_task(until(connection, "response.done", arrivals=arrivals))
+            speech_end = await speak(connection, speech, OUTPUT_RATE)
+            await speak(connection, np.zeros(OUTPUT_RATE), OUTPUT_RATE)  # a second of silence ends the turn
+            events = await listening
+            marks = {}
+            for event, at in zip(events, arrivals):
+                marks.setdefault(event.type, (at - speech_end) * 1000)
+            return created, events, marks
+
+    created, events, marks = asyncio.run(run())
+    assert created.audio.input.format.rate == 24_000 and created.audio.output.format.rate == OUTPUT_RATE
+    assert created.audio.input.turn_detection.type == "server_vad"
+    kinds = types(events)
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                 "input_audio_buffer.committed", "response.created", "response.output_audio.delta"):
+        assert kind in kinds, kind
+    assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("input_audio_buffer.committed") \
+        < kinds.index("response.created")
+    started, stopped = (events[kinds.index(k)] for k in ("input_audio_buffer.speech_started",
+                                                         "input_audio_buffer.speech_stopped"))
+    talk_ms = len(speech) * 1000 / OUTPUT_RATE
+    assert started.audio_start_ms < 400 and abs(stopped.audio_end_ms - talk_ms) < 400, (started, stopped, talk_ms)
+    committed = events[kinds.index("input_audio_buffer.committed")]
+    user_item = next(e.item for e in events if e.type == "conversation.item.added" and e.item.role == "user")
+    assert user_item.id == committed.item_id == stopped.item_id and user_item.content[0].type == "input_audio"
+    engine = recorder.streams[-1]
+    audio = pcm(events)
+    np.testing.assert_array_equal(audio, as_pcm16(np.concatenate(engine.audio)))
+    assert 0.08 <= len(audio) / OUTPUT_RATE <= 2.5  # the tiny model speaks at most 2 s here
+    assert events[-1].response.status in ("completed", "incomplete")
+    steps = ("input_audio_buffer.speech_stopped", "response.created", "response.output_audio_transcript.delta",
+             "response.output_audio.delta")
+    print("\nafter the last voiced sample was sent (ms):", {k.split(".", 1)[-1]: round(marks[k]) for k in steps})
+    assert marks["response.output_audio.delta"] < 5000
+
+
+def test_cancel_mid_reply_stops_the_engine_and_the_session_goes_on(base_url, recorder):
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection, ["audio"])
+            await connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                            "content": [{"type": "input_text", "text": "Talk."}]})
+            await connection.response.create()
+            await until(connection, "response.output_audio_transcript.delta")
+            await connection.response.cancel()
+            cancelled = await until(connection, "response.done")
+            again = await text_turn(connection, "Again?")
+            return cancelled, again
+
+    cancelled, again = asyncio.run(run())
+    response = cancelled[-1].response
+    assert response.status == "cancelled" and response.status_details.reason == "client_cancelled"
+    engine = next(s for s in recorder.streams if s.prompt == "Talk.")
+    assert engine.closed and engine.done is None  # closed by the API before its end: the engine stopped
+    assert again[-1].response.status in ("completed", "incomplete")
+
+
+def test_talking_over_a_reply_cancels_it_and_is_answered_next(base_url, recorder, speech):
+    """Barge-in, at 16 kHz input (SGLang-Omni's rate, declared in the session)."""
+    async def run():
+        async with connect(base_url) as connection:
+            await until(connection, "session.created")
+            await connection.session.update(session={"type": "realtime", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16_000},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
+            updated = (await until(connection, "session.updated"))[-1].session
+            await connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                            "content": [{"type": "input_text", "text": "Go on."}]})
+            await connection.response.create()
+            await until(connection, "response.output_audio.delta")
+            talk = resample(speech, OUTPUT_RATE, 16_000)
+            await speak(connection, np.concatenate([talk, np.zeros(16_000, np.float32)]), 16_000, real_time=False)
+            interrupted = await until(connection, "response.done")
+            answered = await until(connection, "response.done")
+            return updated, interrupted, answered
+
+    updated, interrupted, answered = asyncio.run(run())
+    assert updated.audio.input.format.rate == 16_000
+    kinds = types(interrupted)
+    assert "input_audio_buffer.speech_started" in kinds
+    response = interrupted[-1].response
+    assert response.status == "cancelled" and response.status_details.reason == "turn_detected"
+    engine = next(s for s in recorder.streams if s.prompt == "Go on.")
+    assert engine.closed and engine.done is None
+    assert "input_audio_buffer.committed" in types(answered) and answered[-1].response.status != "cancelled"
+    assert recorder.streams[-1].prompt == ""  # the spoken turn: audio only
+
+
+def test_refused_events_get_errors_and_the_session_goes_on(base_url):
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection)
+            errors = {}
+            sends = {
+                "voice": {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {
+                    "voice": "alloy"}}}},
+                "semantic": {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+                    "turn_detection": {"type": "semantic_vad"}}}}},
+                "threshold": {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+                    "turn_detection": {"type": "server_vad", "threshold": 3}}}}},
+                "unknown": {"type": "session.fly"},
+                "missing": {"type": "input_audio_buffer.append"},
+                "commit empty": {"type": "input_audio_buffer.commit"},
+                "cancel idle": {"type": "response.cancel"},
+            }
+            for name, event in sends.items():
+                await connection.send_raw(json.dumps(event))
+                errors[name] = (await until(connection, "error"))[-1].error
+            await connection.send_raw("{not json")
+            errors["json"] = (await until(connection, "error"))[-1].error
+            huge = base64.b64encode(bytes(7 * 2**20)).decode()  # 9.3 MB of base64: past the 8 MiB a message may be
+            await connection.input_audio_buffer.append(audio=huge)
+            errors["oversized"] = (await until(connection, "error"))[-1].error
+            minute = base64.b64encode(bytes(2 * OUTPUT_RATE * 61)).decode()  # 61 s: past the buffer's 60 s
+            await connection.input_audio_buffer.append(audio=minute)
+            errors["overflow"] = (await until(connection, "error"))[-1].error
+            return errors, await text_turn(connection, "Still there?")
+
+    errors, answer = asyncio.run(run())
+    codes = {name: error.code for name, error in errors.items()}
+    assert codes == {"voice": "invalid_value", "semantic": "unsupported_turn_detection", "threshold": "invalid_value",
+                     "unknown": "unknown_event", "missing": "invalid_event",
+                     "commit empty": "input_audio_buffer_commit_empty", "cancel idle": "response_cancel_not_active",
+                     "json": "invalid_json", "oversized": "message_too_large", "overflow": "input_audio_buffer_full"}
+    assert "chelsie" in errors["voice"].message and errors["voice"].param == "session.audio.output.voice"
+    assert answer[-1].response.status in ("completed", "incomplete")
+
+
+def test_a_client_that_leaves_mid_reply_frees_its_engine_work(base_url, recorder):
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection, ["audio"])
+            await connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                            "content": [{"type": "input_text", "text": "Bye."}]})
+            await connection.response.create()
+            await until(connection, "response.output_audio_transcript.delta")
+        left = time.perf_counter()
+        engine = next(s for s in recorder.streams if s.prompt == "Bye.")
+        while not engine.closed and time.perf_counter() - left < 5:
+            await asyncio.sleep(0.01)
+        return engine, time.perf_counter() - left
+
+    engine, seconds = asyncio.run(run())
+    assert engine.closed and engine.done is None, "the engine's stream ran on after the client left"
+    assert seconds < 1.0
+    assert recorder.open == 0
+
+
+def test_four_sessions_at_once_each_get_their_own_answer(base_url, recorder):
+    prompts = [f"Question number {n}: {word}?" for n, word in enumerate(["apples", "rivers", "stars", "trains"])]
+
+    async def one(prompt: str):
+        async with connect(base_url) as connection:
+            await manual_turns(connection, ["audio"])
+            return await text_turn(connection, prompt)
+
+    async def run():
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+    answers = asyncio.run(run())
+    assert len({a[-1].response.id for a in answers}) == 4
+    for prompt, events in zip(prompts, answers):
+        engine = next(s for s in recorder.streams if s.prompt == prompt)
+        transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+        assert transcript == engine.text and events[-1].response.status in ("completed", "incomplete")
+        np.testing.assert_array_equal(pcm(events), as_pcm16(np.concatenate(engine.audio)) if engine.audio
+                                      else np.zeros(0, np.int16))
