@@ -8,6 +8,8 @@
     python app.py --backend openai --api-base http://gpu-box:8000/v1   # a `vllm serve` / vLLM-Omni server
     python app.py --mcp                             # the API as MCP tools too: http://127.0.0.1:7860/gradio_api/mcp/
 
+The OpenAI Realtime protocol is served at ws://127.0.0.1:7860/v1/realtime (api/realtime).
+
 The official demo's command lines work too (`python app.py -c <ckpt> --use-transformers
 --generate-audio --flash-attn2`).
 """
@@ -262,6 +264,7 @@ def exit_cleanly_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import api
     from ui import build_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -273,7 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         demo = build_demo(backend, args.feedback_file, compare_with)
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
-        demo.queue(**queue_settings(backend.info)).launch(**launch_settings(args))
+        settings = launch_settings(args)
+        # /v1/realtime on the same server and port (api/); behind a login it refuses everyone until it takes one.
+        routes = api.app_kwargs(backend, login_required=settings["auth"] is not None)
+        demo.queue(**queue_settings(backend.info)).launch(**settings, app_kwargs=routes)
 
 
 if __name__ == "__main__":
