@@ -27,7 +27,7 @@ RATINGS_A = ("good", "wrong")
 CSV_COLUMNS = ["id", "prompt", "media", "media_sha256", "system_prompt", "reference", "answer_a", "answer_b",
                "rating", "comment", "a_first_token_s", "a_first_audio_s", "a_tokens_per_s", "a_finish_reason",
                "a_error", "b_first_token_s", "b_first_audio_s", "b_tokens_per_s", "b_finish_reason", "b_error", "setup_a", "setup_b",
-               "model_a", "backend_a", "model_b", "backend_b", "app_version"]
+               "model_a", "backend_a", "model_b", "backend_b", "app_version", "media_unreadable", "row"]
 
 
 @dataclass
@@ -68,6 +68,8 @@ class EvalRun:
     """"A"/"B" → {"model":…, "backend":…} of the engine that answered that side."""
     folder: str | None = None
     """The answers' speech files; removed with the session."""
+    notes: list[Message] = field(default_factory=list)
+    """What the user should know about the run as a whole (an import's speech left out…), shown with its status."""
 
     @property
     def two_sides(self) -> bool:
@@ -98,8 +100,10 @@ def export_records(run: EvalRun) -> list[dict]:
     records = []
     for row in run.rows:
         p = row.prompt
-        record = {"id": p.id, "prompt": p.text, "media": list(p.media),
-                  "media_sha256": [file_hash(path) for path in p.paths] if p.paths else [],
+        hashes = [file_hash(path) for path in p.paths]
+        record = {"id": p.id, "row": p.row, "prompt": p.text, "media": list(p.media), "media_sha256": hashes,
+                  "media_unreadable": [f"{name} ({_unreadable(path)})" for name, path, sha in
+                                       zip(p.media, p.paths, hashes) if sha is None],
                   "system_prompt": p.system_prompt, "reference": p.reference, "problem": p.problem,
                   "rating": row.rating, "comment": row.comment,
                   "setup_a": asdict(run.setup_a), "setup_b": asdict(run.setup_b) if run.setup_b else None,
@@ -109,7 +113,7 @@ def export_records(run: EvalRun) -> list[dict]:
             record[f"model_{side}"], record[f"backend_{side}"] = engine.get("model"), engine.get("backend")
             record[f"answer_{side}"] = _exported(answer) if answer else None
             if answer and answer.audio:
-                record[f"answer_{side}"]["audio"] = f"audio/{audio_name(p.id, side)}"
+                record[f"answer_{side}"]["audio"] = f"audio/{audio_name(p, side)}"
         records.append(record)
     return records
 
@@ -132,7 +136,7 @@ def write_exports(run: EvalRun, folder: Path) -> list[str]:
         for row in run.rows:
             for side, answer in (("a", row.a), ("b", row.b)):
                 if answer and answer.audio and Path(answer.audio).is_file():
-                    out.write(answer.audio, f"audio/{audio_name(row.prompt.id, side)}")
+                    out.write(answer.audio, f"audio/{audio_name(row.prompt, side)}")
     return [str(table), str(jsonl), str(archive)]
 
 
@@ -140,6 +144,7 @@ def _csv_row(record: dict) -> dict:
     row = {k: record.get(k) for k in CSV_COLUMNS}
     row["media"] = ";".join(record["media"])
     row["media_sha256"] = ";".join(h or "" for h in record["media_sha256"])
+    row["media_unreadable"] = ";".join(record["media_unreadable"])
     for side in "ab":
         answer = record[f"answer_{side}"] or {}
         row[f"answer_{side}"] = answer.get("text", "")
@@ -149,9 +154,20 @@ def _csv_row(record: dict) -> dict:
     return row
 
 
-def audio_name(row_id: str, side: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in row_id)
-    return f"{safe}-{side.upper()}.wav"
+def audio_name(prompt: Prompt, side: str) -> str:
+    """The file of a row's spoken answer: its row number (unique in a run; ids such as ``q 1`` and ``q?1`` would
+    share a name) and its id, readable and short enough for any file system."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in prompt.id[:40])
+    return f"{prompt.row:04d}-{safe}-{side.upper()}.wav"
+
+
+def _unreadable(path: str) -> str:
+    """Why a medium of the run can't be hashed now (it was removed, or can't be opened)."""
+    try:
+        with open(path, "rb"):
+            return "unreadable"
+    except OSError as err:
+        return f"can't be read: {err.__class__.__name__}"
 
 
 def _exported(answer: Answer) -> dict:

@@ -47,10 +47,10 @@ async def answer_row(run: EvalRun, row: EvalRow, engines: dict[str, Backend]) ->
     folder = Path(run.folder)
     if row.a is None:
         row.a = await answer(engines[run.setup_a.engine], run.setup_a, row.prompt,
-                             folder / audio_name(row.prompt.id, "a"))
+                             folder / audio_name(row.prompt, "a"))
     if run.setup_b is not None and row.b is None:
         row.b = await answer(engines[run.setup_b.engine], run.setup_b, row.prompt,
-                             folder / audio_name(row.prompt.id, "b"))
+                             folder / audio_name(row.prompt, "b"))
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
