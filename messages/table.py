@@ -263,6 +263,18 @@ TABLE: dict[str, tuple[str, str]] = {
     "evaluate.not_answered": ("(not answered yet)", "（尚未回答）"),
     "evaluate.row_problem": ("row {row}: {problem}", "第 {row} 行：{problem}"),
     "evaluate.cut": ("{sides}: max tokens", "{sides}：达到最大生成长度"),
+    "evaluate.resuming_own_setups": ("Resuming: {count} rows left, with the run's own set-ups (the ones shown now "
+                                     "differ: {fields}; 🗑 New run starts anew with them).",
+                                     "继续运行：剩余 {count} 行，沿用本次评测的配置（当前显示的配置不同：{fields}；"
+                                     "🗑 新的评测 会用它们重新开始）。"),
+    "evaluate.replaced": ("A different sheet starts a new run: the previous one's {count} rows not answered are "
+                          "dropped.", "不同的表格会开始新的评测：上一次评测中未回答的 {count} 行已舍弃。"),
+    "evaluate.renamed_ids": ("Rows {rows} repeat an earlier row's id, so each is named id#row.",
+                             "第 {rows} 行的 id 与前面的行重复，已改名为 id#行号。"),
+    "evaluate.cant_run_here": ("{reason} Rate and export it here; its rows left can't be answered on this server.",
+                               "{reason} 可以在这里评分和导出；但剩余的行无法在此服务器上回答。"),
+    "evaluate.cant_resume": ("{reason} 🗑 New run starts anew with the set-ups shown.",
+                             "{reason} 🗑 新的评测 会用当前显示的配置重新开始。"),
     # The MCP tools (ui/tools/)
     "tools.no_conversation": ("No conversation {id}: no such id, or it ended (unused for hours, or the app "
                               "restarted). Start a new one with chat and no conversation_id.",

@@ -121,6 +121,10 @@ ZH.update({
     "Answers fill the table as they finish; pick a row to listen and rate it.":
         "用一组提示评测模型并评判回答：一个 **.csv** 或 **.jsonl** 表格（列 `id`、`prompt`、`media`，可选 "
         "`system_prompt`、`reference`），以及它用到的媒体文件或其 .zip。回答完成后逐行填入表格；选中一行即可收听并评分。",
+    "▶ Run after ⏹ Stop or an import answers only the rows left, with the run's own set-ups, and finds a row's "
+    "missing files among those added since; a different sheet starts a new run.":
+        "在 ⏹ 停止 或导入之后，▶ 运行 只回答剩余的行，沿用本次评测自己的配置，并在新添加的文件中查找某行缺少的文件；"
+        "换一个表格则开始新的评测。",
     "Prompt sheet and its media (files or a .zip)": "提示表格及其媒体（文件或 .zip）",
     "Load the example set": "载入示例集",
     "⬆ Import results": "⬆ 导入结果",

@@ -17,11 +17,12 @@ import gradio as gr
 from backends.base import Backend
 from messages import Message
 from ui import examples
-from ui.evaluate.importing import import_run
+from ui.evaluate.importing import ResultsError, import_run
 from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRow, EvalRun, write_exports
 from ui.evaluate.runner import answer_row
-from ui.evaluate.setup import Setup
-from ui.evaluate.sheet import SheetError, media_index, read_prompts, resolve
+from ui.evaluate.setup import RANGES, Setup, SetupError, check_setup, unavailable
+from ui.evaluate.sheet import SheetError
+from ui.evaluate.start import start
 from ui.i18n import fixed_text, t
 from ui.messages import language_of, to_english, translator
 from ui.scratch import session_folder
@@ -33,6 +34,11 @@ TABLE_COLUMNS = ["id", "prompt", "media", "answer A", "answer B", "timings A", "
 INTRO = ("Run a prompt set through the model and judge the answers: a **.csv** or **.jsonl** sheet (columns `id`, "
          "`prompt`, `media`, and optionally `system_prompt`, `reference`) with its media files or a .zip of them. "
          "Answers fill the table as they finish; pick a row to listen and rate it.")
+RESUME_NOTE = ("▶ Run after ⏹ Stop or an import answers only the rows left, with the run's own set-ups, and finds a "
+               "row's missing files among those added since; a different sheet starts a new run.")
+IMPORT_QUEUE = "evaluate-import"
+IMPORTS_AT_ONCE = 2
+"""Imports read and check a file of up to 128 MB each: a few at a time, not one per request thread."""
 
 
 def setup_controls(side: str, engines: list[tuple[str, str]], speakers: tuple[str, ...], random_weights: bool):
@@ -45,20 +51,32 @@ def setup_controls(side: str, engines: list[tuple[str, str]], speakers: tuple[st
     speaker = gr.Dropdown(list(speakers) or [""], value=(voices or list(speakers) or [""])[0],
                           label=t(f"Speaker {side}"), visible=bool(speakers))
     system_prompt = gr.Textbox("", label=t("System prompt"), lines=2, placeholder=t("(none)"))
+    default = Setup(max_new_tokens=64) if random_weights else Setup()
+
+    def slider(name: str, label: str) -> gr.Slider:
+        bounds = RANGES[name]
+        return gr.Slider(bounds.low, bounds.high, getattr(default, name), step=bounds.step, label=t(label),
+                         elem_id=f"eval-{name}-{side.lower()}")
+
     with gr.Row():
-        temperature = gr.Slider(0.0, 2.0, 0.7, step=0.05, label=t("Temperature (0 = greedy)"))
-        top_p = gr.Slider(0.05, 1.0, 0.8, step=0.05, label=t("Top-p"))
-        top_k = gr.Slider(1, 200, 20, step=1, label=t("Top-k"))
+        temperature = slider("temperature", "Temperature (0 = greedy)")
+        top_p = slider("top_p", "Top-p")
+        top_k = slider("top_k", "Top-k")
     with gr.Row():
-        max_tokens = gr.Slider(1, 8192, 64 if random_weights else 1024, step=1, label=t("Max new tokens"))
-        seed = gr.Number(0, label=t(f"Seed {side}"), precision=0, info=t("-1 = random"))
+        max_tokens = slider("max_new_tokens", "Max new tokens")
+        seed = gr.Number(0, label=t(f"Seed {side}"), precision=0, info=t("-1 = random"), minimum=-1,
+                         maximum=RANGES["seed"].high, elem_id=f"eval-seed-{side.lower()}")
         speech = gr.Checkbox(bool(speakers), label=t("Speak the reply"), interactive=bool(speakers))
     return [engine, speaker, system_prompt, temperature, top_p, top_k, max_tokens, seed, speech]
 
 
-def make_setup(engine, speaker, system_prompt, temperature, top_p, top_k, max_tokens, seed, speech) -> Setup:
-    return Setup(engine or "app", speaker or None, system_prompt or "", float(temperature), float(top_p), int(top_k),
-                 int(max_tokens), None if seed is None or int(seed) < 0 else int(seed), bool(speech))
+def make_setup(engine, speaker, system_prompt, temperature, top_p, top_k, max_tokens, seed, speech,
+               side: str = "A") -> Setup:
+    """The set-up the controls show; ``SetupError`` for a value they don't offer (a tool call can send any)."""
+    random_seed = seed is None or (isinstance(seed, (int, float)) and seed < 0)
+    return check_setup({"engine": engine or "app", "speaker": speaker or None, "system_prompt": system_prompt or "",
+                        "temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_tokens,
+                        "seed": None if random_seed else seed, "speech": bool(speech)}, f"setup_{side.lower()}")
 
 
 def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe:
@@ -70,6 +88,7 @@ def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe
     session = gr.State(EvalRun(), time_to_live=SESSION_TTL_S, delete_callback=EvalRun.close)
 
     gr.Markdown(t(INTRO))
+    gr.Markdown(t(RESUME_NOTE))
     with gr.Row():
         sheet_files = gr.File(label=t("Prompt sheet and its media (files or a .zip)"), file_count="multiple",
                               file_types=[".csv", ".jsonl", ".zip", "image", "audio", "video"], type="filepath",
@@ -116,37 +135,33 @@ def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe
                        top_p_a, top_k_a, max_tokens_a, seed_a, speech_a, use_b: bool, engine_b, speaker_b,
                        system_b, temperature_b, top_p_b, top_k_b, max_tokens_b, seed_b, speech_b,
                        http_request: gr.Request):
-        """Run every row not done yet: a new run from the sheet, or the rest of a stopped or imported one."""
+        """Run every row not done yet: the rest of a stopped or imported run, or a new run from the sheet
+        (``ui.evaluate.start`` says which)."""
         say = translator(http_request)
-        files = list(files or [])
-        if run.pending():
-            note = say(Message("evaluate.resuming", {"count": len(run.pending())}))
-            await asyncio.to_thread(_resolve_media, run, files)
-        else:
-            run.close()
-            run.rows.clear()
-            run.setup_a = make_setup(engine_a, speaker_a, system_a, temperature_a, top_p_a, top_k_a, max_tokens_a,
-                                     seed_a, speech_a)
-            run.setup_b = make_setup(engine_b, speaker_b, system_b, temperature_b, top_p_b, top_k_b, max_tokens_b,
-                                     seed_b, speech_b) if use_b else None
-            try:
-                prompts = await asyncio.to_thread(read_prompts, files, Path(_folder(run)) / "media")
-            except SheetError as err:
-                raise gr.Error(say(err)) from err
-            run.rows.extend(EvalRow(prompt) for prompt in prompts)
-            note = ""
+        try:
+            setup_a = make_setup(engine_a, speaker_a, system_a, temperature_a, top_p_a, top_k_a, max_tokens_a,
+                                 seed_a, speech_a, "A")
+            setup_b = make_setup(engine_b, speaker_b, system_b, temperature_b, top_p_b, top_k_b, max_tokens_b,
+                                 seed_b, speech_b, "B") if use_b else None
+            notes = await asyncio.to_thread(start, run, list(files or []), setup_a, setup_b, engines)
+        except (SheetError, SetupError) as err:
+            raise gr.Error(say(err.msg)) from err
         for side, setup in (("A", run.setup_a), ("B", run.setup_b)):
             if setup is not None:
                 chosen = engines.get(setup.engine) or backend
                 run.engines[side] = {"model": chosen.info.model, "backend": chosen.info.backend}
-        yield _view(run, http_request, note or say(Message("evaluate.running")))
+
+        def status(message: Message) -> str:  # the run's notes stay in view while its rows are answered
+            return " ".join(say(note) for note in [*notes, message])
+
+        yield _view(run, http_request, status(Message("evaluate.running")))
         for row in run.pending():
             if row.prompt.problem:
                 continue
-            yield _view(run, http_request, say(Message("evaluate.answering", {"row": row.prompt.id})))
+            yield _view(run, http_request, status(Message("evaluate.answering", {"row": row.prompt.id})))
             await answer_row(run, row, engines)
-            yield _view(run, http_request, say(Message("evaluate.row_done", {"row": row.prompt.id})))
-        yield _view(run, http_request, say(Message("evaluate.all_done")))
+            yield _view(run, http_request, status(Message("evaluate.row_done", {"row": row.prompt.id})))
+        yield _view(run, http_request, status(Message("evaluate.all_done")))
 
     def stopped(run: EvalRun, http_request: gr.Request):
         say = translator(http_request)
@@ -197,12 +212,16 @@ def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe
         if not file:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            imported = import_run(file, Path(session_folder("omni-eval-")))
-        except (ValueError, OSError, KeyError, TypeError) as err:
-            raise gr.Error(say(Message("evaluate.cant_import", {"cause": str(err)}))) from err
+            imported = import_run(file, Path(session_folder("omni-eval-")))  # a refused one leaves no folder
+        except ResultsError as err:
+            raise gr.Error(say(Message("evaluate.cant_import", {"cause": err.msg}))) from err
         run.close()
-        note = say(Message("evaluate.imported", {"count": len(imported.rows), "left": len(imported.pending())}))
-        return imported, *_view(imported, http_request, note)[1:]
+        notes = [Message("evaluate.imported", {"count": len(imported.rows), "left": len(imported.pending())}),
+                 *imported.notes]
+        for side, setup in (("A", imported.setup_a), ("B", imported.setup_b)):
+            if setup is not None and (problem := unavailable(setup, side, engines)):
+                notes.append(Message("evaluate.cant_run_here", {"reason": problem}))
+        return imported, *_view(imported, http_request, " ".join(say(note) for note in notes))[1:]
 
     # Wiring: the run streams its rows; Stop cancels it at once and keeps what is done.
     view = [session, table, progress, status, row_choice]
@@ -222,7 +241,8 @@ def build(backend: Backend, compare_with: Backend | None = None) -> gr.Dataframe
     gr.on([comment.input, comment.blur, comment.submit], rate, [session, row_choice, rating, comment],
           [session, table], api_visibility="private", queue=False)
     export_button.click(export, session, exported, api_name="evaluate_export", queue=False)
-    import_button.upload(import_, [import_button, session], view, api_name="evaluate_import", queue=False)
+    import_button.upload(import_, [import_button, session], view, api_name="evaluate_import",
+                         concurrency_id=IMPORT_QUEUE, concurrency_limit=IMPORTS_AT_ONCE)
     return table
 
 
@@ -234,15 +254,6 @@ def _folder(run: EvalRun) -> str:
     if run.folder is None:
         run.folder = session_folder("omni-eval-")
     return run.folder
-
-
-def _resolve_media(run: EvalRun, files: list[str]) -> None:
-    """Rows imported without their files find them among the files given now."""
-    if any(row.prompt.media and not row.prompt.paths for row in run.pending()):
-        media = media_index(files, Path(_folder(run)) / "media")
-        for row in run.pending():
-            if row.prompt.media and not row.prompt.paths:
-                row.prompt = resolve(row.prompt, media)
 
 
 def _selected_id(run: EvalRun, event: gr.SelectData):
