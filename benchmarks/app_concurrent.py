@@ -120,27 +120,6 @@ def client_process(url: str, audio: str, image: str, max_tokens: int, jobs, resu
         results.put(reports)
 
 
-def build_backend(args):
-    from backends.checkpoints import Checkpoint, resolve_checkpoint
-    from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend
-    from backends.transformers.loading import load_model
-    from backends.transformers.options import TransformersOptions
-    from benchmarks.speech_latency import SPEECH_FRAMES, full_size_model
-
-    options = TransformersOptions(batch_slots=args.batch_slots, encoder_cache_mb=0,
-                                  static_cache_tokens=args.static_cache_tokens,
-                                  max_speech_seconds=SPEECH_FRAMES / 12.5)
-    if args.full_size:
-        tiny_path = ensure_tiny_checkpoint("instruct")
-        checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
-        loaded = full_size_model(tiny_path)
-    else:
-        checkpoint = resolve_checkpoint("tiny")
-        loaded = load_model(checkpoint, options)
-    return TransformersBackend(checkpoint, options, loaded=loaded)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-size", action="store_true")
@@ -153,14 +132,14 @@ def main() -> None:
     import logging
 
     import app
-    from benchmarks.concurrent_speech import percentile
+    from benchmarks.concurrent_speech import benchmark_backend, percentile
     from benchmarks.speech_latency import TEXT_TOKENS, make_prompt_files
     from ui import build_demo, queue_settings
 
     logging.basicConfig(format="  %(message)s")
 
     started = time.perf_counter()
-    inner = build_backend(args)
+    inner = benchmark_backend(args.full_size, args.batch_slots, args.static_cache_tokens)
     print(f"model ready in {time.perf_counter() - started:.1f} s on {inner.info.device}", flush=True)
     warm = inner.warm_up()
     print("warm-up:", {k: round(v, 1) for k, v in (warm or {}).items()}, flush=True)

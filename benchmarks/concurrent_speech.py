@@ -93,6 +93,27 @@ def row(name: str, path: str, replies: list[dict], wall: float, peak: float) -> 
             f"{tokens / wall:.0f} | {wall:.2f} s | {peak:.1f} GB | {errors} |")
 
 
+def benchmark_backend(full_size: bool, batch_slots: int, static_cache_tokens: int):
+    """A TransformersBackend with ``batch_slots`` slots: the full-size random model (GPU) or the tiny one; each
+    reply speaks speech_latency.py's SPEECH_FRAMES at most."""
+    from backends.checkpoints import Checkpoint, resolve_checkpoint
+    from backends.checkpoints.tiny import ensure_tiny_checkpoint
+    from backends.transformers.backend import TransformersBackend
+    from backends.transformers.loading import load_model
+    from backends.transformers.options import TransformersOptions
+
+    options = TransformersOptions(batch_slots=batch_slots, encoder_cache_mb=0, static_cache_tokens=static_cache_tokens,
+                                  max_speech_seconds=SPEECH_FRAMES / 12.5)
+    if full_size:
+        tiny_path = ensure_tiny_checkpoint("instruct")
+        checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
+        loaded = full_size_model(tiny_path)
+    else:
+        checkpoint = resolve_checkpoint("tiny")
+        loaded = load_model(checkpoint, options)
+    return TransformersBackend(checkpoint, options, loaded=loaded)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-size", action="store_true")
@@ -110,24 +131,8 @@ def main() -> None:
     logging.basicConfig(format="  %(message)s")
     for name in ("backends.transformers.backend", "backends.transformers.batched"):
         logging.getLogger(name).setLevel(logging.INFO)
-    from backends.checkpoints import Checkpoint, resolve_checkpoint
-    from backends.checkpoints.tiny import ensure_tiny_checkpoint
-    from backends.transformers.backend import TransformersBackend
-    from backends.transformers.loading import load_model
-    from backends.transformers.options import TransformersOptions
-
     started = time.perf_counter()
-    options = TransformersOptions(batch_slots=args.batch_slots, encoder_cache_mb=0,
-                                  static_cache_tokens=args.static_cache_tokens,
-                                  max_speech_seconds=SPEECH_FRAMES / 12.5)
-    if args.full_size:
-        tiny_path = ensure_tiny_checkpoint("instruct")
-        checkpoint = Checkpoint("full-size random Qwen3-Omni-30B-A3B-Instruct", str(tiny_path), random_weights=True)
-        loaded = full_size_model(tiny_path)
-    else:
-        checkpoint = resolve_checkpoint("tiny")
-        loaded = load_model(checkpoint, options)
-    backend = TransformersBackend(checkpoint, options, loaded=loaded)
+    backend = benchmark_backend(args.full_size, args.batch_slots, args.static_cache_tokens)
     print(f"model ready in {time.perf_counter() - started:.1f} s on {backend.info.device}", flush=True)
     warm = backend.warm_up()
     print("warm-up:", {k: round(v, 1) for k, v in warm.items()}, flush=True)
