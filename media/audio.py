@@ -71,7 +71,6 @@ def decode_audio_track(path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray
         container = av.open(str(path))
     except (av.FFmpegError, OSError):
         return None
-    sink = None
     with container:
         if not container.streams.audio:
             return None

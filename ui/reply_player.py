@@ -8,16 +8,15 @@ versions it was written for (``ui.gradio_fixes.GRADIO_VERSIONS``); on others the
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
-import wave
 
 import gradio as gr
 
 from backends.events import OUTPUT_SAMPLE_RATE
 from ui.gradio_fixes import written_for_this_gradio
+from ui.streaming import EMPTY_AUDIO
 
 try:
     import gradio.components.audio as gradio_audio
@@ -100,19 +99,17 @@ class ReplyAudio(gr.Audio):
             return None
         encoder = slot.encoder
         first = encoder is None
-        wav = read_wav(data)
+        nudge = data == EMPTY_AUDIO  # no audio: Gradio would hand a WAV of no frames to ffmpeg, a process a nudge
         if first:
-            if wav is not None and not wav[2]:
-                return None  # no audio yet: the next chunk starts the stream
-            sample_rate, channels, pcm = wav or decode_to_pcm(data)
+            if nudge:
+                return None  # the next chunk starts the stream
+            sample_rate, channels, pcm = decode_to_pcm(data)
             encoder = ENCODERS.take(sample_rate, channels)
             if not slot.attach(encoder):
                 encoder.close()
                 return None
-        elif wav is not None and wav[:2] == (encoder.sample_rate, encoder.channels):
-            pcm = wav[2]
         else:
-            _, _, pcm = decode_to_pcm(data, encoder.sample_rate, encoder.channels)
+            pcm = b"" if nudge else decode_to_pcm(data, encoder.sample_rate, encoder.channels)[2]
         encoder.feed(pcm)
         frames = encoder.take()
         if first and frames:
@@ -122,24 +119,6 @@ class ReplyAudio(gr.Audio):
             while len(frames) < expected and (left := deadline - time.monotonic()) > 0:
                 frames += encoder.take(timeout=min(left, 0.005))
         return segment_from_frames(encoder, frames)
-
-
-def read_wav(data: bytes) -> tuple[int, int, bytes] | None:
-    """(sample rate, channels, PCM) of 16-bit PCM WAV bytes (the app's chunks: ui.streaming.wav_bytes), with
-    no process started; None for anything else. An empty one is no audio: Gradio's reader leaves WAVs of no
-    frames to ffmpeg (a stream's header may not know its length), a process per nudge."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    try:
-        with wave.open(io.BytesIO(data), "rb") as reader:
-            if reader.getsampwidth() != 2 or reader.getcomptype() != "NONE":
-                return None
-            pcm = reader.readframes(reader.getnframes())
-            if len(pcm) != reader.getnframes() * 2 * reader.getnchannels() or (not pcm and len(data) > 44):
-                return None  # the header's length is wrong: ffmpeg reads what is there
-            return reader.getframerate(), reader.getnchannels(), pcm
-    except (wave.Error, EOFError):
-        return None
 
 
 def reply_player(label: str, **kwargs) -> gr.Audio:
