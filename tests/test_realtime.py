@@ -28,6 +28,7 @@ OUTPUT_RATE = 24_000
 @dataclass
 class Stream:
     prompt: str
+    request: object = None
     text: str = ""
     audio: list[np.ndarray] = field(default_factory=list)
     done: str | None = None
@@ -45,7 +46,7 @@ class Recorder(Backend):
         return sum(not s.closed for s in self.streams)
 
     async def stream(self, request):
-        record = Stream(request.turns[-1].text)
+        record = Stream(request.turns[-1].text, request)
         self.streams.append(record)
         try:
             async for event in self.inner.stream(request):
@@ -236,6 +237,46 @@ def test_cancel_mid_reply_stops_the_engine_and_the_session_goes_on(base_url, rec
     assert again[-1].response.status in ("completed", "incomplete")
 
 
+def test_truncating_a_spoken_reply_keeps_only_what_was_heard(base_url, recorder):
+    """The client played part of a reply (the user talked over the rest): the next turn's history holds only the
+    text that part said."""
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection, ["audio"])
+            spoken = await text_turn(connection, "Tell me a long story.")
+            item, played_ms = spoken[-1].response.output[0].id, len(pcm(spoken)) * 1000 // OUTPUT_RATE
+            refused = {}
+            for name, fields in {"past the end": dict(item_id=item, audio_end_ms=played_ms + 1000),
+                                 "unknown item": dict(item_id="item_nope", audio_end_ms=0)}.items():
+                await connection.conversation.item.truncate(content_index=0, **fields)
+                refused[name] = (await until(connection, "error"))[-1].error.code
+            await connection.conversation.item.truncate(item_id=item, content_index=0, audio_end_ms=played_ms // 2)
+            truncated = (await until(connection, "conversation.item.truncated"))[-1]
+            await text_turn(connection, "Continue, please.")
+            return spoken, played_ms, refused, truncated
+
+    spoken, played_ms, refused, truncated = asyncio.run(run())
+    assert played_ms > 0 and refused == {"past the end": "invalid_value", "unknown item": "item_not_found"}
+    assert truncated.item_id == spoken[-1].response.output[0].id and truncated.audio_end_ms == played_ms // 2
+    said = spoken[-1].response.output[0].content[0].transcript
+    history = next(s for s in recorder.streams if s.prompt == "Continue, please.").request.turns
+    kept = history[-2].text
+    assert history[-2].role == "assistant" and len(said) > 4
+    assert said.startswith(kept) and len(kept) <= len(said) // 2 + 1, (said, kept)
+
+
+@pytest.mark.parametrize(("text", "spoken", "fraction", "heard"), [
+    ("Hello there, my friend.", 23, 0.6, "Hello there,"),  # 0.6 of it ends in "m": the broken word goes
+    ("Hello there, my friend.", 12, 1.0, "Hello there,"),  # the speech covered only what was written by then
+    ("你好，我是通义千问。", 10, 0.5, "你好，我是"),  # no spaces: cut at the character
+    ("Hello.", 6, 0.0, ""),
+])
+def test_the_heard_part_of_a_reply(text, spoken, fraction, heard):
+    from api.realtime.session import heard_text
+
+    assert heard_text(text, spoken, fraction) == heard
+
+
 def test_talking_over_a_reply_cancels_it_and_is_answered_next(base_url, recorder, speech):
     """Barge-in, at 16 kHz input (SGLang-Omni's rate, declared in the session)."""
     async def run():
@@ -327,8 +368,9 @@ def test_a_client_that_leaves_mid_reply_frees_its_engine_work(base_url, recorder
     assert recorder.open == 0
 
 
-def test_four_sessions_at_once_each_get_their_own_answer(base_url, recorder):
-    prompts = [f"Question number {n}: {word}?" for n, word in enumerate(["apples", "rivers", "stars", "trains"])]
+def test_eight_sessions_at_once_each_get_their_own_answer(base_url, recorder):
+    words = ["apples", "rivers", "stars", "trains", "clouds", "violins", "deserts", "lanterns"]
+    prompts = [f"Question number {n}: {word}?" for n, word in enumerate(words)]
 
     async def one(prompt: str):
         async with connect(base_url) as connection:
@@ -339,7 +381,7 @@ def test_four_sessions_at_once_each_get_their_own_answer(base_url, recorder):
         return await asyncio.gather(*(one(p) for p in prompts))
 
     answers = asyncio.run(run())
-    assert len({a[-1].response.id for a in answers}) == 4
+    assert len({a[-1].response.id for a in answers}) == 8
     for prompt, events in zip(prompts, answers):
         engine = next(s for s in recorder.streams if s.prompt == prompt)
         transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")

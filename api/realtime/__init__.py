@@ -16,11 +16,12 @@ engine batches them). Event flow:
 - ``input_audio_buffer.append`` → with server VAD (``listening.py``, silero): ``speech_started`` (barge-in: a
   response in progress is cancelled), ``speech_stopped``, ``committed``, ``conversation.item.added``/``done``,
   then a response. Without VAD the client ``commit``s and asks ``response.create``.
-- ``conversation.item.create`` (input_text, input_audio, input_image parts), ``conversation.item.delete``.
+- ``conversation.item.create`` (input_text, input_audio, input_image parts), ``conversation.item.delete``,
+  ``conversation.item.truncate`` (a spoken reply keeps the text of the part the client played).
 - ``response.create`` → ``response.created`` … deltas … ``response.done`` (``response.py``); ``response.cancel``.
 - Anything refused → an ``error`` event with a code (``protocol.Refusal``), and the session goes on.
 
-Not served yet: ``conversation.item.truncate``/``retrieve``, ``output_audio_buffer.clear``, ``semantic_vad``,
+Not served yet: ``conversation.item.retrieve``, ``output_audio_buffer.clear``, ``semantic_vad``,
 out-of-band responses, tools, input transcription, a login on the socket.
 """
 

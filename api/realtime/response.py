@@ -56,6 +56,8 @@ class Response:
         self.ended = False
         self.text = ""
         self.audio_samples = 0
+        self.spoken_chars = 0
+        """How much of ``text`` the audio so far can cover: the talker speaks only text already written."""
         self.status = "in_progress"
         self.cancel_reason = "client_cancelled"
         """Why a cancel came: ``client_cancelled`` (response.cancel, a closed client) or ``turn_detected``."""
@@ -136,6 +138,7 @@ class Response:
             return
         self.first_audio_at = self.first_audio_at or time.perf_counter()
         self.audio_samples += len(samples)
+        self.spoken_chars = len(self.text)
         await self._send(ResponseAudioDeltaEvent(
             type="response.output_audio.delta", event_id=new_id("event"), response_id=self.id, item_id=self.item_id,
             output_index=0, content_index=0, delta=encode_pcm16(samples)))

@@ -21,6 +21,7 @@ from typing import Any
 import pydantic
 import soundfile
 from openai.types.realtime import (ConversationItemAdded, ConversationItemDeletedEvent, ConversationItemDone,
+                                   ConversationItemTruncatedEvent,
                                    InputAudioBufferClearedEvent, InputAudioBufferCommittedEvent,
                                    InputAudioBufferSpeechStartedEvent, InputAudioBufferSpeechStoppedEvent,
                                    RealtimeConversationItemUserMessage, SessionCreatedEvent, SessionUpdatedEvent)
@@ -31,6 +32,7 @@ from api.realtime.listening import Heard, InputAudio
 from api.realtime.protocol import Refusal, SessionConfig, decode_pcm16, new_id, parse_client_event
 from api.realtime.response import Response, Send
 from backends.base import Backend
+from backends.events import OUTPUT_SAMPLE_RATE
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,23 @@ class Item:
     turn: Turn | None = None
     system_text: str = ""
     files: tuple[str, ...] = ()
+    audio_ms: int = 0
+    """An assistant reply's speech, all of it the client was sent."""
+    spoken_chars: int = 0
+    """How much of its text that speech covers (``Response.spoken_chars``; all of it once the reply completed)."""
+
+
+def heard_text(text: str, spoken_chars: int, fraction: float) -> str:
+    """The part of a reply's ``text`` that ``fraction`` of its speech said: the speech covers the first
+    ``spoken_chars`` characters, evenly (an estimate: the engine's speech carries no word timings), ended at the
+    last whole word (or character, in scripts without spaces) within that."""
+    end = round(min(spoken_chars, len(text)) * fraction)
+    if end >= len(text):
+        return text
+    cut = text[:end]
+    if end and not text[end].isspace() and not text[end - 1].isspace() and " " in cut and text[end].isascii():
+        cut = cut[:cut.rfind(" ")]  # a word cut in half is dropped
+    return cut.rstrip()
 
 
 class RealtimeSession:
@@ -268,7 +287,30 @@ class RealtimeSession:
     async def _not_yet(self, event) -> None:
         raise Refusal("not_supported", f"{event.type} is not served yet.", param="type", event_id=event.event_id)
 
-    _on_conversation_item_retrieve = _on_conversation_item_truncate = _on_output_audio_buffer_clear = _not_yet
+    _on_conversation_item_retrieve = _on_output_audio_buffer_clear = _not_yet
+
+    async def _on_conversation_item_truncate(self, event) -> None:
+        """The client played ``audio_end_ms`` of a spoken reply (the user talked over the rest): the conversation
+        keeps only the text that speech said, so the model doesn't believe it said what nobody heard."""
+        eid = event.event_id
+        if self.response is not None and self.response.item_id == event.item_id:
+            await self.cancel_response("client_cancelled")  # truncating the reply being spoken ends it first
+        item = next((i for i in self.items if i.id == event.item_id), None)
+        if item is None or item.turn is None or item.turn.role != "assistant" or not item.audio_ms:
+            raise Refusal("item_not_found" if item is None else "invalid_value",
+                          f"No spoken assistant item {event.item_id} to truncate.", param="item_id", event_id=eid)
+        if event.content_index != 0:
+            raise Refusal("invalid_value", "A spoken reply has one content part, index 0.", param="content_index",
+                          event_id=eid)
+        if not 0 <= event.audio_end_ms <= item.audio_ms:
+            raise Refusal("invalid_value", f"audio_end_ms {event.audio_end_ms} is outside the reply's "
+                          f"{item.audio_ms} ms of audio.", param="audio_end_ms", event_id=eid)
+        item.turn = Turn.assistant(heard_text(item.turn.text, item.spoken_chars, event.audio_end_ms / item.audio_ms))
+        item.audio_ms = event.audio_end_ms
+        item.spoken_chars = len(item.turn.text)
+        await self.send(ConversationItemTruncatedEvent(
+            type="conversation.item.truncated", event_id=new_id("event"), item_id=item.id, content_index=0,
+            audio_end_ms=event.audio_end_ms))
 
     # -- responses ---------------------------------------------------------------------------------------------
 
@@ -309,7 +351,10 @@ class RealtimeSession:
 
     def _ended(self, response: Response) -> None:
         if response.text:  # what was said stays in the conversation, cut short or not
-            self.items.append(Item(response.item_id, Turn.assistant(response.text)))
+            spoken = len(response.text) if response.status == "completed" else response.spoken_chars
+            self.items.append(Item(response.item_id, Turn.assistant(response.text),
+                                   audio_ms=response.audio_samples * 1000 // OUTPUT_SAMPLE_RATE,
+                                   spoken_chars=spoken))
         if self.response is response:
             self.response, self._task = None, None
 
