@@ -290,4 +290,16 @@ TABLE: dict[str, tuple[str, str]] = {
     "tools.run_complete": ("Run {id} has every row answered: rate or export it, or start a new run without run_id.",
                            "评测 {id} 的每一行都已回答：可以评分或导出，或不带 run_id 开始新的评测。"),
     "tools.rating_choices": ("This run's rows are rated {ratings}.", "本次评测的行只能评为：{ratings}。"),
+    # Team studies (studies/, ui/evaluate/team*.py)
+    "studies.newer_schema": ("{file} was written by a newer version of the app (schema {version}; this one knows "
+                             "up to {known}): update the app, or give it another --data-dir.",
+                             "{file} 由更新版本的应用写入（结构版本 {version}；本应用最高支持 {known}）：请更新应用，"
+                             "或换一个 --data-dir。"),
+    "studies.no_study": ("No study {id}.", "没有研究 {id}。"),
+    "studies.no_pair": ("No pair {id} for you: ask for your next pair.", "你没有编号为 {id} 的对比：请获取下一组对比。"),
+    "studies.bad_choice": ("A vote is one of {choices}, not {choice}.", "投票只能是 {choices} 之一，而不是 {choice}。"),
+    "studies.comment_too_long": ("A comment takes at most {limit} characters.", "评论最多 {limit} 个字符。"),
+    "studies.no_rater": ("Type your name first: your votes and progress are kept under it.",
+                         "请先输入你的名字：你的投票和进度会保存在这个名字下。"),
+    "studies.rater_too_long": ("A rater's name takes at most {limit} characters.", "评分人名字最多 {limit} 个字符。"),
 }

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_PACKAGES = ("backends", "ui", "api", "turns", "media", "messages")
+APP_PACKAGES = ("backends", "ui", "api", "turns", "studies", "media", "messages")
 ENGINES = ("transformers", "vllm", "openai", "hybrid")
 TABS = ("chat", "live", "evaluate")
 
@@ -91,3 +91,15 @@ def test_no_tab_imports_another():
         return parts[1] if len(parts) > 1 and parts[0] == "ui" and parts[1] in TABS else None
 
     assert not broken(lambda m, t: tab_of(m) is not None and tab_of(t) not in (None, tab_of(m)))
+
+
+def test_team_studies_sit_on_the_contract_below_the_ui():
+    """``studies`` (the team studies' store, schedule, ranking and generation) takes only the backend contract,
+    ``media`` and ``messages``; the UI builds on it, no engine and not the realtime API imports it."""
+    def studies_rule(module, target):
+        allowed = target.startswith(CONTRACT) or target.split(".")[0] in ("studies", "media", "messages")
+        return module.startswith("studies") and not allowed
+
+    assert not broken(studies_rule)
+    assert not broken(lambda m, t: m.startswith(("backends", "api", "turns", "media", "messages"))
+                      and t.split(".")[0] == "studies")

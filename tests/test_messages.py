@@ -115,7 +115,8 @@ def _codes_in_source() -> tuple[set[str], set[str]]:
     namespaces = "|".join(sorted({code.split(".")[0] for code in TABLE if "." in code}))
     looks_like_code = re.compile(rf"^({namespaces})(\.[a-z_]+)+$")
     passed, others = set(), set()
-    files = [path for folder in ("backends", "media", "messages", "ui") for path in (ROOT / folder).rglob("*.py")]
+    files = [path for folder in ("backends", "media", "messages", "studies", "ui")
+             for path in (ROOT / folder).rglob("*.py")]
     for path in files + sorted(ROOT.glob("app*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Message" and node.args:

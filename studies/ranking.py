@@ -1,0 +1,167 @@
+"""The leaderboard: Bradley–Terry strengths with bootstrap intervals, the win-rate matrix, agreement between raters.
+
+Bradley–Terry: set-up i beats j with probability p_i / (p_i + p_j). A tie and a "both bad" count as half a win
+each way (as Chatbot Arena counts them), and every two set-ups are given ``PRIOR`` extra tied games, so a set-up
+that has never won (or never lost) still gets a finite strength and a few votes don't swing the board. The
+strengths are fitted by maximum likelihood (Newton's method on log-strengths) and shown on the Elo scale:
+``1000 + 400 · log10(p_i)``, with the p's geometric mean at 1 (a 120-point gap: the stronger wins 2 of 3).
+Intervals: the fit repeated on ``BOOTSTRAP`` resamples of the votes (a fixed seed, so a board doesn't jitter
+between two looks at the same votes), 2.5th to 97.5th percentile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from studies.records import Vote
+
+PRIOR = 1.0
+"""Tied games added between every two set-ups (a weak pull towards equal strengths)."""
+BOOTSTRAP = 200
+SCALE, BASE = 400 / np.log(10), 1000.0
+
+
+@dataclass(frozen=True)
+class Standing:
+    setup: int
+    score: float
+    """Elo scale."""
+    low: float | None
+    high: float | None
+    """The bootstrap interval (None with no votes)."""
+    votes: int
+    wins: int
+    losses: int
+    ties: int
+    both_bad: int
+
+    @property
+    def win_rate(self) -> float | None:
+        """Wins, with ties and both-bad as half, per vote."""
+        return (self.wins + 0.5 * (self.ties + self.both_bad)) / self.votes if self.votes else None
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    standings: tuple[Standing, ...]
+    """Best first."""
+    win_rates: tuple[tuple[float | None, ...], ...]
+    """[i][j]: how often set-up i beat j (ties and both-bad as half), over their votes; None where none."""
+    games: tuple[tuple[int, ...], ...]
+    """[i][j]: votes between i and j."""
+    votes: int
+    raters: int
+    agreement: float | None
+    """Of two raters who judged the same cell, how often they voted the same (None: no cell has two votes)."""
+    alpha: float | None
+    """Krippendorff's alpha (nominal) over those cells: 1 full agreement, 0 as by chance."""
+
+
+def wins_matrix(setups: int, outcomes: Sequence[tuple[int, int, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(wins[i, j]: i over j, ties as half; games[i, j]) from (low, high, result) outcomes."""
+    wins = np.zeros((setups, setups))
+    for low, high, result in outcomes:
+        if result == "low":
+            wins[low, high] += 1
+        elif result == "high":
+            wins[high, low] += 1
+        else:
+            wins[low, high] += 0.5
+            wins[high, low] += 0.5
+    return wins, wins + wins.T
+
+
+def bradley_terry(wins: np.ndarray, prior: float = PRIOR) -> np.ndarray:
+    """Log-strengths (natural log, mean 0) that maximise the likelihood of ``wins`` plus the prior's tied games."""
+    n = len(wins)
+    wins = wins + prior / 2 * (1 - np.eye(n))
+    games = wins + wins.T
+    total = wins.sum(axis=1)
+    theta = np.zeros(n)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(theta[None, :] - theta[:, None]))  # p[i, j]: i beats j
+        gradient = total - (games * p).sum(axis=1)
+        curvature = games * p * p.T
+        hessian = np.diag(curvature.sum(axis=1)) - curvature  # minus the log-likelihood's Hessian
+        step = np.linalg.lstsq(hessian + 1.0 / n, gradient, rcond=None)[0]  # + 1/n: no drift along a shift
+        theta = theta + step * min(1.0, 2.0 / max(np.abs(step).max(), 1e-12))  # damped: never overshoots far
+        theta -= theta.mean()
+        if np.abs(step).max() < 1e-10:
+            break
+    return theta
+
+
+def scores(theta: np.ndarray) -> np.ndarray:
+    return BASE + SCALE * theta
+
+
+def leaderboard(setups: int, votes: Sequence[Vote], prior: float = PRIOR, bootstrap: int = BOOTSTRAP,
+                seed: int = 0) -> Leaderboard:
+    outcomes = [vote.outcome for vote in votes]
+    wins, games = wins_matrix(setups, outcomes)
+    point = scores(bradley_terry(wins, prior))
+    intervals = _intervals(setups, outcomes, prior, bootstrap, seed)
+    standings = []
+    for i in range(setups):
+        mine = [o for o in outcomes if i in o[:2]]
+        won = sum(1 for low, high, r in mine if (r == "low" and low == i) or (r == "high" and high == i))
+        ties = sum(1 for *_, r in mine if r == "tie")
+        both_bad = sum(1 for *_, r in mine if r == "both_bad")
+        low, high = intervals[i] if intervals is not None else (None, None)
+        standings.append(Standing(i, float(point[i]), low, high, len(mine), won, len(mine) - won - ties - both_bad,
+                                  ties, both_bad))
+    standings.sort(key=lambda s: (-s.score, s.setup))
+    rates = tuple(tuple(float(wins[i, j] / games[i, j]) if games[i, j] else None for j in range(setups))
+                  for i in range(setups))
+    agreement, alpha = rater_agreement(votes)
+    return Leaderboard(tuple(standings), rates, tuple(tuple(int(g) for g in row) for row in games), len(votes),
+                       len({v.rater for v in votes}), agreement, alpha)
+
+
+def _intervals(setups: int, outcomes, prior: float, bootstrap: int, seed: int) -> list[tuple[float, float]] | None:
+    if not outcomes or bootstrap <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(bootstrap):
+        sample = [outcomes[k] for k in rng.integers(0, len(outcomes), len(outcomes))]
+        fits.append(scores(bradley_terry(wins_matrix(setups, sample)[0], prior)))
+    low, high = np.percentile(np.array(fits), [2.5, 97.5], axis=0)
+    return [(float(low[i]), float(high[i])) for i in range(setups)]
+
+
+def rater_agreement(votes: Sequence[Vote]) -> tuple[float | None, float | None]:
+    """(pairwise agreement, Krippendorff's alpha) over the cells (prompt and pair of set-ups) with two votes or more.
+    The value compared is the outcome whatever the sides were: the lower set-up won, the higher, tie, both bad."""
+    units: dict[tuple, list[str]] = {}
+    for vote in votes:
+        low, high, result = vote.outcome
+        units.setdefault((vote.prompt, low, high), []).append(result)
+    units = {cell: values for cell, values in units.items() if len(values) > 1}
+    if not units:
+        return None, None
+    agree = pairs = 0
+    for values in units.values():
+        for a in range(len(values)):
+            for b in range(a + 1, len(values)):
+                pairs += 1
+                agree += values[a] == values[b]
+    # Krippendorff's alpha, nominal: observed disagreement over the disagreement expected from the values' totals.
+    categories = sorted({v for values in units.values() for v in values})
+    index = {c: k for k, c in enumerate(categories)}
+    coincidence = np.zeros((len(categories), len(categories)))
+    for values in units.values():
+        m = len(values)
+        for a in range(m):
+            for b in range(m):
+                if a != b:
+                    coincidence[index[values[a]], index[values[b]]] += 1 / (m - 1)
+    n_c = coincidence.sum(axis=1)
+    n = n_c.sum()
+    observed = (coincidence.sum() - np.trace(coincidence)) / n
+    expected = (n * n - (n_c * n_c).sum()) / (n * (n - 1))
+    alpha = 1 - observed / expected if expected > 0 else None
+    return agree / pairs, (None if alpha is None else float(alpha))
