@@ -22,7 +22,7 @@ from backends.checkpoints import resolve_checkpoint
 from backends.events import AudioChunk, Error, Metrics, TextDelta
 from backends.request import ChatRequest, Sampling, Turn
 from backends.transformers.batched.engine import Prepared
-from backends.transformers.batched.loops import ThinkerJob
+from backends.transformers.batched.thinker_loop import ThinkerJob
 from tests.streams import audio_of, collect, errors_of, finish_of, text_of
 
 SLOT_TOKENS = 256

@@ -225,7 +225,7 @@ def test_hybrid_replies_spoken_together_equal_each_reply_alone(batched_hybrid, s
 
 
 def test_stop_during_batched_hybrid_speech_ends_the_row_and_frees_both_engines(batched_hybrid, engine, monkeypatch):
-    from backends.transformers.batched.loops import TalkerLoop
+    from backends.transformers.batched.talker_loop import TalkerLoop
 
     left: list[tuple[int, bool]] = []  # (frames made, spoken to its end) per row that left the talker's loop
     leave = TalkerLoop._leave

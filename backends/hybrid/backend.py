@@ -26,7 +26,8 @@ import media
 from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint
 from backends.conversation import PromptInputs, fit_off_loop, fit_to_context
-from backends.transformers.batched.loops import IDLE_WAIT_S, SpeakingRow, TalkerLoop
+from backends.transformers.batched.talker_loop import SpeakingRow, TalkerLoop
+from backends.transformers.batched.thinker_loop import IDLE_WAIT_S
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread, EngineUnavailable
 from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter

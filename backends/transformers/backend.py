@@ -23,7 +23,7 @@ from backends.base import Backend, BackendInfo
 from backends.checkpoints import Checkpoint, detect_kind
 from backends.conversation import fit_to_context
 from backends.transformers.batched.engine import BatchedEngine, Prepared
-from backends.transformers.batched.loops import ThinkerJob
+from backends.transformers.batched.thinker_loop import ThinkerJob
 from backends.transformers.batched.reply import BatchedReply, speaking_feed
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
 from backends.transformers.loading import (expected_batch_slots, expected_device, load_model, model_config,

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from backends.events import Done, Error, Event
-from backends.transformers.batched.loops import SpeakingRow, TalkerLoop, ThinkerJob, ThinkerLoop
+from backends.transformers.batched.talker_loop import SpeakingRow, TalkerLoop
+from backends.transformers.batched.thinker_loop import ThinkerJob, ThinkerLoop
 from backends.transformers.batched.talker import TalkerBatch
 from backends.transformers.batched.thinker import ThinkerBatch
 from backends.transformers.engine_thread import HEALTH_CHECK_S

@@ -17,7 +17,8 @@ from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.transformers.batched.engine import Prepared
-from backends.transformers.batched.loops import SpeakingRow, ThinkerJob
+from backends.transformers.batched.talker_loop import SpeakingRow
+from backends.transformers.batched.thinker_loop import ThinkerJob
 from backends.transformers.reply_text import TextStreamer, finish_reason, reply_metrics
 from backends.transformers.speech import SpeechRun, Talker, TextFeed
 from backends.transformers.thinker_decoder import ThinkerSampling
