@@ -296,6 +296,10 @@ TABLE: dict[str, tuple[str, str]] = {
                              "{file} 由更新版本的应用写入（结构版本 {version}；本应用最高支持 {known}）：请更新应用，"
                              "或换一个 --data-dir。"),
     "studies.no_study": ("No study {id}.", "没有研究 {id}。"),
+    "studies.no_engine": ("Set-up {setup} answers with the engine '{engine}', which this server lacks: its answers "
+                          "wait (start the app with that engine, e.g. --compare-api-base).",
+                          "配置 {setup} 使用引擎“{engine}”回答，而此服务器没有该引擎：其回答将等待"
+                          "（请用该引擎启动应用，例如 --compare-api-base）。"),
     "studies.no_pair": ("No pair {id} for you: ask for your next pair.", "你没有编号为 {id} 的对比：请获取下一组对比。"),
     "studies.bad_choice": ("A vote is one of {choices}, not {choice}.", "投票只能是 {choices} 之一，而不是 {choice}。"),
     "studies.comment_too_long": ("A comment takes at most {limit} characters.", "评论最多 {limit} 个字符。"),

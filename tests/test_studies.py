@@ -1,19 +1,27 @@
-"""The team-study core without the app: the store (SQLite), the schedule of pairs, and the leaderboard's numbers
-checked against Bradley–Terry computed by hand."""
+"""The team-study core without the app: the store (SQLite), the schedule of pairs, the leaderboard's numbers
+checked against Bradley–Terry computed by hand, and the answers made through the tiny engine across a restart."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
 import random
 import sqlite3
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
+from backends.base import Backend
+from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
+from media import kind_of
 from studies import StoreError, StudyAnswer, StudyPrompt, StudyStore
+from studies.generation import Generator
 from studies.ranking import bradley_terry, leaderboard, rater_agreement, wins_matrix
 from studies.records import Vote
 from studies.schedule import cells, next_cell
@@ -223,3 +231,87 @@ def test_twenty_raters_voting_at_once_lose_and_double_no_vote(tmp_path):
         cells_seen = [(v.prompt, *sorted((v.left, v.right))) for v in votes if v.rater == name]
         assert len(cells_seen) == len(set(cells_seen)) == len(ids)
         assert store.progress(study.id, name)[0] == len(ids)
+
+
+# Generation: the answers, through the engine, once
+
+
+class Counting(Backend):
+    """The tiny engine, counting the requests it gets (by prompt text and speaker)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.info, self.requests = inner, inner.info, []
+
+    async def stream(self, request):
+        self.requests.append((request.turns[-1].text, request.speaker))
+        async for event in self.inner.stream(request):
+            yield event
+
+
+def short_request(setup, prompt, paths, backend) -> ChatRequest:
+    parts = tuple(MediaPart(kind_of(path), path) for path in paths) + (TextPart(prompt.text),)
+    return ChatRequest(turns=(Turn("user", parts),), speaker=setup.settings.get("speaker"),
+                       return_audio=bool(setup.settings.get("speech")) and backend.info.can_speak,
+                       sampling=Sampling(temperature=0, max_new_tokens=4, seed=0))
+
+
+SPOKEN = [("warm", {"speaker": "ethan", "speech": True}), ("cold", {"speaker": "chelsie"}),
+          ("long", {"speaker": "aiden"})]
+
+
+def test_answers_are_made_once_with_their_speech_and_a_restart_finishes_the_rest(tmp_path, instruct_backend,
+                                                                                  speech_path):
+    store = StudyStore(tmp_path)
+    prompts = [StudyPrompt(0, "hear", "What is said?", (store.keep_media(str(speech_path), "speech.wav"),))]
+    prompts += [StudyPrompt(k, f"p{k}", f"Question {k}?") for k in range(1, 5)]
+    prompts.append(StudyPrompt(5, "bad", "", problem="missing file: gone.wav"))  # never answered
+    study = store.create_study("s", SPOKEN, prompts)
+    engine = Counting(instruct_backend)
+
+    async def until_restart():
+        generator = Generator(store, {"app": engine}, short_request)
+        generator.wake()
+        while len(store.answers(study.id)) < 4:
+            await asyncio.sleep(0.02)
+        await generator.close()  # the app stops: the answer under way is dropped
+
+    asyncio.run(until_restart())
+    made_before = len(store.answers(study.id))
+    reopened = StudyStore(tmp_path)
+
+    async def after_restart():
+        generator = Generator(reopened, {"app": engine}, short_request)
+        generator.wake()
+        await generator.idle()
+
+    asyncio.run(after_restart())
+    answers = reopened.answers(study.id)
+    assert sorted(answers) == [(p, s) for p in range(5) for s in range(3)]
+    assert len(engine.requests) <= 15 + 1 and 4 <= made_before < 15  # at most the interrupted one made again
+    assert [s.engine for s in reopened.study(study.id).setups] == [{"model": instruct_backend.info.model,
+                                                                   "backend": "transformers"}] * 3
+    spoken = [a for a in answers.values() if a.audio]
+    assert {a.setup for a in spoken} == {0} and len(spoken) >= 4  # a tiny reply may be too short to speak
+    for answer in spoken:
+        path = reopened.file(answer.audio)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == answer.audio_sha256
+        samples, rate = soundfile.read(path)
+        assert rate == 24_000 and len(samples) > 0
+    assert len({Path(a.audio).name for a in spoken}) == len(spoken)  # random names: no set-up in them
+    assert engine.requests.count(("What is said?", "ethan")) in (1, 2)
+
+
+def test_a_setup_whose_engine_this_server_lacks_waits_and_says_so(tmp_path, instruct_backend):
+    store = StudyStore(tmp_path)
+    study = store.create_study("s", [("here", {}), ("elsewhere", {"engine": "compare"})],
+                               [StudyPrompt(0, "a", "Hi?"), StudyPrompt(1, "b", "Hello?")])
+    generator = Generator(store, {"app": instruct_backend}, short_request)
+
+    async def work():
+        generator.wake()
+        await generator.idle()
+
+    asyncio.run(work())
+    assert sorted(store.answers(study.id)) == [(0, 0), (1, 0)]
+    assert "which this server lacks" in str(generator.waiting[study.id])
+    assert store.next_pair(study.id, "ana") is None  # no prompt has both answers: nothing to rate yet

@@ -1,0 +1,166 @@
+"""Every study's answers, made once through the shared engine and kept with their speech.
+
+One background task on the server's event loop makes the answers still missing, one engine request at a time,
+oldest study first and prompt by prompt (a study's first prompts can be rated while the rest are answered).
+Engines take requests in arrival order, so a chat turn sent meanwhile waits for the answer in progress only,
+never for the whole study. An answer is stored when it is complete: one cut short by a shutdown is made again
+after the restart, and nothing is made twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import soundfile
+
+from backends.base import Backend
+from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
+from backends.request import ChatRequest
+from messages import Message, joined
+from studies.records import StudyAnswer, StudyPrompt, StudySetup
+from studies.store import StudyStore
+
+log = logging.getLogger(__name__)
+
+RequestFor = Callable[[StudySetup, StudyPrompt, tuple[str, ...], Backend], ChatRequest]
+"""The request that answers a prompt (its media as local files) under a set-up, on the engine given. The set-up's
+settings are the UI's (``ui.evaluate.setup.Setup``), so the UI says how they become a request."""
+
+
+@dataclass
+class _Reply:
+    """One answer's events, accumulated."""
+
+    text: str = ""
+    chunks: list[np.ndarray] = field(default_factory=list)
+    sample_rate: int = 24_000
+    errors: list[Error] = field(default_factory=list)
+    metrics: Metrics | None = None
+    finish_reason: str = ""
+
+    def handle(self, event) -> None:
+        if isinstance(event, TextDelta):
+            self.text += event.text
+        elif isinstance(event, AudioChunk):
+            self.chunks.append(event.samples)
+            self.sample_rate = event.sample_rate
+        elif isinstance(event, Error):
+            self.errors.append(event)
+        elif isinstance(event, Metrics):
+            self.metrics = event
+        elif isinstance(event, Done):
+            self.finish_reason = event.finish_reason
+
+
+class Generator:
+    """Makes the missing answers of every study in ``store``; ``wake`` after a study is created (and when the app
+    starts, so a study interrupted by a restart is finished). ``engines``: the engine names a set-up's ``engine``
+    setting takes ("app", "compare") → the backend."""
+
+    def __init__(self, store: StudyStore, engines: Mapping[str, Backend], request_for: RequestFor):
+        self.store, self.engines, self.request_for = store, dict(engines), request_for
+        self.current: tuple[str, int, int] | None = None
+        """(study, prompt, set-up) being answered now."""
+        self.waiting: dict[str, Message] = {}
+        """study → why some of its answers can't be made on this server (an engine it lacks)."""
+        self._unavailable: set[tuple[str, int]] = set()
+        self._task: asyncio.Task | None = None
+        self._more: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Start the task if it isn't running, or make it look for new work. Call it on the server's event loop:
+        the engines' streams belong to it."""
+        if self._task is None or self._task.done():
+            self._more = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._work(), name="study-answers")
+        self._more.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def idle(self) -> None:
+        """Wait until every answer that can be made here is made (tests, benchmarks)."""
+        while self._task is not None and not self._task.done() and (self.current or self._more.is_set()):
+            await asyncio.sleep(0.05)
+
+    async def _work(self) -> None:
+        while True:
+            self._more.clear()
+            jobs = [job for job in self.store.missing_answers() if (job[0], job[2]) not in self._unavailable]
+            if not jobs:
+                await self._more.wait()
+                self._unavailable.clear()  # woken: look again (and say again what can't be made)
+                self.waiting.clear()
+                continue
+            study_id, prompt, setup = jobs[0]
+            self.current = jobs[0]
+            try:
+                await self.answer(study_id, prompt, setup)
+            finally:
+                self.current = None
+
+    async def answer(self, study_id: str, prompt: int, setup: int) -> StudyAnswer | None:
+        """Make and keep one answer; None when this server lacks the set-up's engine (``waiting`` says so)."""
+        study = self.store.study(study_id)
+        the_setup, the_prompt = study.setups[setup], study.prompts[prompt]
+        engine = str(the_setup.settings.get("engine", "app"))
+        backend = self.engines.get(engine)
+        if backend is None:
+            self._unavailable.add((study_id, setup))
+            self.waiting[study_id] = Message("studies.no_engine", {"setup": the_setup.label, "engine": engine})
+            return None
+        if not the_setup.engine:
+            self.store.set_engine(study_id, setup, {"model": backend.info.model, "backend": backend.info.backend})
+        paths = tuple(str(self.store.file(m.file)) for m in the_prompt.media)
+        reply = _Reply()
+        try:
+            stream = backend.stream(self.request_for(the_setup, the_prompt, paths, backend))
+            try:
+                async for event in stream:
+                    reply.handle(event)
+            finally:
+                await stream.aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # an engine that breaks its contract: the study goes on, the answer says why
+            log.exception("answering %s prompt %s set-up %s failed", study_id, prompt, setup)
+            reply.errors.append(Error(Message("engine.generation_failed", {"cause": str(err)})))
+            reply.finish_reason = "error"
+        answer = await asyncio.to_thread(self._keep, study_id, prompt, setup, reply)
+        log.info("study %s: prompt %s answered by set-up %s", study_id, prompt, setup)
+        return answer
+
+    def _keep(self, study_id: str, prompt: int, setup: int, reply: _Reply) -> StudyAnswer:
+        audio = sha = None
+        if reply.chunks and (samples := np.concatenate(reply.chunks)).size:
+            audio = self.store.new_audio_file()
+            path = self.store.file(audio)
+            partial = path.with_suffix(".part")
+            soundfile.write(partial, samples, reply.sample_rate, format="WAV")
+            os.replace(partial, path)
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        m = reply.metrics
+        answer = StudyAnswer(
+            prompt, setup, reply.text, audio, sha,
+            error=str(joined(e.msg for e in reply.errors)) if reply.errors else "",
+            finish_reason=reply.finish_reason,
+            first_token_s=_round(m.time_to_first_token_s) if m else None,
+            first_audio_s=_round(m.time_to_first_audio_s) if m else None,
+            tokens_per_s=_round(m.tokens_per_s, 1) if m else None)
+        self.store.save_answer(study_id, answer)
+        return answer
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
