@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from backends.events import TextDelta
@@ -304,3 +306,18 @@ def test_waiting_hybrid_turns_park_no_threads_and_it_advertises_the_one_reply_it
     for events in replies:
         assert finish_of(events) == "stop" and audio_of(events).size and not errors_of(events)
     assert hybrid.info.max_concurrency == 1, "the talker speaks one reply at a time"
+
+
+def test_a_call_on_the_engine_thread_that_raises_gives_its_error_to_the_caller():
+    """The hybrid's talker side waits on ``EngineThread.call`` for each reply's speech; an error raised there (the
+    talker's loop gone) must reach the reply, which then says the speech is unavailable, not wait for ever."""
+    from backends.transformers.engine_thread import EngineThread
+
+    def broken():
+        raise LookupError("the talker's loop is gone")
+
+    async def call():
+        return await asyncio.wait_for(EngineThread("test-call").call(broken), 10)
+
+    with pytest.raises(LookupError, match="loop is gone"):
+        asyncio.run(call())

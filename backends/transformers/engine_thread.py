@@ -10,6 +10,7 @@ on it ask ``health()`` instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -63,8 +64,8 @@ class EngineThread:
         def job() -> None:
             try:
                 result = fn()
-            except BaseException as err:
-                loop.call_soon_threadsafe(settle, lambda: done.set_exception(err))
+            except BaseException as err:  # bound now: Python unbinds ``err`` when the except block ends
+                loop.call_soon_threadsafe(settle, functools.partial(done.set_exception, err))
                 raise
             loop.call_soon_threadsafe(settle, lambda: done.set_result(result))
 
