@@ -22,7 +22,7 @@ engine batches them). Event flow:
 - Anything refused → an ``error`` event with a code (``protocol.Refusal``), and the session goes on.
 
 Not served yet: ``conversation.item.retrieve``, ``output_audio_buffer.clear``, ``semantic_vad``,
-out-of-band responses, tools, input transcription, a login on the socket.
+out-of-band responses, tools, input transcription. Who may connect: ``api.access`` (a key or the page's login).
 """
 
 from api.realtime.server import PATH, realtime_route

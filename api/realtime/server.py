@@ -1,8 +1,10 @@
 """The WebSocket endpoint ``/v1/realtime``: one ``RealtimeSession`` per connection, over the app's one backend.
 
-A connection is taken while fewer than ``RealtimeLimits.max_sessions`` are open (else it is told why and closed),
-then its messages go to its session in order. Sending is serialized per connection (the response task and the
-read loop both send) and bounded in time, so a client that stops reading can't hold a reply, or the engine, forever.
+A connection is taken from a caller ``api.access`` lets in (else refused with a 401 before the handshake; accepted in
+a subprotocol the client offered, as browsers require) while fewer than ``RealtimeLimits.max_sessions`` are open
+(else it is told why and closed), then its messages go to its session in order. Sending is serialized per
+connection (the response task and the read loop both send) and bounded in time, so a client that stops reading
+can't hold a reply, or the engine, forever.
 When the client leaves, the session closes: its response is cancelled and the engine's stream closed with it.
 """
 
@@ -15,6 +17,7 @@ import pydantic
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from api.access import Access, deny, subprotocol
 from api.realtime.protocol import Refusal
 from api.realtime.session import RealtimeLimits, RealtimeSession
 from backends.base import Backend
@@ -26,15 +29,16 @@ POLICY_VIOLATION, MESSAGE_TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
 
 
 def realtime_route(backend: Backend, limits: RealtimeLimits = RealtimeLimits(), *,
-                   login_required: bool = False) -> WebSocketRoute:
-    """The route to add to the app's FastAPI (``api.app_kwargs``)."""
+                   access: Access = Access()) -> WebSocketRoute:
+    """The route to add to the app's FastAPI (``api.app_kwargs``); ``access`` says who may connect."""
     open_sessions: set[RealtimeSession] = set()
 
     async def endpoint(websocket: WebSocket) -> None:
-        if login_required:  # refused before the handshake: the client sees HTTP 403
-            await websocket.close(POLICY_VIOLATION, "this app has a login, which /v1/realtime doesn't take yet")
+        refused = await access.refusal(websocket)
+        if refused is not None:  # before the handshake: the client sees the HTTP 401
+            await deny(websocket, refused)
             return
-        await websocket.accept()
+        await websocket.accept(subprotocol=subprotocol(websocket))
         if len(open_sessions) >= limits.max_sessions:
             await websocket.send_text(Refusal("session_limit", f"This server holds {limits.max_sessions} realtime "
                                               "sessions at once; try again later.", kind="server_error")

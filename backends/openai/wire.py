@@ -4,6 +4,9 @@
   audio in ``choices[0].delta.content``; such chunks may say ``finish_reason: "stop"``
   before the text is done, so only the end of the stream ends the turn.
 - SGLang-Omni: ``choices[0].delta.audio = {"id", "data"}`` with a base64 WAV (or raw PCM16).
+- OpenAI (and this app's own ``/v1/chat/completions``): ``delta.audio = {"id", "data"}`` with raw PCM16 at 24 kHz,
+  and the text as ``delta.audio.transcript`` with no ``delta.content`` at all. A transcript is read as the text only
+  while the stream has sent no content, so a server that sent both would not be read twice.
 
 ``StreamedReply`` needs no network: tests can feed it chunks by hand.
 """
@@ -38,6 +41,7 @@ class StreamedReply:
         self.text = ""
         self.finish_reason: str | None = None
         self.text_chunks = 0
+        self._text_in_content = False
         self.audio_samples = 0
         self.usage = None
         self.first_text_at: float | None = None
@@ -56,19 +60,22 @@ class StreamedReply:
                 if delta.content:
                     events.append(self._audio(delta.content))
                 continue  # its finish_reason may come before the text is done
-            audio = getattr(delta, "audio", None) or extra.get("audio")  # SGLang-Omni
+            audio = getattr(delta, "audio", None) or extra.get("audio")  # SGLang-Omni, OpenAI
             audio_data = audio.get("data") if isinstance(audio, dict) else getattr(audio, "data", None)
             if audio_data:
                 events.append(self._audio(audio_data))
+            transcript = audio.get("transcript") if isinstance(audio, dict) else getattr(audio, "transcript", None)
             # A server-side reasoning parser (vLLM --reasoning-parser) sends the thinking apart.
             reasoning = getattr(delta, "reasoning", None) or extra.get("reasoning") or extra.get("reasoning_content")
             if reasoning:
                 self._text_arrived()
                 events.append(ReasoningDelta(reasoning))
-            if delta.content:
+            self._text_in_content = self._text_in_content or bool(delta.content)
+            text = delta.content or (transcript if not self._text_in_content else None)
+            if text:
                 self._text_arrived()
-                self.text += delta.content
-                events.extend(self.splitter.feed(delta.content))
+                self.text += text
+                events.extend(self.splitter.feed(text))
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return events

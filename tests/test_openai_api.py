@@ -1,0 +1,371 @@
+"""``/v1/chat/completions`` and ``/v1/models`` through the real ``openai`` SDK, our own ``--backend openai`` against
+the app, and who may use the API (``/v1/realtime`` too): one app per module, the tiny model on the CPU, launched
+with a login and an API key. The backend is wrapped by ``Recorder``, which sees every engine stream the API opens:
+what it was asked, what it answered, and whether the API closed it before its end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import soundfile
+import websockets
+
+import api
+from api.access import Access
+from api.chat import ChatLimits, OpenAIServingChat, chat_routes
+from api.chat.protocol import ChatCompletionRequest
+from api.errors import ErrorResponse
+from backends import build_backend
+from backends.base import Backend
+from backends.events import AudioChunk, Done, TextDelta
+from backends.request import ChatRequest, Sampling, Turn
+from api.realtime import realtime_route
+from media import pcm16, resample
+from messages import Message
+from tests.test_app import launch
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+RATE = 24_000
+KEY = "test-key-7f3a"
+USER, PASSWORD = "ada", "lovelace"
+BODY_LIMIT = 4 * 2**20
+
+
+@dataclass
+class Stream:
+    request: ChatRequest
+    text: str = ""
+    audio: list[np.ndarray] = field(default_factory=list)
+    done: str | None = None
+    closed: bool = False
+
+    @property
+    def prompt(self) -> str:
+        return self.request.turns[-1].text
+
+    @property
+    def pcm(self) -> np.ndarray:
+        return pcm16(np.concatenate(self.audio)) if self.audio else np.zeros(0, np.int16)
+
+
+class Recorder(Backend):
+    """The app's backend, with every stream recorded (the API sees only the contract, so this is transparent)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.info, self.streams = inner, inner.info, []
+
+    def stream_for(self, prompt: str) -> Stream:
+        return next(s for s in reversed(self.streams) if s.prompt == prompt)
+
+    async def stream(self, request):
+        record = Stream(request)
+        self.streams.append(record)
+        try:
+            async for event in self.inner.stream(request):
+                if isinstance(event, TextDelta):
+                    record.text += event.text
+                elif isinstance(event, AudioChunk):
+                    record.audio.append(resample(event.samples, event.sample_rate, RATE))
+                elif isinstance(event, Done):
+                    record.done = event.finish_reason
+                yield event
+        finally:
+            record.closed = True
+
+
+@pytest.fixture(scope="module")
+def recorder(instruct_backend):
+    return Recorder(instruct_backend)
+
+
+@pytest.fixture(scope="module")
+def serving(recorder):
+    return OpenAIServingChat(recorder, ChatLimits(max_body_bytes=BODY_LIMIT))
+
+
+@pytest.fixture(scope="module")
+def url(recorder, serving):
+    """The app with a login and a key; its routes as ``api.app_kwargs`` makes them, with ``serving`` at hand."""
+    access = Access(api_keys=(KEY,), login_required=True)
+    routes = {"routes": [realtime_route(recorder, access=access), *chat_routes(serving, access)]}
+    demo = launch(recorder, app_kwargs=routes, auth=[(USER, PASSWORD)])
+    yield demo.local_url.rstrip("/")
+    demo.close()
+
+
+def settled(serving: OpenAIServingChat, timeout: float = 2.0) -> bool:
+    """No reply holds a slot (or its files) any more: the last one's response has ended on the server too."""
+    end = time.perf_counter() + timeout
+    while serving.in_flight and time.perf_counter() < end:
+        time.sleep(0.01)
+    return serving.in_flight == 0
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    with openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0) as client:
+        yield client
+
+
+def data_url(path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(open(path, 'rb').read()).decode()}"
+
+
+def ask(text: str, **kwargs) -> dict:
+    return {"model": "qwen3-omni", "messages": [{"role": "user", "content": text}], "max_tokens": 24, **kwargs}
+
+
+def streamed_pcm(chunks) -> np.ndarray:
+    pieces = [np.frombuffer(base64.b64decode(c.choices[0].delta.audio.data), "<i2") for c in chunks
+              if c.choices and c.choices[0].delta.audio and c.choices[0].delta.audio.data]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+
+
+def test_models_lists_the_one_served_model(client, recorder):
+    models = client.models.list().data
+    assert [m.id for m in models] == [recorder.info.model] and models[0].object == "model"
+
+
+def test_app_kwargs_serves_the_http_routes_beside_the_socket(recorder):
+    paths = [route.path for route in api.app_kwargs(recorder, api_keys=(KEY,))["routes"]]
+    assert paths == ["/v1/realtime", "/v1/models", "/v1/chat/completions"]
+
+
+def test_a_streamed_text_reply_with_usage_in_the_last_chunk(client, recorder, serving):
+    chunks = list(client.chat.completions.create(**ask("Name a colour.", temperature=0, seed=3), stream=True,
+                                                 stream_options={"include_usage": True}))
+    engine = recorder.stream_for("Name a colour.")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and text == engine.text and engine.done in ("stop", "length")
+    assert engine.request.sampling == Sampling(temperature=0, top_p=0.8, top_k=20, max_new_tokens=24, seed=3)
+    assert not engine.request.return_audio and len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == engine.done
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0 and chunks[-1].usage.prompt_tokens > 0
+    assert settled(serving)
+
+
+def test_a_streamed_spoken_reply_is_openai_audio_output(client, recorder):
+    chunks = list(client.chat.completions.create(
+        **ask("Say something.", max_tokens=40), stream=True, modalities=["text", "audio"],
+        audio={"voice": "Chelsie", "format": "pcm16"}))
+    engine = recorder.stream_for("Say something.")
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    transcript = "".join(d.audio.transcript or "" for d in deltas if d.audio)
+    assert engine.request.speaker == "chelsie" and engine.request.return_audio
+    assert transcript and transcript == engine.text and not any(d.content for d in deltas)
+    audio = streamed_pcm(chunks)
+    assert audio.size and not np.isnan(audio.astype(np.float32)).any()
+    # every sample the engine spoke, in order, at 24 kHz: no chunk lost or repeated
+    np.testing.assert_array_equal(audio, engine.pcm)
+    assert 0.08 <= audio.size / RATE <= 2.5  # the tiny model speaks at most 2 s here
+    assert {d.audio.id for d in deltas if d.audio} == {deltas[-1].audio.id} and deltas[-1].audio.expires_at
+
+
+def test_a_whole_reply_in_text_and_in_speech(client, recorder):
+    written = client.chat.completions.create(**ask("Count to three.", temperature=0))
+    engine = recorder.stream_for("Count to three.")
+    assert written.object == "chat.completion" and written.choices[0].message.content == engine.text
+    assert written.choices[0].message.audio is None and written.usage.total_tokens > 0
+
+    spoken = client.chat.completions.create(**ask("Hum a tune."), modalities=["text", "audio"],
+                                            audio={"voice": "aiden", "format": "wav"})
+    engine = recorder.stream_for("Hum a tune.")
+    message = spoken.choices[0].message
+    assert message.content is None and message.audio.transcript == engine.text
+    samples, rate = soundfile.read(io.BytesIO(base64.b64decode(message.audio.data)), dtype="int16")
+    assert rate == RATE and samples.ndim == 1 and samples.size
+    np.testing.assert_array_equal(samples, engine.pcm)
+
+
+def test_image_and_audio_inputs_reach_the_engine_as_files(client, recorder, serving, image_path, speech_path):
+    reply = client.chat.completions.create(**{**ask(""), "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(image_path, "image/png")}},
+            {"type": "input_audio", "input_audio": {"data": base64.b64encode(speech_path.read_bytes()).decode(),
+                                                    "format": "wav"}},
+            {"type": "text", "text": "What do you see and hear?"}]}]})
+    engine = recorder.stream_for("What do you see and hear?")
+    assert reply.choices[0].message.content == engine.text
+    assert [p.kind for p in engine.request.turns[-1].media] == ["image", "audio"]
+    assert engine.request.system_prompt == "Be brief."
+    assert settled(serving) and not any(os.path.exists(p.path) for p in engine.request.turns[-1].media)
+
+
+def test_bad_inputs_are_refused_with_a_clear_400(client, url, image_path):
+    image = [{"type": "text", "text": "Look."}, {"type": "image_url", "image_url": {"url": ""}}]
+
+    def refusal(**body) -> str:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(**{**ask("Hi"), **body})
+        return caught.value.body["message"]
+
+    def with_image(url_: str) -> list:
+        return [{"role": "user", "content": [image[0], {**image[1], "image_url": {"url": url_}}]}]
+
+    assert "fetches no https URLs" in refusal(messages=with_image("https://example.com/cat.png"))
+    assert "base64 is broken" in refusal(messages=with_image("data:image/png;base64,@@@"))
+    broken = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+    assert "messages[0].content[1].image_url.url" in refusal(messages=with_image(broken))
+    assert "Unknown voice 'alloy'" in refusal(modalities=["text", "audio"], audio={"voice": "alloy",
+                                                                                    "format": "wav"})
+    assert "n: not served" in refusal(n=2)
+    assert "The last message must be the user's" in refusal(messages=[{"role": "user", "content": "Hi"},
+                                                                      {"role": "assistant", "content": "Hello"}])
+    assert "tag 'file'" in refusal(messages=[{"role": "user", "content": [{"type": "file", "file": {}}]}])
+    headers = {"Authorization": f"Bearer {KEY}"}
+    not_json = httpx.post(url + "/v1/chat/completions", content=b"{", headers=headers)
+    assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_json"
+    too_big = httpx.post(url + "/v1/chat/completions", headers=headers, json=ask("x" * (BODY_LIMIT + 1)))
+    assert too_big.status_code == 413 and "4 MiB at most" in too_big.json()["error"]["message"]
+
+
+def test_an_engine_warming_up_is_a_503(client, recorder, monkeypatch):
+    monkeypatch.setattr(recorder, "warming_up", Message("warm_up.compiling_talker"), raising=False)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(**ask("Hi"))
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_engine_stream(url, recorder, serving):
+    async def run():
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0) as client:
+            stream = await client.chat.completions.create(**ask("Tell a long story.", max_tokens=1000),
+                                                          stream=True, modalities=["text", "audio"])
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.audio:
+                    break
+            await stream.close()
+        left = time.perf_counter()
+        engine = recorder.stream_for("Tell a long story.")
+        while not engine.closed and time.perf_counter() - left < 5:
+            await asyncio.sleep(0.01)
+        return engine, time.perf_counter() - left
+
+    engine, seconds = asyncio.run(run())
+    assert engine.closed and engine.done is None, "the engine's stream ran on after the client left"
+    assert seconds < 1.0
+    assert settled(serving), "the reply's slot and files were kept after the client left"
+
+
+def test_a_client_that_leaves_a_whole_reply_frees_its_engine_stream(url, recorder, serving):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5,
+                   json=ask("Another long story.", max_tokens=1000, modalities=["text", "audio"]))
+    left = time.perf_counter()
+    engine = recorder.stream_for("Another long story.")
+    while not engine.closed and time.perf_counter() - left < 5:
+        time.sleep(0.01)
+    assert engine.closed and engine.done is None and settled(serving)
+
+
+def test_a_slot_and_the_files_are_freed_even_for_a_stream_never_read(recorder):
+    async def run():
+        serving = OpenAIServingChat(recorder, ChatLimits(max_requests=1))
+        request = ChatCompletionRequest.model_validate(ask("Unread.", stream=True))
+        first = await serving.create_chat_completion(request)
+        second = await serving.create_chat_completion(request)
+        await first.aclose()
+        return serving.in_flight, second
+
+    in_flight, second = asyncio.run(run())
+    assert isinstance(second, ErrorResponse) and second.status == 429 and in_flight == 0
+
+
+def test_our_openai_backend_speaks_with_another_instance_of_the_app(url, recorder):
+    backend = build_backend("openai", None, api_base=url + "/v1", api_key=KEY, speech="auto")
+    assert backend.model == recorder.info.model and backend.info.can_speak
+
+    async def run(request):
+        return [event async for event in backend.stream(request)]
+
+    text = asyncio.run(run(ChatRequest((Turn.user("Plain text please."),), return_audio=False,
+                                       sampling=Sampling(max_new_tokens=24))))
+    engine = recorder.stream_for("Plain text please.")
+    assert "".join(e.text for e in text if isinstance(e, TextDelta)) == engine.text and engine.text
+    spoken = asyncio.run(run(ChatRequest((Turn.user("Speak please."),), speaker="Aiden",
+                                         sampling=Sampling(max_new_tokens=30))))
+    engine = recorder.stream_for("Speak please.")
+    assert engine.request.speaker == "aiden" and engine.request.sampling.max_new_tokens == 30
+    assert "".join(e.text for e in spoken if isinstance(e, TextDelta)) == engine.text
+    audio = np.concatenate([e.samples for e in spoken if isinstance(e, AudioChunk)])
+    np.testing.assert_allclose(audio, np.concatenate(engine.audio), atol=1e-4)  # through PCM16 and back
+    assert isinstance(spoken[-1], Done) and spoken[-1].finish_reason in ("stop", "length")
+
+
+def test_without_a_key_or_a_login_the_api_refuses(url):
+    with openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0) as stranger:
+        with pytest.raises(openai.AuthenticationError):
+            stranger.models.list()
+        with pytest.raises(openai.AuthenticationError):
+            stranger.chat.completions.create(**ask("Hi"))
+    assert httpx.get(url + "/v1/models").status_code == 401
+
+    async def connect(**kwargs):
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="wrong").realtime.connect(
+                model="qwen3-omni", **kwargs) as connection:
+            return (await connection.recv()).type
+
+    with pytest.raises(websockets.InvalidStatus) as caught:
+        asyncio.run(connect())
+    assert caught.value.response.status_code == 401
+
+
+def test_a_key_or_a_logged_in_cookie_is_taken(url, client):
+    async def realtime(api_key: str, **kwargs) -> str:
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=api_key).realtime.connect(
+                model="qwen3-omni", **kwargs) as connection:
+            return (await connection.recv()).type
+
+    assert asyncio.run(realtime(KEY)) == "session.created"
+    ws_url = url.replace("http", "ws", 1) + "/v1/realtime"
+
+    async def browser_socket() -> tuple[str, str]:  # a browser's socket: the key as a subprotocol, no header
+        async with websockets.connect(ws_url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
+            return ws.subprotocol, json.loads(await ws.recv())["type"]
+
+    assert asyncio.run(browser_socket()) == ("realtime", "session.created")
+
+    with httpx.Client(base_url=url) as browser:
+        assert browser.post("/login", data={"username": USER, "password": "nope"}).status_code == 400
+        assert browser.post("/login", data={"username": USER, "password": PASSWORD}).status_code == 200
+        assert browser.get("/v1/models").status_code == 200
+        reply = browser.post("/v1/chat/completions", json=ask("Logged in.", max_tokens=8))
+        assert reply.status_code == 200 and reply.json()["object"] == "chat.completion"
+        # another site's page, in the logged-in user's browser: the cookie goes along, and is not taken
+        assert browser.get("/v1/models", headers={"Origin": "https://evil.example"}).status_code == 401
+        assert browser.get("/v1/models", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 401
+        cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    assert asyncio.run(realtime("not-the-key", extra_headers={"Cookie": cookie})) == "session.created"
+
+
+def test_our_openai_backend_reads_openai_s_transcript_as_the_text():
+    """OpenAI streams a spoken reply's text only in ``delta.audio.transcript``; a server sending ``content`` too is
+    not read twice."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from backends.openai.wire import StreamedReply
+    from backends.reasoning import ReasoningSplitter
+
+    def chunk(delta: dict) -> ChatCompletionChunk:
+        return ChatCompletionChunk.model_validate({"id": "c", "object": "chat.completion.chunk", "created": 0,
+                                                   "model": "m", "choices": [{"index": 0, "delta": delta}]})
+
+    openai_shape = StreamedReply(ReasoningSplitter())
+    for delta in ({"audio": {"id": "a", "transcript": "Hel"}}, {"audio": {"id": "a", "transcript": "lo"}}):
+        openai_shape.read(chunk(delta))
+    both = StreamedReply(ReasoningSplitter())
+    for delta in ({"content": "Hel"}, {"content": "lo", "audio": {"id": "a", "transcript": "Hello"}}):
+        both.read(chunk(delta))
+    assert openai_shape.text == both.text == "Hello"
