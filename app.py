@@ -8,7 +8,8 @@
     python app.py --backend openai --api-base http://gpu-box:8000/v1   # a `vllm serve` / vLLM-Omni server
     python app.py --mcp                             # the API as MCP tools too: http://127.0.0.1:7860/gradio_api/mcp/
 
-The OpenAI Realtime protocol is served at ws://127.0.0.1:7860/v1/realtime (api/realtime).
+OpenAI's API is served on the same port (api/): ws://127.0.0.1:7860/v1/realtime (the Realtime protocol) and
+http://127.0.0.1:7860/v1/chat/completions, /v1/models; --serve-api-key KEY makes it ask callers for a key.
 
 The official demo's command lines work too (`python app.py -c <ckpt> --use-transformers
 --generate-audio --flash-attn2`).
@@ -98,6 +99,10 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="turn on 👍/👎 and comments on replies, appended to this JSONL file")
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
                         help="require a login (repeatable; or $QWEN_OMNI_AUTH / $QWEN_OMNI_AUTH_FILE)")
+    parser.add_argument("--serve-api-key", action="append", metavar="KEY",
+                        help="an API key this app's OpenAI API (/v1/...) takes as 'Authorization: Bearer KEY' "
+                        "(repeatable; or $QWEN_OMNI_API_KEY, comma-separated); with a key set, callers need one "
+                        "(or, with --auth, a logged-in page's cookie)")
     parser.add_argument("--inbrowser", action="store_true", help="open a browser tab on start")
     parser.add_argument("--mcp", action="store_true",
                         default=os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true",
@@ -236,6 +241,13 @@ def read_auth(pairs: list[str] | None) -> list[tuple[str, str]] | None:
     return credentials or None
 
 
+def read_api_keys(keys: list[str] | None) -> tuple[str, ...]:
+    """The keys the app's API takes: --serve-api-key, and $QWEN_OMNI_API_KEY (comma-separated), which keeps them out
+    of the process list. (--api-key is the other way round: the key this app sends to a server.)"""
+    entries = list(keys or []) + os.environ.get("QWEN_OMNI_API_KEY", "").split(",")
+    return tuple(dict.fromkeys(key.strip() for key in entries if key.strip()))
+
+
 def backend_from_args(args: argparse.Namespace, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY):
     """Start the backend the command line asks for (a server needs no local checkpoint)."""
     from backends import build_backend
@@ -277,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         settings = launch_settings(args)
-        # /v1/realtime on the same server and port (api/); behind a login it refuses everyone until it takes one.
-        routes = api.app_kwargs(backend, login_required=settings["auth"] is not None)
+        # The OpenAI API (/v1/realtime, /v1/chat/completions, /v1/models) on the same server and port (api/): it
+        # takes the page's login and the API keys; with neither it is open, like the page.
+        routes = api.app_kwargs(backend, login_required=settings["auth"] is not None,
+                                api_keys=read_api_keys(args.serve_api_key))
         demo.queue(**queue_settings(backend.info)).launch(**settings, app_kwargs=routes)
 
 
