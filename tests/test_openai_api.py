@@ -26,8 +26,8 @@ from api.chat import ChatLimits, OpenAIServingChat, chat_routes
 from api.chat.protocol import ChatCompletionRequest
 from api.errors import ErrorResponse
 from backends import build_backend
-from backends.base import Backend
-from backends.events import AudioChunk, Done, TextDelta
+from backends.base import Backend, BackendInfo
+from backends.events import AudioChunk, Done, Error, TextDelta
 from backends.request import ChatRequest, Sampling, Turn
 from api.realtime import realtime_route
 from media import pcm16, resample
@@ -281,6 +281,38 @@ def test_a_slot_and_the_files_are_freed_even_for_a_stream_never_read(recorder):
 
     in_flight, second = asyncio.run(run())
     assert isinstance(second, ErrorResponse) and second.status == 429 and in_flight == 0
+
+
+class Failing(Backend):
+    """Writes a word, then fails: by an ``Error`` event of ``stage``, or by raising (an engine breaking the contract)."""
+
+    info = BackendInfo(backend="fake", model="fake", kind="instruct", device="cpu")
+
+    def __init__(self, stage: str | None):
+        self.stage = stage
+
+    async def stream(self, request):
+        yield TextDelta("Hal")
+        if self.stage is None:
+            raise RuntimeError("boom")
+        yield Error(Message("server.refused", {"status": 400, "cause": "no"}), self.stage)
+        yield Done("error")
+
+
+@pytest.mark.parametrize("stage, status", [(None, 500), ("input", 400), ("backend", 503), ("generation", 500)])
+def test_an_engine_failure_is_an_error_status_or_an_error_event_once_streaming(stage, status):
+    async def run(stream: bool):
+        serving = OpenAIServingChat(Failing(stage))
+        result = await serving.create_chat_completion(ChatCompletionRequest.model_validate(ask("Hi", stream=stream)))
+        lines = [line async for line in result] if stream else None
+        return result, lines, serving.in_flight
+
+    whole, _, in_flight = asyncio.run(run(False))
+    assert isinstance(whole, ErrorResponse) and whole.status == status and in_flight == 0
+    _, lines, in_flight = asyncio.run(run(True))
+    assert lines[-1] == "data: [DONE]\n\n" and in_flight == 0
+    error = json.loads(lines[-2].removeprefix("data: "))["error"]
+    assert error["message"] == whole.message and ("boom" if stage is None else "no") in error["message"]
 
 
 def test_our_openai_backend_speaks_with_another_instance_of_the_app(url, recorder):

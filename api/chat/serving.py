@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import tempfile
 from contextlib import aclosing
@@ -62,8 +63,10 @@ class OpenAIServingChat:
 
     @property
     def model_id(self) -> str:
-        """The served model's name: the checkpoint's (a server's model when the app is a client of one)."""
-        return self.backend.info.model.split(" @ ")[0]
+        """The served model's name: the checkpoint as the app was given it (``tiny``, a hub id), a local folder by
+        its own name only (its path is this machine's business), a server's model when the app is its client."""
+        name = self.backend.info.model.split(" @ ")[0]
+        return os.path.basename(name.rstrip("/")) if os.path.isabs(name) or name.startswith((".", "~")) else name
 
     def show_models(self) -> dict:
         model = Model(id=self.model_id, object="model", created=0, owned_by="qwen3-omni-app")
@@ -97,6 +100,9 @@ class OpenAIServingChat:
             async with aclosing(self.backend.stream(chat)) as events:
                 async for event in events:
                     reply.handle(event)
+        except Exception as err:  # an engine that breaks its contract: this reply fails, the server goes on
+            log.exception("chat completion %s failed", reply.id)
+            return ErrorResponse(500, f"The engine failed: {err}", code="engine_error")
         finally:
             release()
         failure = reply.failure()
@@ -126,11 +132,16 @@ class OpenAIServingChat:
 
     async def _events(self, chat: ChatRequest, reply: ChatReply, include_usage: bool) -> AsyncIterator[str]:
         yield _sse(reply.first_chunk().model_dump_json(exclude_none=True))
-        async with aclosing(self.backend.stream(chat)) as events:
-            async for event in events:
-                for chunk in reply.handle(event):
-                    yield _sse(chunk.model_dump_json(exclude_none=True))
-        failure = reply.failure()
+        failure = None
+        try:
+            async with aclosing(self.backend.stream(chat)) as events:
+                async for event in events:
+                    for chunk in reply.handle(event):
+                        yield _sse(chunk.model_dump_json(exclude_none=True))
+        except Exception as err:  # as above; the stream has answered 200 already, so the error is an event
+            log.exception("chat completion %s failed", reply.id)
+            failure = ErrorResponse(500, f"The engine failed: {err}", code="engine_error")
+        failure = failure or reply.failure()
         if failure is not None:
             log.warning("chat completion %s failed mid-stream: %s", reply.id, failure.message)
             yield _sse(json.dumps(failure.body()))
