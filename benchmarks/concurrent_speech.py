@@ -101,6 +101,7 @@ def benchmark_backend(full_size: bool, batch_slots: int, static_cache_tokens: in
     from backends.transformers.backend import TransformersBackend
     from backends.transformers.loading import load_model
     from backends.transformers.options import TransformersOptions
+    from backends.transformers.plan import plan_engine
 
     options = TransformersOptions(batch_slots=batch_slots, encoder_cache_mb=0, static_cache_tokens=static_cache_tokens,
                                   max_speech_seconds=SPEECH_FRAMES / 12.5)
@@ -110,7 +111,7 @@ def benchmark_backend(full_size: bool, batch_slots: int, static_cache_tokens: in
         loaded = full_size_model(tiny_path)
     else:
         checkpoint = resolve_checkpoint("tiny")
-        loaded = load_model(checkpoint, options)
+        loaded = load_model(plan_engine(checkpoint, options))
     return TransformersBackend(checkpoint, options, loaded=loaded)
 
 

@@ -51,6 +51,7 @@ def measure(variant: str, full_size: bool) -> dict:
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
     from backends.transformers.backend import TransformersBackend
     from backends.transformers.loading import load_model
+    from backends.transformers.plan import plan_engine
     from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")
@@ -67,7 +68,7 @@ def measure(variant: str, full_size: bool) -> dict:
     if full_size:
         loaded = full_size_model(tiny_path, thinker_layers=cut)
     else:
-        loaded = load_model(resolve_checkpoint("tiny"), options, thinker_layers=cut)
+        loaded = load_model(plan_engine(resolve_checkpoint("tiny"), options), thinker_layers=cut)
     model = loaded[0]
     weights_gb = torch.cuda.memory_allocated() / 1e9 if on_gpu else None
     result = {

@@ -4,7 +4,7 @@
 
 Builds the full-size random model on the GPU (as benchmarks/speech_latency.py does), then lets
 accelerate keep only ``--gpu-gib`` of it there and move the rest to CPU memory, the way
-``load_model(..., max_gpu_memory_gib=...)`` places a real checkpoint. Measures a text reply (speech
+``load_model`` places a real checkpoint with ``--max-gpu-memory``. Measures a text reply (speech
 off): time to first token, tokens/s, peak GPU memory.
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     from backends.checkpoints.tiny import ensure_tiny_checkpoint
     from backends.transformers.backend import TransformersBackend
-    from backends.transformers.loading import memory_caps
+    from backends.transformers.plan import memory_caps
     from backends.transformers.options import TransformersOptions
 
     tiny_path = ensure_tiny_checkpoint("instruct")

@@ -118,10 +118,11 @@ def tiny_backends(device: str = "cpu") -> dict:
     from backends.transformers.backend import TransformersBackend
     from backends.transformers.loading import load_model
     from backends.transformers.options import TransformersOptions
+    from backends.transformers.plan import plan_engine
 
     checkpoint = resolve_checkpoint("tiny")
     options = TransformersOptions(max_speech_seconds=SPEECH_FRAMES / 12.5, device=device, encoder_cache_mb=0)
-    loaded = load_model(checkpoint, options)
+    loaded = load_model(plan_engine(checkpoint, options))
     return {mode: TransformersBackend(checkpoint, replace(options, compile=mode), loaded=loaded)
             for mode in ("off", "on")}
 

@@ -211,11 +211,11 @@ def test_a_background_load_that_fails_answers_every_turn_with_why(damaged_checkp
 
 def test_weight_loading_reports_its_progress(tiny_cache):
     from backends.transformers.loading import load_model, weight_loading_progress
-    from backends.transformers.options import TransformersOptions
+    from backends.transformers.plan import plan_engine
 
     reports: list[tuple[int, int]] = []
     with weight_loading_progress(lambda done, total: reports.append((done, total))):
-        model, _ = load_model(resolve_checkpoint("tiny"), TransformersOptions())
+        model, _ = load_model(plan_engine(resolve_checkpoint("tiny")))
     total = reports[-1][1]
     assert total == len(model.state_dict())  # one step per weight
     assert [done for done, _ in reports] == list(range(total))

@@ -33,7 +33,7 @@ from backends.events import Done, Error, Event
 from backends.reasoning import ReasoningSplitter
 from backends.request import ChatRequest
 from backends.transformers.speech import SpeechRun, Talker, TextFeed, capture_prompt_hidden
-from backends.transformers.loading import load_model, model_config
+from backends.transformers.loading import load_model
 from backends.transformers.model import OmniModel
 from backends.transformers.options import TransformersOptions
 from backends.openai.backend import OpenAIBackend, OpenAIOptions, ServerFailure
@@ -53,10 +53,9 @@ class TalkerSide:
 
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
+        self.omni = OmniModel(checkpoint, options, talker_only=True, config=loaded[0].config if loaded else None)
         if loaded is None:
-            layers = model_config(checkpoint, options).talker_config.accept_hidden_layer
-            loaded = load_model(checkpoint, options, thinker_layers=layers)
-        self.omni = OmniModel(checkpoint, options, talker_only=True)
+            loaded = load_model(self.omni.plan, thinker_layers=self.omni.plan.config.talker_config.accept_hidden_layer)
         self.omni.take(loaded)
         self.model = self.omni.model
         self.layer = self.model.config.talker_config.accept_hidden_layer

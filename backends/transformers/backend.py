@@ -26,8 +26,7 @@ from backends.transformers.batched.engine import BatchedEngine, Prepared
 from backends.transformers.batched.thinker_loop import ThinkerJob
 from backends.transformers.batched.reply import BatchedReply, speaking_feed
 from backends.transformers.engine_thread import HEALTH_CHECK_S, EngineThread
-from backends.transformers.loading import (expected_batch_slots, expected_device, load_model, model_config,
-                                           weight_loading_progress)
+from backends.transformers.loading import load_model, weight_loading_progress
 from backends.transformers.model import FRAMES_PER_SECOND, OmniModel, free_accelerator_memory
 from backends.transformers.options import TransformersOptions
 from backends.transformers.preparing import PreparingProcesses
@@ -65,7 +64,7 @@ class TransformersBackend(OmniModel, Backend):
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
                  loaded: tuple | None = None):
         """``loaded``: an already built ``(model, processor)`` (benchmarks build full-size random models)."""
-        super().__init__(checkpoint, options)
+        super().__init__(checkpoint, options, config=loaded[0].config if loaded else None)
         self.load_error: Message | None = None
         """Why the weights could not be loaded in the background (turns answer with it)."""
         self._lock = threading.Lock()  # generate() is not re-entrant: one reply at a time
@@ -73,18 +72,18 @@ class TransformersBackend(OmniModel, Backend):
         """Serves the replies once the model is warm when it decodes several at once (``batch_slots`` > 1)."""
         self.preparing: PreparingProcesses | None = None
         """Worker processes that prepare the batched engine's replies (``prepare_processes``)."""
-        config = loaded[0].config if loaded else model_config(checkpoint, options)
+        config = self.plan.config
         self.info = BackendInfo(
             backend="transformers",
             model=checkpoint.name,
             kind=detect_kind(checkpoint, config),
-            device=expected_device(options),
+            device=self.plan.device_label,
             speakers=tuple(config.talker_config.speaker_id) if config.enable_audio_output else (),
             random_weights=checkpoint.random_weights,
-            max_concurrency=expected_batch_slots(options),
+            max_concurrency=self.plan.batch_slots,
         )
         if not (options.load_in_background and not loaded):
-            self._load(loaded or load_model(checkpoint, options))
+            self._load(loaded or load_model(self.plan))
         # One long-lived generation thread runs the jobs (loading, warm-up, replies) one after another:
         # the model and its static caches serve one reply at a time.
         self.engine = EngineThread("omni-generate", options.stall_timeout_s)
@@ -113,7 +112,7 @@ class TransformersBackend(OmniModel, Backend):
         log.info("loading %s behind the page", self.checkpoint.name)
         try:
             with weight_loading_progress(loaded_share):
-                loaded = load_model(self.checkpoint, self.options)
+                loaded = load_model(self.plan)
             self.warming_up = None
             self._load(loaded)
             log.info("%s loaded in %.1f s", self.checkpoint.name, time.perf_counter() - started)

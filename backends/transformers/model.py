@@ -22,8 +22,8 @@ from backends.transformers.batched.thinker import ThinkerBatch
 from backends.transformers.encoder_cache import EncoderCache
 from backends.transformers.encoder_graphs import EncoderGraphs
 from backends.transformers.kernels.fused_projections import fuse_attention_projections
-from backends.transformers.loading import device_label, expected_batch_slots
 from backends.transformers.options import TransformersOptions
+from backends.transformers.plan import EnginePlan, device_label, plan_engine
 from backends.transformers.speech import SpeechRun, TalkerSampling, TalkerSetup, TextFeed
 from backends.transformers.talker_decoder import TalkerDecoder
 from backends.transformers.thinker_decoder import ThinkerDecoder
@@ -54,7 +54,7 @@ class OmniModel:
     """Example::
 
         omni = OmniModel(resolve_checkpoint("tiny"))
-        omni.take(load_model(omni.checkpoint, omni.options))
+        omni.take(load_model(omni.plan))
         inputs = omni.encode(build_prompt_inputs(request))
         speech = omni.speech_run(request, inputs, emit, threading.Event(), time.perf_counter())
         with speech.running():           # the talker speaks what the thinker writes
@@ -62,10 +62,13 @@ class OmniModel:
     """
 
     def __init__(self, checkpoint: Checkpoint, options: TransformersOptions = TransformersOptions(), *,
-                 talker_only: bool = False):
+                 talker_only: bool = False, config=None):
         """Holds nothing yet (``take`` brings the weights), so an engine can start before they are loaded.
-        ``talker_only``: another engine writes the replies; the thinker here only encodes their prompts."""
+        ``talker_only``: another engine writes the replies; the thinker here only encodes their prompts.
+        ``config``: the checkpoint's config, when it is at hand (a model loaded already)."""
         self.checkpoint, self.options, self.talker_only = checkpoint, options, talker_only
+        self.plan: EnginePlan = plan_engine(checkpoint, options, talker_only=talker_only, config=config)
+        """Where and how it runs, decided here once (plan.py)."""
         self.model = self.processor = self.talker_decoder = self.vocoder = None
         self.encoder_cache: EncoderCache | None = None
         self.thinker_decoders: list[ThinkerDecoder] = []
@@ -94,11 +97,8 @@ class OmniModel:
             # transformers 5.x: the talker's rope code reads audio_config.n_window, which only the
             # thinker config has; without it audio + image/video input with speech crashes.
             self.model.talker.config.audio_config = self.model.config.thinker_config.audio_config
-        # Offloaded layers move to the GPU at every step, through hooks no CUDA graph can hold.
-        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
         options = self.options
-        self.compiled = not offloaded and (
-            options.compile == "on" or (options.compile == "auto" and self.model.device.type == "cuda"))
+        self.compiled = self.plan.compiled and not self.offloaded
         if self.compiled:
             self._install_kernels()
             talker_layer = self.model.config.talker_config.accept_hidden_layer if self.model.has_talker else None
@@ -121,12 +121,15 @@ class OmniModel:
         self._make_batches()
 
     @property
+    def offloaded(self) -> bool:
+        """Some layers stayed in CPU memory (accelerate found the GPUs full): they move to the GPU at every step,
+        through hooks no CUDA graph can hold, so nothing is compiled or batched."""
+        return bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
+
+    @property
     def batch_slots(self) -> int:
         """Replies decoded together (1: one at a time)."""
-        offloaded = bool({"cpu", "disk"} & set(getattr(self.model, "hf_device_map", {}).values()))
-        if not self.options.static_cache_tokens or offloaded or (self.talker_only and not self.model.has_talker):
-            return 1
-        return expected_batch_slots(self.options)
+        return 1 if self.offloaded else self.plan.batch_slots
 
     def _make_batches(self) -> None:
         """The slots and batched steps; a lone reply and every prompt pass use the one-row decoders.
@@ -160,7 +163,7 @@ class OmniModel:
 
     def _install_kernels(self) -> None:
         """Ours in place of transformers' where the options want them (the Triton ones on GPUs only)."""
-        options, on_gpu = self.options, self.model.device.type == "cuda"
+        options, on_gpu = self.options, self.plan.gpu_kernels
         if on_gpu:  # before the first product: the kernel checks below
             _smaller_cublas_workspaces()
         if options.fused_moe and on_gpu and not self.talker_only:  # the thinker's decode steps only
