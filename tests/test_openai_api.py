@@ -188,18 +188,21 @@ def test_a_whole_reply_in_text_and_in_speech(client, recorder):
     np.testing.assert_array_equal(samples, engine.pcm)
 
 
-def test_image_and_audio_inputs_reach_the_engine_as_files(client, recorder, serving, image_path, speech_path):
+def test_image_audio_and_video_inputs_reach_the_engine_as_files(client, recorder, serving, image_path, speech_path,
+                                                               video_path):
     reply = client.chat.completions.create(**{**ask(""), "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": data_url(image_path, "image/png")}},
             {"type": "input_audio", "input_audio": {"data": base64.b64encode(speech_path.read_bytes()).decode(),
                                                     "format": "wav"}},
-            {"type": "text", "text": "What do you see and hear?"}]}]})
+            {"type": "video_url", "video_url": {"url": data_url(video_path, "video/mp4")}},
+            {"type": "text", "text": "What do you see and hear?"}]}]},
+        extra_body={"mm_processor_kwargs": {"use_audio_in_video": True}})
     engine = recorder.stream_for("What do you see and hear?")
-    assert reply.choices[0].message.content == engine.text
-    assert [p.kind for p in engine.request.turns[-1].media] == ["image", "audio"]
-    assert engine.request.system_prompt == "Be brief."
+    assert reply.choices[0].message.content == engine.text and engine.done in ("stop", "length")
+    assert [p.kind for p in engine.request.turns[-1].media] == ["image", "audio", "video"]
+    assert engine.request.system_prompt == "Be brief." and engine.request.use_audio_in_video
     assert settled(serving) and not any(os.path.exists(p.path) for p in engine.request.turns[-1].media)
 
 
