@@ -287,7 +287,7 @@ def test_a_slot_and_the_files_are_freed_even_for_a_stream_never_read(recorder):
 
 
 class Failing(Backend):
-    """Writes a word, then fails: by an ``Error`` event of ``stage``, or by raising (an engine breaking the contract)."""
+    """Writes a word, then fails: by an ``Error`` event of ``stage``, or by raising (breaking the contract)."""
 
     info = BackendInfo(backend="fake", model="fake", kind="instruct", device="cpu")
 
