@@ -12,6 +12,11 @@
   A cookie is taken only from the app's own page (``_same_origin``): a browser sends cookies with the requests other
   sites' pages make too, and Gradio's CORS allows any origin on a public host.
 
+- **A key but no login**: the page is open to anyone, and so is its own Live tab's socket: a browser's socket from a
+  page of this app (``_from_a_page_of_this_app``) is taken without the key. Those headers are a browser's word, which
+  any other program can copy; but such a program could use the open page's own API just as well. A key keeps other
+  programs out only where a login closes the page too.
+
 Whether the page has a login is also read from the Gradio app itself at each request (``App.auth``), so the API can't
 be left open by a caller who forgot to say so. Keys and login tokens are compared in constant time, every one of them.
 Anyone else is refused: HTTP 401 with OpenAI's error JSON, and on the socket the same 401 before the handshake.
@@ -52,6 +57,8 @@ class Access:
             or getattr(app, "auth_dependency", None) is not None
         if not self.api_keys and not login:
             return None
+        if not login and isinstance(connection, WebSocket) and _from_a_page_of_this_app(connection):
+            return None  # the open page's Live tab (a browser socket can't send the key without showing it)
         if self.api_keys and self._has_key(connection):
             return None
         if login and await _logged_in(connection, app):
@@ -121,6 +128,14 @@ async def _logged_in(connection: HTTPConnection, app) -> bool:
     cookies = [connection.cookies.get(f"access-token-{cookie_id}"),
                connection.cookies.get(f"access-token-unsecure-{cookie_id}")]
     return any([_matches(cookie, list(tokens)) for cookie in cookies if cookie])
+
+
+def _from_a_page_of_this_app(connection: HTTPConnection) -> bool:
+    """A browser says this request comes from a page of this app (``_same_origin``, but a request that names no
+    origin at all, as programs send them, doesn't count)."""
+    if connection.headers.get("sec-fetch-site") is None and connection.headers.get("origin") is None:
+        return False
+    return _same_origin(connection)
 
 
 def _same_origin(connection: HTTPConnection) -> bool:

@@ -414,3 +414,26 @@ def test_the_keys_come_from_the_flag_and_the_environment(monkeypatch):
         == ("k1", "k2", "k3")
     monkeypatch.delenv("QWEN_OMNI_API_KEY")
     assert app.read_api_keys(app.parse_args([]).serve_api_key) == ()
+
+
+@pytest.mark.parametrize(("kind", "headers", "taken"), [
+    ("websocket", {"origin": "http://127.0.0.1:7860", "sec-fetch-site": "same-origin"}, True),  # the Live tab
+    ("websocket", {"origin": "http://127.0.0.1:7860"}, True),  # a browser without Sec-Fetch-Site
+    ("websocket", {"origin": "https://elsewhere.example", "sec-fetch-site": "cross-site"}, False),
+    ("websocket", {}, False),  # a program: it needs the key
+    ("http", {"origin": "http://127.0.0.1:7860", "sec-fetch-site": "same-origin"}, False),  # HTTP: the key only
+])
+def test_with_a_key_and_no_login_the_open_page_s_own_socket_is_taken(kind, headers, taken):
+    """A key without a login: the page is open, so its Live tab's socket must work; other callers need the key."""
+    from starlette.requests import Request
+    from starlette.websockets import WebSocket
+
+    from api.access import Access
+
+    scope = {"type": kind, "path": "/v1/realtime", "query_string": b"", "app": None,
+             "headers": [(b"host", b"127.0.0.1:7860"), *((k.encode(), v.encode()) for k, v in headers.items())]}
+    connection = WebSocket(scope, None, None) if kind == "websocket" else Request(scope)
+    refusal = asyncio.run(Access(api_keys=(KEY,)).refusal(connection))
+    assert (refusal is None) == taken
+    if not taken:
+        assert refusal.status == 401
