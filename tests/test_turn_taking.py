@@ -76,3 +76,29 @@ def test_an_endless_talker_is_cut_into_turns_at_the_length_cap(utterance):
     events = feed(TurnDetector(TurnSettings(max_turn_s=2.0)), np.concatenate([utterance] * 3 + [silence(1.0)]))
     turns = [e for e in events if isinstance(e, TurnEnded)]
     assert len(turns) >= 2 and all(len(t.audio) / SAMPLE_RATE <= 2.5 for t in turns[:-1])
+
+
+def test_a_turn_ends_a_pause_after_the_voice_stops_even_when_the_model_lingers(utterance, monkeypatch):
+    """silero's state can go on saying "speech" over near-silence after loud speech (a browser's processed
+    microphone): silence that quiet counts as silence, so the turn ends when the pause is over."""
+    import silero_vad
+
+    load = silero_vad.load_silero_vad
+
+    def lingering():
+        model = load()
+
+        class Lingering:  # the real model's state, but it never lets go of "speech"
+            def __call__(self, window, rate):
+                return model(window, rate) * 0 + 0.99
+
+            def reset_states(self):
+                model.reset_states()
+
+        return Lingering()
+
+    monkeypatch.setattr(silero_vad, "load_silero_vad", lingering)
+    talk = len(utterance) / SAMPLE_RATE
+    events = feed(TurnDetector(TurnSettings(silence_ms=400)), np.concatenate([silence(0.5), utterance, silence(1.5)]))
+    (turn,) = [e for e in events if isinstance(e, TurnEnded)]
+    assert turn.end_s == pytest.approx(0.5 + talk + 0.4, abs=0.1)

@@ -22,6 +22,11 @@ import numpy as np
 SAMPLE_RATE = 16_000
 WINDOW = 512
 """silero-vad reads 32 ms windows at 16 kHz."""
+QUIET_DBFS = -55.0
+"""A window quieter than this is silence, whatever silero-vad says: after loud speech its recurrent state goes on
+saying "speech" for ~100 ms of near-silence (measured on a browser's processed microphone), and a turn's end would
+wait for it. pipecat gates silero by volume the same way. Speech this quiet doesn't reach us: browsers' gain
+control lifts a voice to around -20 dBFS."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ class TurnDetector:
 
         self.settings = settings
         # One model per detector: silero's recurrent state belongs to one stream.
-        self._vad = VADIterator(load_silero_vad(), threshold=settings.threshold, sampling_rate=SAMPLE_RATE,
-                                min_silence_duration_ms=settings.silence_ms, speech_pad_ms=30)
+        self._vad = VADIterator(_QuietIsSilence(load_silero_vad()), threshold=settings.threshold,
+                                sampling_rate=SAMPLE_RATE, min_silence_duration_ms=settings.silence_ms,
+                                speech_pad_ms=30)
         self._pending = np.zeros(0, np.float32)
         self._recent: deque[np.ndarray] = deque(maxlen=max(1, settings.pre_roll_ms * SAMPLE_RATE // 1000 // WINDOW))
         self._speech: list[np.ndarray] | None = None  # the current candidate turn, while the VAD says speech
@@ -113,3 +119,18 @@ class TurnDetector:
         else:  # drop the silence that ended the turn (the VAD's end already includes a little padding)
             audio = audio[: max(0, speech_end - self._first_sample)]
         return [TurnEnded(audio, self._speech_start, self.now_s)]
+
+
+class _QuietIsSilence:
+    """silero-vad's model, whose speech probability is 0 for a window quieter than ``QUIET_DBFS``. The model still
+    hears every window, so its state follows the stream."""
+
+    def __init__(self, model):
+        self.model, self.floor = model, 10 ** (QUIET_DBFS / 20)
+
+    def __call__(self, window, sampling_rate):
+        probability = self.model(window, sampling_rate)
+        return probability * 0 if float(window.square().mean().sqrt()) < self.floor else probability
+
+    def reset_states(self):
+        self.model.reset_states()
