@@ -44,6 +44,14 @@ def default_server_name() -> str:
     return "0.0.0.0" if hosted else "127.0.0.1"
 
 
+def default_data_dir() -> str | None:
+    """$QWEN_OMNI_DATA_DIR, else a Space's persistent storage (/data, when the Space has it), else None."""
+    if os.environ.get("QWEN_OMNI_DATA_DIR"):
+        return os.environ["QWEN_OMNI_DATA_DIR"]
+    on_space = os.environ.get("SYSTEM") == "spaces"
+    return "/data" if on_space and os.path.isdir("/data") and os.access("/data", os.W_OK) else None
+
+
 def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTRUCT, tiny: str = TINY,
                default_port: int = DEFAULT_PORT) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +103,11 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="transformers: use at most this much of each GPU, keep the rest of the model in CPU "
                              "memory (small GPUs; slow, no compile)")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (off by default)")
+    parser.add_argument("--data-dir", default=default_data_dir(), metavar="DIR",
+                        help="keep team studies (answers, blind votes, leaderboards) here across restarts (default "
+                        "$QWEN_OMNI_DATA_DIR; on a Space with persistent storage, /data; else none: no team studies)")
+    parser.add_argument("--admin", action="append", default=[], metavar="USER",
+                        help="a login (--auth) that may create team studies (repeatable; none named: anyone may)")
     parser.add_argument("--feedback-file", default=os.environ.get("QWEN_OMNI_FEEDBACK"), metavar="PATH",
                         help="turn on 👍/👎 and comments on replies, appended to this JSONL file")
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
@@ -283,9 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     exit_cleanly_on_sigterm()
     args = parse_args(argv)
     check_mcp_server(args)
+    if args.admin and not read_auth(args.auth):
+        raise SystemExit("--admin names logins that may create team studies: add --auth (no one could log in as one)")
     compare_or_none = compare_backend_from_args(args) or contextlib.nullcontext()
     with backend_from_args(args) as backend, compare_or_none as compare_with:
-        demo = build_demo(backend, args.feedback_file, compare_with)
+        demo = build_demo(backend, args.feedback_file, compare_with, data_dir=args.data_dir,
+                          admins=tuple(args.admin))
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         settings = launch_settings(args)

@@ -306,4 +306,31 @@ TABLE: dict[str, tuple[str, str]] = {
     "studies.no_rater": ("Type your name first: your votes and progress are kept under it.",
                          "请先输入你的名字：你的投票和进度会保存在这个名字下。"),
     "studies.rater_too_long": ("A rater's name takes at most {limit} characters.", "评分人名字最多 {limit} 个字符。"),
+    "team.not_admin": ("Only the app's admins create studies (--admin); you can rate the ones there are.",
+                       "只有应用管理员（--admin）可以创建研究；你可以为已有的研究评分。"),
+    "team.no_good_rows": ("The sheet has no row that can be answered: see the Evaluate tab's format.",
+                          "表格中没有可以回答的行：请参照评测标签页的格式。"),
+    "team.setup_count": ("A study compares {low} to {high} set-ups.", "一个研究对比 {low} 到 {high} 种配置。"),
+    "team.setup_not_object": ("Set-up {number} is not an object of settings.", "配置 {number} 不是一个设置对象。"),
+    "team.same_label": ("Two set-ups are called {label}: each needs its own name.", "有两种配置都叫 {label}：每种配置需要自己的名字。"),
+    "team.pick_study": ("Pick a study first.", "请先选择一个研究。"),
+    "team.created": ("Study {name} ({id}) is created: its answers are being made; rating starts with the first "
+                     "prompt answered by every set-up.",
+                     "研究 {name}（{id}）已创建：正在生成回答；当第一个提示的所有配置都回答后即可开始评分。"),
+    "team.progress": ("You have judged {done} of the {total} pairs ready.", "已就绪的 {total} 组对比中，你已评判 {done} 组。"),
+    "team.all_judged": ("You have judged every pair ready ({done} of {total}). More come as answers are made.",
+                        "你已评判所有已就绪的对比（{done} / {total}）。生成更多回答后会有新的对比。"),
+    "team.no_pair_shown": ("Press Start rating to get a pair first.", "请先点击 开始评分 获取一组对比。"),
+    "team.revealed": ("You voted: {choice}. **A** was **{a}**, **B** was **{b}**.",
+                      "你的投票：{choice}。**A** 是 **{a}**，**B** 是 **{b}**。"),
+    "team.revealed_again": ("This pair had your vote already ({choice}); it counts once. **A** was **{a}**, **B** was "
+                            "**{b}**.", "这组对比已有你的投票（{choice}），只计一次。**A** 是 **{a}**，**B** 是 **{b}**。"),
+    "team.choice.a": ("A is better", "A 更好"),
+    "team.choice.b": ("B is better", "B 更好"),
+    "team.choice.tie": ("tie", "持平"),
+    "team.choice.both_bad": ("both are bad", "都不好"),
+    "team.board_note": ("{votes} votes from {raters} raters. Raters who judged the same pair agreed {agreement} of the "
+                        "time (Krippendorff's alpha {alpha}).",
+                        "{raters} 位评分人共 {votes} 票。评判同一组对比的评分人一致的比例为 {agreement}"
+                        "（Krippendorff's alpha {alpha}）。"),
 }

@@ -165,3 +165,17 @@ def rater_agreement(votes: Sequence[Vote]) -> tuple[float | None, float | None]:
     expected = (n * n - (n_c * n_c).sum()) / (n * (n - 1))
     alpha = 1 - observed / expected if expected > 0 else None
     return agree / pairs, (None if alpha is None else float(alpha))
+
+
+def score_history(setups: int, votes: Sequence[Vote], prior: float = PRIOR, points: int = 40) -> list[tuple]:
+    """(votes so far, set-up, score) after every few votes (at most ``points`` steps): how the board moved."""
+    outcomes = [vote.outcome for vote in votes]
+    if not outcomes:
+        return []
+    step = max(1, -(-len(outcomes) // points))
+    marks = sorted({*range(step, len(outcomes), step), len(outcomes)})
+    history = []
+    for mark in marks:
+        fitted = scores(bradley_terry(wins_matrix(setups, outcomes[:mark])[0], prior))
+        history += [(mark, i, float(fitted[i])) for i in range(setups)]
+    return history

@@ -4,8 +4,9 @@ A cell is one prompt with one pair of set-ups. The next cell for a rater is one 
 fewest votes so far (pairs shown and not yet voted on count too, while they are fresh: raters asking at the same
 moment spread out); among those, the pair of set-ups with the fewest votes, then the prompt with the fewest, then
 chance. Filling the emptiest cell first keeps every cell, pair and prompt within two votes of the others (a rater
-who has seen the emptiest cells already takes the next emptiest), and a rater's own cells never repeat (the store also refuses a repeat, under concurrency). Pure: the store calls it
-inside its write transaction with what the database holds.
+who has seen the emptiest cells already takes the next emptiest), and a rater's own cells never repeat (the store
+also refuses a repeat, under concurrency). Pure: the store calls it inside its write transaction with what the
+database holds.
 """
 
 from __future__ import annotations

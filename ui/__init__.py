@@ -15,6 +15,8 @@ from ui import caption, gradio_fixes
 from ui.chat import tab as chat_tab
 from ui.chat.feedback import FeedbackLog
 from ui.evaluate import tab as evaluate_tab
+from ui.evaluate import team_tab
+from ui.evaluate.team import TeamStudies
 from ui.i18n import random_weights_warning, t
 from ui.live import tab as live_tab
 from ui.messages import translator
@@ -67,11 +69,15 @@ def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
     timer.tick(current, outputs=[status, timer], queue=False, api_visibility="private")
 
 
-def build_demo(backend: Backend, feedback_file: str | None = None, compare_with: Backend | None = None) -> gr.Blocks:
+def build_demo(backend: Backend, feedback_file: str | None = None, compare_with: Backend | None = None,
+               data_dir: str | None = None, admins: tuple[str, ...] = ()) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None);
-    ``compare_with``: a second engine that Chat's Compare can answer with."""
+    ``compare_with``: a second engine that Chat's Compare can answer with; ``data_dir``: where team studies are kept
+    (off if None), which the logins in ``admins`` create (anyone, if none is named)."""
+    engines = {"app": backend, **({"compare": compare_with} if compare_with else {})}
+    teams = TeamStudies(data_dir, engines, admins) if data_dir else None
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
-        tools = add_tools(backend, compare_with)  # first: the MCP tools take their names before the UI's events
+        tools = add_tools(backend, compare_with, teams=teams)  # first: the tools take their names before the UI's
         header(backend.info)
         if backend.info.random_weights:
             gr.Markdown(t(random_weights_warning("Qwen/Qwen3-Omni-30B-A3B-Instruct")), elem_id="random-weights")
@@ -84,6 +90,13 @@ def build_demo(backend: Backend, feedback_file: str | None = None, compare_with:
             caption.build(backend)
         with gr.Tab(t("Evaluate"), id="evaluate"):
             results = evaluate_tab.build(backend, compare_with)
+        with gr.Tab(t("Team study"), id="team"):
+            if teams is None:
+                gr.Markdown(t(team_tab.OFF_NOTE))
+            else:
+                team = team_tab.build(teams, backend.info.speakers, backend.info.random_weights)
+                demo.load(team.opened, team.inputs, team.outputs, queue=False, api_visibility="private")
+                demo.load(team.wake, queue=False, api_visibility="private")
         demo.load(evaluate_tab.table_headers, outputs=results, queue=False, api_visibility="private")
         if chat_parts.examples is not None:
             demo.load(chat_tab.example_labels, outputs=chat_parts.examples, queue=False, api_visibility="private")

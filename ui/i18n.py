@@ -154,6 +154,63 @@ ZH.update({
     "Results (CSV, JSONL, zip with the speech)": "结果（CSV、JSONL、含语音的 zip）",
 })
 
+# The Team study tab (ui/evaluate/team_tab.py).
+ZH.update({
+    "Team study": "团队研究",
+    "Judge answers blind, with your team: pick a study, type your name (your login, if the app has one) and "
+    "press **Start rating**. Each pair is one prompt answered by two set-ups whose names are hidden until you "
+    "vote; the leaderboard pools everyone's votes. Your progress is kept under your name, in any browser.":
+        "和团队一起盲评回答：选择一个研究，输入你的名字（如果应用需要登录，则为你的登录名），然后点击 **开始评分**。"
+        "每组对比是同一个提示的两种配置的回答，配置名称在你投票后才显示；排行榜汇总所有人的投票。"
+        "你的进度保存在你的名字下，换浏览器也能继续。",
+    "A study answers a prompt sheet (the Evaluate tab's format) once with every set-up, in the background between "
+    "chat turns; raters can start as soon as a prompt has all its answers. One row per set-up; a seed of -1 is "
+    "random.":
+        "研究会用每种配置把提示表格（评测标签页的格式）回答一次，在后台穿插于对话之间进行；某个提示的所有回答生成后，"
+        "评分人即可开始。每种配置一行；随机种子为 -1 表示随机。",
+    "Team studies (blind votes from many raters, pooled into a leaderboard) are kept on disk: start the app with "
+    "`--data-dir DIR` to offer them.":
+        "团队研究（多位评分人的盲评投票，汇总成排行榜）保存在磁盘上：用 `--data-dir DIR` 启动应用即可使用。",
+    "Study": "研究",
+    "Your name": "你的名字",
+    "Start rating": "开始评分",
+    "Rate": "评分",
+    "Comment (optional)": "评论（可选）",
+    "A is better": "A 更好",
+    "B is better": "B 更好",
+    "Tie": "持平",
+    "Both are bad": "都不好",
+    "Next pair →": "下一组 →",
+    "Leaderboard": "排行榜",
+    "Standings (Bradley–Terry, Elo scale)": "排名（Bradley–Terry，Elo 分）",
+    "Win rate": "胜率",
+    "Score as the votes came in": "随投票变化的分数",
+    "How often the row's set-up beat the column's": "行配置胜过列配置的比例",
+    "New study": "新建研究",
+    "Study name": "研究名称",
+    "Set-ups": "配置",
+    "Create the study": "创建研究",
+    "Studies": "研究列表",
+    "Votes and leaderboard (CSV, JSONL), the whole study (zip)": "投票与排行榜（CSV、JSONL），整个研究（zip）",
+    "rank": "名次",
+    "set-up": "配置",
+    "score": "分数",
+    "95% interval": "95% 区间",
+    "votes": "票数",
+    "wins": "胜",
+    "losses": "负",
+    "ties": "平",
+    "both bad": "都不好",
+    "win rate": "胜率",
+    "study": "研究",
+    "name": "名称",
+    "set-ups": "配置",
+    "prompts": "提示",
+    "answers": "回答",
+    "raters": "评分人",
+    "waiting": "等待",
+})
+
 I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)
 
 

@@ -13,18 +13,23 @@ Made inside the page's Blocks before its tabs (``add_tools``), then ``ToolSet.fi
 from __future__ import annotations
 
 from backends.base import Backend
-from ui.tools import caption, chat, evaluate
+from ui.evaluate.team import TeamStudies
+from ui.tools import caption, chat, evaluate, team
 from ui.tools.common import ToolSet
 
 
-def add_tools(backend: Backend, compare_with: Backend | None = None, *, captions_only: bool = False) -> ToolSet:
-    """The tools of the app's page (Chat, Caption, Evaluate), or of the Captioner's (Caption)."""
+def add_tools(backend: Backend, compare_with: Backend | None = None, *, captions_only: bool = False,
+              teams: TeamStudies | None = None) -> ToolSet:
+    """The tools of the app's page (Chat, Caption, Evaluate, and the team studies' when the app keeps them), or of
+    the Captioner's (Caption)."""
     tools = ToolSet()
     if not captions_only:
         chat.register(tools, backend, compare_with)
     caption.register(tools, backend)
     if not captions_only:
         evaluate.register(tools, backend, compare_with)
+    if teams is not None:
+        team.register(tools, teams)
     return tools
 
 
