@@ -1,6 +1,7 @@
 """Team studies through the app's API (one launch on the tiny model, kept for the module): a study of three set-ups
 and five prompts answered in the background while chat goes on, raters voting blind at the same time, the
-leaderboard against Bradley–Terry computed by hand, a restart mid-study, 20 raters at once, exports, MCP tools."""
+leaderboard against Bradley–Terry computed by hand, a restart mid-study, 20 raters at once, exports, MCP tools, and the
+README's example."""
 
 from __future__ import annotations
 
@@ -319,3 +320,21 @@ def test_only_the_admins_named_create_studies(tmp_path, instruct_backend):
     with pytest.raises(TeamError, match="2 to 8 set-ups"):
         teams.create("s", [], SETUPS[:1], login="lead")
     assert TeamStudies(tmp_path, {"app": instruct_backend}).may_create(None)
+
+
+def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
+    import re
+    import zipfile
+
+    from tests.test_archive_and_docs import readme_section
+
+    (code,) = re.findall(r"```python\n(.*?)```", readme_section("Team studies"), re.DOTALL)
+    (tmp_path / "prompts.csv").write_text("id,prompt,media\nrow-1,What is said?,clip.wav\nrow-2,Hello.,\n")
+    with zipfile.ZipFile(tmp_path / "media.zip", "w") as media:
+        media.write(speech_path, "clip.wav")
+    code = re.sub(r"http://127\.0\.0\.1:786\d/", app["url"], code)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _shown, revealed, board = run.stdout.rstrip("\n").rsplit("\n", 2)
+    assert revealed in ("Ethan, sampled Chelsie, greedy", "Chelsie, greedy Ethan, sampled")  # named after the vote
+    assert "Ethan, sampled" in board and "Chelsie, greedy" in board
