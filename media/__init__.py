@@ -16,12 +16,12 @@ from media.audio import INPUT_SAMPLE_RATE, load_audio
 from media.image import load_image, smart_resize
 from media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
 from media.probe import EXTENSIONS, MediaKind, kind_of
-from media.samples import StreamResampler, pcm16, resample, to_float_mono
+from media.samples import StreamResampler, pcm16, resample
 from media.video import VideoClip, check_video, frame_indices, load_video, video_frame_size, video_sound_track
 
 __all__ = [
     "DEFAULT_LIMITS", "EXTENSIONS", "INPUT_SAMPLE_RATE", "MediaError", "MediaKind", "MediaLimits", "StreamResampler",
     "VideoClip",
     "check_video", "frame_indices", "kind_of", "load_audio", "load_image", "load_video", "pcm16", "resample",
-    "smart_resize", "to_float_mono", "video_frame_size", "video_sound_track",
+    "smart_resize", "video_frame_size", "video_sound_track",
 ]

@@ -32,13 +32,6 @@ class StreamResampler:
         return self._stream.resample_chunk(samples) if self._stream is not None else samples
 
 
-def to_float_mono(data: np.ndarray) -> np.ndarray:
-    """Browser microphone samples (int16, or float; mono or (N, channels)) → mono float32 in [-1, 1]."""
-    data = np.asarray(data)
-    samples = data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32)
-    return samples.mean(axis=1) if samples.ndim == 2 else samples.reshape(-1)
-
-
 def pcm16(samples: np.ndarray) -> np.ndarray:
     """float32 [-1, 1] → int16, what browsers and Gradio's streaming audio expect."""
     return (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)

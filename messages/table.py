@@ -223,13 +223,12 @@ TABLE: dict[str, tuple[str, str]] = {
     "metrics.talker_speed": ("talker {speed} frames/s", "Talker {speed} 帧/秒"),
     "metrics.real_time_factor": ("RTF {value}", "实时率 {value}"),
     "metrics.total": ("total {seconds} s", "总计 {seconds} 秒"),
-    # The Chat tab (ui/chat/) and the Live tab (ui/live/tab.py)
+    # The Chat tab (ui/chat/)
     "chat.imported": ("Imported {count} messages.", "已导入 {count} 条消息。"),
     "chat.nothing_to_retry": ("Nothing to retry yet.", "还没有可以重新生成的回复。"),
     "chat.nothing_to_export": ("Nothing to export yet.", "还没有可以导出的对话。"),
     "chat.comment_needs_reply": ("Write a comment after a reply first.", "请先在有回复之后填写评论。"),
     "chat.compare_needs_message": ("Send a message first.", "请先发送一条消息。"),
-    "live.interrupted": ("✋ Interrupted.", "✋ 已打断。"),
     # The Chat tab's example labels (ui/examples.py): the page's load shows them in the user's language
     "example.speech_recognition": ("Speech recognition", "语音识别"),
     "example.translation": ("Translation", "翻译"),

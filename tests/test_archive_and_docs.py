@@ -240,11 +240,11 @@ def test_the_readme_mcp_example_runs_as_written_and_names_every_tool(instruct_ba
     assert caption.strip()  # the tiny model's random words
 
 
-def test_the_readme_gives_the_live_tabs_microphone_chunk_length():
-    from ui.live.tab import MIC_CHUNK_S
+def test_the_readme_gives_the_live_tabs_microphone_frame_length():
+    from ui.live.tab import MIC_FRAME_MS
 
-    said = re.search(r"The microphone streams to the server in ([\d.]+) s chunks", readme_section("The Live tab"))
-    assert said and float(said.group(1)) == MIC_CHUNK_S
+    said = re.search(r"in (\d+) ms frames", readme_section("The Live tab"))
+    assert said and int(said.group(1)) == MIC_FRAME_MS
 
 
 def test_the_readme_names_the_gradio_versions_the_patches_were_written_for():

@@ -1,112 +1,95 @@
-"""The Live tab's session logic on the tiny model: microphone chunks in, spoken answers out, barge-in."""
+"""The Live tab's page as Gradio serves it: its scripts, their texts in both languages, the settings it starts a
+session with, and Settings that go to the page's script rather than to the server. No browser, no model (the page
+itself runs in tests/test_live_browser.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
+import re
 
-import numpy as np
+import gradio as gr
 import pytest
-import soundfile
 
-from media import pcm16, resample
-from tests import media_factory
-from ui.live.tab import LiveSession, answer
-
-MIC_RATE = 48_000  # what browsers deliver
+from backends.base import Backend, BackendInfo
+from ui.i18n import LIVE_PAGE_TEXTS
+from ui.live import tab
+from ui.voice import VOICE_ASSISTANT_PROMPT
 
 
-@pytest.fixture(scope="module")
-def question(tmp_path_factory) -> np.ndarray:
-    """A spoken question at the microphone's rate, as int16 stereo like a browser chunk, with 1 s of silence after."""
-    path = media_factory.speech_wav(tmp_path_factory.mktemp("live") / "q.wav", "What is the weather like today")
-    samples, rate = soundfile.read(path, dtype="float32")
-    samples = np.concatenate([np.zeros(rate // 2, np.float32), samples, np.zeros(rate, np.float32)])
-    mono = pcm16(resample(samples, rate, MIC_RATE))
-    return np.stack([mono, mono], axis=1)
+class Fake(Backend):
+    def __init__(self, speakers: tuple[str, ...]):
+        self.info = BackendInfo(backend="fake", model="fake", kind="instruct", device="cpu", speakers=speakers)
+
+    async def stream(self, request):
+        raise AssertionError("the Live tab never calls the engine itself: its page talks to /v1/realtime")
+        yield
 
 
-def speak_into(session: LiveSession, audio: np.ndarray, chunk_s: float = 0.5, silence_ms: int = 600) -> None:
-    step = int(chunk_s * MIC_RATE)
-    for start in range(0, len(audio), step):
-        session.hear(MIC_RATE, audio[start: start + step], silence_ms)
+def built(speakers: tuple[str, ...]) -> tuple[gr.Blocks, gr.HTML]:
+    with gr.Blocks() as demo:
+        tab.build(Fake(speakers))
+    (page,) = [block for block in demo.blocks.values() if isinstance(block, gr.HTML)]
+    return demo, page
 
 
-async def run_answer(backend, session, max_new_tokens=32, on_update=None):
-    updates = []
-    async for outputs in answer(backend, session, "ethan", "", max_new_tokens):
-        updates.append(outputs)
-        if on_update:
-            on_update(session, outputs)
-    return updates
+def scripts() -> str:
+    return "\n".join((tab.HERE / name).read_text(encoding="utf-8") for name in (*tab.SCRIPTS, "worklets.js"))
 
 
-def test_a_spoken_turn_is_answered_in_speech_and_remembered(instruct_backend, question):
-    session = LiveSession()
-    speak_into(session, question)
-    assert session.turn_id == 1 and len(session.pending) == 1
-    (audio_part,) = session.pending[0].media
-    heard, rate = soundfile.read(audio_part.path)
-    assert rate == 16_000 and 1.0 < len(heard) / rate < 3.5
-
-    updates = asyncio.run(run_answer(instruct_backend, session))
-    players = [u[2] for u in updates if isinstance(u[2], bytes)]
-    assert any(len(wav) > 44 for wav in players), "reply speech streams to the player (WAV bytes past the header)"
-    assert [t.role for t in session.turns] == ["user", "assistant"] and session.turns[1].text
-    kinds = [m["role"] for m in session.messages]
-    assert kinds[0] == "user" and "assistant" in kinds
-    assert any(isinstance(m["content"], dict) and m["role"] == "assistant" for m in session.messages), \
-        "the whole spoken reply stays in the transcript"
-    assert session.phase == "listening"
-
-    speak_into(session, question)  # the next turn carries the conversation so far
-    asyncio.run(run_answer(instruct_backend, session))
-    assert [t.role for t in session.turns] == ["user", "assistant", "user", "assistant"]
+def test_the_page_gets_its_scripts_and_the_settings_a_session_starts_with():
+    _, page = built(("chelsie", "ethan"))
+    config = page.get_config()
+    code = config["js_on_load"]
+    assert all((tab.HERE / name).read_text(encoding="utf-8") in code for name in tab.SCRIPTS)
+    assert code.rstrip().endswith("qwenLive(element, props);")
+    props = config["props"]
+    assert props["worklets"] == (tab.HERE / "worklets.js").read_text(encoding="utf-8")
+    assert props["settings"] == {"speaks": True, "voice": "ethan", "instructions": VOICE_ASSISTANT_PROMPT,
+                                 "silence_ms": tab.DEFAULT_PAUSE_MS}
+    assert (props["input_rate"], props["output_rate"], props["frame_ms"]) == (16_000, 24_000, tab.MIC_FRAME_MS)
+    assert props["texts"]["zh"]["start"] == "▶ 开始对话" and props["texts"]["en"]["start"] == "▶ Start talking"
 
 
-def test_talking_over_a_reply_stops_it_and_the_new_turn_is_heard(instruct_backend, question):
-    session = LiveSession()
-    speak_into(session, question)
-    feed = iter(range(0, len(question), MIC_RATE // 2))
-    stopped = {}
-
-    def user_talks_while_it_speaks(live: LiveSession, _outputs):
-        if live.phase == "speaking" and "at" not in stopped:
-            for start in feed:  # the user's words arrive while the reply plays
-                live.hear(MIC_RATE, question[start: start + MIC_RATE // 2], 600)
-                if live.barge_in:
-                    stopped["at"] = time.perf_counter()
-                    break
-
-    asyncio.run(run_answer(instruct_backend, session, max_new_tokens=2000, on_update=user_talks_while_it_speaks))
-    finished = time.perf_counter()
-    assert "at" in stopped, "speech from the user while the reply plays is a barge-in"
-    assert finished - stopped["at"] < 0.5, "the reply stops at once"
-    assert instruct_backend._lock.acquire(timeout=0.5), "the engine is free again"
-    instruct_backend._lock.release()
-    assert session.messages[-1]["content"] == "✋ Interrupted." and not session.barge_in
-    for start in feed:  # the rest of the user's words complete the new turn
-        session.hear(MIC_RATE, question[start: start + MIC_RATE // 2], 600)
-    assert len(session.pending) == 1 and session.turn_id == 2
+def test_a_backend_that_cannot_speak_gets_a_text_session_and_no_voice_setting():
+    demo, page = built(())
+    assert page.get_config()["props"]["settings"]["speaks"] is False
+    (speaker,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "live-speaker"]
+    assert speaker.visible is False
+    notes = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert any("text only" in str(note) for note in notes)
 
 
-def test_a_backend_that_cannot_speak_answers_in_text(captioner_backend, question):
-    session = LiveSession()
-    speak_into(session, question)
-    updates = asyncio.run(run_answer(captioner_backend, session))
-    assert not any(isinstance(u[2], bytes) for u in updates)
-    assert session.turns[-1].role == "assistant" and session.turns[-1].text
+def test_the_settings_go_to_the_pages_script_not_to_the_server():
+    demo, _ = built(("ethan",))
+    (settings,) = [fn for fn in demo.fns.values() if fn.js and "configure" in fn.js]
+    assert settings.fn is None, "no server call: the script sends them to the socket as session.update"
+    names = {block.elem_id for block in settings.inputs}
+    assert names == {"live-speaker", "live-prompt", "live-pause"} and len(settings.targets) == 3
+    assert all(fn.fn is None for fn in demo.fns.values()), "the tab has no server-side events at all"
 
 
-def test_noise_is_no_turn_and_an_expired_session_frees_its_files(question):
-    session = LiveSession()
-    rng = np.random.default_rng(0)
-    hiss = pcm16(0.003 * rng.standard_normal(3 * MIC_RATE).astype(np.float32))
-    speak_into(session, hiss)
-    assert session.turn_id == 0 and not session.pending
-    speak_into(session, question)
-    folder = session.folder
-    assert folder and os.listdir(folder)
-    session.close()  # what Gradio calls when the session expires
-    assert not os.path.exists(folder) and session.detector is None and not session.pending
+def used_text_keys() -> set[str]:
+    """Every text key the page's HTML and scripts ask for."""
+    code = scripts()
+    keys = set(re.findall(r'data-text="(\w+)"', tab.PAGE))
+    keys |= set(re.findall(r'LiveError\("(\w+)"', code)) | set(re.findall(r'this\.text\("(\w+)"', code))
+    keys |= set(re.findall(r'\.(?:note|say)\([^;]*?"(\w+)"\)', code))
+    phase = code[code.index("  phase() {"): code.index("  render() {")]
+    keys |= set(re.findall(r'"(\w+)"', phase))
+    keys |= set(re.findall(r'"(stop|start)"', code))
+    devices = re.findall(r'liveMediaError\(err, "(\w+)"\)', code)
+    kinds = re.findall(r'`\$\{device\}_(\w+)`', code)
+    return keys | {f"{d}_{k}" for d in devices for k in kinds}
+
+
+def test_every_text_the_page_shows_exists_in_english_and_chinese_and_every_text_is_used():
+    used = used_text_keys()
+    assert {"mic_refused", "socket_failed", "listening", "interrupted", "spoken"} <= used
+    assert used - set(LIVE_PAGE_TEXTS) == set(), "a text the page would show as its key"
+    assert set(LIVE_PAGE_TEXTS) - used == set(), "a text nothing shows"
+
+
+@pytest.mark.parametrize("key", sorted(LIVE_PAGE_TEXTS))
+def test_both_languages_fill_in_the_same_names(key):
+    english, chinese = LIVE_PAGE_TEXTS[key]
+    assert english and chinese and english != chinese
+    assert sorted(re.findall(r"\{(\w+)\}", english)) == sorted(re.findall(r"\{(\w+)\}", chinese))

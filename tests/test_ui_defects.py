@@ -1,4 +1,4 @@
-"""Defects of the Chat and Live handlers (issue 23), on a fake engine: no model, no server.
+"""Defects of the Chat handlers (issue 23), on a fake engine: no model, no server.
 
 The handlers are taken from the Blocks they are wired into and driven as Gradio drives them:
 an async generator read update by update and closed (``aclose``) when the user presses Stop or
@@ -25,17 +25,12 @@ import ui.chat.feedback
 import ui.hashing
 from backends.base import Backend, BackendInfo
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, TextDelta
-from media import StreamResampler
-from backends.request import MediaPart, Turn
 from ui.chat import tab as chat
-from ui.live import tab as live
 from ui.chat.session import ChatSession
 from ui.chat.feedback import FeedbackLog
-from ui.live.tab import LiveSession, answer
 from ui.reply import ReplyState
 from ui.reply_player import ENCODERS, reply_player
 from ui.streaming import AUDIO_FLUSH_S, EventPump, reply_updates
-from turns import TurnEnded
 
 TOKEN_S = 0.002
 
@@ -118,31 +113,6 @@ def test_a_chat_reply_closed_at_its_first_update_stops_the_engine(engine_started
         await run_to_end(send(fns, session, "again"))  # the next turn gets the slot at once
         assert [turn.role for turn in session.turns] == ["user", "assistant", "user", "assistant"]
         assert session.turns[-1].text == "xxx" and not session.replying and engine.idle
-        session.close()
-
-    asyncio.run(scenario())
-
-
-def test_a_live_reply_closed_at_its_first_update_stops_the_engine(tmp_path):
-    async def scenario():
-        engine = OneSlotEngine()
-        fns = handlers(live.build, engine)
-        session = LiveSession()
-        session.pending = [Turn("user", (MediaPart("audio", str(tmp_path / "turn-000.wav")),))]
-        updates = fns["respond"](1, session, "", "", None)
-        await anext(updates)
-        await asyncio.sleep(0.05)
-        await updates.aclose()  # the tab is closed
-        await asyncio.sleep(0.05)
-        assert engine.idle
-        assert [turn.role for turn in session.turns] == ["user"] and session.phase == "idle"
-        assert not session.barge_in
-
-        session.pending = [Turn("user", (MediaPart("audio", str(tmp_path / "turn-001.wav")),))]
-        async with asyncio.timeout(5):
-            [_ async for _ in answer(engine, session, None, "", 3)]
-        assert [turn.role for turn in session.turns] == ["user", "user", "assistant"]
-        assert session.turns[-1].text == "xxx" and engine.idle
         session.close()
 
     asyncio.run(scenario())
@@ -234,80 +204,6 @@ def test_a_file_is_read_once_however_often_its_conversation_is_rated(monkeypatch
     assert len(reads) == 2
 
 
-# 5. A turn heard while Live takes the waiting ones
-
-
-class OneTurnPerChunk:
-    """A turn detector that ends a turn with every chunk."""
-
-    in_speech = False
-
-    def push(self, samples):
-        return [TurnEnded(np.zeros(1600, np.float32), 0.0, 0.1)]
-
-
-class ReadThenHear(list):
-    """``pending`` whose reader, just after it has read the last waiting turn, lets the microphone's
-    thread finish a turn (as if it landed between the read and what follows)."""
-
-    def __init__(self, items, meanwhile):
-        super().__init__(items)
-        self.meanwhile = meanwhile
-
-    def __iter__(self):
-        yield from super().__iter__()
-        meanwhile, self.meanwhile = self.meanwhile, None
-        if meanwhile:
-            meanwhile()
-
-
-def test_a_turn_heard_while_live_takes_the_waiting_ones_is_answered_next():
-    session = LiveSession()
-    session.detector, session.resampler, session.silence_ms = OneTurnPerChunk(), StreamResampler(16_000), 600
-    chunk = np.zeros(1600, np.int16)
-    session.hear(16_000, chunk, 600)
-    assert session.turn_id == 1 and len(session.pending) == 1
-    heard = []
-
-    def the_microphone_thread_hears_a_turn():
-        mic = threading.Thread(target=session.hear, args=(16_000, chunk, 600))
-        mic.start()
-        mic.join(timeout=1)  # a lock held for the read would keep it waiting: it lands after
-        heard.append(mic)
-
-    session.pending = ReadThenHear(session.pending, the_microphone_thread_hears_a_turn)
-    try:
-        async def scenario():
-            async with asyncio.timeout(5):
-                [_ async for _ in answer(OneSlotEngine(), session, None, "", 3)]
-
-        asyncio.run(scenario())
-        heard[0].join()
-        assert session.turn_id == 2
-        assert [turn.role for turn in session.turns] == ["user", "assistant"]
-        assert len(session.pending) == 1, "the turn heard meanwhile waits for the next answer"
-        files = [part.path for turn in [*session.turns, *session.pending] for part in turn.media]
-        assert len(set(files)) == 2, "each turn keeps its own recording"
-
-        async def next_answer():
-            async with asyncio.timeout(5):
-                [_ async for _ in answer(OneSlotEngine(), session, None, "", 3)]
-
-        asyncio.run(next_answer())
-        assert [turn.role for turn in session.turns] == ["user", "assistant", "user", "assistant"]
-        assert not session.pending
-    finally:
-        session.close()
-
-
-def test_a_live_session_still_deep_copies_as_gradio_state():
-    import copy
-
-    original = LiveSession()
-    twin = copy.deepcopy(original)
-    assert twin.take_pending() == [] and twin._lock is not original._lock
-
-
 # 8. The encoder nudge after speech
 
 
@@ -329,9 +225,9 @@ async def speech_then_pause(pause_s: float, chunks: tuple[float, ...] = (CHUNK_S
     yield Done()
 
 
-async def timed_updates(stream, poll_s=None) -> list[tuple[float, object]]:
+async def timed_updates(stream) -> list[tuple[float, object]]:
     start, updates = time.monotonic(), []
-    async for player in reply_updates(EventPump(stream), ReplyState(), poll_s=poll_s):
+    async for player in reply_updates(EventPump(stream), ReplyState()):
         updates.append((time.monotonic() - start, player))
     return updates
 
@@ -348,9 +244,8 @@ def is_nudge(update) -> bool:
     return audio_frames(update) == 0
 
 
-@pytest.mark.parametrize("poll_s", [None, 0.1], ids=["chat", "live"])
-def test_the_encoder_is_nudged_after_speech_without_a_new_chunk(poll_s):
-    updates = asyncio.run(timed_updates(speech_then_pause(1.0), poll_s))
+def test_the_encoder_is_nudged_after_speech_without_a_new_chunk():
+    updates = asyncio.run(timed_updates(speech_then_pause(1.0)))
     speech = [at for at, update in updates if audio_frames(update)]
     assert len(speech) == 1
     nudges = [at for at, update in updates if is_nudge(update)]

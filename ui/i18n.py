@@ -47,12 +47,6 @@ ZH = {
     "Replay both": "两边重新生成",
     "⬆ Import": "⬆ 导入",
     "Conversation (zip)": "对话（zip）",
-    "Microphone": "麦克风",
-    "Camera on": "打开摄像头",
-    "Webcam": "摄像头",
-    "Reply": "回复",
-    "Transcript": "对话文字",
-    "🗑 New conversation": "🗑 新对话",
     "Pause that ends your turn (ms)": "结束发言的停顿（毫秒）",
     "Extra instruction (optional)": "附加指令（可选）",
     "e.g. Focus on the background sounds. / Answer in Chinese.": "例如：着重描述背景声音。/ 用英语回答。",
@@ -81,18 +75,55 @@ for _checkpoint in ("Qwen/Qwen3-Omni-30B-A3B-Instruct", "Qwen/Qwen3-Omni-30B-A3B
         "> ⚠️ **微型随机权重模型。** 本机没有加载真实权重，所以每个回答、每段语音回复都是随机噪声。应用本身完整可用；"
         f"要得到真实的回答，请在 GPU 上用 `-c {_checkpoint}`（或本地目录）运行。")
 
-# The Live tab's tips and its state line (one translatable Markdown each).
+# The Live tab's tips (one translatable Markdown).
 ZH.update({
     "Try: *“What do you see?”* with the camera on · *“Tell me a short joke.”* · ask in Chinese: "
     "*“今天天气怎么样？”* · talk over the answer to interrupt it.":
         "试试：打开摄像头问 *“你看到了什么？”* · *“讲个简短的笑话。”* · 用英语问 *“What is the weather like today?”* · "
         "在回答时开口说话即可打断它。",
-    "⏸ Press **Record** on the microphone to start talking.": "⏸ 点击麦克风上的 **录制** 开始说话。",
-    "🎙 **Listening…** talk, then pause.": "🎙 **正在听…** 说完后停顿一下。",
-    "🗣 **Hearing you…**": "🗣 **正在听你说…**",
-    "💭 **Thinking…**": "💭 **思考中…**",
-    "🔊 **Speaking…** (talk to interrupt)": "🔊 **正在回答…**（开口说话即可打断）",
 })
+
+LIVE_PAGE_TEXTS = {
+    # The Live page's own texts, shown by its script (ui/live/view.js) in the page's language: key → (en, zh).
+    # {name} is filled in by the script.
+    "start": ("▶ Start talking", "▶ 开始对话"),
+    "stop": ("⏹ Stop", "⏹ 停止"),
+    "new": ("🗑 New conversation", "🗑 新对话"),
+    "camera": ("Camera on", "打开摄像头"),
+    "idle": ("⏸ Press ▶ Start talking, then speak and pause.", "⏸ 点击 ▶ 开始对话，说完后停顿一下。"),
+    "connecting": ("⏳ Connecting…", "⏳ 正在连接…"),
+    "listening": ("🎙 Listening… talk, then pause.", "🎙 正在听…说完后停顿一下。"),
+    "hearing": ("🗣 Hearing you…", "🗣 正在听你说…"),
+    "thinking": ("💭 Thinking…", "💭 思考中…"),
+    "answering": ("✍ Answering…", "✍ 正在回答…"),
+    "speaking": ("🔊 Speaking… (talk to interrupt)", "🔊 正在回答…（开口说话即可打断）"),
+    "spoken": ("🎤 (spoken)", "🎤（语音）"),
+    "interrupted": ("✋ Interrupted.", "✋ 已打断。"),
+    "reply_failed": ("⚠ The reply failed.", "⚠ 回复失败。"),
+    "insecure": ("The microphone and camera need a secure page: open the app over https, or on localhost.",
+                 "麦克风和摄像头需要安全连接：请通过 https 或在 localhost 上打开本应用。"),
+    "mic_refused": ("The browser refused the microphone. Allow it for this site (the icon in the address bar), "
+                    "then press ▶ Start talking again.",
+                    "浏览器拒绝了麦克风。请在地址栏的图标中允许本网站使用麦克风，然后再点击 ▶ 开始对话。"),
+    "mic_missing": ("No microphone was found. Connect one, then press ▶ Start talking again.",
+                    "没有找到麦克风。请连接麦克风后再点击 ▶ 开始对话。"),
+    "mic_busy": ("The microphone is in use by another program, or failed to start.",
+                 "麦克风正被其他程序占用，或无法启动。"),
+    "mic_failed": ("The microphone could not be opened: {message}", "无法打开麦克风：{message}"),
+    "camera_refused": ("The browser refused the camera. Allow it for this site, then tick Camera on again.",
+                       "浏览器拒绝了摄像头。请允许本网站使用摄像头，然后再勾选 打开摄像头。"),
+    "camera_missing": ("No camera was found.", "没有找到摄像头。"),
+    "camera_busy": ("The camera is in use by another program, or failed to start.", "摄像头正被其他程序占用，或无法启动。"),
+    "camera_failed": ("The camera could not be opened: {message}", "无法打开摄像头：{message}"),
+    "socket_failed": ("Can't connect to the app's realtime socket ({url}). The Live tab talks to it; it is served "
+                      "by app.py beside this page. Reload the page or try again later.",
+                      "无法连接到本应用的实时接口（{url}）。实时标签页通过它对话，它由 app.py 与本页面一同提供。"
+                      "请刷新页面或稍后再试。"),
+    "socket_closed": ("The connection to the app closed ({reason}). Press ▶ Start talking to talk again.",
+                      "与应用的连接已关闭（{reason}）。点击 ▶ 开始对话即可继续。"),
+    "server_error": ("The server said: {message}", "服务器提示：{message}"),
+    "failed": ("Something went wrong: {message}", "出错了：{message}"),
+}
 
 # The header's labels, and the notes engines add to their speech (backends/openai/backend.py).
 ZH.update({

@@ -114,12 +114,10 @@ def save_reply_audio(reply, folder: str) -> str | None:
     return path
 
 
-async def reply_updates(events: EventPump, reply, poll_s: float | None = None):
+async def reply_updates(events: EventPump, reply):
     """Feed a backend's events into ``reply`` (a ReplyState) and yield the player's update whenever the
     page should be redrawn: new speech, text at most TEXT_UPDATES_PER_S times a second, and the encoder
-    nudges (EMPTY_AUDIO every AUDIO_NUDGE_S for AUDIO_FLUSH_S after speech, while nothing else is sent).
-    With ``poll_s``, yields None at least that often, so the caller can check for something else
-    (barge-in) while nothing arrives."""
+    nudges (EMPTY_AUDIO every AUDIO_NUDGE_S for AUDIO_FLUSH_S after speech, while nothing else is sent)."""
     last_text = flush_until = 0.0
     next_nudge: float | None = None
     """When the encoder is nudged next if nothing arrives first; None once the flush window is over."""
@@ -127,17 +125,14 @@ async def reply_updates(events: EventPump, reply, poll_s: float | None = None):
         # Whether a timeout is a nudge is decided before waiting: the clock read after the wait may
         # be exactly at (or a hair before) the deadline.
         nudging = next_nudge is not None
-        timeout = max(0.0, next_nudge - time.monotonic()) if nudging else poll_s
+        timeout = max(0.0, next_nudge - time.monotonic()) if nudging else None
         event = await events.next(timeout=timeout)
         if event is EventPump.END:
             return
-        if event is EventPump.IDLE:
-            if nudging:
-                later = time.monotonic() + AUDIO_NUDGE_S
-                next_nudge = later if later <= flush_until + AUDIO_NUDGE_S / 2 else None
-                yield EMPTY_AUDIO
-            else:
-                yield None
+        if event is EventPump.IDLE:  # only while nudging: otherwise the pump waits for the next event
+            later = time.monotonic() + AUDIO_NUDGE_S
+            next_nudge = later if later <= flush_until + AUDIO_NUDGE_S / 2 else None
+            yield EMPTY_AUDIO
             continue
         reply.handle(event)
         if isinstance(event, AudioChunk):
