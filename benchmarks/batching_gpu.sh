@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Issue 25's GPU measurements, for the lent machine (device tool), in calls of under 10 minutes each:
 #   bash scripts/device-wheels.sh                      # here, once a session: .whl/ for the machine's python
-#   run(command="bash benchmarks/batching_gpu.sh kernels", carry=[".whl"])   # about 5 min
-#   run(command="bash benchmarks/batching_gpu.sh users", carry=[".whl"])     # full size; cold compiles: 8-10 min
-#   run(command="bash benchmarks/batching_gpu.sh app", carry=[".whl"])       # the app, 8 gradio_client sessions
+#   run(command="bash benchmarks/batching_gpu.sh kernels", carry=[".whl/base"])   # about 5 min
+#   run(command="bash benchmarks/batching_gpu.sh users", carry=[".whl/base"])     # full size; cold compiles: 8-10 min
+#   run(command="bash benchmarks/batching_gpu.sh app", carry=[".whl/base", ".whl/app"])  # 8 gradio_client sessions
+#   run(command="bash benchmarks/batching_gpu.sh realtime", carry=[".whl/base", ".whl/realtime"])  # 1 and 8 sessions
 # A "users" call cut off by the time limit leaves its compiled kernels in .cache/inductor (ignored, kept on a warm
 # machine between calls): run it again. Everything printed also lands in $OUT/<part>.log.
 set -uo pipefail
 part=${1:?kernels or users}
-python3 -m pip install -q --no-deps --target /tmp/site .whl/*.whl || exit 3
+python3 -m pip install -q --no-deps --target /tmp/site .whl/base/*.whl || exit 3
 export PYTHONPATH=/tmp/site TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/inductor PYTHONUNBUFFERED=1
 mkdir -p "${OUT:=/tmp/out}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -26,6 +27,10 @@ case $part in
     python3 -m pip install -q --no-deps --target /tmp/site .whl/app/*.whl || exit 3
     python3 benchmarks/app_concurrent.py --full-size --static-cache-tokens 4096 --batch-slots 8 --users 8 2>&1 \
       | grep --line-buffered -v Warning | tee "$OUT/app.log" ;;
+  realtime) # /v1/realtime through the openai SDK: end of speech → first audio delta, 1 and 8 sessions at once
+    python3 -m pip install -q --no-deps --target /tmp/site .whl/realtime/*.whl || exit 3
+    python3 benchmarks/realtime_latency.py --full-size --static-cache-tokens 4096 --batch-slots 8 --sessions 1,8 \
+      --speech .whl/realtime/question.wav 2>&1 | grep --line-buffered -v Warning | tee "$OUT/realtime.log" ;;
   users-unpacked)  # the same with every prompt in a pass of its own: what packing the prompts changes
     python3 benchmarks/concurrent_speech.py --full-size --static-cache-tokens 4096 --paths batched --pack-tokens 1 \
       2>&1 | grep -v Warning | tee "$OUT/users-unpacked.log" ;;
