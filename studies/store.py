@@ -274,6 +274,14 @@ class StudyStore:
                                "AND p.rater = ?", (study_id, rater)).fetchone()[0]
         return voted, len(ready) * len(study.pairs)
 
+    def counts(self, study_id: str) -> tuple[int, int, int]:
+        """(answers made, votes, raters who voted), counted in the database (a list of studies asks often)."""
+        with self._connect() as db:
+            answers = db.execute("SELECT COUNT(*) FROM answers WHERE study_id = ?", (study_id,)).fetchone()[0]
+            votes, raters = db.execute("SELECT COUNT(*), COUNT(DISTINCT p.rater) FROM votes v JOIN pairs p ON "
+                                       "p.id = v.pair_id WHERE p.study_id = ?", (study_id,)).fetchone()
+        return answers, votes, raters
+
     def raters(self, study_id: str) -> dict[str, int]:
         """Each rater's number of votes."""
         with self._connect() as db:

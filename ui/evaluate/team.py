@@ -167,10 +167,10 @@ class TeamStudies:
         out = []
         for study in self.store.studies():
             answerable = sum(1 for p in study.prompts if not p.problem) * len(study.setups)
+            answers, votes, raters = self.store.counts(study.id)
             out.append({"study_id": study.id, "name": study.name, "setups": [s.label for s in study.setups],
-                        "prompts": len(study.prompts), "answers": len(self.store.answers(study.id)),
-                        "answers_total": answerable, "votes": len(self.store.votes(study.id)),
-                        "raters": len(self.store.raters(study.id)),
+                        "prompts": len(study.prompts), "answers": answers, "answers_total": answerable,
+                        "votes": votes, "raters": raters,
                         "waiting": str(self.generator.waiting[study.id]) if study.id in self.generator.waiting
                         else ""})
         return out

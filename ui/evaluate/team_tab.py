@@ -63,6 +63,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
         start_button = gr.Button(t("Start rating"), variant="primary", elem_id="team-start", scale=1)
     remembered = gr.BrowserState("", storage_key="qwen3-omni-team-rater")
     shown_pair = gr.State("")  # the pair's id; the page gets its answers only, never its set-ups
+    board_shown = gr.State("")  # which study's board, at how many votes, the page shows
     with gr.Tabs():
         with gr.Tab(t("Rate"), id="team-rate"):
             progress = gr.Markdown("", elem_id="team-progress")
@@ -150,14 +151,18 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
                     *_voting(False), gr.Button(visible=True))
         return cast
 
-    def board(study_id: str | None, http_request: gr.Request):
+    def board(study_id: str | None, seen: str, http_request: gr.Request):
+        """The leaderboard, or nothing new when the page shows this study's board at this many votes already."""
         say = translator(http_request)
         if not study_id:
-            return "", None, None, None, None
+            return "", "", None, None, None, None
         try:
             the_study, the_board, history = teams.leaderboard(study_id)
         except StoreError:
-            return "", None, None, None, None
+            return "", "", None, None, None, None
+        shown_now = f"{study_id}:{the_board.votes}:{language_of(http_request)}"
+        if shown_now == seen:
+            return (gr.skip(),) * 6
         record = board_record(the_study, the_board)
         rows = [[s["rank"], s["setup"], s["score"], _interval(s), s["votes"], s["wins"], s["losses"], s["ties"],
                  s["both_bad"], s["win_rate"]] for s in record["standings"]]
@@ -171,9 +176,9 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             "alpha": "—" if the_board.alpha is None else f"{the_board.alpha:.2f}"}))
         rates = pd.DataFrame({"set-up": [s["setup"] for s in record["standings"]],
                               "win rate": [s["win_rate"] or 0.0 for s in record["standings"]]})
-        return (note, {"headers": [fixed_text(c, language) for c in STANDING_COLUMNS], "data": rows}, rates,
-                pd.DataFrame(history and [(k, labels[i], score) for k, i, score in history] or None,
-                             columns=["votes", "set-up", "score"]),
+        moves = pd.DataFrame([(k, labels[i], score) for k, i, score in history], columns=["votes", "set-up", "score"])
+        headers = [fixed_text(c, language) for c in STANDING_COLUMNS]
+        return (shown_now, note, {"headers": headers, "data": rows}, rates, moves,
                 {"headers": [""] + labels, "data": matrix_rows})
 
     async def create(name: str, files: list[str] | None, table, http_request: gr.Request):
@@ -200,16 +205,16 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
     private = {"api_visibility": "private"}
     pair_view = [shown_pair, remembered, progress, prompt, media, answer_a, audio_a, answer_b, audio_b, reveal,
                  *vote_buttons.values(), next_button]
-    board_view = [board_note, standings, rates_plot, history_plot, matrix]
+    board_view = [board_shown, board_note, standings, rates_plot, history_plot, matrix]
     gr.on([start_button.click, next_button.click], show, [study, rater_name], pair_view, **private,
-          concurrency_limit=None).then(board, study, board_view, **private, concurrency_limit=None)
+          concurrency_limit=None).then(board, [study, board_shown], board_view, **private, concurrency_limit=None)
     for choice, button in vote_buttons.items():
         button.click(voter(choice), [shown_pair, rater_name, comment], [shown_pair, progress, reveal, comment,
                                                                          *vote_buttons.values(), next_button],
-                     **private, concurrency_limit=None).then(board, study, board_view, **private,
+                     **private, concurrency_limit=None).then(board, [study, board_shown], board_view, **private,
                                                              concurrency_limit=None)
-    study.change(board, study, board_view, **private, concurrency_limit=None)
-    timer.tick(board, study, board_view, **private, concurrency_limit=None, show_progress="hidden")
+    study.change(board, [study, board_shown], board_view, **private, concurrency_limit=None)
+    timer.tick(board, [study, board_shown], board_view, **private, concurrency_limit=None, show_progress="hidden")
     create_button.click(create, [new_name, new_files, new_setups], [study, studies_table], **private,
                         concurrency_limit=None)
     export_button.click(export, study, exported, **private, concurrency_limit=None)
