@@ -338,3 +338,21 @@ def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     _shown, revealed, board = run.stdout.rstrip("\n").rsplit("\n", 2)
     assert revealed in ("Ethan, sampled Chelsie, greedy", "Chelsie, greedy Ethan, sampled")  # named after the vote
     assert "Ethan, sampled" in board and "Chelsie, greedy" in board
+
+
+def test_the_data_folder_and_admins_come_from_the_command_line(monkeypatch, tmp_path):
+    import app as app_module
+
+    monkeypatch.setenv("QWEN_OMNI_DATA_DIR", str(tmp_path))
+    assert app_module.parse_args([]).data_dir == str(tmp_path)
+    monkeypatch.delenv("QWEN_OMNI_DATA_DIR")
+    monkeypatch.delenv("SYSTEM", raising=False)
+    assert app_module.parse_args([]).data_dir is None  # no folder named: no team studies
+    args = app_module.parse_args(["--data-dir", "d", "--admin", "lead", "--admin", "kim"])
+    assert (args.data_dir, args.admin) == ("d", ["lead", "kim"])
+    monkeypatch.delenv("QWEN_OMNI_AUTH", raising=False)
+    monkeypatch.delenv("QWEN_OMNI_AUTH_FILE", raising=False)
+    monkeypatch.setattr(app_module, "check_mcp_server", lambda args: None)
+    monkeypatch.setattr(app_module, "exit_cleanly_on_sigterm", lambda: None)  # pytest's own SIGTERM stays
+    with pytest.raises(SystemExit, match="--admin names logins"):
+        app_module.main(["--admin", "lead"])  # no login: no one could be the admin

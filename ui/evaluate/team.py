@@ -108,7 +108,7 @@ class TeamStudies:
         self.generator = Generator(self.store, engines, request_for)
         self._boards: dict[str, tuple[int, Leaderboard, list[tuple]]] = {}
         self._boards_lock = threading.Lock()
-        self._pairs_folder: str | None = None
+        self._pairs_folder = session_folder("omni-pairs-")  # what the page is sent, copied per pair
 
     # Who
 
@@ -223,8 +223,6 @@ class TeamStudies:
         return self.store.progress(study_id, rater)
 
     def _pair_folder(self, pair_id: str, make: bool = True) -> Path:
-        if self._pairs_folder is None:
-            self._pairs_folder = session_folder("omni-pairs-")
         folder = Path(self._pairs_folder) / pair_id
         if make:
             folder.mkdir(exist_ok=True)
