@@ -111,10 +111,11 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
                                file_count="multiple", interactive=False, elem_id="team-exported")
 
     def opened(name: str, http_request: gr.Request):
-        """A page opens: the studies, and the rater's name (their login, or the one this browser remembers)."""
+        """A page opens: the studies, the rater's name (their login, or the one this browser remembers), and
+        Create for those who may."""
         login = getattr(http_request, "username", None)
         return (_study_choices(teams), gr.Textbox(value=login or name, interactive=not login),
-                _studies_table(teams, http_request))
+                _studies_table(teams, http_request), gr.Button(interactive=teams.may_create(login)))
 
     def show(study_id: str | None, name: str, http_request: gr.Request):
         """The rater's pair to judge now (the same one until they vote, in any browser)."""
@@ -218,7 +219,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
     create_button.click(create, [new_name, new_files, new_setups], [study, studies_table], **private,
                         concurrency_limit=None)
     export_button.click(export, study, exported, **private, concurrency_limit=None)
-    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table])
+    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table, create_button])
 
 
 def _study_choices(teams: TeamStudies, value: str | None = None) -> gr.Dropdown:
