@@ -71,7 +71,9 @@ def used_text_keys() -> set[str]:
     """Every text key the page's HTML and scripts ask for."""
     code = scripts()
     keys = set(re.findall(r'data-text="(\w+)"', tab.PAGE))
-    keys |= set(re.findall(r'LiveError\("(\w+)"', code)) | set(re.findall(r'this\.text\("(\w+)"', code))
+    for first_argument in re.findall(r'LiveError\(([^,)\n]+)[,)]', code):  # a key, or a choice of two
+        keys |= set(re.findall(r'"(\w+)"', first_argument))
+    keys |= set(re.findall(r'this\.text\("(\w+)"', code))
     keys |= set(re.findall(r'\.(?:note|say)\([^;]*?"(\w+)"\)', code))
     phase = code[code.index("  phase() {"): code.index("  render() {")]
     keys |= set(re.findall(r'"(\w+)"', phase))

@@ -316,3 +316,28 @@ def test_a_refused_microphone_and_an_unreachable_socket_are_explained(media_brow
     finally:
         context.close()
         demo.close()
+
+
+def test_behind_a_login_the_logged_in_page_talks_and_a_stranger_is_told(media_browser, instruct_backend):
+    from playwright.sync_api import expect
+
+    demo = launch(instruct_backend, auth=[("ada", "lovelace")],
+                  app_kwargs=api.app_kwargs(instruct_backend, login_required=True))
+    context = media_browser.new_context(permissions=["microphone"])
+    page = context.new_page()
+    try:
+        page.goto(demo.local_url)
+        page.get_by_label("username").fill("ada")
+        page.get_by_label("password").fill("lovelace")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Live").click()
+        page.locator("#live .live-start").click()
+        expect(page.locator("#live-state")).to_contain_text("Listening", timeout=15_000)  # the session is open
+        assert page.evaluate("() => window.qwenLive.stats.session !== null")
+        page.locator("#live .live-start").click()  # Stop
+        page.context.clear_cookies()  # logged out: the socket refuses, and the page says so
+        page.locator("#live .live-start").click()
+        expect(page.locator("#live-error")).to_contain_text("Can't connect", timeout=15_000)
+    finally:
+        context.close()
+        demo.close()

@@ -139,15 +139,16 @@ class LiveClient {
   // -- the socket ---------------------------------------------------------------------------------------------------
 
   connect() {
+    // Resolves once the server has taken the session (session.created): until then the page says "connecting".
     const url = liveRealtimeUrl((window.gradio_config || {}).root, window.location);
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       let opened = false;
+      let ready = false;
       this.ws = ws;
       ws.onopen = () => {
         opened = true;
         this.sendSession(); // before any audio: the server reads it first, so every frame is heard at our rate
-        resolve();
       };
       ws.onmessage = (message) => {
         if (this.ws !== ws) return; // a socket we have left (New conversation)
@@ -157,14 +158,19 @@ class LiveClient {
         } catch (err) {
           return;
         }
+        if (!ready && event.type === "session.created") {
+          ready = true;
+          resolve();
+        }
         this.handle(event);
         this.render();
       };
       ws.onclose = (close) => {
-        if (!opened) reject(new LiveError("socket_failed", { url }));
+        const reason = close.reason || close.code;
+        if (!ready) reject(new LiveError(opened ? "socket_closed" : "socket_failed", { url, reason }));
         else if (this.ws === ws && this.running) {
           this.stop();
-          this.view.showError(new LiveError("socket_closed", { reason: close.reason || close.code }));
+          this.view.showError(new LiveError("socket_closed", { reason }));
         }
       };
     });
@@ -206,6 +212,7 @@ class LiveClient {
     const responseId = event.response_id || (event.response && event.response.id);
     const r = this.responses.get(responseId) || this.byItem.get(event.item_id);
     switch (event.type) {
+      case "session.created":
       case "session.updated":
         this.stats.session = event.session;
         break;
