@@ -318,7 +318,7 @@ def test_a_refused_microphone_and_an_unreachable_socket_are_explained(media_brow
         demo.close()
 
 
-def test_behind_a_login_the_logged_in_page_talks_and_a_stranger_is_told(media_browser, instruct_backend):
+def test_behind_a_login_the_logged_in_page_talks_starts_over_and_a_stranger_is_told(media_browser, instruct_backend):
     from playwright.sync_api import expect
 
     demo = launch(instruct_backend, auth=[("ada", "lovelace")],
@@ -334,6 +334,11 @@ def test_behind_a_login_the_logged_in_page_talks_and_a_stranger_is_told(media_br
         page.locator("#live .live-start").click()
         expect(page.locator("#live-state")).to_contain_text("Listening", timeout=15_000)  # the session is open
         assert page.evaluate("() => window.qwenLive.stats.session !== null")
+        page.evaluate("() => { window.firstSocket = window.qwenLive.ws; }")
+        page.locator("#live .live-new").click()  # a new conversation is a new session, on a new socket
+        page.wait_for_function("() => window.qwenLive.ws !== window.firstSocket && !window.qwenLive.connecting"
+                               " && window.firstSocket.readyState === WebSocket.CLOSED", timeout=15_000)
+        expect(page.locator("#live-state")).to_contain_text("Listening")
         page.locator("#live .live-start").click()  # Stop
         page.context.clear_cookies()  # logged out: the socket refuses, and the page says so
         page.locator("#live .live-start").click()
