@@ -235,6 +235,20 @@ def test_cancel_mid_reply_stops_the_engine_and_the_session_goes_on(base_url, rec
     engine = next(s for s in recorder.streams if s.prompt == "Talk.")
     assert engine.closed and engine.done is None  # closed by the API before its end: the engine stopped
     assert again[-1].response.status in ("completed", "incomplete")
+    # The next turn's history keeps of the cut reply only the text its speech had reached (none before any audio).
+    transcript, reached = "", 0
+    for event in cancelled:
+        if event.type == "response.output_audio_transcript.delta":
+            transcript += event.delta
+        elif event.type == "response.output_audio.delta":
+            reached = len(transcript)
+    history = next(s for s in recorder.streams if s.prompt == "Again?").request.turns
+    talk = [t.text for t in history].index("Talk.")
+    kept = [t.text for t in history[talk + 1:-1]]
+    from api.realtime.session import heard_text
+
+    assert kept == ([heard_text(transcript, reached, 1.0)] if heard_text(transcript, reached, 1.0) else []), \
+        (transcript, reached, kept)
 
 
 def test_truncating_a_spoken_reply_keeps_only_what_was_heard(base_url, recorder):

@@ -350,9 +350,14 @@ class RealtimeSession:
         self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     def _ended(self, response: Response) -> None:
-        if response.text:  # what was said stays in the conversation, cut short or not
-            spoken = len(response.text) if response.status == "completed" else response.spoken_chars
-            self.items.append(Item(response.item_id, Turn.assistant(response.text),
+        text, spoken = response.text, response.spoken_chars
+        if response.status == "completed":
+            spoken = len(text)
+        elif response.speaks and response.status == "cancelled":  # cut short while it spoke: the text its speech
+            text = spoken_text = heard_text(text, spoken, 1.0)   # hadn't reached yet was never heard
+            spoken = len(spoken_text)
+        if text:  # what was said stays in the conversation (``conversation.item.truncate`` cuts it further)
+            self.items.append(Item(response.item_id, Turn.assistant(text),
                                    audio_ms=response.audio_samples * 1000 // OUTPUT_SAMPLE_RATE,
                                    spoken_chars=spoken))
         if self.response is response:
