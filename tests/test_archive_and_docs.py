@@ -156,11 +156,11 @@ def test_the_reply_player_is_stock_gradio_audio_on_another_gradio_and_still_play
 
 # The README's promises, checked against the app (the tiny model, launched as tests/test_app.py does).
 
-def readme_section(title: str) -> str:
-    """The README's text under the heading ``title``, up to the next heading of the same or a higher level
-    (a ``#`` line inside a code block is a comment, not a heading)."""
+def readme_section(title: str, document: Path = README) -> str:
+    """The README's (or ``document``'s) text under the heading ``title``, up to the next heading of the same or a
+    higher level (a ``#`` line inside a code block is a comment, not a heading)."""
     lines, level, fenced = [], None, False
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in document.read_text(encoding="utf-8").splitlines():
         fenced ^= line.startswith("```")
         heading = None if fenced else re.match(r"(#+) (.*)", line)
         if level is None:
@@ -169,7 +169,7 @@ def readme_section(title: str) -> str:
             break
         else:
             lines.append(line)
-    assert level is not None, f"the README has no section {title!r}"
+    assert level is not None, f"{document.name} has no section {title!r}"
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +247,9 @@ def test_the_readme_gives_the_live_tabs_microphone_frame_length():
     assert said and int(said.group(1)) == MIC_FRAME_MS
 
 
-def test_the_readme_names_the_gradio_versions_the_patches_were_written_for():
+def test_the_docs_name_the_gradio_versions_the_patches_were_written_for():
     from ui.gradio_fixes import GRADIO_VERSIONS
 
-    said = re.search(r"written for Gradio (.+?) \(", readme_section("Gradio patches"))
+    said = re.search(r"written for Gradio (.+?) \(", readme_section("Gradio patches", README.with_name("docs") /
+                                                                     "architecture.md"))
     assert said and re.findall(r"\d+\.\d+\.\d+", said.group(1)) == list(GRADIO_VERSIONS)

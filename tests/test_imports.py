@@ -1,4 +1,4 @@
-"""The import rules README's "How it is built" states, checked on the source (every import, lazy ones too).
+"""The import rules docs/architecture.md states, checked on the source (every import, lazy ones too).
 
 A broken rule fails here with the module and the import that breaks it, rather than growing unnoticed.
 """

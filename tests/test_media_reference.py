@@ -1,7 +1,7 @@
 """What the model is shown, compared with qwen-omni-utils (what the official demo prepares media with).
 
 Frame counts, frame times, resized sizes, the rate handed to the processor and the processor's grids must
-equal its output, or differ only where the README's media section says why (the video budget). It reads
+equal its output, or differ only where docs/media.md says why (the video budget). It reads
 video files with decord, torchcodec or torchvision, none of which can read a file here; a stand-in
 ``decord`` made of PyAV gives its own ``_read_video_decord`` the frames, so its frame choice is its own.
 """
