@@ -12,7 +12,7 @@ import pytest
 from backends.base import Backend, BackendInfo
 from ui.i18n import LIVE_PAGE_TEXTS
 from ui.live import tab
-from ui.voice import VOICE_ASSISTANT_PROMPT
+from turns.voice import VOICE_ASSISTANT_PROMPT
 
 
 class Fake(Backend):

@@ -20,6 +20,7 @@ from backends.base import Backend
 from backends.events import AudioChunk, Done, TextDelta
 from media import resample
 from tests.test_app import launch
+from turns.voice import VOICE_ASSISTANT_PROMPT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 OUTPUT_RATE = 24_000
@@ -191,6 +192,9 @@ def test_a_spoken_turn_is_heard_by_server_vad_and_answered_with_speech(base_url,
 
     created, events, marks = asyncio.run(run())
     assert created.audio.input.format.rate == 24_000 and created.audio.output.format.rate == OUTPUT_RATE
+    # A client that says nothing gets Qwen3-Omni's voice-chat prompt and voice, as the Live tab does.
+    assert created.instructions == VOICE_ASSISTANT_PROMPT and created.audio.output.voice == "ethan"
+    assert recorder.streams[-1].request.system_prompt == VOICE_ASSISTANT_PROMPT
     assert created.audio.input.turn_detection.type == "server_vad"
     kinds = types(events)
     for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",

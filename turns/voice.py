@@ -1,4 +1,5 @@
-"""What the Chat and Live tabs both offer for spoken replies: the voice-assistant prompt and the default voice."""
+"""What every spoken conversation starts from (the Chat and Live tabs, the realtime API): the voice-assistant prompt
+and the default voice."""
 
 from __future__ import annotations
 

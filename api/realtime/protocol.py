@@ -37,6 +37,7 @@ from openai.types.realtime.realtime_error import RealtimeError
 from openai.types.realtime.realtime_error_event import RealtimeErrorEvent
 
 from backends.events import OUTPUT_SAMPLE_RATE
+from turns.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 INPUT_RATES = (24_000, 16_000)
 """PCM16 rates we take in: OpenAI's (the default), and SGLang-Omni's (what the model hears, no resampling)."""
@@ -127,8 +128,10 @@ class SessionConfig:
 
     @classmethod
     def default(cls, speakers: tuple[str, ...]) -> SessionConfig:
-        voice = "ethan" if "ethan" in speakers else (speakers[0] if speakers else None)  # stock generate()'s voice
-        return cls(speakers, voice, output_modalities=("audio",) if speakers else ("text",))
+        """Qwen3-Omni's recommended voice-chat prompt and voice when it speaks (a client may change both)."""
+        if not speakers:
+            return cls(speakers, None, output_modalities=("text",))
+        return cls(speakers, default_speaker(speakers), instructions=VOICE_ASSISTANT_PROMPT)
 
     @property
     def speaks(self) -> bool:

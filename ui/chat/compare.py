@@ -18,7 +18,7 @@ from ui.chat.session import ChatSession, make_request
 from ui.i18n import t
 from ui.messages import translator
 from ui.reply import ReplyState
-from ui.voice import default_speaker
+from turns.voice import default_speaker
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ui.i18n import t
 from ui.messages import translator
 from ui.reply_player import reply_player
 from ui.streaming import MODEL_QUEUE
-from ui.voice import VOICE_ASSISTANT_PROMPT, default_speaker
+from turns.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 
 @dataclass(frozen=True)

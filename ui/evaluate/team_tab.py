@@ -25,7 +25,7 @@ from ui.evaluate.team import CHOICE_LABELS, Revealed, Shown, TeamError, TeamStud
 from ui.evaluate.team_export import write_exports
 from ui.i18n import fixed_text, t
 from ui.messages import language_of, translator
-from ui.voice import default_speaker
+from turns.voice import default_speaker
 
 INTRO = ("Judge answers blind, with your team: pick a study, type your name (your login, if the app has one) and "
          "press **Start rating**. Each pair is one prompt answered by two set-ups whose names are hidden until you "

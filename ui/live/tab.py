@@ -19,7 +19,7 @@ from backends.events import OUTPUT_SAMPLE_RATE
 from media import INPUT_SAMPLE_RATE
 from ui import examples
 from ui.i18n import LIVE_PAGE_TEXTS, t
-from ui.voice import VOICE_ASSISTANT_PROMPT, default_speaker
+from turns.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
 HERE = Path(__file__).parent
 SCRIPTS = ("audio.js", "view.js", "realtime.js")

@@ -24,7 +24,7 @@ from ui.messages import Say, translator
 from ui.reply import ReplyState
 from ui.streaming import MODEL_QUEUE
 from ui.tools.common import File, Store, ToolSet, choices, file_out, path_of
-from ui.voice import default_speaker
+from turns.voice import default_speaker
 
 CONVERSATIONS = 256
 """Conversations kept at once; beyond it the least recently used one ends."""

@@ -14,7 +14,7 @@ from ui.evaluate.results import RATINGS_A, RATINGS_AB, EvalRun
 from ui.evaluate.tab import EVALUATE_QUEUE, SESSION_TTL_S, TABLE_COLUMNS
 from ui.messages import translator
 from ui.tools.common import File, Store, ToolSet, choices, file_out, path_of, rows
-from ui.voice import default_speaker
+from turns.voice import default_speaker
 
 RUNS = 32
 """Evaluation runs kept at once; beyond it the least recently used one goes."""
