@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -262,7 +263,8 @@ def test_a_client_that_leaves_mid_stream_frees_its_engine_stream(url, recorder, 
     assert settled(serving), "the reply's slot and files were kept after the client left"
 
 
-def test_a_client_that_leaves_a_whole_reply_frees_its_engine_stream(url, recorder, serving):
+def test_a_client_that_leaves_a_whole_reply_frees_its_engine_stream(url, recorder, serving, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "propagate", True)  # the server's own errors, to caplog
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5,
                    json=ask("Another long story.", max_tokens=1000, modalities=["text", "audio"]))
@@ -270,7 +272,12 @@ def test_a_client_that_leaves_a_whole_reply_frees_its_engine_stream(url, recorde
     engine = recorder.stream_for("Another long story.")
     while not engine.closed and time.perf_counter() - left < 5:
         time.sleep(0.01)
+    seconds = time.perf_counter() - left
     assert engine.closed and engine.done is None and settled(serving)
+    assert seconds < 1.0, "the engine's stream ran on after the client left"
+    time.sleep(0.1)  # the route's answer to nobody (499) comes after the engine's stream is closed
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, f"a client leaving was logged as a failure: {errors[0].getMessage()}"
 
 
 def test_a_slot_and_the_files_are_freed_even_for_a_stream_never_read(recorder):

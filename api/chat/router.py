@@ -120,7 +120,8 @@ async def _unless_disconnected(request: Request, work):
     finally:
         gone.cancel()
         if not task.done():
-            task.cancel()
+            task.cancel()  # a request: the task ends (its engine stream closed) once it runs again, awaited here
+            await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
         return ErrorResponse(499, "The client left.", code="client_closed")
     return task.result()
