@@ -19,6 +19,7 @@ import api
 from backends.base import Backend
 from backends.events import AudioChunk, Done, TextDelta
 from media import resample
+from api.realtime.heard import heard_text
 from tests.test_app import launch
 from turns.voice import VOICE_ASSISTANT_PROMPT
 
@@ -249,10 +250,8 @@ def test_cancel_mid_reply_stops_the_engine_and_the_session_goes_on(base_url, rec
     history = next(s for s in recorder.streams if s.prompt == "Again?").request.turns
     talk = [t.text for t in history].index("Talk.")
     kept = [t.text for t in history[talk + 1:-1]]
-    from api.realtime.session import heard_text
-
-    assert kept == ([heard_text(transcript, reached, 1.0)] if heard_text(transcript, reached, 1.0) else []), \
-        (transcript, reached, kept)
+    heard = heard_text(transcript, reached, 1.0, len(pcm(cancelled)) / OUTPUT_RATE)
+    assert kept == ([heard] if heard else []), (transcript, reached, kept)
 
 
 def test_truncating_a_spoken_reply_keeps_only_what_was_heard(base_url, recorder):
@@ -276,23 +275,54 @@ def test_truncating_a_spoken_reply_keeps_only_what_was_heard(base_url, recorder)
     spoken, played_ms, refused, truncated = asyncio.run(run())
     assert played_ms > 0 and refused == {"past the end": "invalid_value", "unknown item": "item_not_found"}
     assert truncated.item_id == spoken[-1].response.output[0].id and truncated.audio_end_ms == played_ms // 2
-    said = spoken[-1].response.output[0].content[0].transcript
-    history = next(s for s in recorder.streams if s.prompt == "Continue, please.").request.turns
-    kept = history[-2].text
-    assert history[-2].role == "assistant" and len(said) > 4
-    assert said.startswith(kept) and len(kept) <= len(said) // 2 + 1, (said, kept)
+    said, transcript, reached = spoken[-1].response.output[0].content[0].transcript, "", 0
+    for event in spoken:  # what was written when the last audio came (all of it, once the reply completed)
+        if event.type == "response.output_audio_transcript.delta":
+            transcript += event.delta
+        elif event.type == "response.output_audio.delta":
+            reached = len(transcript)
+    if spoken[-1].response.status == "completed":
+        reached = len(said)
+    history = [t for t in next(s for s in recorder.streams if s.prompt == "Continue, please.").request.turns]
+    asked = [t.text for t in history].index("Tell me a long story.")
+    kept = [t.text for t in history[asked + 1:-1]]
+    heard = heard_text(said, reached, (played_ms // 2) / played_ms, (played_ms // 2) / 1000)
+    assert len(said) > 4 and kept == ([heard] if heard else []), (said, kept)
+    assert len(heard) <= len(said) // 2 + 1
+
+
+def test_a_refused_truncate_leaves_the_reply_speaking(base_url):
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection, ["audio"])
+            await connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                            "content": [{"type": "input_text", "text": "Sing."}]})
+            await connection.response.create()
+            delta = (await until(connection, "response.output_audio.delta"))[-1]
+            await connection.conversation.item.truncate(item_id=delta.item_id, content_index=0, audio_end_ms=10**7)
+            return await until(connection, "response.done")
+
+    events = asyncio.run(run())
+    assert "error" in types(events) and events[-1].response.status != "cancelled"
 
 
 @pytest.mark.parametrize(("text", "spoken", "fraction", "heard"), [
-    ("Hello there, my friend.", 23, 0.6, "Hello there,"),  # 0.6 of it ends in "m": the broken word goes
+    ("Hello there, my friend.", 23, 0.6, "Hello there,"),  # 0.6 of it ends in "m"
+    ("Привет, как дела?", 17, 0.5, "Привет,"),  # "как" cut after "к": the half word goes in Cyrillic too: the broken word goes
     ("Hello there, my friend.", 12, 1.0, "Hello there,"),  # the speech covered only what was written by then
     ("你好，我是通义千问。", 10, 0.5, "你好，我是"),  # no spaces: cut at the character
     ("Hello.", 6, 0.0, ""),
 ])
 def test_the_heard_part_of_a_reply(text, spoken, fraction, heard):
-    from api.realtime.session import heard_text
-
     assert heard_text(text, spoken, fraction) == heard
+
+
+def test_no_more_is_heard_than_a_fast_speaker_says_in_the_time_played():
+    """The text runs ahead of the speech: a reply written whole when its first half second of audio came was
+    heard only as far as half a second of speech goes (at most 20 characters a second, 7 in Chinese)."""
+    text = "The tallest mountain in the world is Mount Everest, at 8,849 metres."
+    assert heard_text(text, len(text), 1.0, 0.5) == "The"  # "The talles" (10 characters): its whole words
+    assert heard_text("世界上最高的山是珠穆朗玛峰。", 14, 1.0, 1.0) == "世界上最高的山"
 
 
 def test_talking_over_a_reply_cancels_it_and_is_answered_next(base_url, recorder, speech):

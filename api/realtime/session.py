@@ -28,6 +28,7 @@ from openai.types.realtime import (ConversationItemAdded, ConversationItemDelete
 from openai.types.realtime.realtime_conversation_item_user_message import Content as UserContent
 
 import media
+from api.realtime.heard import heard_text
 from api.realtime.listening import Heard, InputAudio
 from api.realtime.protocol import Refusal, SessionConfig, decode_pcm16, new_id, parse_client_event
 from api.realtime.response import Response, Send
@@ -72,19 +73,6 @@ class Item:
     """An assistant reply's speech, all of it the client was sent."""
     spoken_chars: int = 0
     """How much of its text that speech covers (``Response.spoken_chars``; all of it once the reply completed)."""
-
-
-def heard_text(text: str, spoken_chars: int, fraction: float) -> str:
-    """The part of a reply's ``text`` that ``fraction`` of its speech said: the speech covers the first
-    ``spoken_chars`` characters, evenly (an estimate: the engine's speech carries no word timings), ended at the
-    last whole word (or character, in scripts without spaces) within that."""
-    end = round(min(spoken_chars, len(text)) * fraction)
-    if end >= len(text):
-        return text
-    cut = text[:end]
-    if end and not text[end].isspace() and not text[end - 1].isspace() and " " in cut and text[end].isascii():
-        cut = cut[:cut.rfind(" ")]  # a word cut in half is dropped
-    return cut.rstrip()
 
 
 class RealtimeSession:
@@ -291,25 +279,34 @@ class RealtimeSession:
 
     async def _on_conversation_item_truncate(self, event) -> None:
         """The client played ``audio_end_ms`` of a spoken reply (the user talked over the rest): the conversation
-        keeps only the text that speech said, so the model doesn't believe it said what nobody heard."""
-        eid = event.event_id
-        if self.response is not None and self.response.item_id == event.item_id:
-            await self.cancel_response("client_cancelled")  # truncating the reply being spoken ends it first
-        item = next((i for i in self.items if i.id == event.item_id), None)
-        if item is None or item.turn is None or item.turn.role != "assistant" or not item.audio_ms:
-            raise Refusal("item_not_found" if item is None else "invalid_value",
-                          f"No spoken assistant item {event.item_id} to truncate.", param="item_id", event_id=eid)
+        keeps only the text that speech said (``heard.py``), so the model doesn't believe it said what nobody
+        heard. Truncating the reply still speaking ends it first; a truncate refused changes nothing."""
+        eid, speaking = event.event_id, self.response
         if event.content_index != 0:
             raise Refusal("invalid_value", "A spoken reply has one content part, index 0.", param="content_index",
                           event_id=eid)
-        if not 0 <= event.audio_end_ms <= item.audio_ms:
-            raise Refusal("invalid_value", f"audio_end_ms {event.audio_end_ms} is outside the reply's "
-                          f"{item.audio_ms} ms of audio.", param="audio_end_ms", event_id=eid)
-        item.turn = Turn.assistant(heard_text(item.turn.text, item.spoken_chars, event.audio_end_ms / item.audio_ms))
-        item.audio_ms = event.audio_end_ms
-        item.spoken_chars = len(item.turn.text)
+        if speaking is not None and speaking.item_id == event.item_id:
+            sent_ms = speaking.audio_samples * 1000 // OUTPUT_SAMPLE_RATE
+            if not 0 <= event.audio_end_ms <= sent_ms:
+                raise Refusal("invalid_value", f"audio_end_ms {event.audio_end_ms} is outside the {sent_ms} ms of "
+                              "audio sent so far.", param="audio_end_ms", event_id=eid)
+            await self.cancel_response("client_cancelled")
+        item = next((i for i in self.items if i.id == event.item_id), None)
+        if item is None and speaking is not None and speaking.item_id == event.item_id:
+            pass  # cut before anything of it was heard: nothing of it is in the conversation to cut
+        elif item is None or item.turn is None or item.turn.role != "assistant" or not item.audio_ms:
+            raise Refusal("item_not_found" if item is None else "invalid_value",
+                          f"No spoken assistant item {event.item_id} to truncate.", param="item_id", event_id=eid)
+        if item is not None:
+            if not 0 <= event.audio_end_ms <= item.audio_ms:
+                raise Refusal("invalid_value", f"audio_end_ms {event.audio_end_ms} is outside the reply's "
+                              f"{item.audio_ms} ms of audio.", param="audio_end_ms", event_id=eid)
+            heard = heard_text(item.turn.text, item.spoken_chars, event.audio_end_ms / item.audio_ms,
+                               event.audio_end_ms / 1000)
+            item.turn = Turn.assistant(heard) if heard else None  # nothing heard: nothing said, in the history
+            item.audio_ms, item.spoken_chars = event.audio_end_ms, len(heard)
         await self.send(ConversationItemTruncatedEvent(
-            type="conversation.item.truncated", event_id=new_id("event"), item_id=item.id, content_index=0,
+            type="conversation.item.truncated", event_id=new_id("event"), item_id=event.item_id, content_index=0,
             audio_end_ms=event.audio_end_ms))
 
     # -- responses ---------------------------------------------------------------------------------------------
@@ -351,15 +348,14 @@ class RealtimeSession:
 
     def _ended(self, response: Response) -> None:
         text, spoken = response.text, response.spoken_chars
+        audio_ms = response.audio_samples * 1000 // OUTPUT_SAMPLE_RATE
         if response.status == "completed":
             spoken = len(text)
         elif response.speaks and response.status == "cancelled":  # cut short while it spoke: the text its speech
-            text = spoken_text = heard_text(text, spoken, 1.0)   # hadn't reached yet was never heard
-            spoken = len(spoken_text)
+            text = heard_text(text, spoken, 1.0, audio_ms / 1000)  # hadn't reached was never heard
+            spoken = len(text)
         if text:  # what was said stays in the conversation (``conversation.item.truncate`` cuts it further)
-            self.items.append(Item(response.item_id, Turn.assistant(text),
-                                   audio_ms=response.audio_samples * 1000 // OUTPUT_SAMPLE_RATE,
-                                   spoken_chars=spoken))
+            self.items.append(Item(response.item_id, Turn.assistant(text), audio_ms=audio_ms, spoken_chars=spoken))
         if self.response is response:
             self.response, self._task = None, None
 
