@@ -34,9 +34,9 @@ class EnginePlan:
     max_memory: dict | None
     """accelerate's caps per GPU and for the CPU (``max_gpu_memory_gib``): what doesn't fit stays in CPU memory."""
     compiled: bool
-    """Static caches, torch.compile and (on a GPU) CUDA graphs; never with layers offloaded to the CPU."""
+    """Static caches, torch.compile and (on a GPU) CUDA graphs, unless loading offloaded layers to the CPU."""
     batch_slots: int
-    """Replies decoded together (1: one at a time)."""
+    """Replies decoded together (1: one at a time; so is a model that loading offloaded in part)."""
     gpu_kernels: bool
     """Our Triton kernels may serve (they need a GPU)."""
 
@@ -73,13 +73,14 @@ def plan_engine(checkpoint: Checkpoint, options: TransformersOptions = Transform
     on_gpu = torch.cuda.is_available() and options.device.startswith(("auto", "cuda"))
     device = options.device if on_gpu and options.device.startswith("cuda:") else "auto" if on_gpu else "cpu"
     offloading = on_gpu and bool(options.max_gpu_memory_gib)
-    compiled = not offloading and (options.compile == "on" or (options.compile == "auto" and on_gpu))
-    if not options.static_cache_tokens or offloading or (talker_only and not config.enable_audio_output):
+    # With a cap the model may still fit the GPUs whole: OmniModel.take compiles unless layers were offloaded.
+    compiled = options.compile == "on" or (options.compile == "auto" and on_gpu)
+    if not options.static_cache_tokens or (talker_only and not config.enable_audio_output):
         slots = 1
     elif options.batch_slots is not None:
         slots = max(1, options.batch_slots)
-    else:
-        slots = DEFAULT_GPU_SLOTS if compiled and on_gpu else 1
+    else:  # a cap on GPU memory is a small GPU: one reply at a time unless asked
+        slots = DEFAULT_GPU_SLOTS if compiled and on_gpu and not offloading else 1
     first_gpu = device if device.startswith("cuda:") else "cuda:0"
     return EnginePlan(
         checkpoint=checkpoint, config=config, on_gpu=on_gpu, device=device,
