@@ -219,3 +219,20 @@ def test_weight_loading_reports_its_progress(tiny_cache):
     total = reports[-1][1]
     assert total == len(model.state_dict())  # one step per weight
     assert [done for done, _ in reports] == list(range(total))
+
+
+def test_the_engine_plan_is_decided_once_from_the_options_and_this_machine(tiny_cache):
+    """What the header, the queue, loading and compiling all read (backends/transformers/plan.py), on this CPU."""
+    from backends.transformers.options import TransformersOptions
+    from backends.transformers.plan import plan_engine
+
+    checkpoint = resolve_checkpoint("tiny")
+    plain = plan_engine(checkpoint)
+    assert (plain.device, plain.device_label, plain.compiled, plain.batch_slots, plain.gpu_kernels) == \
+        ("cpu", "cpu", False, 1, False)
+    assert plain.load_kwargs()["attn_implementation"] == "sdpa" and "device_map" not in plain.load_kwargs()
+    assert plan_engine(checkpoint, TransformersOptions(compile="on")).compiled
+    assert plan_engine(checkpoint, TransformersOptions(batch_slots=4)).batch_slots == 4
+    assert plan_engine(checkpoint, TransformersOptions(batch_slots=4, static_cache_tokens=0)).batch_slots == 1
+    mute = plan_engine(checkpoint, TransformersOptions(audio_output=False), config=plain.config)
+    assert not mute.speaks and plain.speaks  # the config it was given is left as it was
