@@ -242,6 +242,32 @@ def test_an_engine_warming_up_is_a_503(client, recorder, monkeypatch):
     assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
 
 
+def test_a_full_server_or_one_warming_up_refuses_before_reading_the_body(url, recorder, serving, monkeypatch):
+    """A flood of big bodies while every slot is taken costs no memory: the 429 (or 503) comes unread."""
+    from api.chat import router
+
+    read = []
+
+    async def reader(request, limit):
+        read.append(limit)
+        return await original(request, limit)
+
+    original = router._read_json
+    monkeypatch.setattr(router, "_read_json", reader)
+    headers, body = {"Authorization": f"Bearer {KEY}"}, ask("x" * (BODY_LIMIT // 2))
+    with monkeypatch.context() as patch:
+        patch.setattr(serving, "in_flight", serving.limits.max_requests)
+        full = httpx.post(url + "/v1/chat/completions", headers=headers, json=body)
+    assert full.status_code == 429 and full.headers["retry-after"] and not read
+    with monkeypatch.context() as patch:
+        patch.setattr(recorder, "warming_up", Message("warm_up.compiling_talker"), raising=False)
+        warming = httpx.post(url + "/v1/chat/completions", headers=headers, json=body)
+    assert warming.status_code == 503 and not read
+    for broken in (b"{", json.dumps(body | {"n": 2}).encode(), b"x" * (BODY_LIMIT + 1)):  # 400, 400, 413
+        assert httpx.post(url + "/v1/chat/completions", headers=headers, content=broken).status_code in (400, 413)
+    assert len(read) == 3 and serving.in_flight == 0, "a refused request kept its slot"
+
+
 def test_a_client_that_leaves_mid_stream_frees_its_engine_stream(url, recorder, serving):
     async def run():
         async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0) as client:

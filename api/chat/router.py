@@ -1,6 +1,7 @@
 """The HTTP routes: ``GET /v1/models`` and ``POST /v1/chat/completions``, each one screen (vLLM's api_router).
 
-A route checks who calls (``api.access``), reads the body within ``ChatLimits.max_body_bytes`` (413 past it, before
+A route checks who calls (``api.access``), takes a reply's slot (503 warming up, 429 full: before the body is read,
+so a flood of big bodies costs nothing), reads the body within ``ChatLimits.max_body_bytes`` (413 past it, before
 more is read), parses it into the request type (400 naming the field), hands it to ``OpenAIServingChat`` and picks the
 answer by its type: an error's JSON, a whole completion's JSON, or server-sent events. A client that leaves ends its
 reply either way: the SSE body is closed when the response ends (Starlette cancels a stream whose client is gone),
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Callable
 
 import pydantic
+from openai.types.chat import ChatCompletion
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -34,17 +37,15 @@ def chat_routes(serving: OpenAIServingChat, access: Access = Access()) -> list[R
         refused = await access.refusal(request)
         if refused:
             return refused.response()
-        body = await _read_json(request, serving.limits.max_body_bytes)
-        if isinstance(body, ErrorResponse):
-            return body.response()
+        slot = serving.take_slot()
+        if isinstance(slot, ErrorResponse):
+            return slot.response()
+        result = None
         try:
-            parsed = ChatCompletionRequest.model_validate(body)
-        except pydantic.ValidationError as err:
-            return _invalid(err).response()
-        if parsed.stream:
-            result = await serving.create_chat_completion(parsed)
-        else:
-            result = await _unless_disconnected(request, serving.create_chat_completion(parsed))
+            result = await _reply(request, serving, slot)
+        finally:
+            if not isinstance(result, StreamedReply):  # a stream frees its slot when it closes
+                slot()
         if isinstance(result, ErrorResponse):
             return result.response()
         if isinstance(result, StreamedReply):
@@ -54,6 +55,21 @@ def chat_routes(serving: OpenAIServingChat, access: Access = Access()) -> list[R
 
     return [Route("/v1/models", show_models, methods=["GET"], name="models"),
             Route("/v1/chat/completions", create_chat_completion, methods=["POST"], name="chat_completions")]
+
+
+async def _reply(request: Request, serving: OpenAIServingChat, slot: Callable[[], None]
+                 ) -> ErrorResponse | ChatCompletion | StreamedReply:
+    """The body read and parsed, and the reply made in ``slot`` (which the serving frees as the reply ends)."""
+    body = await _read_json(request, serving.limits.max_body_bytes)
+    if isinstance(body, ErrorResponse):
+        return body
+    try:
+        parsed = ChatCompletionRequest.model_validate(body)
+    except pydantic.ValidationError as err:
+        return _invalid(err)
+    if parsed.stream:
+        return await serving.create_chat_completion(parsed, slot)
+    return await _unless_disconnected(request, serving.create_chat_completion(parsed, slot))
 
 
 class ClosingStreamingResponse(StreamingResponse):

@@ -1,9 +1,9 @@
 """``OpenAIServingChat``: a chat completion request → the engine's reply, whole or as server-sent events.
 
 What is checked before the engine is asked, so a caller gets a status code rather than a broken stream: the engine
-is ready (else 503), a request slot is free (else 429), the voice and modalities fit the model, and every message
-and file reads (400). Once streaming, an engine error comes as an ``{"error": ...}`` event, which OpenAI's clients
-raise, as vLLM does.
+is ready (else 503) and a request slot is free (else 429), both before the router reads the body (``take_slot``),
+then the voice and modalities fit the model, and every message and file reads (400). Once streaming, an engine error
+comes as an ``{"error": ...}`` event, which OpenAI's clients raise, as vLLM does.
 
 Every reply's engine stream is closed when the reply ends in any way, a client that leaves included (the router
 closes the body it streams), which stops the engine's work for it (``backends.base``); the request's files go then.
@@ -72,15 +72,34 @@ class OpenAIServingChat:
         model = Model(id=self.model_id, object="model", created=0, owned_by="qwen3-omni-app")
         return {"object": "list", "data": [model.model_dump()]}
 
-    async def create_chat_completion(self, request: ChatCompletionRequest
+    def take_slot(self) -> ErrorResponse | Callable[[], None]:
+        """One reply's place among ``ChatLimits.max_requests``, or the 503 (warming up) or 429 (full) that refuses
+        it. The router takes it before reading the body, so a flood of big bodies is refused unread; the function
+        returned frees it (once, however often it is called)."""
+        wait = {"Retry-After": str(self.limits.retry_after_s)}
+        if self.backend.warming_up is not None:
+            return ErrorResponse(503, f"The engine is not ready yet ({self.backend.warming_up}); try again shortly.",
+                                 code="engine_not_ready", headers=wait)
+        if self.in_flight >= self.limits.max_requests:
+            return ErrorResponse(429, f"This server makes {self.limits.max_requests} replies at once; try again "
+                                 "shortly.", code="too_many_requests", headers=wait)
+        self.in_flight += 1
+        return _once(self._free_slot)
+
+    async def create_chat_completion(self, request: ChatCompletionRequest, slot: Callable[[], None] | None = None
                                      ) -> ErrorResponse | ChatCompletion | StreamedReply:
+        """The reply to ``request``, in the ``slot`` taken for it (``take_slot``; one is taken here if none is
+        given), which is freed when the reply ends, however it ends."""
+        slot = slot or self.take_slot()
+        if isinstance(slot, ErrorResponse):
+            return slot
         request.log_ignored()
         refused = self._refusal(request)
         if refused is not None:
+            slot()
             return refused
         folder = tempfile.mkdtemp(prefix="omni-chat-")
-        self.in_flight += 1
-        release = _once(lambda: self._release(folder))
+        release = _once(lambda: (shutil.rmtree(folder, ignore_errors=True), slot()))
         try:
             conversation = await asyncio.to_thread(read_messages, request.messages, folder, self.limits.media)
         except InputError as err:
@@ -109,13 +128,7 @@ class OpenAIServingChat:
         return failure if failure is not None else reply.completion(request.audio_format)
 
     def _refusal(self, request: ChatCompletionRequest) -> ErrorResponse | None:
-        info, wait = self.backend.info, {"Retry-After": str(self.limits.retry_after_s)}
-        if self.backend.warming_up is not None:
-            return ErrorResponse(503, f"The engine is not ready yet ({self.backend.warming_up}); try again shortly.",
-                                 code="engine_not_ready", headers=wait)
-        if self.in_flight >= self.limits.max_requests:
-            return ErrorResponse(429, f"This server makes {self.limits.max_requests} replies at once; try again "
-                                 "shortly.", code="too_many_requests", headers=wait)
+        info = self.backend.info
         if request.wants_audio and not info.can_speak:
             return ErrorResponse(400, "This model answers in text only: leave out modalities, or ask for "
                                  "['text'].", param="modalities", code="invalid_value")
@@ -150,9 +163,8 @@ class OpenAIServingChat:
                 yield _sse(chunk.model_dump_json(exclude_none=True))
         yield _sse("[DONE]")
 
-    def _release(self, folder: str) -> None:
+    def _free_slot(self) -> None:
         self.in_flight -= 1
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class StreamedReply:
