@@ -31,6 +31,7 @@ from api.chat.reply import ChatReply
 from api.errors import ErrorResponse
 from backends.base import Backend
 from backends.request import ChatRequest
+from turns.voice import default_speaker
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ class OpenAIServingChat:
             raise
         speaks = request.wants_audio
         chat = ChatRequest(turns=conversation.turns, system_prompt=conversation.system_prompt,
-                           speaker=request.voice() or self._default_voice(), sampling=request.sampling(),
-                           return_audio=speaks, use_audio_in_video=request.use_audio_in_video)
+                           speaker=request.voice() or default_speaker(self.backend.info.speakers) or None,
+                           sampling=request.sampling(), return_audio=speaks,
+                           use_audio_in_video=request.use_audio_in_video)
         reply = ChatReply(self.model_id, speaks=speaks)
         if request.stream:
             return StreamedReply(self._events(chat, reply, request.include_usage), release)
@@ -138,10 +140,6 @@ class OpenAIServingChat:
             return ErrorResponse(400, f"Unknown voice {voice!r}; this model speaks with {', '.join(info.speakers)}.",
                                  param=param, code="invalid_value")
         return None
-
-    def _default_voice(self) -> str | None:
-        speakers = self.backend.info.speakers
-        return "ethan" if "ethan" in speakers else (speakers[0] if speakers else None)  # stock generate()'s voice
 
     async def _events(self, chat: ChatRequest, reply: ChatReply, include_usage: bool) -> AsyncIterator[str]:
         yield _sse(reply.first_chunk().model_dump_json(exclude_none=True))
