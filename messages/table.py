@@ -307,6 +307,9 @@ TABLE: dict[str, tuple[str, str]] = {
     "studies.rater_too_long": ("A rater's name takes at most {limit} characters.", "评分人名字最多 {limit} 个字符。"),
     "team.not_admin": ("Only the app's admins create studies (--admin); you can rate the ones there are.",
                        "只有应用管理员（--admin）可以创建研究；你可以为已有的研究评分。"),
+    "team.export_not_admin": ("Only those who may create studies export them: an export names the set-up behind "
+                              "every answer, which would unblind the pairs still to rate.",
+                              "只有可以创建研究的人才能导出：导出文件写明每个回答出自哪种配置，会让尚未评分的对比不再是盲评。"),
     "team.no_good_rows": ("The sheet has no row that can be answered: see the Evaluate tab's format.",
                           "表格中没有可以回答的行：请参照评测标签页的格式。"),
     "team.setup_count": ("A study compares {low} to {high} set-ups.", "一个研究对比 {low} 到 {high} 种配置。"),

@@ -322,6 +322,42 @@ def test_only_the_admins_named_create_studies(tmp_path, instruct_backend):
     assert TeamStudies(tmp_path, {"app": instruct_backend}).may_create(None)
 
 
+class LoggedIn(FakeRequest):
+    def __init__(self, username: str):
+        self.username = username
+
+
+def answered(folder: Path) -> str:
+    """A two-prompt study of two set-ups in ``folder``'s store, every answer made (no engine); its id."""
+    from studies import StudyAnswer, StudyPrompt, StudyStore
+
+    store = StudyStore(folder / "studies")
+    made = store.create_study("s", [("one", {}), ("two", {})], [StudyPrompt(k, f"p{k}", f"Q{k}?") for k in range(2)])
+    for prompt in range(2):
+        for setup in range(2):
+            store.save_answer(made.id, StudyAnswer(prompt, setup, f"answer {prompt}/{setup}"))
+    return made.id
+
+
+def test_only_those_who_may_create_studies_export_them(tmp_path, instruct_backend):
+    """An export names the set-up behind every answer: a rater holding one could look up each pair before voting.
+    The tab's Export and the study_export endpoint both refuse a login that may not create studies."""
+    import asyncio
+
+    import gradio as gr
+
+    study_id = answered(tmp_path)
+    demo = build_demo(instruct_backend, data_dir=str(tmp_path), admins=("lead",))
+    handlers = {(fn.fn.__module__, fn.fn.__name__): fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    export, study_export = handlers["ui.evaluate.team_tab", "export"], handlers["ui.tools.team", "study_export"]
+    with pytest.raises(gr.Error, match="Only those who may create studies export them"):
+        export(study_id, LoggedIn("bob"))
+    with pytest.raises(gr.Error, match="Only those who may create studies export them"):
+        asyncio.run(study_export(study_id, http_request=LoggedIn("bob")))
+    assert len(export(study_id, LoggedIn("lead"))) == 5
+    assert len(asyncio.run(study_export(study_id, http_request=LoggedIn("lead")))) == 5
+
+
 def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     import re
     import zipfile

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +30,7 @@ from studies.store import check_rater
 from ui.evaluate.results import app_version
 from ui.evaluate.setup import Setup, SetupError, check_setup, unavailable
 from ui.evaluate.sheet import Prompt, read_prompts
+from ui.evaluate.team_export import write_exports
 from ui.scratch import session_folder
 
 MAX_SETUPS = 8
@@ -113,6 +115,8 @@ class TeamStudies:
     # Who
 
     def may_create(self, login: str | None) -> bool:
+        """Whether ``login`` may create studies and export them (an export names the set-up behind every answer, so
+        it is as closed as creating)."""
         return not self.admins or login in self.admins
 
     def rater(self, typed: str | None, login: str | None) -> str:
@@ -242,6 +246,15 @@ class TeamStudies:
             with self._boards_lock:
                 self._boards[study_id] = known
         return study, known[1], known[2]
+
+    def export(self, study_id: str, login: str | None) -> list[str]:
+        """The study's exports (``ui.evaluate.team_export``), for those who may create studies only: the vote log
+        and the answers name which set-up wrote every answer, so a rater holding them could tell the sides of every
+        pair still to come."""
+        if not self.may_create(login):
+            raise TeamError(Message("team.export_not_admin"))
+        study, board, _history = self.leaderboard(study_id)
+        return write_exports(self.store, study, board, Path(tempfile.mkdtemp(prefix="omni-study-export-")))
 
     async def wake(self) -> None:
         """Make the answers still missing (on the server's event loop; once per call is cheap)."""

@@ -9,9 +9,7 @@ server (``gr.State``), so the page holds nothing about its set-ups until the vot
 from __future__ import annotations
 
 import html
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -22,7 +20,6 @@ from studies import StoreError
 from ui.evaluate.setup import RANGES
 from ui.evaluate.sheet import SheetError
 from ui.evaluate.team import CHOICE_LABELS, Revealed, Shown, TeamError, TeamStudies, board_record, in_thread
-from ui.evaluate.team_export import write_exports
 from ui.i18n import fixed_text, t
 from ui.messages import language_of, translator
 from turns.voice import default_speaker
@@ -112,10 +109,11 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
 
     def opened(name: str, http_request: gr.Request):
         """A page opens: the studies, the rater's name (their login, or the one this browser remembers), and
-        Create for those who may."""
+        Create and Export for those who may."""
         login = getattr(http_request, "username", None)
+        allowed = teams.may_create(login)
         return (_study_choices(teams), gr.Textbox(value=login or name, interactive=not login),
-                _studies_table(teams, http_request), gr.Button(interactive=teams.may_create(login)))
+                _studies_table(teams, http_request), gr.Button(interactive=allowed), gr.Button(interactive=allowed))
 
     def show(study_id: str | None, name: str, http_request: gr.Request):
         """The rater's pair to judge now (the same one until they vote, in any browser)."""
@@ -194,10 +192,13 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
         return _study_choices(teams, made.id), _studies_table(teams, http_request)
 
     def export(study_id: str | None, http_request: gr.Request):
-        if not study_id:
-            raise gr.Error(translator(http_request)(Message("team.pick_study")))
-        the_study, the_board, _history = teams.leaderboard(study_id)
-        return write_exports(teams.store, the_study, the_board, Path(tempfile.mkdtemp(prefix="omni-study-export-")))
+        say = translator(http_request)
+        try:
+            if not study_id:
+                raise TeamError(Message("team.pick_study"))
+            return teams.export(study_id, getattr(http_request, "username", None))
+        except (TeamError, StoreError) as err:
+            raise gr.Error(say(err.msg)) from err
 
     async def wake():
         await teams.wake()  # a study cut short by a restart goes on as soon as a page opens
@@ -219,7 +220,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
     create_button.click(create, [new_name, new_files, new_setups], [study, studies_table], **private,
                         concurrency_limit=None)
     export_button.click(export, study, exported, **private, concurrency_limit=None)
-    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table, create_button])
+    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table, create_button, export_button])
 
 
 def _study_choices(teams: TeamStudies, value: str | None = None) -> gr.Dropdown:

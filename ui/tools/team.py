@@ -5,8 +5,6 @@ as the Team study tab does. A study, a rater and a pair are named by ids and nam
 # stands (a string would be one output).
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Literal
 
 import gradio as gr
@@ -14,7 +12,6 @@ import gradio as gr
 from studies import StoreError
 from ui.evaluate.sheet import SheetError
 from ui.evaluate.team import TeamError, TeamStudies, board_record, in_thread
-from ui.evaluate.team_export import write_exports
 from ui.messages import translator
 from ui.tools.common import File, ToolSet, file_out, path_of
 
@@ -126,7 +123,8 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
     async def study_export(study_id: str, http_request: gr.Request = None) -> tuple[File, File, File, File, File]:
         """Export a study: the vote log and the leaderboard, each as CSV and JSONL (every vote with its prompt, media
         names and SHA-256, both answers, both set-ups' labels and settings, model and backend, rater, choice and
-        comment), and the whole study as a zip (those, every answer, their speech and the prompts' media).
+        comment), and the whole study as a zip (those, every answer, their speech and the prompts' media). Only those
+        who may create studies may export one: it names the set-up behind every answer.
 
         Args:
             study_id: the study's id
@@ -137,9 +135,7 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
             leaderboard_jsonl: the URL of leaderboard.jsonl
             study_zip: the URL of study.zip
         """
-        study, board, _history = await call(http_request, teams.leaderboard, study_id)
-        folder = Path(tempfile.mkdtemp(prefix="omni-study-export-"))
-        return tuple(file_out(p) for p in await call(http_request, write_exports, teams.store, study, board, folder))
+        return tuple(file_out(p) for p in await call(http_request, teams.export, study_id, login_of(http_request)))
 
     for tool in (study_create, study_list, study_next_pair, study_vote, study_leaderboard, study_export):
         tools.add(tool, concurrency_limit=None)  # quick store calls: raters never wait behind one another
