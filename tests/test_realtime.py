@@ -396,6 +396,39 @@ def test_refused_events_get_errors_and_the_session_goes_on(base_url):
     assert answer[-1].response.status in ("completed", "incomplete")
 
 
+def test_an_image_item_takes_what_the_chat_api_takes(base_url, recorder, image_path, tmp_path):
+    """A GIF or BMP picture (not only PNG, JPEG, WebP) reaches the engine; a URL to fetch is refused by name."""
+    from PIL import Image
+
+    def data_url(fmt: str) -> str:
+        path = tmp_path / f"picture.{fmt}"
+        Image.open(image_path).convert("RGB").save(path, format=fmt)
+        return f"data:image/{fmt};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+    def item(url: str, text: str) -> dict:
+        return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text},
+                                                               {"type": "input_image", "image_url": url}]}
+
+    async def run():
+        async with connect(base_url) as connection:
+            await manual_turns(connection)
+            added = []
+            for fmt in ("gif", "bmp"):
+                await connection.conversation.item.create(item=item(data_url(fmt), f"A {fmt}."))
+                added.append((await until(connection, "conversation.item.done"))[-1].item.content[0].text)
+            await connection.conversation.item.create(item=item("https://example.com/cat.png", "A link."))
+            refused = (await until(connection, "error"))[-1].error
+            await connection.response.create()
+            return added, refused, await until(connection, "response.done")
+
+    added, refused, answer = asyncio.run(run())
+    assert added == ["A gif.", "A bmp."] and answer[-1].response.status in ("completed", "incomplete")
+    assert refused.code == "invalid_image" and refused.param == "item.content[1].image_url"
+    assert "fetches no https URLs" in refused.message
+    turns = recorder.streams[-1].request.turns
+    assert [[p.path.rsplit(".", 1)[-1] for p in t.media] for t in turns[-2:]] == [["gif"], ["bmp"]]
+
+
 def test_a_client_that_leaves_mid_reply_frees_its_engine_work(base_url, recorder):
     async def run():
         async with connect(base_url) as connection:

@@ -2,38 +2,24 @@
 in the request's own folder, checked by ``media`` against the app's limits before the engine is asked.
 
 Media come inline only: ``image_url``, ``audio_url`` and ``video_url`` as base64 ``data:`` URLs, ``input_audio`` as
-base64 with its format. The server fetches no URL: a fetch on a caller's behalf reaches whatever this machine can
-reach (its own network, cloud metadata), and the app has no fetcher guarded against that (Gradio's SSRF guard covers
-only its own inputs). Files are decoded here once to refuse a bad one with a 400 naming it, and again by the engine
-(a second decode of the same bytes, cheap beside a reply).
+base64 with its format, read by ``api.media_urls`` (the types the realtime API takes too; no URL is fetched, and why).
+Files are decoded here once to refuse a bad one with a 400 naming it, and again by the engine (a second decode of the
+same bytes, cheap beside a reply).
 
 Runs in a worker thread (``read_messages`` blocks on decoding), so no other request's stream waits on it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from dataclasses import dataclass
 
 import media
 from api.chat.protocol import (AudioURLPart, ChatMessage, ImagePart, InputAudioPart, RefusalPart, TextPart,
                                VideoURLPart)
-from backends.request import MediaKind, MediaPart, Part, Turn
+from api.media_urls import MediaURLError, decode_base64, read_data_url
+from backends.request import MediaPart, Part, Turn
 from backends.request import TextPart as TurnText
-
-MIME_TYPES: dict[MediaKind, dict[str, str]] = {
-    "image": {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/webp": ".webp",
-              "image/gif": ".gif", "image/bmp": ".bmp", "image/tiff": ".tiff"},
-    "audio": {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
-              "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/flac": ".flac", "audio/x-flac": ".flac",
-              "audio/ogg": ".ogg", "audio/opus": ".opus", "audio/webm": ".webm", "audio/mp4": ".m4a",
-              "audio/x-m4a": ".m4a", "audio/aac": ".aac"},
-    "video": {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-matroska": ".mkv",
-              "video/x-msvideo": ".avi", "video/x-m4v": ".m4v"},
-}
-"""The media types a data: URL may declare, and the file name extension ``media`` reads each kind by."""
 
 
 class InputError(ValueError):
@@ -147,28 +133,15 @@ def _media_part(part, param: str, stem: str, limits: media.MediaLimits) -> Media
     return MediaPart(kind, path)
 
 
-def _data_url(url: str, kind: MediaKind, param: str) -> tuple[str, bytes]:
-    """A base64 data: URL's bytes and the extension its media type names."""
-    if not url.startswith("data:"):
-        scheme = url.split(":", 1)[0] if ":" in url[:12] else "this"
-        raise InputError(f"This server fetches no {scheme} URLs: send the {kind} inline, as a base64 data: URL "
-                         f"(data:{next(iter(MIME_TYPES[kind]))};base64,...).", param)
-    head, comma, data = url.partition(",")
-    mime, *options = head[5:].split(";")
-    if not comma or "base64" not in options:
-        raise InputError("A data: URL here is base64 (data:<type>;base64,<data>).", param)
-    suffix = MIME_TYPES[kind].get(mime.strip().lower())
-    if suffix is None:
-        raise InputError(f"{mime or 'no media type'} is not a {kind} type this server reads; it takes "
-                         f"{', '.join(MIME_TYPES[kind])}.", param)
-    return suffix, _base64(data, param)
+def _data_url(url: str, kind: media.MediaKind, param: str) -> tuple[str, bytes]:
+    try:
+        return read_data_url(url, kind)
+    except MediaURLError as err:
+        raise InputError(str(err), param) from None
 
 
 def _base64(data: str, param: str) -> bytes:
     try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError("The file's base64 is broken.", param) from None
-    if not raw:
-        raise InputError("The file is empty.", param)
-    return raw
+        return decode_base64(data)
+    except MediaURLError as err:
+        raise InputError(str(err), param) from None

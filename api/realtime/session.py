@@ -9,8 +9,6 @@ sending what is refused is closed (``RealtimeLimits.max_refusals``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import os
 import shutil
@@ -28,6 +26,7 @@ from openai.types.realtime import (ConversationItemAdded, ConversationItemDelete
 from openai.types.realtime.realtime_conversation_item_user_message import Content as UserContent
 
 import media
+from api.media_urls import MediaURLError, read_data_url
 from api.realtime.heard import heard_text
 from api.realtime.listening import Heard, InputAudio
 from api.realtime.protocol import Refusal, SessionConfig, decode_pcm16, new_id, parse_client_event
@@ -38,7 +37,6 @@ from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 MIN_COMMIT_MS = 100
 """OpenAI refuses to commit less than 100 ms of audio; so do we."""
 
@@ -229,17 +227,13 @@ class RealtimeSession:
         return parts, files
 
     async def _image_file(self, url: str, name: str, param: str, eid: str | None) -> str:
-        """A data: URL's image, written to the session's folder and checked as the tabs check uploads."""
-        head, _, data = url.partition(",")
-        mime = head.removeprefix("data:").removesuffix(";base64")
-        if not head.startswith("data:") or not head.endswith(";base64") or mime not in IMAGE_TYPES:
-            raise Refusal("invalid_image", "An image is a base64 data: URL of a PNG, JPEG or WebP image (no http "
-                          "URLs: the server fetches nothing).", param=param, event_id=eid)
+        """A data: URL's image (the types the chat API takes), written to the session's folder and checked as the
+        tabs check uploads."""
         try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise Refusal("invalid_image", "The image's base64 is broken.", param=param, event_id=eid) from None
-        path = os.path.join(self.folder, f"{name}.{IMAGE_TYPES[mime]}")
+            suffix, raw = read_data_url(url, "image")
+        except MediaURLError as err:
+            raise Refusal("invalid_image", str(err), param=param, event_id=eid) from None
+        path = os.path.join(self.folder, name + suffix)
         with open(path, "wb") as file:
             file.write(raw)
         try:
