@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from backends.events import AudioChunk, Done, Error, TextDelta
+from backends.base import Backend
+from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, TextDelta
 from backends.request import ChatRequest
 
 
@@ -87,3 +89,58 @@ def decoded_tokens(decoder, inputs: dict, *, temperature=0.0, top_k=20, top_p=1.
     sampling = ThinkerSampling(temperature, top_k, top_p, max_new_tokens, eos_token_id=-1, generator=generator)
     decoder.generate(inputs, sampling, streamer, threading.Event())
     return streamer.reply
+
+
+@dataclass
+class RecordedStream:
+    """One engine stream as a ``RecordingBackend`` saw it: what it was asked, what it answered (audio at 24 kHz),
+    and whether its reader closed it before its end (``done`` is None then)."""
+
+    request: ChatRequest
+    text: str = ""
+    audio: list[np.ndarray] = field(default_factory=list)
+    done: str | None = None
+    closed: bool = False
+
+    @property
+    def prompt(self) -> str:
+        return self.request.turns[-1].text
+
+    @property
+    def pcm(self) -> np.ndarray:
+        """The answer's speech as PCM16 at 24 kHz, as the OpenAI APIs send it."""
+        from media import pcm16
+
+        return pcm16(np.concatenate(self.audio)) if self.audio else np.zeros(0, np.int16)
+
+
+class RecordingBackend(Backend):
+    """A backend with every stream recorded (the API sees only the contract, so this is transparent)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.info, self.streams = inner, inner.info, []
+
+    @property
+    def open(self) -> int:
+        return sum(not s.closed for s in self.streams)
+
+    def stream_for(self, prompt: str) -> RecordedStream:
+        """The latest stream asked ``prompt``."""
+        return next(s for s in reversed(self.streams) if s.prompt == prompt)
+
+    async def stream(self, request):
+        from media import resample
+
+        record = RecordedStream(request)
+        self.streams.append(record)
+        try:
+            async for event in self.inner.stream(request):
+                if isinstance(event, TextDelta):
+                    record.text += event.text
+                elif isinstance(event, AudioChunk):
+                    record.audio.append(resample(event.samples, event.sample_rate, OUTPUT_SAMPLE_RATE))
+                elif isinstance(event, Done):
+                    record.done = event.finish_reason
+                yield event
+        finally:
+            record.closed = True

@@ -1,7 +1,7 @@
-"""``/v1/chat/completions`` and ``/v1/models`` through the real ``openai`` SDK, our own ``--backend openai`` against
-the app, and who may use the API (``/v1/realtime`` too): one app per module, the tiny model on the CPU, launched
-with a login and an API key. The backend is wrapped by ``Recorder``, which sees every engine stream the API opens:
-what it was asked, what it answered, and whether the API closed it before its end."""
+"""``/v1/chat/completions`` and ``/v1/models`` through the real ``openai`` SDK, our own ``--backend openai`` against the
+app, and who may use the API (``/v1/realtime`` too): one app per module, the tiny model on the CPU, launched with a
+login and an API key. The backend is wrapped by ``RecordingBackend`` (tests/streams.py), which sees every engine
+stream the API opens: what it was asked, what it answered, and whether the API closed it before its end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -31,8 +30,8 @@ from backends.base import Backend, BackendInfo
 from backends.events import AudioChunk, Done, Error, TextDelta
 from backends.request import ChatRequest, Sampling, Turn
 from api.realtime import realtime_route
-from media import pcm16, resample
 from messages import Message
+from tests.streams import RecordingBackend
 from tests.test_app import launch
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -42,51 +41,9 @@ USER, PASSWORD = "ada", "lovelace"
 BODY_LIMIT = 4 * 2**20
 
 
-@dataclass
-class Stream:
-    request: ChatRequest
-    text: str = ""
-    audio: list[np.ndarray] = field(default_factory=list)
-    done: str | None = None
-    closed: bool = False
-
-    @property
-    def prompt(self) -> str:
-        return self.request.turns[-1].text
-
-    @property
-    def pcm(self) -> np.ndarray:
-        return pcm16(np.concatenate(self.audio)) if self.audio else np.zeros(0, np.int16)
-
-
-class Recorder(Backend):
-    """The app's backend, with every stream recorded (the API sees only the contract, so this is transparent)."""
-
-    def __init__(self, inner: Backend):
-        self.inner, self.info, self.streams = inner, inner.info, []
-
-    def stream_for(self, prompt: str) -> Stream:
-        return next(s for s in reversed(self.streams) if s.prompt == prompt)
-
-    async def stream(self, request):
-        record = Stream(request)
-        self.streams.append(record)
-        try:
-            async for event in self.inner.stream(request):
-                if isinstance(event, TextDelta):
-                    record.text += event.text
-                elif isinstance(event, AudioChunk):
-                    record.audio.append(resample(event.samples, event.sample_rate, RATE))
-                elif isinstance(event, Done):
-                    record.done = event.finish_reason
-                yield event
-        finally:
-            record.closed = True
-
-
 @pytest.fixture(scope="module")
 def recorder(instruct_backend):
-    return Recorder(instruct_backend)
+    return RecordingBackend(instruct_backend)
 
 
 @pytest.fixture(scope="module")

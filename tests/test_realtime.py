@@ -1,6 +1,6 @@
 """``/v1/realtime`` through the real ``openai`` SDK's realtime client, against the app launched as the other tests
-launch it (the tiny model on the CPU). The backend is wrapped by ``Recorder``, which sees every engine stream the
-API opens: what it was asked, what it answered, and whether the API closed it before its end."""
+launch it (the tiny model on the CPU). The backend is wrapped by ``RecordingBackend`` (tests/streams.py), which sees
+every engine stream the API opens: what it was asked, what it answered, and whether the API closed it before its end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import openai
@@ -16,10 +15,9 @@ import pytest
 import soundfile
 
 import api
-from backends.base import Backend
-from backends.events import AudioChunk, Done, TextDelta
 from media import resample
 from api.realtime.heard import heard_text
+from tests.streams import RecordingBackend
 from tests.test_app import launch
 from turns.voice import VOICE_ASSISTANT_PROMPT
 
@@ -27,45 +25,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 OUTPUT_RATE = 24_000
 
 
-@dataclass
-class Stream:
-    prompt: str
-    request: object = None
-    text: str = ""
-    audio: list[np.ndarray] = field(default_factory=list)
-    done: str | None = None
-    closed: bool = False
-
-
-class Recorder(Backend):
-    """The app's backend, with every stream recorded (the API sees only the contract, so this is transparent)."""
-
-    def __init__(self, inner: Backend):
-        self.inner, self.info, self.streams = inner, inner.info, []
-
-    @property
-    def open(self) -> int:
-        return sum(not s.closed for s in self.streams)
-
-    async def stream(self, request):
-        record = Stream(request.turns[-1].text, request)
-        self.streams.append(record)
-        try:
-            async for event in self.inner.stream(request):
-                if isinstance(event, TextDelta):
-                    record.text += event.text
-                elif isinstance(event, AudioChunk):
-                    record.audio.append(resample(event.samples, event.sample_rate, OUTPUT_RATE))
-                elif isinstance(event, Done):
-                    record.done = event.finish_reason
-                yield event
-        finally:
-            record.closed = True
-
-
 @pytest.fixture(scope="module")
 def recorder(instruct_backend):
-    return Recorder(instruct_backend)
+    return RecordingBackend(instruct_backend)
 
 
 @pytest.fixture(scope="module")
