@@ -1,5 +1,5 @@
-// The Live tab's page talks to the app's own /v1/realtime WebSocket (the OpenAI Realtime protocol, api/realtime)
-// instead of Gradio's events: microphone frames go up as input_audio_buffer.append (tab.py MIC_FRAME_MS), the
+// The Live tab's page talks to the app's own /v1/realtime WebSocket (the OpenAI Realtime protocol, api/realtime),
+// one socket per conversation: microphone frames go up as input_audio_buffer.append (tab.py MIC_FRAME_MS), the
 // server's VAD ends the turn and answers at once, and the reply's PCM plays from a worklet as it arrives. The page
 // only knows the protocol (ui/ never imports api/). Loaded by ui/live/tab.py after audio.js and view.js, as a
 // gr.HTML's js_on_load.
@@ -112,6 +112,7 @@ class LiveClient {
       await this.connect();
       this.connecting = false;
     } catch (err) {
+      if (!this.running) return; // Stop was pressed while the new socket opened: its closing is no error
       this.stop();
       this.view.showError(err);
     }
