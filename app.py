@@ -34,6 +34,7 @@ DEFAULT_PORT = 7860
 DEFAULT_API_BASE = "http://127.0.0.1:8000/v1"
 UPLOAD_LIMIT = "200mb"
 """Gradio refuses bigger uploads before they reach the disk (the media limits say the same)."""
+THIS_MACHINE_ONLY = ("127.0.0.1", "localhost", "::1")
 
 
 def default_server_name() -> str:
@@ -107,7 +108,8 @@ def parse_args(argv: list[str] | None = None, *, default_checkpoint: str = INSTR
                         help="keep team studies (answers, blind votes, leaderboards) here across restarts (default "
                         "$QWEN_OMNI_DATA_DIR; on a Space with persistent storage, /data; else none: no team studies)")
     parser.add_argument("--admin", action="append", default=[], metavar="USER",
-                        help="a login (--auth) that may create team studies (repeatable; none named: anyone may)")
+                        help="a login (--auth) that may create and export team studies (repeatable; none named: "
+                        "anyone while the app listens on this machine only, no one once others can reach it)")
     parser.add_argument("--feedback-file", default=os.environ.get("QWEN_OMNI_FEEDBACK"), metavar="PATH",
                         help="turn on 👍/👎 and comments on replies, appended to this JSONL file")
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
@@ -236,6 +238,17 @@ def check_mcp_server(args: argparse.Namespace) -> None:
                          "server), or serve MCP from an install of requirements.txt")
 
 
+def study_creators(args: argparse.Namespace):
+    """Who may create and export team studies (whoever runs the app, issue 34): the --admin logins; with none named,
+    anyone while the app listens on this machine only, and no one once others can reach it (0.0.0.0, a Space or a
+    studio, --share), where any visitor could otherwise queue a study's thousands of engine answers."""
+    from ui.evaluate.team import Creators
+
+    if args.admin:
+        return Creators(logins=tuple(args.admin))
+    return Creators(anyone=args.server_name in THIS_MACHINE_ONLY and not args.share)
+
+
 def read_auth(pairs: list[str] | None) -> list[tuple[str, str]] | None:
     """``user:password`` pairs from --auth, or from $QWEN_OMNI_AUTH (comma-separated) / a file named by
     $QWEN_OMNI_AUTH_FILE (one pair per line), so passwords need not appear in the process list."""
@@ -301,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     compare_or_none = compare_backend_from_args(args) or contextlib.nullcontext()
     with backend_from_args(args) as backend, compare_or_none as compare_with:
         demo = build_demo(backend, args.feedback_file, compare_with, data_dir=args.data_dir,
-                          admins=tuple(args.admin))
+                          creators=study_creators(args))
         # The page is up while the engine compiles; the header says so, and turns wait for it.
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
         settings = launch_settings(args)

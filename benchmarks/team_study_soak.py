@@ -81,6 +81,7 @@ def main() -> None:
     from backends import build_backend
     from backends.checkpoints import resolve_checkpoint
     from ui import build_demo, queue_settings
+    from ui.evaluate.team import Creators
 
     work = Path(tempfile.mkdtemp(prefix="team-soak-"))
     sheet = work / "prompts.csv"
@@ -88,7 +89,7 @@ def main() -> None:
     setups = [{"label": f"setup {k}", "temperature": 0.7, "seed": k, "max_new_tokens": 8, "speech": k == 0}
               for k in range(3)]
     with build_backend("transformers", resolve_checkpoint(args.checkpoint), max_speech_seconds=2.0) as backend:
-        demo = build_demo(backend, data_dir=str(work / "data"))
+        demo = build_demo(backend, data_dir=str(work / "data"), creators=Creators(anyone=True))  # on 127.0.0.1
         demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, server_name="127.0.0.1",
                                                           quiet=True)
         client = Client(demo.local_url, verbose=False)

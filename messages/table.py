@@ -307,6 +307,11 @@ TABLE: dict[str, tuple[str, str]] = {
     "studies.rater_too_long": ("A rater's name takes at most {limit} characters.", "评分人名字最多 {limit} 个字符。"),
     "team.not_admin": ("Only the app's admins create studies (--admin); you can rate the ones there are.",
                        "只有应用管理员（--admin）可以创建研究；你可以为已有的研究评分。"),
+    "team.no_admin": ("No one creates or exports studies on this app: others can reach it and it names no admin. "
+                      "Start it with --auth and --admin USER to let that login do so; you can rate the studies there "
+                      "are.",
+                      "本应用不允许任何人创建或导出研究：其他人可以访问它，而它没有指定管理员。请用 --auth 和 --admin USER "
+                      "启动，让该登录名可以这样做；你可以为已有的研究评分。"),
     "team.export_not_admin": ("Only those who may create studies export them: an export names the set-up behind "
                               "every answer, which would unblind the pairs still to rate.",
                               "只有可以创建研究的人才能导出：导出文件写明每个回答出自哪种配置，会让尚未评分的对比不再是盲评。"),

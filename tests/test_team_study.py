@@ -23,7 +23,7 @@ from studies.records import Vote
 from tests.test_mcp import call, list_tools
 from tests.test_studies import hand_bradley_terry
 from ui import build_demo, queue_settings
-from ui.evaluate.team import TeamError, TeamStudies
+from ui.evaluate.team import Creators, TeamError, TeamStudies
 from ui.i18n import I18N
 
 SETUPS = [{"label": "Warm Ethan", "speaker": "ethan", "temperature": 0.7, "seed": 1, "max_new_tokens": 4,
@@ -57,7 +57,7 @@ class Holding(Backend):
 
 
 def launch(backend: Backend, data_dir: Path):
-    demo = build_demo(backend, data_dir=str(data_dir))
+    demo = build_demo(backend, data_dir=str(data_dir), creators=Creators(anyone=True))  # this machine only
     demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
                                                       show_error=True, i18n=I18N, mcp_server=True)
     return demo
@@ -312,14 +312,43 @@ def test_refusals_are_named_in_the_raters_language(app, study):
 
 
 def test_only_the_admins_named_create_studies(tmp_path, instruct_backend):
-    teams = TeamStudies(tmp_path, {"app": instruct_backend}, admins=("lead",))
+    teams = TeamStudies(tmp_path, {"app": instruct_backend}, Creators(logins=("lead",)))
     with pytest.raises(TeamError, match="Only the app's admins"):
         teams.create("s", [], SETUPS, login="bob")
     with pytest.raises(TeamError, match="called Warm Ethan"):
         teams.create("s", [], [SETUPS[0], SETUPS[0]], login="lead")
     with pytest.raises(TeamError, match="2 to 8 set-ups"):
         teams.create("s", [], SETUPS[:1], login="lead")
-    assert TeamStudies(tmp_path, {"app": instruct_backend}).may_create(None)
+    assert TeamStudies(tmp_path, {"app": instruct_backend}, Creators(anyone=True)).may_create(None)
+
+
+def test_an_app_others_reach_without_an_admin_lets_no_one_create_or_export(tmp_path, instruct_backend):
+    """Issue 34: whoever runs the app creates studies. On this machine alone that is whoever opens the page; once
+    others can reach the app (0.0.0.0: a Space, a studio; --share) and it names no admin, no one, and the tab says
+    how to name one."""
+    import app as app_module
+    from ui.i18n import ZH
+    from ui.evaluate.team_tab import NO_CREATORS_NOTE
+
+    def creators(*argv: str) -> Creators:
+        return app_module.study_creators(app_module.parse_args(list(argv)))
+
+    for name in ("127.0.0.1", "localhost", "::1"):
+        assert creators("--server-name", name) == Creators(anyone=True)
+    for argv in (["--server-name", "0.0.0.0"], ["--server-name", "127.0.0.1", "--share"],
+                 ["--server-name", "192.168.1.5"]):
+        assert creators(*argv).nobody, argv
+    assert creators("--server-name", "0.0.0.0", "--admin", "lead", "--auth", "lead:pw") == Creators(logins=("lead",))
+    teams = TeamStudies(tmp_path, {"app": instruct_backend})  # by default: no one
+    for attempt in (lambda: teams.create("s", [], SETUPS, login="bob"), lambda: teams.export("s-1", None)):
+        with pytest.raises(TeamError, match="No one creates or exports studies on this app"):
+            attempt()
+    def notes(demo) -> list[str]:
+        return [c["props"]["elem_id"] for c in demo.get_config_file()["components"]
+                if c.get("props", {}).get("elem_id") == "team-no-creators"]
+
+    assert NO_CREATORS_NOTE in ZH and notes(build_demo(instruct_backend, data_dir=str(tmp_path)))
+    assert not notes(build_demo(instruct_backend, data_dir=str(tmp_path), creators=Creators(anyone=True)))
 
 
 class LoggedIn(FakeRequest):
@@ -347,7 +376,7 @@ def test_only_those_who_may_create_studies_export_them(tmp_path, instruct_backen
     import gradio as gr
 
     study_id = answered(tmp_path)
-    demo = build_demo(instruct_backend, data_dir=str(tmp_path), admins=("lead",))
+    demo = build_demo(instruct_backend, data_dir=str(tmp_path), creators=Creators(logins=("lead",)))
     handlers = {(fn.fn.__module__, fn.fn.__name__): fn.fn for fn in demo.fns.values() if fn.fn is not None}
     export, study_export = handlers["ui.evaluate.team_tab", "export"], handlers["ui.tools.team", "study_export"]
     with pytest.raises(gr.Error, match="Only those who may create studies export them"):
@@ -392,3 +421,19 @@ def test_the_data_folder_and_admins_come_from_the_command_line(monkeypatch, tmp_
     monkeypatch.setattr(app_module, "exit_cleanly_on_sigterm", lambda: None)  # pytest's own SIGTERM stays
     with pytest.raises(SystemExit, match="--admin names logins"):
         app_module.main(["--admin", "lead"])  # no login: no one could be the admin
+    # main gives build_demo who may create studies, from where the app listens.
+    import contextlib
+
+    import ui
+
+    given = {}
+
+    def build_demo_stub(*args, **kwargs):
+        given.update(kwargs)
+        raise SystemExit("built")
+
+    monkeypatch.setattr(app_module, "backend_from_args", lambda args: contextlib.nullcontext(None))
+    monkeypatch.setattr(ui, "build_demo", build_demo_stub)
+    with pytest.raises(SystemExit, match="built"):
+        app_module.main(["--data-dir", str(tmp_path), "--server-name", "0.0.0.0"])
+    assert given["creators"] == Creators()

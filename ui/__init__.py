@@ -16,7 +16,7 @@ from ui.chat import tab as chat_tab
 from ui.chat.feedback import FeedbackLog
 from ui.evaluate import tab as evaluate_tab
 from ui.evaluate import team_tab
-from ui.evaluate.team import TeamStudies
+from ui.evaluate.team import Creators, TeamStudies
 from ui.i18n import random_weights_warning, t
 from ui.live import tab as live_tab
 from ui.messages import translator
@@ -70,12 +70,12 @@ def warm_up_status(backend: Backend, demo: gr.Blocks) -> None:
 
 
 def build_demo(backend: Backend, feedback_file: str | None = None, compare_with: Backend | None = None,
-               data_dir: str | None = None, admins: tuple[str, ...] = ()) -> gr.Blocks:
+               data_dir: str | None = None, creators: Creators = Creators()) -> gr.Blocks:
     """The full app: header, then one tab per task. ``feedback_file``: where 👍/👎 and comments go (off if None);
     ``compare_with``: a second engine that Chat's Compare can answer with; ``data_dir``: where team studies are kept
-    (off if None), which the logins in ``admins`` create (anyone, if none is named)."""
+    (off if None); ``creators``: who may create and export them (by default no one)."""
     engines = {"app": backend, **({"compare": compare_with} if compare_with else {})}
-    teams = TeamStudies(data_dir, engines, admins) if data_dir else None
+    teams = TeamStudies(data_dir, engines, creators) if data_dir else None
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE) as demo:
         tools = add_tools(backend, compare_with, teams=teams)  # first: the tools take their names before the UI's
         header(backend.info)

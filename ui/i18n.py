@@ -202,6 +202,10 @@ ZH.update({
     "Team studies (blind votes from many raters, pooled into a leaderboard) are kept on disk: start the app with "
     "`--data-dir DIR` to offer them.":
         "团队研究（多位评分人的盲评投票，汇总成排行榜）保存在磁盘上：用 `--data-dir DIR` 启动应用即可使用。",
+    "Creating and exporting studies is off: others can reach this app and it names no admin. Start it with "
+    "`--auth USER:PASSWORD --admin USER` to let that login create and export studies (raters need no admin).":
+        "创建和导出研究已关闭：其他人可以访问本应用，而应用没有指定管理员。请用 `--auth USER:PASSWORD --admin USER` "
+        "启动，让该登录名可以创建和导出研究（评分人不需要是管理员）。",
     "Study": "研究",
     "Your name": "你的名字",
     "Start rating": "开始评分",

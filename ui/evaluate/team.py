@@ -49,6 +49,23 @@ class TeamError(ValueError):
 
 
 @dataclass(frozen=True)
+class Creators:
+    """Who may create studies and export them: the logins named (``--admin``); anyone, for an app that only its own
+    machine reaches; or, with neither, no one (an app others reach that names no admin: any visitor could otherwise
+    queue thousands of engine answers, and an export unblinds the study)."""
+
+    logins: tuple[str, ...] = ()
+    anyone: bool = False
+
+    def include(self, login: str | None) -> bool:
+        return self.anyone or login in self.logins
+
+    @property
+    def nobody(self) -> bool:
+        return not self.anyone and not self.logins
+
+
+@dataclass(frozen=True)
 class Shown:
     """A pair as the rater sees it before voting: nothing here says which set-up made which answer."""
 
@@ -101,12 +118,12 @@ def request_for(setup: StudySetup, prompt: StudyPrompt, paths: tuple[str, ...], 
 
 
 class TeamStudies:
-    """The app's studies: one store in ``data_dir``, one generator on the app's engines. ``admins``: the logins who
-    may create studies (none named: whoever reaches the page may)."""
+    """The app's studies: one store in ``data_dir``, one generator on the app's engines; ``creators`` say who may
+    create and export studies (by default no one)."""
 
-    def __init__(self, data_dir: str | Path, engines: dict[str, Backend], admins: Sequence[str] = ()):
+    def __init__(self, data_dir: str | Path, engines: dict[str, Backend], creators: Creators = Creators()):
         self.store = StudyStore(Path(data_dir) / "studies")
-        self.engines, self.admins = engines, tuple(admins)
+        self.engines, self.creators = engines, creators
         self.generator = Generator(self.store, engines, request_for)
         self._boards: dict[str, tuple[int, Leaderboard, list[tuple]]] = {}
         self._boards_lock = threading.Lock()
@@ -117,7 +134,13 @@ class TeamStudies:
     def may_create(self, login: str | None) -> bool:
         """Whether ``login`` may create studies and export them (an export names the set-up behind every answer, so
         it is as closed as creating)."""
-        return not self.admins or login in self.admins
+        return self.creators.include(login)
+
+    def _check_creator(self, login: str | None, refusal: str) -> None:
+        if self.creators.nobody:
+            raise TeamError(Message("team.no_admin"))
+        if not self.may_create(login):
+            raise TeamError(Message(refusal))
 
     def rater(self, typed: str | None, login: str | None) -> str:
         """A logged-in rater is their login; anyone else is the name they type (the same name goes on from any
@@ -129,8 +152,7 @@ class TeamStudies:
     def create(self, name: str, files: Sequence[str], setups: Sequence[dict], login: str | None) -> Study:
         """A new study from a sheet and its media (the Evaluate tab's format) and two or more set-ups (``label``
         plus the Evaluate tab's set-up fields); its answers are made in the background (``wake`` the generator)."""
-        if not self.may_create(login):
-            raise TeamError(Message("team.not_admin"))
+        self._check_creator(login, "team.not_admin")
         name = " ".join((name or "").split())[:MAX_NAME_CHARS] or "study"
         checked = self.check_setups(setups)
         work = Path(session_folder("omni-study-"))
@@ -251,8 +273,7 @@ class TeamStudies:
         """The study's exports (``ui.evaluate.team_export``), for those who may create studies only: the vote log
         and the answers name which set-up wrote every answer, so a rater holding them could tell the sides of every
         pair still to come."""
-        if not self.may_create(login):
-            raise TeamError(Message("team.export_not_admin"))
+        self._check_creator(login, "team.export_not_admin")
         study, board, _history = self.leaderboard(study_id)
         return write_exports(self.store, study, board, Path(tempfile.mkdtemp(prefix="omni-study-export-")))
 
@@ -290,4 +311,4 @@ async def in_thread(function, *args) -> Any:
     return await asyncio.get_running_loop().run_in_executor(STORE_THREADS, functools.partial(function, *args))
 
 
-__all__ = ["CHOICES", "CHOICE_LABELS", "Revealed", "Shown", "TeamError", "TeamStudies", "board_record", "in_thread"]
+__all__ = ["CHOICES", "CHOICE_LABELS", "Creators", "Revealed", "Shown", "TeamError", "TeamStudies", "board_record", "in_thread"]

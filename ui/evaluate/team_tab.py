@@ -32,6 +32,9 @@ NEW_STUDY_NOTE = ("A study answers a prompt sheet (the Evaluate tab's format) on
                   "One row per set-up; a seed of -1 is random.")
 OFF_NOTE = ("Team studies (blind votes from many raters, pooled into a leaderboard) are kept on disk: start the app "
             "with `--data-dir DIR` to offer them.")
+NO_CREATORS_NOTE = ("Creating and exporting studies is off: others can reach this app and it names no admin. "
+                    "Start it with `--auth USER:PASSWORD --admin USER` to let that login create and export studies "
+                    "(raters need no admin).")
 SETUP_COLUMNS = ["label", "engine", "speaker", "system_prompt", "temperature", "top_p", "top_k", "max_new_tokens",
                  "seed", "speech"]
 STANDING_COLUMNS = ["rank", "set-up", "score", "95% interval", "votes", "wins", "losses", "ties", "both bad",
@@ -93,6 +96,8 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             timer = gr.Timer(BOARD_EVERY_S)
         with gr.Tab(t("New study"), id="team-new"):
             gr.Markdown(t(NEW_STUDY_NOTE))
+            if teams.creators.nobody:
+                gr.Markdown(t(NO_CREATORS_NOTE), elem_id="team-no-creators")
             new_name = gr.Textbox("", label=t("Study name"), elem_id="team-new-name", max_lines=1)
             new_files = gr.File(label=t("Prompt sheet and its media (files or a .zip)"), file_count="multiple",
                                 file_types=[".csv", ".jsonl", ".zip", "image", "audio", "video"], type="filepath",

@@ -34,7 +34,8 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
                            http_request: gr.Request = None) -> tuple[str, str]:
         """Create a team study: a prompt sheet (.csv or .jsonl with columns id, prompt, media, and optionally
         system_prompt, reference) is answered once by every set-up, in the background, and raters then judge pairs
-        of those answers blind (study_next_pair, study_vote). Only the app's admins may create one, if it names any.
+        of those answers blind (study_next_pair, study_vote). Only the app's admins (--admin) may create one; an app
+        that names none lets anyone create when it runs on the caller's own machine, and no one otherwise.
 
         Args:
             files: the sheet and the media it names (or a .zip of them), each a URL or a data: URI
