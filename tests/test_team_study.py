@@ -387,6 +387,21 @@ def test_only_those_who_may_create_studies_export_them(tmp_path, instruct_backen
     assert len(asyncio.run(study_export(study_id, http_request=LoggedIn("lead")))) == 5
 
 
+def test_an_export_replaces_the_studys_previous_one_in_the_apps_scratch_folder(tmp_path):
+    """Exports go where the app's session files go (removed when it stops), and a second export of a study replaces
+    the first rather than leaving another zip of every WAV behind."""
+    from ui.scratch import process_folder
+
+    study_id = answered(tmp_path)
+    teams = TeamStudies(tmp_path, {}, Creators(anyone=True))
+    first = teams.export(study_id, None)
+    assert all(Path(path).is_relative_to(process_folder()) for path in first)
+    assert teams.export(study_id, None) == first
+    folder = Path(first[0]).parent
+    assert sorted(p.name for p in folder.parent.iterdir()) == [study_id]  # no folder left per export
+    assert sorted(p.name for p in folder.iterdir()) == sorted(Path(path).name for path in first)
+
+
 def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     import re
     import zipfile

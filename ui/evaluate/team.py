@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import shutil
 import tempfile
 import threading
@@ -128,6 +129,7 @@ class TeamStudies:
         self._boards: dict[str, tuple[int, Leaderboard, list[tuple]]] = {}
         self._boards_lock = threading.Lock()
         self._pairs_folder = session_folder("omni-pairs-")  # what the page is sent, copied per pair
+        self._exports_folder = session_folder("omni-study-exports-")  # each study's latest export
 
     # Who
 
@@ -272,10 +274,23 @@ class TeamStudies:
     def export(self, study_id: str, login: str | None) -> list[str]:
         """The study's exports (``ui.evaluate.team_export``), for those who may create studies only: the vote log
         and the answers name which set-up wrote every answer, so a rater holding them could tell the sides of every
-        pair still to come."""
+        pair still to come.
+
+        They are written in this process's scratch folder (removed when the app stops), one folder per study: an
+        export replaces the study's previous one file by file, so a download under way keeps a whole file, the old
+        or the new, and a study's zip of every WAV and medium is kept once, not once per export."""
         self._check_creator(login, "team.export_not_admin")
         study, board, _history = self.leaderboard(study_id)
-        return write_exports(self.store, study, board, Path(tempfile.mkdtemp(prefix="omni-study-export-")))
+        folder = Path(self._exports_folder) / study.id
+        fresh = Path(tempfile.mkdtemp(prefix=f"{study.id}-", dir=self._exports_folder))
+        try:
+            written = [Path(path) for path in write_exports(self.store, study, board, fresh)]
+            folder.mkdir(exist_ok=True)
+            for path in written:
+                os.replace(path, folder / path.name)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+        return [str(folder / path.name) for path in written]
 
     async def wake(self) -> None:
         """Make the answers still missing (on the server's event loop; once per call is cheap)."""
