@@ -299,6 +299,12 @@ TABLE: dict[str, tuple[str, str]] = {
                           "wait (start the app with that engine, e.g. --compare-api-base).",
                           "配置 {setup} 使用引擎“{engine}”回答，而此服务器没有该引擎：其回答将等待"
                           "（请用该引擎启动应用，例如 --compare-api-base）。"),
+    "studies.setup_failing": ("Set-up {setup} failed in the engine ({cause}): its answers are tried again in "
+                              "{seconds} s.", "配置 {setup} 在引擎中失败（{cause}）：其回答将在 {seconds} 秒后重试。"),
+    "studies.setup_gave_up": ("Set-up {setup} failed in the engine {attempts} times on {count} prompts (last: {cause}): "
+                              "those answers wait until the app restarts.",
+                              "配置 {setup} 在引擎中对 {count} 个提示各失败了 {attempts} 次（最近一次：{cause}）："
+                              "这些回答将等到应用重启后再生成。"),
     "studies.no_pair": ("No pair {id} for you: ask for your next pair.", "你没有编号为 {id} 的对比：请获取下一组对比。"),
     "studies.bad_choice": ("A vote is one of {choices}, not {choice}.", "投票只能是 {choices} 之一，而不是 {choice}。"),
     "studies.comment_too_long": ("A comment takes at most {limit} characters.", "评论最多 {limit} 个字符。"),

@@ -5,6 +5,12 @@ oldest study first and prompt by prompt (a study's first prompts can be rated wh
 Engines take requests in arrival order, so a chat turn sent meanwhile waits for the answer in progress only,
 never for the whole study. An answer is stored when it is complete: one cut short by a shutdown is made again
 after the restart, and nothing is made twice.
+
+An answer the engine failed to make (stage "backend" or "generation": the engine stalled, a compare server can't be
+reached) is not kept: it is tried again after ``RETRY_AFTER_S``, its set-up's other answers waiting meanwhile, and
+after the last attempt it waits until the app restarts; ``Generator.waiting`` says which set-up fails and why. As in
+the Evaluate tab, an answer keeps its error when the text is whole (stage "speech": speaking it failed) or when the
+engine refused the request itself (stage "input": the same prompt would be refused again).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile
@@ -27,6 +35,11 @@ from studies.records import StudyAnswer, StudyPrompt, StudySetup
 from studies.store import StudyStore
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = (30.0, 120.0, 600.0)
+"""An answer the engine failed to make is tried again after these waits (then it waits for a restart)."""
+PASSING = ("backend", "generation")
+"""Error stages that say nothing about the answer itself: the engine or the server failed, and may not next time."""
 
 RequestFor = Callable[[StudySetup, StudyPrompt, tuple[str, ...], Backend], ChatRequest]
 """The request that answers a prompt (its media as local files) under a set-up, on the engine given. The set-up's
@@ -57,21 +70,61 @@ class _Reply:
         elif isinstance(event, Done):
             self.finish_reason = event.finish_reason
 
+    @property
+    def engine_failed(self) -> Message | None:
+        """Why the engine failed to make this answer, or None (an answer, maybe with an error of its own)."""
+        failures = [e.msg for e in self.errors if e.stage in PASSING]
+        return joined(failures) if failures else None
+
+
+@dataclass
+class _Failure:
+    """An answer the engine failed to make."""
+
+    label: str
+    cause: Message
+    attempts: int
+    retry_at: float
+    """``time.monotonic()`` of the next attempt; infinity once the attempts are spent."""
+
 
 class Generator:
     """Makes the missing answers of every study in ``store``; ``wake`` after a study is created (and when the app
     starts, so a study interrupted by a restart is finished). ``engines``: the engine names a set-up's ``engine``
     setting takes ("app", "compare") → the backend."""
 
-    def __init__(self, store: StudyStore, engines: Mapping[str, Backend], request_for: RequestFor):
+    def __init__(self, store: StudyStore, engines: Mapping[str, Backend], request_for: RequestFor,
+                 retry_after_s: Sequence[float] = RETRY_AFTER_S):
         self.store, self.engines, self.request_for = store, dict(engines), request_for
+        self.retry_after_s = tuple(retry_after_s)
         self.current: tuple[str, int, int] | None = None
         """(study, prompt, set-up) being answered now."""
-        self.waiting: dict[str, Message] = {}
-        """study → why some of its answers can't be made on this server (an engine it lacks)."""
-        self._unavailable: set[tuple[str, int]] = set()
+        self._no_engine: dict[tuple[str, int], Message] = {}
+        """(study, set-up) → why its answers can't be made on this server (an engine it lacks), until woken."""
+        self._failures: dict[tuple[str, int, int], _Failure] = {}
         self._task: asyncio.Task | None = None
         self._more: asyncio.Event | None = None
+
+    @property
+    def waiting(self) -> dict[str, Message]:
+        """study → why some of its answers aren't made: an engine this server lacks, or one that fails."""
+        now, why = time.monotonic(), {}
+        for (study_id, _setup), message in self._no_engine.items():
+            why.setdefault(study_id, []).append(message)
+        by_setup: dict[tuple[str, int], list[_Failure]] = {}
+        for (study_id, _prompt, setup), failure in self._failures.items():
+            by_setup.setdefault((study_id, setup), []).append(failure)
+        for (study_id, _setup), failures in by_setup.items():
+            last = failures[-1]
+            pending = [f.retry_at for f in failures if f.retry_at < math.inf]
+            if pending:
+                why.setdefault(study_id, []).append(Message("studies.setup_failing", {
+                    "setup": last.label, "cause": last.cause, "seconds": max(0, round(min(pending) - now))}))
+            if spent := [f for f in failures if f.retry_at == math.inf]:
+                why.setdefault(study_id, []).append(Message("studies.setup_gave_up", {
+                    "setup": last.label, "cause": spent[-1].cause, "attempts": spent[-1].attempts,
+                    "count": len(spent)}))
+        return {study_id: joined(messages) for study_id, messages in why.items()}
 
     def wake(self) -> None:
         """Start the task if it isn't running, or make it look for new work. Call it on the server's event loop:
@@ -97,11 +150,16 @@ class Generator:
     async def _work(self) -> None:
         while True:
             self._more.clear()
-            jobs = [job for job in self.store.missing_answers() if (job[0], job[2]) not in self._unavailable]
+            now = time.monotonic()
+            held = self._held_back(now)
+            jobs = [job for job in self.store.missing_answers() if (job[0], job[2]) not in held and self._due(job, now)]
             if not jobs:
-                await self._more.wait()
-                self._unavailable.clear()  # woken: look again (and say again what can't be made)
-                self.waiting.clear()
+                retry_at = min((f.retry_at for f in self._failures.values() if f.retry_at > now), default=math.inf)
+                try:
+                    await asyncio.wait_for(self._more.wait(), None if retry_at == math.inf else retry_at - now)
+                except TimeoutError:
+                    continue  # an answer's next attempt is due
+                self._no_engine.clear()  # woken: look again (and say again what can't be made)
                 continue
             study_id, prompt, setup = jobs[0]
             self.current = jobs[0]
@@ -110,15 +168,33 @@ class Generator:
             finally:
                 self.current = None
 
+    def _held_back(self, now: float) -> set[tuple[str, int]]:
+        """(study, set-up) whose answers wait: its engine is missing, or one of its answers failed and its next
+        attempt isn't due (a failing engine would fail the set-up's other answers at once)."""
+        return {*self._no_engine, *((study_id, setup) for (study_id, _prompt, setup), f in self._failures.items()
+                                    if now < f.retry_at < math.inf)}
+
+    def _due(self, job: tuple[str, int, int], now: float) -> bool:
+        """Never failed, or failed and its next attempt is due (never, once the attempts are spent)."""
+        return (failure := self._failures.get(job)) is None or failure.retry_at <= now
+
+    def _failed(self, job: tuple[str, int, int], label: str, cause: Message) -> None:
+        attempts = self._failures[job].attempts + 1 if job in self._failures else 1
+        wait = self.retry_after_s[attempts - 1] if attempts <= len(self.retry_after_s) else math.inf
+        self._failures[job] = _Failure(label, cause, attempts, time.monotonic() + wait)
+        log.warning("study %s: set-up %s failed on prompt %s (attempt %s): %s; %s", job[0], label, job[1], attempts,
+                    cause, f"trying again in {wait:.0f} s" if wait < math.inf else "waiting for a restart")
+
     async def answer(self, study_id: str, prompt: int, setup: int) -> StudyAnswer | None:
-        """Make and keep one answer; None when this server lacks the set-up's engine (``waiting`` says so)."""
+        """Make and keep one answer; None when this server lacks the set-up's engine or the engine failed
+        (``waiting`` says so)."""
         study = self.store.study(study_id)
         the_setup, the_prompt = study.setups[setup], study.prompts[prompt]
         engine = str(the_setup.settings.get("engine", "app"))
         backend = self.engines.get(engine)
         if backend is None:
-            self._unavailable.add((study_id, setup))
-            self.waiting[study_id] = Message("studies.no_engine", {"setup": the_setup.label, "engine": engine})
+            self._no_engine[study_id, setup] = Message("studies.no_engine", {"setup": the_setup.label,
+                                                                            "engine": engine})
             return None
         if not the_setup.engine:
             self.store.set_engine(study_id, setup, {"model": backend.info.model, "backend": backend.info.backend})
@@ -137,6 +213,10 @@ class Generator:
             log.exception("answering %s prompt %s set-up %s failed", study_id, prompt, setup)
             reply.errors.append(Error(Message("engine.generation_failed", {"cause": str(err)})))
             reply.finish_reason = "error"
+        if (cause := reply.engine_failed) is not None:
+            self._failed((study_id, prompt, setup), the_setup.label, cause)
+            return None
+        self._failures.pop((study_id, prompt, setup), None)
         answer = await asyncio.to_thread(self._keep, study_id, prompt, setup, reply)
         log.info("study %s: prompt %s answered by set-up %s", study_id, prompt, setup)
         return answer

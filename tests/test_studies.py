@@ -12,14 +12,17 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile
 
 from backends.base import Backend
+from backends.events import Done, Error, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from media import kind_of
+from messages import Message
 from studies import StoreError, StudyAnswer, StudyPrompt, StudyStore
 from studies.generation import Generator
 from studies.ranking import bradley_terry, leaderboard, rater_agreement, wins_matrix
@@ -315,3 +318,78 @@ def test_a_setup_whose_engine_this_server_lacks_waits_and_says_so(tmp_path, inst
     assert sorted(store.answers(study.id)) == [(0, 0), (1, 0)]
     assert "which this server lacks" in str(generator.waiting[study.id])
     assert store.next_pair(study.id, "ana") is None  # no prompt has both answers: nothing to rate yet
+
+
+class Flaky(Backend):
+    """An engine that fails its first ``failures`` requests (with an error of ``stage``, after a little text), then
+    answers "fine"."""
+
+    def __init__(self, failures: int, stage: str = "backend"):
+        self.info = SimpleNamespace(model="flaky", backend="test", can_speak=False)
+        self.failures, self.stage, self.requests = failures, stage, 0
+
+    async def stream(self, request):
+        self.requests += 1
+        if self.requests <= self.failures:
+            yield TextDelta("half an ans")
+            yield Error(Message("server.unreachable", {"url": "http://gone:8000/v1", "cause": "refused"}), self.stage)
+            yield Done("error")
+            return
+        yield TextDelta("fine")
+        yield Done()
+
+
+def flaky_study(tmp_path, engine: Flaky, retry_after_s):
+    """One prompt, answered by a sound set-up and one on ``engine``; the generator, woken."""
+    store = StudyStore(tmp_path)
+    study = store.create_study("s", [("sound", {}), ("flaky", {"engine": "flaky"})], [StudyPrompt(0, "a", "Hi?")])
+    generator = Generator(store, {"app": Flaky(0), "flaky": engine}, short_request, retry_after_s=retry_after_s)
+    generator.wake()
+    return store, study, generator
+
+
+async def until(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+
+def test_an_answer_the_engine_failed_to_make_is_not_kept_but_made_again_later(tmp_path):
+    """A passing failure (a server unreachable, a stalled engine) would be a permanent answer if kept: the answer
+    waits, the study says which set-up fails and why, and a later attempt makes it."""
+    engine = Flaky(failures=2)
+
+    async def work():
+        store, study, generator = flaky_study(tmp_path, engine, retry_after_s=(0.3, 0.3))
+        await until(lambda: engine.requests == 1 and (0, 0) in store.answers(study.id) and generator.current is None)
+        assert (0, 1) not in store.answers(study.id) and store.next_pair(study.id, "ana") is None
+        assert "Set-up flaky failed in the engine (Can't reach the model server" in str(generator.waiting[study.id])
+        await until(lambda: (0, 1) in store.answers(study.id))
+        assert engine.requests == 3 and store.answers(study.id)[0, 1] == StudyAnswer(0, 1, "fine", finish_reason="stop")
+        assert study.id not in generator.waiting
+        await generator.close()
+
+    asyncio.run(work())
+
+
+def test_an_engine_that_keeps_failing_is_tried_a_few_times_and_a_speech_failure_keeps_its_text(tmp_path):
+    """After the last attempt the answer waits for a restart (no request storm); an answer whose text is whole but
+    whose speech failed is kept with its error, as in the Evaluate tab, and so is one the engine refused outright."""
+    engine = Flaky(failures=99)
+
+    async def work():
+        store, study, generator = flaky_study(tmp_path / "down", engine, retry_after_s=(0.05, 0.05))
+        await until(lambda: "wait until the app restarts" in str(generator.waiting.get(study.id, "")))
+        await asyncio.sleep(0.3)
+        assert engine.requests == 3 and sorted(store.answers(study.id)) == [(0, 0)]
+        assert "failed in the engine 3 times on 1 prompts" in str(generator.waiting[study.id])
+        await generator.close()
+        for stage in ("speech", "input"):
+            store, study, generator = flaky_study(tmp_path / stage, Flaky(1, stage), retry_after_s=(0.05,))
+            await until(lambda: len(store.answers(study.id)) == 2)
+            kept = store.answers(study.id)[0, 1]
+            assert (kept.text, kept.finish_reason) == ("half an ans", "error") and "Can't reach" in kept.error
+            await generator.close()
+
+    asyncio.run(work())

@@ -192,15 +192,14 @@ class TeamStudies:
 
     def summaries(self) -> list[dict]:
         """Every study, newest first: its id, name, set-ups, prompts, answers made and votes."""
-        out = []
+        out, waiting = [], self.generator.waiting
         for study in self.store.studies():
             answerable = sum(1 for p in study.prompts if not p.problem) * len(study.setups)
             answers, votes, raters = self.store.counts(study.id)
             out.append({"study_id": study.id, "name": study.name, "setups": [s.label for s in study.setups],
                         "prompts": len(study.prompts), "answers": answers, "answers_total": answerable,
                         "votes": votes, "raters": raters,
-                        "waiting": str(self.generator.waiting[study.id]) if study.id in self.generator.waiting
-                        else ""})
+                        "waiting": str(waiting[study.id]) if study.id in waiting else ""})
         return out
 
     # Rating
