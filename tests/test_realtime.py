@@ -431,3 +431,33 @@ def test_eight_sessions_at_once_each_get_their_own_answer(base_url, recorder):
         assert transcript == engine.text and events[-1].response.status in ("completed", "incomplete")
         np.testing.assert_array_equal(pcm(events), as_pcm16(np.concatenate(engine.audio)) if engine.audio
                                       else np.zeros(0, np.int16))
+
+
+def test_a_client_gone_mid_reply_ends_the_response_without_calling_it_failed(caplog):
+    """A send that fails (the client left before the server's read loop noticed) is the client's leaving, not the
+    engine failing: the response ends at once, its engine stream is closed, and no "failed" is logged."""
+    from api.realtime.protocol import ClientGone
+    from api.realtime.response import Response
+    from backends.events import TextDelta
+    from backends.request import ChatRequest, Turn
+
+    closed, sent = [], []
+
+    class Talkative:
+        async def stream(self, request):
+            try:
+                for _ in range(100):
+                    yield TextDelta("word ")
+            finally:
+                closed.append(True)
+
+    async def send(event):
+        if event.type.endswith(".delta") and len(sent) >= 6:
+            raise ClientGone("WebSocketDisconnect")
+        sent.append(event)
+
+    response = Response(send, speaks=False, voice=None, max_output_tokens=64, on_end=lambda r: None)
+    with caplog.at_level("WARNING", logger="api.realtime"), pytest.raises(ClientGone):
+        asyncio.run(response.run(Talkative(), ChatRequest(turns=(Turn.user("Hi"),))))
+    assert closed and response.status != "failed" and response.ended
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]

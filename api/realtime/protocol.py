@@ -62,6 +62,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+class ClientGone(Exception):
+    """Sending to the client failed: it left or stopped reading. The session ends; no response failed."""
+
+
 class Refusal(Exception):
     """A client event we won't act on: answered by an ``error`` event, and the session goes on."""
 

@@ -32,7 +32,7 @@ from openai.types.realtime.response_content_part_added_event import Part as Adde
 from openai.types.realtime.response_content_part_done_event import Part as DonePart
 import pydantic
 
-from api.realtime.protocol import encode_pcm16, new_id
+from api.realtime.protocol import ClientGone, encode_pcm16, new_id
 from backends.base import Backend
 from backends.events import OUTPUT_SAMPLE_RATE, AudioChunk, Done, Error, Metrics, TextDelta
 from backends.request import ChatRequest
@@ -115,6 +115,8 @@ class Response:
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # ours (Session.cancel_response): the done events still go out
             finish = "cancelled"
+        except ClientGone:  # nobody to tell: the session is closing, and closed the engine's stream on the way
+            raise
         except Exception as err:  # an engine that breaks its contract: this response fails, the session goes on
             log.exception("realtime response failed")
             self.error, finish = str(err), "error"

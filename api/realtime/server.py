@@ -18,7 +18,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.access import Access, deny, subprotocol
-from api.realtime.protocol import Refusal
+from api.realtime.protocol import ClientGone, Refusal
 from api.realtime.session import RealtimeLimits, RealtimeSession
 from backends.base import Backend
 
@@ -53,11 +53,13 @@ def realtime_route(backend: Backend, limits: RealtimeLimits = RealtimeLimits(), 
                     # warnings=False: our 16 kHz input rate is outside the SDK's type (protocol.py), on purpose
                     text = event.model_dump_json(exclude_unset=True, warnings=False)
                     await asyncio.wait_for(websocket.send_text(text), limits.send_timeout_s)
-                except asyncio.TimeoutError:  # not reading: close, so the read loop ends and the session with it
+                except asyncio.TimeoutError as err:  # not reading: close, so the read loop and the session end
                     log.warning("realtime session %s: the client read nothing for %g s; closing", session.id,
                                 limits.send_timeout_s)
                     await websocket.close(POLICY_VIOLATION, "not reading")
-                    raise
+                    raise ClientGone("not reading") from err
+                except (WebSocketDisconnect, RuntimeError, OSError) as err:  # gone
+                    raise ClientGone(type(err).__name__) from err
 
         model = websocket.query_params.get("model") or backend.info.model
         session = RealtimeSession(backend, limits, send, model)
@@ -65,7 +67,7 @@ def realtime_route(backend: Backend, limits: RealtimeLimits = RealtimeLimits(), 
         try:
             await session.start()
             await _serve(websocket, session, limits)
-        except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError) as err:  # gone, or not reading
+        except (WebSocketDisconnect, ClientGone, RuntimeError) as err:  # gone, or not reading
             log.info("realtime session %s ended: %s", session.id, type(err).__name__)
         finally:
             open_sessions.discard(session)
