@@ -322,7 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         # takes the page's login and the API keys; with neither it is open, like the page.
         routes = api.app_kwargs(backend, login_required=settings["auth"] is not None,
                                 api_keys=read_api_keys(args.serve_api_key))
-        demo.queue(**queue_settings(backend.info)).launch(**settings, app_kwargs=routes)
+        try:
+            demo.queue(**queue_settings(backend.info)).launch(**settings, app_kwargs=routes)
+        finally:
+            # SIGTERM leaves launch with the server still running: stop it, and with its event loop the team studies'
+            # answer under way, before the engines close under it (Ctrl+C has stopped it already).
+            demo.close()
 
 
 if __name__ == "__main__":

@@ -299,6 +299,7 @@ TABLE: dict[str, tuple[str, str]] = {
                           "wait (start the app with that engine, e.g. --compare-api-base).",
                           "配置 {setup} 使用引擎“{engine}”回答，而此服务器没有该引擎：其回答将等待"
                           "（请用该引擎启动应用，例如 --compare-api-base）。"),
+    "studies.not_kept": ("the answer could not be kept ({cause})", "无法保存回答（{cause}）"),
     "studies.setup_failing": ("Set-up {setup} failed in the engine ({cause}): its answers are tried again in "
                               "{seconds} s.", "配置 {setup} 在引擎中失败（{cause}）：其回答将在 {seconds} 秒后重试。"),
     "studies.setup_gave_up": ("Set-up {setup} failed in the engine {attempts} times on {count} prompts (last: {cause}): "

@@ -1,7 +1,10 @@
 """Every study's answers, made once through the shared engine and kept with their speech.
 
 One background task on the server's event loop makes the answers still missing, one engine request at a time,
-oldest study first and prompt by prompt (a study's first prompts can be rated while the rest are answered).
+oldest study first and prompt by prompt (a study's first prompts can be rated while the rest are answered). Its
+store calls run in threads (a write may wait for the database's lock), and an unexpected error is logged and the
+task goes on ``PAUSE_S`` later. The task ends with the server's event loop: when the app stops, the answer under
+way is dropped (its engine request closed) before the engines close.
 Engines take requests in arrival order, so a chat turn sent meanwhile waits for the answer in progress only,
 never for the whole study. An answer is stored when it is complete: one cut short by a shutdown is made again
 after the restart, and nothing is made twice.
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = (30.0, 120.0, 600.0)
 """An answer the engine failed to make is tried again after these waits (then it waits for a restart)."""
+PAUSE_S = 10.0
+"""After an unexpected error (the store's, say), the task goes on this much later."""
 PASSING = ("backend", "generation")
 """Error stages that say nothing about the answer itself: the engine or the server failed, and may not next time."""
 
@@ -94,9 +99,9 @@ class Generator:
     setting takes ("app", "compare") → the backend."""
 
     def __init__(self, store: StudyStore, engines: Mapping[str, Backend], request_for: RequestFor,
-                 retry_after_s: Sequence[float] = RETRY_AFTER_S):
+                 retry_after_s: Sequence[float] = RETRY_AFTER_S, pause_s: float = PAUSE_S):
         self.store, self.engines, self.request_for = store, dict(engines), request_for
-        self.retry_after_s = tuple(retry_after_s)
+        self.retry_after_s, self.pause_s = tuple(retry_after_s), pause_s
         self.current: tuple[str, int, int] | None = None
         """(study, prompt, set-up) being answered now."""
         self._no_engine: dict[tuple[str, int], Message] = {}
@@ -150,23 +155,33 @@ class Generator:
     async def _work(self) -> None:
         while True:
             self._more.clear()
-            now = time.monotonic()
-            held = self._held_back(now)
-            jobs = [job for job in self.store.missing_answers() if (job[0], job[2]) not in held and self._due(job, now)]
-            if not jobs:
-                retry_at = min((f.retry_at for f in self._failures.values() if f.retry_at > now), default=math.inf)
-                try:
-                    await asyncio.wait_for(self._more.wait(), None if retry_at == math.inf else retry_at - now)
-                except TimeoutError:
-                    continue  # an answer's next attempt is due
-                self._no_engine.clear()  # woken: look again (and say again what can't be made)
-                continue
-            study_id, prompt, setup = jobs[0]
-            self.current = jobs[0]
             try:
-                await self.answer(study_id, prompt, setup)
-            finally:
-                self.current = None
+                await self._next()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store failed (a locked or full disk) or a bug: said, and tried again after a pause
+                log.exception("study answers: the next answer failed; trying again in %.0f s", self.pause_s)
+                await asyncio.sleep(self.pause_s)
+
+    async def _next(self) -> None:
+        """Make the next answer due, or wait until one is (woken, or a failed answer's next attempt)."""
+        now = time.monotonic()
+        held = self._held_back(now)
+        missing = await asyncio.to_thread(self.store.missing_answers)  # the store's calls never block the loop
+        jobs = [job for job in missing if (job[0], job[2]) not in held and self._due(job, now)]
+        if not jobs:
+            retry_at = min((f.retry_at for f in self._failures.values() if f.retry_at > now), default=math.inf)
+            try:
+                await asyncio.wait_for(self._more.wait(), None if retry_at == math.inf else retry_at - now)
+            except TimeoutError:
+                return  # an answer's next attempt is due
+            self._no_engine.clear()  # woken: look again (and say again what can't be made)
+            return
+        self.current = jobs[0]
+        try:
+            await self.answer(*jobs[0])
+        finally:
+            self.current = None
 
     def _held_back(self, now: float) -> set[tuple[str, int]]:
         """(study, set-up) whose answers wait: its engine is missing, or one of its answers failed and its next
@@ -188,7 +203,7 @@ class Generator:
     async def answer(self, study_id: str, prompt: int, setup: int) -> StudyAnswer | None:
         """Make and keep one answer; None when this server lacks the set-up's engine or the engine failed
         (``waiting`` says so)."""
-        study = self.store.study(study_id)
+        study = await asyncio.to_thread(self.store.study, study_id)
         the_setup, the_prompt = study.setups[setup], study.prompts[prompt]
         engine = str(the_setup.settings.get("engine", "app"))
         backend = self.engines.get(engine)
@@ -197,7 +212,8 @@ class Generator:
                                                                             "engine": engine})
             return None
         if not the_setup.engine:
-            self.store.set_engine(study_id, setup, {"model": backend.info.model, "backend": backend.info.backend})
+            await asyncio.to_thread(self.store.set_engine, study_id, setup, {"model": backend.info.model,
+                                                                            "backend": backend.info.backend})
         paths = tuple(str(self.store.file(m.file)) for m in the_prompt.media)
         reply = _Reply()
         try:
@@ -216,8 +232,13 @@ class Generator:
         if (cause := reply.engine_failed) is not None:
             self._failed((study_id, prompt, setup), the_setup.label, cause)
             return None
+        try:
+            answer = await asyncio.to_thread(self._keep, study_id, prompt, setup, reply)
+        except Exception as err:  # not kept (the disk, the database): made again later, as an engine's failure
+            log.exception("study %s: keeping prompt %s's answer by set-up %s failed", study_id, prompt, setup)
+            self._failed((study_id, prompt, setup), the_setup.label, Message("studies.not_kept", {"cause": str(err)}))
+            return None
         self._failures.pop((study_id, prompt, setup), None)
-        answer = await asyncio.to_thread(self._keep, study_id, prompt, setup, reply)
         log.info("study %s: prompt %s answered by set-up %s", study_id, prompt, setup)
         return answer
 

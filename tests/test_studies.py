@@ -393,3 +393,30 @@ def test_an_engine_that_keeps_failing_is_tried_a_few_times_and_a_speech_failure_
             await generator.close()
 
     asyncio.run(work())
+
+
+def test_the_generator_keeps_the_store_off_the_event_loop_and_outlives_its_errors(tmp_path):
+    """A store call may wait for the database's lock (up to 60 s): never on the server's event loop. An error in the
+    task (listing the answers to make, keeping one) is logged and the task goes on, rather than dying unseen."""
+    store = StudyStore(tmp_path)
+    study = store.create_study("s", [("one", {}), ("two", {})], [StudyPrompt(k, f"p{k}", "Hi?") for k in range(2)])
+    calls, failed = [], []
+    for name in ("missing_answers", "study", "set_engine", "save_answer"):
+        def spy(*args, _original=getattr(store, name), _name=name):
+            calls.append((_name, threading.current_thread() is threading.main_thread()))  # asyncio.run's loop
+            if _name in ("missing_answers", "save_answer") and _name not in failed:
+                failed.append(_name)
+                raise sqlite3.OperationalError("database is locked")
+            return _original(*args)
+        setattr(store, name, spy)
+    generator = Generator(store, {"app": Flaky(0)}, short_request, retry_after_s=(0.05,), pause_s=0.05)
+
+    async def work():
+        generator.wake()
+        await until(lambda: len(store.answers(study.id)) == 4)
+        await generator.close()
+
+    asyncio.run(work())
+    assert failed == ["missing_answers", "save_answer"]
+    assert {name for name, _ in calls} == {"missing_answers", "study", "set_engine", "save_answer"}
+    assert not [name for name, on_the_loop in calls if on_the_loop]

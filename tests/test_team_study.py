@@ -402,6 +402,84 @@ def test_an_export_replaces_the_studys_previous_one_in_the_apps_scratch_folder(t
     assert sorted(p.name for p in folder.iterdir()) == sorted(Path(path).name for path in first)
 
 
+class Endless(Backend):
+    """The tiny engine's info; a reply that never ends, noting when it starts and when its stream is closed."""
+
+    def __init__(self, inner: Backend):
+        self.info, self.started, self.closed = inner.info, threading.Event(), threading.Event()
+
+    async def stream(self, request):
+        import asyncio
+
+        from backends.events import TextDelta
+
+        try:
+            self.started.set()
+            yield TextDelta("never ")
+            await asyncio.sleep(3600)
+        finally:
+            self.closed.set()
+
+
+def test_stopping_the_server_drops_the_studys_answer_under_way(instruct_backend, tmp_path):
+    """The answers' task lives on the server's event loop: stopping the server closes its engine request (before
+    the app closes the engines, next test) and keeps nothing of it."""
+    from studies import StudyPrompt, StudyStore
+
+    store = StudyStore(tmp_path / "studies")
+    study_id = store.create_study("s", [("one", {}), ("two", {})], [StudyPrompt(0, "p", "Hi?")]).id
+    engine = Endless(instruct_backend)
+    demo = launch(engine, tmp_path)
+    try:
+        Client(demo.local_url, verbose=False).predict(api_name="/mcp_study_list")  # a call wakes the task
+        assert engine.started.wait(10)
+    finally:
+        demo.close()
+    assert engine.closed.wait(5) and store.answers(study_id) == {}
+
+
+def test_the_app_stops_its_server_before_its_engines(monkeypatch):
+    """SIGTERM (the app's handler calls sys.exit) leaves launch with the server running: main stops it before the
+    engines close, so no engine closes under a team study's answer."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import api
+    import app as app_module
+    import ui
+
+    order = []
+
+    class Demo:
+        def queue(self, **settings):
+            return self
+
+        def launch(self, **settings):
+            raise SystemExit(0)
+
+        def close(self):
+            order.append("server")
+
+    @contextlib.contextmanager
+    def engine(args):
+        try:
+            yield SimpleNamespace(warm_up=lambda: None, info=None)
+        finally:
+            order.append("engines")
+
+    for name in ("QWEN_OMNI_AUTH", "QWEN_OMNI_AUTH_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(app_module, "backend_from_args", engine)
+    monkeypatch.setattr(app_module, "check_mcp_server", lambda args: None)
+    monkeypatch.setattr(app_module, "exit_cleanly_on_sigterm", lambda: None)
+    monkeypatch.setattr(ui, "build_demo", lambda *args, **kwargs: Demo())
+    monkeypatch.setattr(ui, "queue_settings", lambda info: {})
+    monkeypatch.setattr(api, "app_kwargs", lambda *args, **kwargs: {})
+    with pytest.raises(SystemExit):
+        app_module.main([])
+    assert order == ["server", "engines"]
+
+
 def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     import re
     import zipfile
