@@ -60,17 +60,31 @@ class Leaderboard:
     """Krippendorff's alpha (nominal) over those cells: 1 full agreement, 0 as by chance."""
 
 
+RESULTS = ("low", "high", "tie", "both_bad")
+LOW_SHARE = np.array([1.0, 0.0, 0.5, 0.5])
+"""The lower set-up's share of the win, per result (a tie and both-bad are half a win each way)."""
+
+
+def columns(outcomes: Sequence[tuple[int, int, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, result as its index in ``RESULTS``) as arrays, one entry per (low, high, result) outcome."""
+    code = {result: k for k, result in enumerate(RESULTS)}
+    return (np.array([o[0] for o in outcomes], dtype=int), np.array([o[1] for o in outcomes], dtype=int),
+            np.array([code[o[2]] for o in outcomes], dtype=int))
+
+
+def _wins(setups: int, low: np.ndarray, high: np.ndarray, result: np.ndarray,
+          weights: np.ndarray | None = None) -> np.ndarray:
+    """wins[i, j]: i over j, ties as half, each outcome counted ``weights`` times (once by default)."""
+    weights = np.ones(len(low)) if weights is None else weights
+    share, size = LOW_SHARE[result], setups * setups
+    flat = (np.bincount(low * setups + high, weights * share, minlength=size)
+            + np.bincount(high * setups + low, weights * (1 - share), minlength=size))
+    return flat.reshape(setups, setups)
+
+
 def wins_matrix(setups: int, outcomes: Sequence[tuple[int, int, str]]) -> tuple[np.ndarray, np.ndarray]:
     """(wins[i, j]: i over j, ties as half; games[i, j]) from (low, high, result) outcomes."""
-    wins = np.zeros((setups, setups))
-    for low, high, result in outcomes:
-        if result == "low":
-            wins[low, high] += 1
-        elif result == "high":
-            wins[high, low] += 1
-        else:
-            wins[low, high] += 0.5
-            wins[high, low] += 0.5
+    wins = _wins(setups, *columns(outcomes))
     return wins, wins + wins.T
 
 
@@ -100,19 +114,23 @@ def scores(theta: np.ndarray) -> np.ndarray:
 
 def leaderboard(setups: int, votes: Sequence[Vote], prior: float = PRIOR, bootstrap: int = BOOTSTRAP,
                 seed: int = 0) -> Leaderboard:
-    outcomes = [vote.outcome for vote in votes]
-    wins, games = wins_matrix(setups, outcomes)
+    low, high, result = columns([vote.outcome for vote in votes])
+    wins = _wins(setups, low, high, result)
+    games = wins + wins.T
     point = scores(bradley_terry(wins, prior))
-    intervals = _intervals(setups, outcomes, prior, bootstrap, seed)
+    intervals = _intervals(setups, (low, high, result), prior, bootstrap, seed)
+
+    def per_setup(mask: np.ndarray, sides=(low, high)) -> np.ndarray:
+        """Per set-up: the outcomes where ``mask`` holds that it is in (on the sides given)."""
+        return sum(np.bincount(side[mask], minlength=setups) for side in sides)
+
+    seen, ties, both_bad = per_setup(result >= 0), per_setup(result == 2), per_setup(result == 3)
+    won = per_setup(result == 0, (low,)) + per_setup(result == 1, (high,))
     standings = []
     for i in range(setups):
-        mine = [o for o in outcomes if i in o[:2]]
-        won = sum(1 for low, high, r in mine if (r == "low" and low == i) or (r == "high" and high == i))
-        ties = sum(1 for *_, r in mine if r == "tie")
-        both_bad = sum(1 for *_, r in mine if r == "both_bad")
-        low, high = intervals[i] if intervals is not None else (None, None)
-        standings.append(Standing(i, float(point[i]), low, high, len(mine), won, len(mine) - won - ties - both_bad,
-                                  ties, both_bad))
+        ci_low, ci_high = intervals[i] if intervals is not None else (None, None)
+        standings.append(Standing(i, float(point[i]), ci_low, ci_high, int(seen[i]), int(won[i]),
+                                  int(seen[i] - won[i] - ties[i] - both_bad[i]), int(ties[i]), int(both_bad[i])))
     standings.sort(key=lambda s: (-s.score, s.setup))
     rates = tuple(tuple(float(wins[i, j] / games[i, j]) if games[i, j] else None for j in range(setups))
                   for i in range(setups))
@@ -121,16 +139,22 @@ def leaderboard(setups: int, votes: Sequence[Vote], prior: float = PRIOR, bootst
                        len({v.rater for v in votes}), agreement, alpha)
 
 
-def _intervals(setups: int, outcomes, prior: float, bootstrap: int, seed: int) -> list[tuple[float, float]] | None:
-    if not outcomes or bootstrap <= 0:
+def _intervals(setups: int, outcomes: tuple[np.ndarray, np.ndarray, np.ndarray], prior: float, bootstrap: int,
+               seed: int) -> list[tuple[float, float]] | None:
+    """2.5th and 97.5th percentiles of the scores fitted on ``bootstrap`` resamples of the votes. Votes of the same
+    kind (the same two set-ups, the same result) are interchangeable, so a resample is how many of each kind it
+    draws: one multinomial draw over the kinds, not a pass over the votes."""
+    low, high, result = outcomes
+    if not len(low) or bootstrap <= 0:
         return None
-    rng = np.random.default_rng(seed)
-    fits = []
-    for _ in range(bootstrap):
-        sample = [outcomes[k] for k in rng.integers(0, len(outcomes), len(outcomes))]
-        fits.append(scores(bradley_terry(wins_matrix(setups, sample)[0], prior)))
-    low, high = np.percentile(np.array(fits), [2.5, 97.5], axis=0)
-    return [(float(low[i]), float(high[i])) for i in range(setups)]
+    kinds, count = np.unique((low * setups + high) * len(RESULTS) + result, return_counts=True)
+    pair, kind_result = np.divmod(kinds, len(RESULTS))
+    kind_low, kind_high = np.divmod(pair, setups)
+    drawn = np.random.default_rng(seed).multinomial(len(low), count / len(low), size=bootstrap)
+    fits = [scores(bradley_terry(_wins(setups, kind_low, kind_high, kind_result, weights), prior))
+            for weights in drawn]
+    ci_low, ci_high = np.percentile(np.array(fits), [2.5, 97.5], axis=0)
+    return [(float(ci_low[i]), float(ci_high[i])) for i in range(setups)]
 
 
 def rater_agreement(votes: Sequence[Vote]) -> tuple[float | None, float | None]:
@@ -169,13 +193,13 @@ def rater_agreement(votes: Sequence[Vote]) -> tuple[float | None, float | None]:
 
 def score_history(setups: int, votes: Sequence[Vote], prior: float = PRIOR, points: int = 40) -> list[tuple]:
     """(votes so far, set-up, score) after every few votes (at most ``points`` steps): how the board moved."""
-    outcomes = [vote.outcome for vote in votes]
-    if not outcomes:
+    low, high, result = columns([vote.outcome for vote in votes])
+    if not len(low):
         return []
-    step = max(1, -(-len(outcomes) // points))
-    marks = sorted({*range(step, len(outcomes), step), len(outcomes)})
+    step = max(1, -(-len(low) // points))
+    marks = sorted({*range(step, len(low), step), len(low)})
     history = []
     for mark in marks:
-        fitted = scores(bradley_terry(wins_matrix(setups, outcomes[:mark])[0], prior))
+        fitted = scores(bradley_terry(_wins(setups, low[:mark], high[:mark], result[:mark]), prior))
         history += [(mark, i, float(fitted[i])) for i in range(setups)]
     return history

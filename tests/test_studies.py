@@ -102,6 +102,18 @@ def test_ties_both_bad_and_the_win_rate_matrix_count_as_the_board_says():
     assert leaderboard(3, votes, bootstrap=50).standings == board.standings  # the same votes, the same board
 
 
+def test_the_wins_matrix_counts_every_vote_as_a_plain_loop_does():
+    rng = random.Random(3)
+    outcomes = [(*sorted(rng.sample(range(5), 2)), rng.choice(["low", "high", "tie", "both_bad"])) for _ in range(300)]
+    by_hand = np.zeros((5, 5))
+    for low, high, result in outcomes:
+        share = {"low": 1.0, "high": 0.0}.get(result, 0.5)
+        by_hand[low, high] += share
+        by_hand[high, low] += 1 - share
+    wins, games = wins_matrix(5, outcomes)
+    assert np.array_equal(wins, by_hand) and games.sum() == 2 * 300 and wins_matrix(5, [])[0].sum() == 0
+
+
 def test_agreement_between_raters_is_pairwise_and_krippendorffs_alpha():
     """Two cells judged by three raters: the first all agree (the lower set-up won, whatever the sides), the second
     splits 2 : 1. Agreement: 4 of 6 pairs of votes. Alpha by hand: 6 values (the lower set-up won ×3, the higher

@@ -480,6 +480,42 @@ def test_the_app_stops_its_server_before_its_engines(monkeypatch):
     assert order == ["server", "engines"]
 
 
+def test_a_crowd_looking_at_the_board_computes_it_once_and_a_look_without_new_votes_reads_none(tmp_path,
+                                                                                               monkeypatch):
+    """Every open page looks every 5 s: many at once compute one board between them, and a look when no vote came in
+    costs a count query, not a read of every vote."""
+    import ui.evaluate.team as team_module
+
+    study_id = answered(tmp_path)
+    teams = TeamStudies(tmp_path, {})
+    computed, read, real_board, real_votes = [], [], team_module.leaderboard, teams.store.votes
+
+    def slow_board(*args, **kwargs):
+        computed.append(1)
+        time.sleep(0.2)
+        return real_board(*args, **kwargs)
+
+    def votes(*args):
+        read.append(1)
+        return real_votes(*args)
+
+    monkeypatch.setattr(team_module, "leaderboard", slow_board)
+    monkeypatch.setattr(teams.store, "votes", votes)
+    vote_on = teams.store.next_pair(study_id, "ana")
+    teams.store.vote(vote_on.id, "ana", "A")
+    lookers = [threading.Thread(target=teams.leaderboard, args=(study_id,)) for _ in range(8)]
+    for looker in lookers:
+        looker.start()
+    for looker in lookers:
+        looker.join()
+    assert (len(computed), len(read)) == (1, 1)
+    for _ in range(3):
+        assert teams.leaderboard(study_id)[1].votes == 1
+    assert (len(computed), len(read)) == (1, 1)
+    teams.store.vote(teams.store.next_pair(study_id, "ana").id, "ana", "B")
+    assert teams.leaderboard(study_id)[1].votes == 2 and (len(computed), len(read)) == (2, 2)
+
+
 def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     import re
     import zipfile

@@ -126,8 +126,10 @@ class TeamStudies:
         self.store = StudyStore(Path(data_dir) / "studies")
         self.engines, self.creators = engines, creators
         self.generator = Generator(self.store, engines, request_for)
-        self._boards: dict[str, tuple[int, Leaderboard, list[tuple]]] = {}
-        self._boards_lock = threading.Lock()
+        self._boards: dict[str, tuple[int, Study, Leaderboard, list[tuple]]] = {}
+        """study → (the votes it was computed from, the study, its board, its score history)."""
+        self._board_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self._pairs_folder = session_folder("omni-pairs-")  # what the page is sent, copied per pair
         self._exports_folder = session_folder("omni-study-exports-")  # each study's latest export
 
@@ -258,17 +260,22 @@ class TeamStudies:
     # The board
 
     def leaderboard(self, study_id: str) -> tuple[Study, Leaderboard, list[tuple]]:
-        """The study, its leaderboard and its score history (``studies.ranking.score_history``), computed again only
-        when votes came in since."""
-        study = self.store.study(study_id)
-        votes = self.store.votes(study_id)
-        with self._boards_lock:
-            known = self._boards.get(study_id)
-        if known is None or known[0] != len(votes):
-            known = (len(votes), leaderboard(len(study.setups), votes), score_history(len(study.setups), votes))
-            with self._boards_lock:
-                self._boards[study_id] = known
-        return study, known[1], known[2]
+        """The study, its leaderboard and its score history (``studies.ranking.score_history``). Whether votes came
+        in since is one count query (every open page asks every few seconds); the board is computed again only
+        then, once per study at a time: whoever asks meanwhile waits for that board rather than computing another."""
+        votes_now = self.store.counts(study_id)[1]
+        if (known := self._boards.get(study_id)) is None or known[0] < votes_now:
+            with self._board_lock(study_id):
+                if (known := self._boards.get(study_id)) is None or known[0] < votes_now:  # not computed meanwhile
+                    study, votes = self.store.study(study_id), self.store.votes(study_id)
+                    known = (len(votes), study, leaderboard(len(study.setups), votes),
+                             score_history(len(study.setups), votes))
+                    self._boards[study_id] = known
+        return known[1], known[2], known[3]
+
+    def _board_lock(self, study_id: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._board_locks.setdefault(study_id, threading.Lock())
 
     def export(self, study_id: str, login: str | None) -> list[str]:
         """The study's exports (``ui.evaluate.team_export``), for those who may create studies only: the vote log
@@ -279,7 +286,8 @@ class TeamStudies:
         export replaces the study's previous one file by file, so a download under way keeps a whole file, the old
         or the new, and a study's zip of every WAV and medium is kept once, not once per export."""
         self._check_creator(login, "team.export_not_admin")
-        study, board, _history = self.leaderboard(study_id)
+        _study, board, _history = self.leaderboard(study_id)
+        study = self.store.study(study_id)  # as it is now: the models and backends that answered, once known
         folder = Path(self._exports_folder) / study.id
         fresh = Path(tempfile.mkdtemp(prefix=f"{study.id}-", dir=self._exports_folder))
         try:
