@@ -117,10 +117,7 @@ class StudyStore:
         """A copy of ``path`` in the data folder, named by its content (the same file twice is kept once)."""
         digest = _sha256(path)
         relative = f"media/{digest}{Path(path).suffix.lower()}"
-        if not (self.folder / relative).is_file():
-            partial = self.folder / f"{relative}.{secrets.token_hex(4)}.part"
-            shutil.copyfile(path, partial)
-            os.replace(partial, self.folder / relative)
+        copy_whole(path, self.folder / relative)
         return MediaFile(name, relative, digest)
 
     def new_audio_file(self) -> str:
@@ -288,6 +285,17 @@ class StudyStore:
             return {r[0]: r[1] for r in db.execute(
                 "SELECT p.rater, COUNT(*) FROM pairs p JOIN votes v ON v.pair_id = p.id WHERE p.study_id = ? "
                 "GROUP BY p.rater ORDER BY p.rater", (study_id,))}
+
+
+def copy_whole(source: str | os.PathLike, target: Path) -> Path:
+    """``source`` copied to ``target`` unless a file is there already; whole or not at all (copied under a name of
+    its own, then renamed), so whoever finds ``target`` while another thread copies it never reads half a file."""
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    return target
 
 
 def check_rater(name: str) -> str:

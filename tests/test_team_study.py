@@ -516,6 +516,40 @@ def test_a_crowd_looking_at_the_board_computes_it_once_and_a_look_without_new_vo
     assert teams.leaderboard(study_id)[1].votes == 2 and (len(computed), len(read)) == (2, 2)
 
 
+def test_a_pair_asked_for_twice_at_once_never_hands_out_half_a_speech_file(tmp_path, monkeypatch, speech_path):
+    """The same rater's two pages ask for their pair at the same moment: the second must not be given the path of
+    the speech the first is still copying (the player would get half a file)."""
+    import shutil
+
+    from studies import StudyAnswer, StudyPrompt
+
+    teams = TeamStudies(tmp_path, {})
+    made = teams.store.create_study("s", [("one", {}), ("two", {})], [StudyPrompt(0, "p", "Hi?")])
+    relative = teams.store.new_audio_file()
+    shutil.copyfile(speech_path, teams.store.file(relative))
+    teams.store.save_answer(made.id, StudyAnswer(0, 0, "spoken", relative))
+    teams.store.save_answer(made.id, StudyAnswer(0, 1, "written"))
+    whole = speech_path.read_bytes()
+
+    def slow_copy(source, target, **kwargs):
+        with open(target, "wb") as out:
+            out.write(whole[:len(whole) // 2])
+            out.flush()
+            time.sleep(0.3)
+            out.write(whole[len(whole) // 2:])
+        return target
+
+    monkeypatch.setattr(shutil, "copyfile", slow_copy)
+    first = threading.Thread(target=teams.next_pair, args=(made.id, "ana"))
+    first.start()
+    time.sleep(0.1)  # the first page's copy is under way
+    shown = teams.next_pair(made.id, "ana")
+    spoken = Path(shown.audio_a or shown.audio_b)
+    assert spoken.read_bytes() == whole
+    first.join()
+    assert [p.name for p in spoken.parent.iterdir()] == [spoken.name]  # no copy left half-way
+
+
 def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
     import re
     import zipfile

@@ -27,7 +27,7 @@ from messages import Message
 from studies import CHOICES, Pair, Study, StudyPrompt, StudySetup, StudyStore
 from studies.generation import Generator
 from studies.ranking import Leaderboard, leaderboard, score_history
-from studies.store import check_rater
+from studies.store import check_rater, copy_whole
 from ui.evaluate.results import app_version
 from ui.evaluate.setup import Setup, SetupError, check_setup, unavailable
 from ui.evaluate.sheet import Prompt, read_prompts
@@ -219,21 +219,15 @@ class TeamStudies:
         answers = self.store.answers(pair.study_id)
         prompt = study.prompts[pair.prompt]
         folder = self._pair_folder(pair.id)
-        media = []
-        for number, item in enumerate(prompt.media):
-            copy = folder / f"media-{number}" / Path(item.name).name  # as the sheet names it
-            if not copy.exists():
-                copy.parent.mkdir(exist_ok=True)
-                shutil.copyfile(self.store.file(item.file), copy)
-            media.append(str(copy))
+        # Copied whole or not at all: the same rater's two pages (or a retry) may ask for this pair at once.
+        media = [str(copy_whole(self.store.file(item.file), folder / f"media-{number}" / Path(item.name).name))
+                 for number, item in enumerate(prompt.media)]  # under the names the sheet gave
         sides = {}
         for side, setup in (("a", pair.left), ("b", pair.right)):
             answer = answers[pair.prompt, setup]
             audio = None
             if answer.audio and self.store.file(answer.audio).is_file():
-                audio = folder / f"answer-{side}.wav"
-                if not audio.exists():
-                    shutil.copyfile(self.store.file(answer.audio), audio)
+                audio = copy_whole(self.store.file(answer.audio), folder / f"answer-{side}.wav")
             sides[side] = (answer.text, str(audio) if audio else None)
         done, total = self.store.progress(pair.study_id, pair.rater)
         return Shown(pair.id, pair.study_id, prompt.id, prompt.text, prompt.reference, tuple(media),
