@@ -11,7 +11,7 @@ Import rules: ``studies`` imports of the app only the backend contract (``backen
 """
 
 from studies.records import CHOICES, MediaFile, Pair, Study, StudyAnswer, StudyPrompt, StudySetup, Vote
-from studies.store import StoreError, StudyStore
+from studies.store import StudyError, StudyStore
 
-__all__ = ["CHOICES", "MediaFile", "Pair", "StoreError", "Study", "StudyAnswer", "StudyPrompt", "StudySetup",
+__all__ = ["CHOICES", "MediaFile", "Pair", "Study", "StudyAnswer", "StudyError", "StudyPrompt", "StudySetup",
            "StudyStore", "Vote"]

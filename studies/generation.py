@@ -251,17 +251,21 @@ class Generator:
             soundfile.write(partial, samples, reply.sample_rate, format="WAV")
             os.replace(partial, path)
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        m = reply.metrics
-        answer = StudyAnswer(
-            prompt, setup, reply.text, audio, sha,
-            error=str(joined(e.msg for e in reply.errors)) if reply.errors else "",
-            finish_reason=reply.finish_reason,
-            first_token_s=_round(m.time_to_first_token_s) if m else None,
-            first_audio_s=_round(m.time_to_first_audio_s) if m else None,
-            tokens_per_s=_round(m.tokens_per_s, 1) if m else None)
+        answer = StudyAnswer(prompt, setup, reply.text, audio, sha,
+                             error=str(joined(e.msg for e in reply.errors)) if reply.errors else "",
+                             finish_reason=reply.finish_reason, **timings(reply.metrics))
         self.store.save_answer(study_id, answer)
         return answer
 
 
-def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
+def timings(metrics: Metrics | None) -> dict[str, float | None]:
+    """An answer's timings as they are kept (here and in the Evaluate tab's runs): seconds to the first token and to
+    the first audio to the millisecond, tokens per second to one decimal; None where the engine measured none."""
+    def rounded(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+
+    if metrics is None:
+        return {"first_token_s": None, "first_audio_s": None, "tokens_per_s": None}
+    return {"first_token_s": rounded(metrics.time_to_first_token_s, 3),
+            "first_audio_s": rounded(metrics.time_to_first_audio_s, 3),
+            "tokens_per_s": rounded(metrics.tokens_per_s, 1)}

@@ -59,8 +59,9 @@ MIGRATIONS = {1: _V1}
 """version → the SQL that brings the version before it to this one."""
 
 
-class StoreError(ValueError):
-    """A request the store refuses (an unknown study or pair, a bad choice…); ``msg`` says why to the user."""
+class StudyError(ValueError):
+    """A request about a study that is refused, by the store (an unknown study or pair, a bad choice…) or by the
+    rules above it (``ui.evaluate.team``: who may create, the set-ups); ``msg`` says why to the user."""
 
     def __init__(self, msg: Message):
         super().__init__(str(msg))
@@ -103,7 +104,7 @@ class StudyStore:
                 db.execute("INSERT INTO schema_version VALUES (0)")
             version = db.execute("SELECT version FROM schema_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(Message("studies.newer_schema", {"file": str(self.path), "version": version,
+                raise StudyError(Message("studies.newer_schema", {"file": str(self.path), "version": version,
                                                                   "known": SCHEMA_VERSION}))
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[step].split(";"):
@@ -153,7 +154,7 @@ class StudyStore:
         with self._connect() as db:
             row = db.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
             if row is None:
-                raise StoreError(Message("studies.no_study", {"id": study_id}))
+                raise StudyError(Message("studies.no_study", {"id": study_id}))
             setups = tuple(StudySetup(r["position"], r["label"], json.loads(r["settings"]), json.loads(r["engine"]))
                            for r in db.execute("SELECT * FROM setups WHERE study_id = ? ORDER BY position",
                                                (study_id,)))
@@ -234,7 +235,7 @@ class StudyStore:
             row = db.execute("SELECT p.*, v.seq FROM pairs p LEFT JOIN votes v ON v.pair_id = p.id WHERE p.id = ?",
                              (pair_id,)).fetchone()
         if row is None:
-            raise StoreError(Message("studies.no_pair", {"id": pair_id}))
+            raise StudyError(Message("studies.no_pair", {"id": pair_id}))
         return _pair(row, voted=row["seq"] is not None)
 
     def vote(self, pair_id: str, rater: str, choice: str, comment: str = "") -> tuple[Vote, bool]:
@@ -242,13 +243,13 @@ class StudyStore:
         pair takes one vote: the same vote sent again (a retry, a second tab) is answered with the first."""
         rater = check_rater(rater)
         if choice not in CHOICES:
-            raise StoreError(Message("studies.bad_choice", {"choice": str(choice)[:40], "choices": ", ".join(CHOICES)}))
+            raise StudyError(Message("studies.bad_choice", {"choice": str(choice)[:40], "choices": ", ".join(CHOICES)}))
         if len(comment or "") > MAX_COMMENT_CHARS:
-            raise StoreError(Message("studies.comment_too_long", {"limit": MAX_COMMENT_CHARS}))
+            raise StudyError(Message("studies.comment_too_long", {"limit": MAX_COMMENT_CHARS}))
         with self._connect(write=True) as db:
             row = db.execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
             if row is None or row["rater"] != rater:  # someone else's pair is as unknown as no pair
-                raise StoreError(Message("studies.no_pair", {"id": pair_id}))
+                raise StudyError(Message("studies.no_pair", {"id": pair_id}))
             existed = db.execute("SELECT 1 FROM votes WHERE pair_id = ?", (pair_id,)).fetchone() is not None
             if not existed:
                 db.execute("INSERT INTO votes (pair_id, choice, comment, voted_at) VALUES (?, ?, ?, ?)",
@@ -299,12 +300,12 @@ def copy_whole(source: str | os.PathLike, target: Path) -> Path:
 
 
 def check_rater(name: str) -> str:
-    """A rater's name as it is kept (spaces folded); ``StoreError`` for none or one too long."""
+    """A rater's name as it is kept (spaces folded); ``StudyError`` for none or one too long."""
     name = " ".join(str(name or "").split())
     if not name:
-        raise StoreError(Message("studies.no_rater"))
+        raise StudyError(Message("studies.no_rater"))
     if len(name) > MAX_RATER_CHARS:
-        raise StoreError(Message("studies.rater_too_long", {"limit": MAX_RATER_CHARS}))
+        raise StudyError(Message("studies.rater_too_long", {"limit": MAX_RATER_CHARS}))
     return name
 
 

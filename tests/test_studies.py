@@ -23,7 +23,7 @@ from backends.events import Done, Error, TextDelta
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
 from media import kind_of
 from messages import Message
-from studies import StoreError, StudyAnswer, StudyPrompt, StudyStore
+from studies import StudyError, StudyAnswer, StudyPrompt, StudyStore
 from studies.generation import Generator
 from studies.ranking import bradley_terry, leaderboard, rater_agreement, wins_matrix
 from studies.records import Vote
@@ -174,9 +174,9 @@ def test_a_rater_judges_every_pair_once_then_is_done_and_votes_are_kept_once(tmp
         assert (before, after) == (False, True) and again == first and first.winner == pair.left
     assert sorted(shown) == sorted(cells(range(5), 3)) and len(store.votes(study.id)) == 15
     assert store.progress(study.id, "ana") == (15, 15) and store.progress(study.id, "ben") == (0, 15)
-    with pytest.raises(StoreError, match="No pair"):
+    with pytest.raises(StudyError, match="No pair"):
         store.vote(store.next_pair(study.id, "ben").id, "ana", "A")  # someone else's pair
-    with pytest.raises(StoreError, match="A vote is one of"):
+    with pytest.raises(StudyError, match="A vote is one of"):
         store.vote(store.next_pair(study.id, "ben").id, "ben", "C")
 
 
@@ -212,7 +212,7 @@ def test_the_schema_is_versioned_and_a_newer_file_is_refused(tmp_path):
     db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="newer version of the app"):
+    with pytest.raises(StudyError, match="newer version of the app"):
         StudyStore(tmp_path)
 
 
@@ -432,3 +432,32 @@ def test_the_generator_keeps_the_store_off_the_event_loop_and_outlives_its_error
     assert failed == ["missing_answers", "save_answer"]
     assert {name for name, _ in calls} == {"missing_answers", "study", "set_engine", "save_answer"}
     assert not [name for name, on_the_loop in calls if on_the_loop]
+
+
+def test_a_study_and_an_evaluate_run_keep_the_same_timings(tmp_path):
+    """One rounding for both (``studies.generation.timings``): ms for the first token and audio, 0.1 tokens/s."""
+    from backends.events import Metrics
+    from studies.generation import timings
+    from ui.evaluate import runner
+    from ui.evaluate.setup import Setup
+    from ui.evaluate.sheet import Prompt
+
+    class Timed(Flaky):
+        async def stream(self, request):
+            yield TextDelta("fine")
+            yield Metrics(time_to_first_token_s=0.123456, tokens_per_s=17.77, time_to_first_audio_s=None)
+            yield Done()
+
+    store = StudyStore(tmp_path)
+    study = store.create_study("s", [("one", {}), ("two", {})], [StudyPrompt(0, "p", "Hi?")])
+
+    async def work():
+        generator = Generator(store, {"app": Timed(0)}, short_request)
+        kept = await generator.answer(study.id, 0, 0)
+        evaluated = await runner.answer(Timed(0), Setup(), Prompt(1, "p", "Hi?"), tmp_path / "a.wav")
+        return kept, evaluated
+
+    kept, evaluated = asyncio.run(work())
+    assert timings(None) == dict.fromkeys(["first_token_s", "first_audio_s", "tokens_per_s"])
+    assert (kept.first_token_s, kept.first_audio_s, kept.tokens_per_s) == (0.123, None, 17.8)
+    assert (evaluated.first_token_s, evaluated.first_audio_s, evaluated.tokens_per_s) == (0.123, None, 17.8)

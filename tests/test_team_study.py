@@ -19,11 +19,12 @@ import pytest
 from gradio_client import Client, handle_file
 
 from backends.base import Backend
+from studies import StudyError
 from studies.records import Vote
 from tests.test_mcp import call, list_tools
 from tests.test_studies import hand_bradley_terry
 from ui import build_demo, queue_settings
-from ui.evaluate.team import Creators, TeamError, TeamStudies
+from ui.evaluate.team import Creators, TeamStudies
 from ui.i18n import I18N
 
 SETUPS = [{"label": "Warm Ethan", "speaker": "ethan", "temperature": 0.7, "seed": 1, "max_new_tokens": 4,
@@ -313,11 +314,11 @@ def test_refusals_are_named_in_the_raters_language(app, study):
 
 def test_only_the_admins_named_create_studies(tmp_path, instruct_backend):
     teams = TeamStudies(tmp_path, {"app": instruct_backend}, Creators(logins=("lead",)))
-    with pytest.raises(TeamError, match="Only the app's admins"):
+    with pytest.raises(StudyError, match="Only the app's admins"):
         teams.create("s", [], SETUPS, login="bob")
-    with pytest.raises(TeamError, match="called Warm Ethan"):
+    with pytest.raises(StudyError, match="called Warm Ethan"):
         teams.create("s", [], [SETUPS[0], SETUPS[0]], login="lead")
-    with pytest.raises(TeamError, match="2 to 8 set-ups"):
+    with pytest.raises(StudyError, match="2 to 8 set-ups"):
         teams.create("s", [], SETUPS[:1], login="lead")
     assert TeamStudies(tmp_path, {"app": instruct_backend}, Creators(anyone=True)).may_create(None)
 
@@ -341,7 +342,7 @@ def test_an_app_others_reach_without_an_admin_lets_no_one_create_or_export(tmp_p
     assert creators("--server-name", "0.0.0.0", "--admin", "lead", "--auth", "lead:pw") == Creators(logins=("lead",))
     teams = TeamStudies(tmp_path, {"app": instruct_backend})  # by default: no one
     for attempt in (lambda: teams.create("s", [], SETUPS, login="bob"), lambda: teams.export("s-1", None)):
-        with pytest.raises(TeamError, match="No one creates or exports studies on this app"):
+        with pytest.raises(StudyError, match="No one creates or exports studies on this app"):
             attempt()
     def notes(demo) -> list[str]:
         return [c["props"]["elem_id"] for c in demo.get_config_file()["components"]

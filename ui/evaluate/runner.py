@@ -13,6 +13,7 @@ import soundfile
 
 from backends.base import Backend
 from messages import joined
+from studies.generation import timings
 from ui.evaluate.results import Answer, EvalRow, EvalRun, audio_name
 from ui.evaluate.setup import Setup
 from ui.evaluate.sheet import Prompt
@@ -30,11 +31,7 @@ async def answer(backend: Backend, setup: Setup, prompt: Prompt, audio_path: Pat
         await stream.aclose()  # a Stop lands here: the engine stops this request too
     result = Answer(text=reply.text, error="; ".join(e.message for e in reply.errors),
                     error_message=joined(e.msg for e in reply.errors) if reply.errors else None,
-                    finish_reason=reply.finish_reason or "")
-    if (metrics := reply.metrics) is not None:
-        result.first_token_s = _round(metrics.time_to_first_token_s)
-        result.first_audio_s = _round(metrics.time_to_first_audio_s)
-        result.tokens_per_s = _round(metrics.tokens_per_s, 1)
+                    finish_reason=reply.finish_reason or "", **timings(reply.metrics))
     samples = reply.audio()
     if samples is not None and samples.size:
         await asyncio.to_thread(soundfile.write, audio_path, samples, reply.sample_rate)
@@ -51,7 +48,3 @@ async def answer_row(run: EvalRun, row: EvalRow, engines: dict[str, Backend]) ->
     if run.setup_b is not None and row.b is None:
         row.b = await answer(engines[run.setup_b.engine], run.setup_b, row.prompt,
                              folder / audio_name(row.prompt, "b"))
-
-
-def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from backends.base import Backend
 from backends.request import ChatRequest
 from messages import Message
-from studies import CHOICES, Pair, Study, StudyPrompt, StudySetup, StudyStore
+from studies import CHOICES, Pair, Study, StudyError, StudyPrompt, StudySetup, StudyStore
 from studies.generation import Generator
 from studies.ranking import Leaderboard, leaderboard, score_history
 from studies.store import check_rater, copy_whole
@@ -39,14 +39,6 @@ MAX_SETUPS = 8
 MAX_LABEL_CHARS = 60
 MAX_NAME_CHARS = 120
 CHOICE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
-
-
-class TeamError(ValueError):
-    """What the user did that can't be done (``msg`` says why, in their language once rendered)."""
-
-    def __init__(self, msg: Message):
-        super().__init__(str(msg))
-        self.msg = msg
 
 
 @dataclass(frozen=True)
@@ -142,9 +134,9 @@ class TeamStudies:
 
     def _check_creator(self, login: str | None, refusal: str) -> None:
         if self.creators.nobody:
-            raise TeamError(Message("team.no_admin"))
+            raise StudyError(Message("team.no_admin"))
         if not self.may_create(login):
-            raise TeamError(Message(refusal))
+            raise StudyError(Message(refusal))
 
     def rater(self, typed: str | None, login: str | None) -> str:
         """A logged-in rater is their login; anyone else is the name they type (the same name goes on from any
@@ -168,27 +160,27 @@ class TeamStudies:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if not any(not p.problem for p in kept):
-            raise TeamError(Message("team.no_good_rows"))
+            raise StudyError(Message("team.no_good_rows"))
         return self.store.create_study(name, checked, kept, created_by=login or "", app_version=app_version())
 
     def check_setups(self, setups: Sequence[dict]) -> list[tuple[str, dict]]:
         """(label, settings) of each set-up, checked against the Evaluate tab's bounds and this server's engines."""
         if not isinstance(setups, (list, tuple)) or not 2 <= len(setups) <= MAX_SETUPS:
-            raise TeamError(Message("team.setup_count", {"low": 2, "high": MAX_SETUPS}))
+            raise StudyError(Message("team.setup_count", {"low": 2, "high": MAX_SETUPS}))
         checked, labels = [], set()
         for k, values in enumerate(setups):
             if not isinstance(values, dict):
-                raise TeamError(Message("team.setup_not_object", {"number": k + 1}))
+                raise StudyError(Message("team.setup_not_object", {"number": k + 1}))
             label = " ".join(str(values.get("label") or f"Set-up {k + 1}").split())[:MAX_LABEL_CHARS]
             if label in labels:
-                raise TeamError(Message("team.same_label", {"label": label}))
+                raise StudyError(Message("team.same_label", {"label": label}))
             labels.add(label)
             try:
                 setup = check_setup(values, f"setups[{k}]")
             except SetupError as err:
-                raise TeamError(err.msg) from err
+                raise StudyError(err.msg) from err
             if problem := unavailable(setup, label, self.engines):
-                raise TeamError(problem)
+                raise StudyError(problem)
             checked.append((label, asdict(setup)))
         return checked
 
@@ -327,4 +319,4 @@ async def in_thread(function, *args) -> Any:
     return await asyncio.get_running_loop().run_in_executor(STORE_THREADS, functools.partial(function, *args))
 
 
-__all__ = ["CHOICES", "CHOICE_LABELS", "Creators", "Revealed", "Shown", "TeamError", "TeamStudies", "board_record", "in_thread"]
+__all__ = ["CHOICES", "CHOICE_LABELS", "Creators", "Revealed", "Shown", "TeamStudies", "board_record", "in_thread"]

@@ -16,10 +16,10 @@ import gradio as gr
 import pandas as pd
 
 from messages import Message
-from studies import StoreError
+from studies import StudyError
 from ui.evaluate.setup import RANGES
 from ui.evaluate.sheet import SheetError
-from ui.evaluate.team import CHOICE_LABELS, Revealed, Shown, TeamError, TeamStudies, board_record, in_thread
+from ui.evaluate.team import CHOICE_LABELS, Revealed, Shown, TeamStudies, board_record, in_thread
 from ui.i18n import fixed_text, t
 from ui.messages import language_of, translator
 from turns.voice import default_speaker
@@ -125,10 +125,10 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
         say = translator(http_request)
         try:
             if not study_id:
-                raise TeamError(Message("team.pick_study"))
+                raise StudyError(Message("team.pick_study"))
             rater = teams.rater(name, getattr(http_request, "username", None))
             shown = teams.next_pair(study_id, rater)
-        except (TeamError, StoreError) as err:
+        except StudyError as err:
             raise gr.Error(say(err.msg)) from err
         if shown is None:
             done, total = teams.progress(study_id, rater)
@@ -149,7 +149,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             try:
                 revealed = teams.vote(pair_id, teams.rater(name, getattr(http_request, "username", None)), choice,
                                       comment_text or "")
-            except (TeamError, StoreError) as err:
+            except StudyError as err:
                 raise gr.Error(say(err.msg)) from err
             return ("", _progress(revealed.done, revealed.total, say), _reveal(revealed, say), "",
                     *_voting(False), gr.Button(visible=True))
@@ -162,7 +162,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             return "", "", None, None, None, None
         try:
             the_study, the_board, history = teams.leaderboard(study_id)
-        except StoreError:
+        except StudyError:
             return "", "", None, None, None, None
         shown_now = f"{study_id}:{the_board.votes}:{language_of(http_request)}"
         if shown_now == seen:
@@ -190,7 +190,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
         try:
             made = await in_thread(teams.create, name, list(files or []), _setups_from(table),
                                    getattr(http_request, "username", None))
-        except (TeamError, SheetError, StoreError) as err:
+        except (StudyError, SheetError) as err:
             raise gr.Error(say(err.msg)) from err
         await teams.wake()
         gr.Info(say(Message("team.created", {"name": made.name, "id": made.id})))
@@ -200,9 +200,9 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
         say = translator(http_request)
         try:
             if not study_id:
-                raise TeamError(Message("team.pick_study"))
+                raise StudyError(Message("team.pick_study"))
             return teams.export(study_id, getattr(http_request, "username", None))
-        except (TeamError, StoreError) as err:
+        except StudyError as err:
             raise gr.Error(say(err.msg)) from err
 
     async def wake():

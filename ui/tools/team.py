@@ -9,9 +9,9 @@ from typing import Literal
 
 import gradio as gr
 
-from studies import StoreError
+from studies import StudyError
 from ui.evaluate.sheet import SheetError
-from ui.evaluate.team import TeamError, TeamStudies, board_record, in_thread
+from ui.evaluate.team import TeamStudies, board_record, in_thread
 from ui.messages import translator
 from ui.tools.common import File, ToolSet, file_out, path_of
 
@@ -27,7 +27,7 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
         await teams.wake()  # the first call after a restart finishes the answers it cut short
         try:
             return await in_thread(function, *args)
-        except (TeamError, StoreError, SheetError) as err:
+        except (StudyError, SheetError) as err:
             raise gr.Error(translator(http_request)(err.msg)) from err
 
     async def study_create(files: list[File], setups: str, name: str = "",
