@@ -5,8 +5,12 @@ each way (as Chatbot Arena counts them), and every two set-ups are given ``PRIOR
 that has never won (or never lost) still gets a finite strength and a few votes don't swing the board. The
 strengths are fitted by maximum likelihood (Newton's method on log-strengths) and shown on the Elo scale:
 ``1000 + 400 · log10(p_i)``, with the p's geometric mean at 1 (a 120-point gap: the stronger wins 2 of 3).
-Intervals: the fit repeated on ``BOOTSTRAP`` resamples of the votes (a fixed seed, so a board doesn't jitter
-between two looks at the same votes), 2.5th to 97.5th percentile.
+Intervals: the fit repeated on ``BOOTSTRAP`` resamples (a fixed seed, so a board doesn't jitter between two looks at
+the same votes), 2.5th to 97.5th percentile. Votes on the same prompt are not independent (a prompt one set-up
+handles badly gives it losses from every rater), so a resample draws prompts, each with all its votes (a cluster
+bootstrap), once ``CLUSTER_MIN_PROMPTS`` prompts have votes; with fewer there are too few clusters to resample, and
+single votes are drawn. Clustering by rater as well is not done: intervals still ignore that one rater's votes
+lean alike.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from studies.records import Vote
 PRIOR = 1.0
 """Tied games added between every two set-ups (a weak pull towards equal strengths)."""
 BOOTSTRAP = 200
+CLUSTER_MIN_PROMPTS = 5
+"""From this many prompts with votes, the bootstrap resamples prompts rather than single votes."""
 SCALE, BASE = 400 / np.log(10), 1000.0
 
 
@@ -118,7 +124,8 @@ def leaderboard(setups: int, votes: Sequence[Vote], prior: float = PRIOR, bootst
     wins = _wins(setups, low, high, result)
     games = wins + wins.T
     point = scores(bradley_terry(wins, prior))
-    intervals = _intervals(setups, (low, high, result), prior, bootstrap, seed)
+    prompts = np.array([vote.prompt for vote in votes], dtype=int)
+    intervals = _intervals(setups, (low, high, result), prompts, prior, bootstrap, seed)
 
     def per_setup(mask: np.ndarray, sides=(low, high)) -> np.ndarray:
         """Per set-up: the outcomes where ``mask`` holds that it is in (on the sides given)."""
@@ -139,18 +146,27 @@ def leaderboard(setups: int, votes: Sequence[Vote], prior: float = PRIOR, bootst
                        len({v.rater for v in votes}), agreement, alpha)
 
 
-def _intervals(setups: int, outcomes: tuple[np.ndarray, np.ndarray, np.ndarray], prior: float, bootstrap: int,
-               seed: int) -> list[tuple[float, float]] | None:
-    """2.5th and 97.5th percentiles of the scores fitted on ``bootstrap`` resamples of the votes. Votes of the same
-    kind (the same two set-ups, the same result) are interchangeable, so a resample is how many of each kind it
-    draws: one multinomial draw over the kinds, not a pass over the votes."""
+def _intervals(setups: int, outcomes: tuple[np.ndarray, np.ndarray, np.ndarray], prompts: np.ndarray, prior: float,
+               bootstrap: int, seed: int) -> list[tuple[float, float]] | None:
+    """2.5th and 97.5th percentiles of the scores fitted on ``bootstrap`` resamples: of the prompts (each with all
+    its votes) once ``CLUSTER_MIN_PROMPTS`` have votes, else of single votes. Votes of the same kind (the same two
+    set-ups, the same result) are interchangeable, so a resample is how many of each kind it holds: one multinomial
+    draw over the prompts (or the kinds), not a pass over the votes."""
     low, high, result = outcomes
     if not len(low) or bootstrap <= 0:
         return None
-    kinds, count = np.unique((low * setups + high) * len(RESULTS) + result, return_counts=True)
+    kinds, kind_of, count = np.unique((low * setups + high) * len(RESULTS) + result, return_inverse=True,
+                                      return_counts=True)
     pair, kind_result = np.divmod(kinds, len(RESULTS))
     kind_low, kind_high = np.divmod(pair, setups)
-    drawn = np.random.default_rng(seed).multinomial(len(low), count / len(low), size=bootstrap)
+    rng = np.random.default_rng(seed)
+    voted, prompt_of = np.unique(prompts, return_inverse=True)
+    if len(voted) >= CLUSTER_MIN_PROMPTS:
+        per_prompt = np.bincount(prompt_of * len(kinds) + kind_of.ravel(), minlength=len(voted) * len(kinds))
+        drawn = rng.multinomial(len(voted), np.full(len(voted), 1 / len(voted)), size=bootstrap)
+        drawn = drawn @ per_prompt.reshape(len(voted), len(kinds))  # each kind's votes in each resample
+    else:
+        drawn = rng.multinomial(len(low), count / len(low), size=bootstrap)
     fits = [scores(bradley_terry(_wins(setups, kind_low, kind_high, kind_result, weights), prior))
             for weights in drawn]
     ci_low, ci_high = np.percentile(np.array(fits), [2.5, 97.5], axis=0)

@@ -114,6 +114,22 @@ def test_the_wins_matrix_counts_every_vote_as_a_plain_loop_does():
     assert np.array_equal(wins, by_hand) and games.sum() == 2 * 300 and wins_matrix(5, [])[0].sum() == 0
 
 
+def test_the_intervals_resample_prompts_once_five_have_votes():
+    """Votes on one prompt lean alike (here each prompt's ten votes all agree): resampling single votes would
+    treat 60 votes as 60 independent facts and give too narrow an interval. From five prompts the bootstrap draws
+    prompts; below that, too few to draw from, single votes (then which prompt a vote was on changes nothing)."""
+    results = ["A"] * 40 + ["B"] * 20  # set-up 0 beats set-up 1 two times in three
+
+    def width(prompt_of) -> float:
+        votes = [vote(k, 0, 1, choice, prompt=prompt_of(k)) for k, choice in enumerate(results)]
+        standing = next(s for s in leaderboard(2, votes).standings if s.setup == 0)
+        return standing.high - standing.low
+
+    spread, clustered = width(lambda k: k), width(lambda k: k // 10)  # 60 prompts of one vote; 6 of ten alike
+    assert clustered > 1.5 * spread
+    assert width(lambda k: k // 15) == width(lambda k: 0)  # 4 prompts: as if one, the votes are drawn
+
+
 def test_agreement_between_raters_is_pairwise_and_krippendorffs_alpha():
     """Two cells judged by three raters: the first all agree (the lower set-up won, whatever the sides), the second
     splits 2 : 1. Agreement: 4 of 6 pairs of votes. Alpha by hand: 6 values (the lower set-up won ×3, the higher
