@@ -112,12 +112,13 @@ class Generator:
 
     @property
     def waiting(self) -> dict[str, Message]:
-        """study → why some of its answers aren't made: an engine this server lacks, or one that fails."""
+        """study → why some of its answers aren't made: an engine this server lacks, or one that fails. (Read from
+        any thread: the task changes what it reads, so it reads copies, each taken in one step.)"""
         now, why = time.monotonic(), {}
-        for (study_id, _setup), message in self._no_engine.items():
+        for (study_id, _setup), message in list(self._no_engine.items()):
             why.setdefault(study_id, []).append(message)
         by_setup: dict[tuple[str, int], list[_Failure]] = {}
-        for (study_id, _prompt, setup), failure in self._failures.items():
+        for (study_id, _prompt, setup), failure in list(self._failures.items()):
             by_setup.setdefault((study_id, setup), []).append(failure)
         for (study_id, _setup), failures in by_setup.items():
             last = failures[-1]
