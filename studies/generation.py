@@ -108,6 +108,7 @@ class Generator:
         """(study, set-up) → why its answers can't be made on this server (an engine it lacks), until woken."""
         self._failures: dict[tuple[str, int, int], _Failure] = {}
         self._task: asyncio.Task | None = None
+        self._resting = False
         self._more: asyncio.Event | None = None
 
     @property
@@ -150,7 +151,7 @@ class Generator:
 
     async def idle(self) -> None:
         """Wait until every answer that can be made here is made (tests, benchmarks)."""
-        while self._task is not None and not self._task.done() and (self.current or self._more.is_set()):
+        while self._task is not None and not self._task.done() and not (self._resting and not self._more.is_set()):
             await asyncio.sleep(0.05)
 
     async def _work(self) -> None:
@@ -172,10 +173,13 @@ class Generator:
         jobs = [job for job in missing if (job[0], job[2]) not in held and self._due(job, now)]
         if not jobs:
             retry_at = min((f.retry_at for f in self._failures.values() if f.retry_at > now), default=math.inf)
+            self._resting = True  # nothing to make until woken (or a retry is due): what idle() waits for
             try:
                 await asyncio.wait_for(self._more.wait(), None if retry_at == math.inf else retry_at - now)
             except TimeoutError:
                 return  # an answer's next attempt is due
+            finally:
+                self._resting = False
             self._no_engine.clear()  # woken: look again (and say again what can't be made)
             return
         self.current = jobs[0]
