@@ -106,6 +106,13 @@ class RecordedStream:
     def prompt(self) -> str:
         return self.request.turns[-1].text
 
+    async def closed_within(self, seconds: float) -> float:
+        """How long until the stream is closed, from now (``seconds`` at most: the caller asserts it closed)."""
+        started = time.perf_counter()
+        while not self.closed and time.perf_counter() - started < seconds:
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - started
+
     @property
     def pcm(self) -> np.ndarray:
         """The answer's speech as PCM16 at 24 kHz, as the OpenAI APIs send it."""

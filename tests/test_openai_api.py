@@ -234,11 +234,8 @@ def test_a_client_that_leaves_mid_stream_frees_its_engine_stream(url, recorder, 
                 if chunk.choices and chunk.choices[0].delta.audio:
                     break
             await stream.close()
-        left = time.perf_counter()
         engine = recorder.stream_for("Tell a long story.")
-        while not engine.closed and time.perf_counter() - left < 5:
-            await asyncio.sleep(0.01)
-        return engine, time.perf_counter() - left
+        return engine, await engine.closed_within(5)
 
     engine, seconds = asyncio.run(run())
     assert engine.closed and engine.done is None, "the engine's stream ran on after the client left"

@@ -57,10 +57,15 @@ async def until(connection, kind: str, timeout: float = 30.0, arrivals: list | N
     raise AssertionError(f"the connection ended before {kind}: {[e.type for e in events]}")
 
 
-async def text_turn(connection, text: str, **response) -> list:
+async def ask(connection, text: str, **response) -> None:
+    """A user's text message, and a response asked for it."""
     await connection.conversation.item.create(item={"type": "message", "role": "user",
                                                     "content": [{"type": "input_text", "text": text}]})
     await connection.response.create(**({"response": response} if response else {}))
+
+
+async def text_turn(connection, text: str, **response) -> list:
+    await ask(connection, text, **response)
     return await until(connection, "response.done")
 
 
@@ -187,9 +192,7 @@ def test_cancel_mid_reply_stops_the_engine_and_the_session_goes_on(base_url, rec
     async def run():
         async with connect(base_url) as connection:
             await manual_turns(connection, ["audio"])
-            await connection.conversation.item.create(item={"type": "message", "role": "user",
-                                                            "content": [{"type": "input_text", "text": "Talk."}]})
-            await connection.response.create()
+            await ask(connection, "Talk.")
             await until(connection, "response.output_audio_transcript.delta")
             await connection.response.cancel()
             cancelled = await until(connection, "response.done")
@@ -257,9 +260,7 @@ def test_a_refused_truncate_leaves_the_reply_speaking(base_url):
     async def run():
         async with connect(base_url) as connection:
             await manual_turns(connection, ["audio"])
-            await connection.conversation.item.create(item={"type": "message", "role": "user",
-                                                            "content": [{"type": "input_text", "text": "Sing."}]})
-            await connection.response.create()
+            await ask(connection, "Sing.")
             delta = (await until(connection, "response.output_audio.delta"))[-1]
             await connection.conversation.item.truncate(item_id=delta.item_id, content_index=0, audio_end_ms=10**7)
             return await until(connection, "response.done")
@@ -296,9 +297,7 @@ def test_talking_over_a_reply_cancels_it_and_is_answered_next(base_url, recorder
                 "format": {"type": "audio/pcm", "rate": 16_000},
                 "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
             updated = (await until(connection, "session.updated"))[-1].session
-            await connection.conversation.item.create(item={"type": "message", "role": "user",
-                                                            "content": [{"type": "input_text", "text": "Go on."}]})
-            await connection.response.create()
+            await ask(connection, "Go on.")
             await until(connection, "response.output_audio.delta")
             talk = resample(speech, OUTPUT_RATE, 16_000)
             await speak(connection, np.concatenate([talk, np.zeros(16_000, np.float32)]), 16_000, real_time=False)
@@ -395,15 +394,10 @@ def test_a_client_that_leaves_mid_reply_frees_its_engine_work(base_url, recorder
     async def run():
         async with connect(base_url) as connection:
             await manual_turns(connection, ["audio"])
-            await connection.conversation.item.create(item={"type": "message", "role": "user",
-                                                            "content": [{"type": "input_text", "text": "Bye."}]})
-            await connection.response.create()
+            await ask(connection, "Bye.")
             await until(connection, "response.output_audio_transcript.delta")
-        left = time.perf_counter()
         engine = next(s for s in recorder.streams if s.prompt == "Bye.")
-        while not engine.closed and time.perf_counter() - left < 5:
-            await asyncio.sleep(0.01)
-        return engine, time.perf_counter() - left
+        return engine, await engine.closed_within(5)
 
     engine, seconds = asyncio.run(run())
     assert engine.closed and engine.done is None, "the engine's stream ran on after the client left"

@@ -36,6 +36,7 @@ from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 from openai.types.realtime.realtime_error import RealtimeError
 from openai.types.realtime.realtime_error_event import RealtimeErrorEvent
 
+import media
 from backends.events import OUTPUT_SAMPLE_RATE
 from turns.voice import VOICE_ASSISTANT_PROMPT, default_speaker
 
@@ -258,4 +259,4 @@ def decode_pcm16(data: str, *, param: str, event_id: str | None) -> np.ndarray:
 
 def encode_pcm16(samples: np.ndarray) -> str:
     """float32 [-1, 1] → base64 PCM16 little-endian, what ``response.output_audio.delta`` carries."""
-    return base64.b64encode((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()).decode("ascii")
+    return base64.b64encode(media.pcm16(samples).astype("<i2").tobytes()).decode("ascii")
