@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-import app
+import cli
 from backends.checkpoints import CAPTIONER, TINY_CAPTIONER
 
 DEFAULT_PORT = 7861
@@ -20,16 +20,17 @@ def main(argv: list[str] | None = None) -> None:
     from ui import build_captioner_demo, queue_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app.exit_cleanly_on_sigterm()
-    args = app.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT)
-    app.check_mcp_server(args)
+    cli.exit_cleanly_on_sigterm()
+    args = cli.parse_args(argv, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER, default_port=DEFAULT_PORT,
+                          description=__doc__)
+    cli.check_mcp_server(args)
     args.no_audio = True  # captions are text
     if args.backend == "hybrid":
         args.backend = "vllm"  # the Captioner has no talker: the hybrid's speech half has nothing to do
-    with app.backend_from_args(args, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER) as backend:
+    with cli.backend_from_args(args, default_checkpoint=CAPTIONER, tiny=TINY_CAPTIONER) as backend:
         demo = build_captioner_demo(backend)
         threading.Thread(target=backend.warm_up, daemon=True, name="warm-up").start()
-        demo.queue(**queue_settings(backend.info)).launch(**app.launch_settings(args))
+        demo.queue(**queue_settings(backend.info)).launch(**cli.launch_settings(args))
 
 
 if __name__ == "__main__":

@@ -320,17 +320,17 @@ def test_without_mcp_the_app_serves_no_mcp_endpoint(server):
 
 
 def test_mcp_is_refused_where_gradios_mcp_server_cant_serve(monkeypatch):
-    import app
+    import cli
     from mcp.server import Server
 
     monkeypatch.delenv("GRADIO_MCP_SERVER", raising=False)
-    assert app.launch_settings(app.parse_args(["--mcp"]))["mcp_server"] is True
-    assert app.launch_settings(app.parse_args([]))["mcp_server"] is False
+    assert cli.launch_settings(cli.parse_args(["--mcp"]))["mcp_server"] is True
+    assert cli.launch_settings(cli.parse_args([]))["mcp_server"] is False
     monkeypatch.setenv("GRADIO_MCP_SERVER", "true")  # Gradio's own switch turns it on too
-    assert app.parse_args([]).mcp
-    app.check_mcp_server(app.parse_args(["--mcp"]))  # this environment serves it
+    assert cli.parse_args([]).mcp
+    cli.check_mcp_server(cli.parse_args(["--mcp"]))  # this environment serves it
     with pytest.raises(SystemExit, match="doesn't go with a login"):
-        app.check_mcp_server(app.parse_args(["--mcp", "--auth", "bob:builder"]))
+        cli.check_mcp_server(cli.parse_args(["--mcp", "--auth", "bob:builder"]))
     monkeypatch.delattr(Server, "call_tool")  # mcp 2, as requirements-vllm.txt holds
     with pytest.raises(SystemExit, match=r"--mcp needs mcp<2 .* this environment has mcp 1\."):
-        app.check_mcp_server(app.parse_args(["--mcp"]))
+        cli.check_mcp_server(cli.parse_args(["--mcp"]))

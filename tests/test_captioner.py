@@ -13,7 +13,7 @@ import pytest
 import soundfile
 from gradio_client import Client, handle_file
 
-import app
+import cli
 import app_captioner
 from tests import media_factory
 from ui import build_captioner_demo, queue_settings
@@ -112,7 +112,7 @@ def test_a_zip_is_unpacked_safely(client, speech_path, video_path, tmp_path):
 
 
 def test_official_captioner_command_lines_map_onto_ours():
-    args = app.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Captioner", "--use-transformers", "--flash-attn2"],
+    args = cli.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Captioner", "--use-transformers", "--flash-attn2"],
                           default_port=app_captioner.DEFAULT_PORT)
     assert args.checkpoint == "Qwen/Qwen3-Omni-30B-A3B-Captioner" and args.backend == "transformers"
     assert args.attn_implementation == "flash_attention_2" and args.server_port == 7861

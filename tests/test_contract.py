@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import app
+import cli
 from backends.events import AudioChunk, Done, Error, Metrics, ReasoningDelta, TextDelta
 from backends.reasoning import ReasoningSplitter
 from messages import Message
@@ -67,16 +67,16 @@ def test_input_errors_are_told_apart_from_failures_after_text():
 
 
 def test_official_demo_command_lines_map_onto_ours():
-    args = app.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Instruct", "--use-transformers", "--generate-audio",
+    args = cli.parse_args(["-c", "Qwen/Qwen3-Omni-30B-A3B-Instruct", "--use-transformers", "--generate-audio",
                            "--flash-attn2"])
     assert args.checkpoint == "Qwen/Qwen3-Omni-30B-A3B-Instruct"
     assert args.backend == "transformers" and args.attn_implementation == "flash_attention_2"
-    assert app.backend_options(args, random_weights=False)["audio_output"] is True
-    args = app.parse_args(["--checkpoint-path", "/models/omni", "--server-port", "8901", "--no-audio", "--cpu-only"])
+    assert cli.backend_options(args, random_weights=False)["audio_output"] is True
+    args = cli.parse_args(["--checkpoint-path", "/models/omni", "--server-port", "8901", "--no-audio", "--cpu-only"])
     assert args.checkpoint == "/models/omni" and args.server_port == 8901
-    options = app.backend_options(args, random_weights=True)
+    options = cli.backend_options(args, random_weights=True)
     assert options["audio_output"] is False and options["device"] == "cpu"
-    assert not app.parse_args([]).share  # share links are opt-in
+    assert not cli.parse_args([]).share  # share links are opt-in
 
 
 def test_each_backend_takes_its_settings_from_the_command_line():
@@ -84,23 +84,23 @@ def test_each_backend_takes_its_settings_from_the_command_line():
     from backends.transformers.options import TransformersOptions
     from backends.vllm.backend import VLLMOptions
 
-    args = app.parse_args(["--backend", "vllm", "-tp", "2", "--gpu-memory-utilization", "0.8", "--max-num-seqs", "16",
+    args = cli.parse_args(["--backend", "vllm", "-tp", "2", "--gpu-memory-utilization", "0.8", "--max-num-seqs", "16",
                            "--limit-mm-per-prompt", '{"image": 5, "audio": 2, "video": 1}'])
-    engine = VLLMOptions(**app.backend_options(args, random_weights=False))
+    engine = VLLMOptions(**cli.backend_options(args, random_weights=False))
     assert (engine.tensor_parallel_size, engine.gpu_memory_utilization, engine.max_num_seqs) == (2, 0.8, 16)
     assert engine.limit_mm_per_prompt == {"image": 5, "audio": 2, "video": 1} and engine.max_model_len == 32768
     assert not engine.enforce_eager
-    local = TransformersOptions(**app.backend_options(app.parse_args(["--no-compile", "--max-gpu-memory", "48"]), False))
+    local = TransformersOptions(**cli.backend_options(cli.parse_args(["--no-compile", "--max-gpu-memory", "48"]), False))
     assert (local.compile, local.max_gpu_memory_gib) == ("off", 48)
-    assert TransformersOptions(**app.backend_options(app.parse_args([]), False)).compile == "auto"
-    hybrid = app.backend_options(app.parse_args(["--backend", "hybrid", "--max-speech-seconds", "30"]), True)
+    assert TransformersOptions(**cli.backend_options(cli.parse_args([]), False)).compile == "auto"
+    hybrid = cli.backend_options(cli.parse_args(["--backend", "hybrid", "--max-speech-seconds", "30"]), True)
     assert VLLMOptions(**hybrid["engine"]).enforce_eager  # the tiny model on a CPU: no torch.compile
     assert TransformersOptions(**hybrid["talker"]).max_speech_seconds == 30 and "server" not in hybrid
-    remote = app.backend_options(app.parse_args(["--backend", "hybrid", "--api-base", "http://gpu-box:8000/v1"]), False)
+    remote = cli.backend_options(cli.parse_args(["--backend", "hybrid", "--api-base", "http://gpu-box:8000/v1"]), False)
     assert OpenAIOptions(**remote["server"]).api_base == "http://gpu-box:8000/v1"
-    args = app.parse_args(["--backend", "openai", "--api-base", "http://gpu-box:8000/v1", "--model", "qwen",
+    args = cli.parse_args(["--backend", "openai", "--api-base", "http://gpu-box:8000/v1", "--model", "qwen",
                            "--video-audio", "separate", "--no-audio"])
-    server = OpenAIOptions(**app.backend_options(args, random_weights=False))
+    server = OpenAIOptions(**cli.backend_options(args, random_weights=False))
     assert (server.api_base, server.model, server.video_audio, server.speech) == (
         "http://gpu-box:8000/v1", "qwen", "separate", "off")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio
 import yaml
 
-import app
+import cli
 from backends.checkpoints import resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,14 +36,14 @@ def test_ms_deploy_json_names_the_gradio_sdk_we_test():
 def test_the_app_listens_on_all_interfaces_only_where_a_platform_routes_to_it(monkeypatch):
     for name in ("GRADIO_SERVER_NAME", "SYSTEM", "MODELSCOPE_ENVIRONMENT"):
         monkeypatch.delenv(name, raising=False)
-    assert app.parse_args([]).server_name == "127.0.0.1"
+    assert cli.parse_args([]).server_name == "127.0.0.1"
     monkeypatch.setenv("SYSTEM", "spaces")
-    assert app.parse_args([]).server_name == "0.0.0.0"
+    assert cli.parse_args([]).server_name == "0.0.0.0"
     monkeypatch.delenv("SYSTEM")
     monkeypatch.setenv("MODELSCOPE_ENVIRONMENT", "studio")
-    assert app.parse_args([]).server_name == "0.0.0.0"
+    assert cli.parse_args([]).server_name == "0.0.0.0"
     monkeypatch.setenv("GRADIO_SERVER_NAME", "10.0.0.5")
-    assert app.parse_args([]).server_name == "10.0.0.5"
+    assert cli.parse_args([]).server_name == "10.0.0.5"
 
 
 def test_on_modelscope_hub_ids_are_fetched_from_modelscope(monkeypatch, tmp_path):

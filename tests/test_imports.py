@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_PACKAGES = ("backends", "ui", "api", "turns", "studies", "media", "messages")
+APP_PACKAGES = ("backends", "ui", "api", "turns", "studies", "media", "messages", "cli")
 ENGINES = ("transformers", "vllm", "openai", "hybrid")
 TABS = ("chat", "live", "evaluate")
 
@@ -103,3 +103,9 @@ def test_team_studies_sit_on_the_contract_below_the_ui():
     assert not broken(studies_rule)
     assert not broken(lambda m, t: m.startswith(("backends", "api", "turns", "media", "messages"))
                       and t.split(".")[0] == "studies")
+
+
+def test_the_command_line_sits_above_everything():
+    """``cli`` (app.py's and app_captioner.py's flags and what they become) may use every package; none uses it, so
+    the parts run the same under another front end (tests, a Space's own script)."""
+    assert not broken(lambda m, t: not m.startswith("cli") and t.split(".")[0] == "cli")

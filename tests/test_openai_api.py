@@ -394,13 +394,13 @@ def test_our_openai_backend_reads_openai_s_transcript_as_the_text():
 
 
 def test_the_keys_come_from_the_flag_and_the_environment(monkeypatch):
-    import app
+    import cli
 
     monkeypatch.setenv("QWEN_OMNI_API_KEY", "k2, k3,")
-    assert app.read_api_keys(app.parse_args(["--serve-api-key", "k1", "--serve-api-key", "k2"]).serve_api_key) \
+    assert cli.read_api_keys(cli.parse_args(["--serve-api-key", "k1", "--serve-api-key", "k2"]).serve_api_key) \
         == ("k1", "k2", "k3")
     monkeypatch.delenv("QWEN_OMNI_API_KEY")
-    assert app.read_api_keys(app.parse_args([]).serve_api_key) == ()
+    assert cli.read_api_keys(cli.parse_args([]).serve_api_key) == ()
 
 
 @pytest.mark.parametrize(("kind", "headers", "taken"), [

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from gradio_client import Client, handle_file
 
-import app
+import cli
 import media
 from backends.events import Error, Notice
 from backends.request import ChatRequest, MediaPart, Sampling, Turn
@@ -159,8 +159,8 @@ def test_too_many_files_in_one_message_are_refused_with_the_limit(instruct_backe
 
 def test_a_login_keeps_strangers_out(instruct_backend, monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN_OMNI_AUTH", "alice:wonderland")
-    args = app.parse_args(["--auth", "bob:builder"])
-    auth = app.launch_settings(args)["auth"]
+    args = cli.parse_args(["--auth", "bob:builder"])
+    auth = cli.launch_settings(args)["auth"]
     assert auth == [("bob", "builder"), ("alice", "wonderland")]
     demo = launch(instruct_backend, auth=auth)
     try:

@@ -327,12 +327,12 @@ def test_an_app_others_reach_without_an_admin_lets_no_one_create_or_export(tmp_p
     """Issue 34: whoever runs the app creates studies. On this machine alone that is whoever opens the page; once
     others can reach the app (0.0.0.0: a Space, a studio; --share) and it names no admin, no one, and the tab says
     how to name one."""
-    import app as app_module
+    import cli
     from ui.i18n import ZH
     from ui.evaluate.team_tab import NO_CREATORS_NOTE
 
     def creators(*argv: str) -> Creators:
-        return app_module.study_creators(app_module.parse_args(list(argv)))
+        return cli.study_creators(cli.parse_args(list(argv)))
 
     for name in ("127.0.0.1", "localhost", "::1"):
         assert creators("--server-name", name) == Creators(anyone=True)
@@ -447,6 +447,7 @@ def test_the_app_stops_its_server_before_its_engines(monkeypatch):
 
     import api
     import app as app_module
+    import cli
     import ui
 
     order = []
@@ -470,9 +471,9 @@ def test_the_app_stops_its_server_before_its_engines(monkeypatch):
 
     for name in ("QWEN_OMNI_AUTH", "QWEN_OMNI_AUTH_FILE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(app_module, "backend_from_args", engine)
-    monkeypatch.setattr(app_module, "check_mcp_server", lambda args: None)
-    monkeypatch.setattr(app_module, "exit_cleanly_on_sigterm", lambda: None)
+    monkeypatch.setattr(cli, "backend_from_args", engine)
+    monkeypatch.setattr(cli, "check_mcp_server", lambda args: None)
+    monkeypatch.setattr(cli, "exit_cleanly_on_sigterm", lambda: None)
     monkeypatch.setattr(ui, "build_demo", lambda *args, **kwargs: Demo())
     monkeypatch.setattr(ui, "queue_settings", lambda info: {})
     monkeypatch.setattr(api, "app_kwargs", lambda *args, **kwargs: {})
@@ -571,18 +572,19 @@ def test_the_readme_team_example_runs_as_written(app, speech_path, tmp_path):
 
 def test_the_data_folder_and_admins_come_from_the_command_line(monkeypatch, tmp_path):
     import app as app_module
+    import cli
 
     monkeypatch.setenv("QWEN_OMNI_DATA_DIR", str(tmp_path))
-    assert app_module.parse_args([]).data_dir == str(tmp_path)
+    assert cli.parse_args([]).data_dir == str(tmp_path)
     monkeypatch.delenv("QWEN_OMNI_DATA_DIR")
     monkeypatch.delenv("SYSTEM", raising=False)
-    assert app_module.parse_args([]).data_dir is None  # no folder named: no team studies
-    args = app_module.parse_args(["--data-dir", "d", "--admin", "lead", "--admin", "kim"])
+    assert cli.parse_args([]).data_dir is None  # no folder named: no team studies
+    args = cli.parse_args(["--data-dir", "d", "--admin", "lead", "--admin", "kim"])
     assert (args.data_dir, args.admin) == ("d", ["lead", "kim"])
     monkeypatch.delenv("QWEN_OMNI_AUTH", raising=False)
     monkeypatch.delenv("QWEN_OMNI_AUTH_FILE", raising=False)
-    monkeypatch.setattr(app_module, "check_mcp_server", lambda args: None)
-    monkeypatch.setattr(app_module, "exit_cleanly_on_sigterm", lambda: None)  # pytest's own SIGTERM stays
+    monkeypatch.setattr(cli, "check_mcp_server", lambda args: None)
+    monkeypatch.setattr(cli, "exit_cleanly_on_sigterm", lambda: None)  # pytest's own SIGTERM stays
     with pytest.raises(SystemExit, match="--admin names logins"):
         app_module.main(["--admin", "lead"])  # no login: no one could be the admin
     # main gives build_demo who may create studies, from where the app listens.
@@ -596,7 +598,7 @@ def test_the_data_folder_and_admins_come_from_the_command_line(monkeypatch, tmp_
         given.update(kwargs)
         raise SystemExit("built")
 
-    monkeypatch.setattr(app_module, "backend_from_args", lambda args: contextlib.nullcontext(None))
+    monkeypatch.setattr(cli, "backend_from_args", lambda args: contextlib.nullcontext(None))
     monkeypatch.setattr(ui, "build_demo", build_demo_stub)
     with pytest.raises(SystemExit, match="built"):
         app_module.main(["--data-dir", str(tmp_path), "--server-name", "0.0.0.0"])
