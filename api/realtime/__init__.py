@@ -17,11 +17,12 @@ engine batches them). Event flow:
   response in progress is cancelled), ``speech_stopped``, ``committed``, ``conversation.item.added``/``done``,
   then a response. Without VAD the client ``commit``s and asks ``response.create``.
 - ``conversation.item.create`` (input_text, input_audio, input_image parts), ``conversation.item.delete``,
-  ``conversation.item.truncate`` (a spoken reply keeps the text of the part the client played).
+  ``conversation.item.truncate`` (a spoken reply keeps the text of the part the client played),
+  ``conversation.item.retrieve`` (the item with its audio and images; ``items.py``).
 - ``response.create`` → ``response.created`` … deltas … ``response.done`` (``response.py``); ``response.cancel``.
 - Anything refused → an ``error`` event with a code (``protocol.Refusal``), and the session goes on.
 
-Not served yet: ``conversation.item.retrieve``, ``output_audio_buffer.clear``, ``semantic_vad``,
+Not served yet: ``output_audio_buffer.clear``, ``semantic_vad``,
 out-of-band responses, tools, input transcription. Who may connect: ``api.access`` (a key or the page's login).
 """
 

@@ -85,9 +85,9 @@ class Response:
         await self._send(ResponseCreatedEvent(type="response.created", event_id=new_id("event"),
                                               response=self._response()))
         await self._send(ResponseOutputItemAddedEvent(type="response.output_item.added", event_id=new_id("event"),
-                                                      response_id=self.id, output_index=0, item=self._item()))
+                                                      response_id=self.id, output_index=0, item=self.item()))
         await self._send(ConversationItemAdded(type="conversation.item.added", event_id=new_id("event"),
-                                               item=self._item()))
+                                               item=self.item()))
         await self._send(ResponseContentPartAddedEvent(
             type="response.content_part.added", event_id=new_id("event"), response_id=self.id, item_id=self.item_id,
             output_index=0, content_index=0,
@@ -161,17 +161,20 @@ class Response:
         await self._send(ResponseContentPartDoneEvent(type="response.content_part.done", event_id=new_id("event"),
                                                       part=part, **common))
         await self._send(ResponseOutputItemDoneEvent(type="response.output_item.done", event_id=new_id("event"),
-                                                     response_id=self.id, output_index=0, item=self._item()))
+                                                     response_id=self.id, output_index=0, item=self.item()))
         await self._send(ConversationItemDone(type="conversation.item.done", event_id=new_id("event"),
-                                              item=self._item()))
+                                              item=self.item()))
         self._end()  # before response.done: a client answering it at once finds the session free
         await self._send(ResponseDoneEvent(type="response.done", event_id=new_id("event"),
                                            response=self._response()))
 
-    def _item(self) -> RealtimeConversationItemAssistantMessage:
+    def item(self, text: str | None = None) -> RealtimeConversationItemAssistantMessage:
+        """This response's conversation item: no content while in progress, its text once done; ``text`` puts that
+        in instead (the text so far, or the part of a cut reply that was heard)."""
         done = self.status != "in_progress"
-        content = [] if not done else [AssistantContent(type="output_audio", transcript=self.text) if self.speaks
-                                       else AssistantContent(type="output_text", text=self.text)]
+        text = self.text if text is None and done else text
+        content = [] if text is None else [AssistantContent(type="output_audio", transcript=text) if self.speaks
+                                           else AssistantContent(type="output_text", text=text)]
         return RealtimeConversationItemAssistantMessage(
             type="message", role="assistant", id=self.item_id, object="realtime.item", content=content,
             status="in_progress" if not done else "completed" if self.status == "completed" else "incomplete")
@@ -190,4 +193,4 @@ class Response:
         return RealtimeResponse(
             id=self.id, object="realtime.response", status=self.status, status_details=details,
             output_modalities=["audio" if self.speaks else "text"], max_output_tokens=self.max_output_tokens,
-            output=[self._item()] if done else [], usage=self.usage if done else None)
+            output=[self.item()] if done else [], usage=self.usage if done else None)

@@ -24,10 +24,12 @@ from openai.types.realtime import (ConversationItemAdded, ConversationItemDelete
                                    InputAudioBufferSpeechStartedEvent, InputAudioBufferSpeechStoppedEvent,
                                    RealtimeConversationItemUserMessage, SessionCreatedEvent, SessionUpdatedEvent)
 from openai.types.realtime.realtime_conversation_item_user_message import Content as UserContent
+from openai.types.realtime.realtime_server_event import ConversationItemRetrieved
 
 import media
 from api.media_urls import MediaURLError, read_data_url
 from api.realtime.heard import heard_text
+from api.realtime.items import Item, retrieved
 from api.realtime.listening import Heard, InputAudio
 from api.realtime.protocol import Refusal, SessionConfig, decode_pcm16, new_id, parse_client_event
 from api.realtime.response import Response, Send
@@ -57,20 +59,6 @@ class RealtimeLimits:
     """Refused events in one session before the server closes it (garbage or a flood)."""
     send_timeout_s: float = 30.0
     """A client that reads nothing for this long is closed, so a reply never waits on it forever."""
-
-
-@dataclass
-class Item:
-    """One conversation item: a user or assistant turn, or system text (added to the instructions)."""
-
-    id: str
-    turn: Turn | None = None
-    system_text: str = ""
-    files: tuple[str, ...] = ()
-    audio_ms: int = 0
-    """An assistant reply's speech, all of it the client was sent."""
-    spoken_chars: int = 0
-    """How much of its text that speech covers (``Response.spoken_chars``; all of it once the reply completed)."""
 
 
 class RealtimeSession:
@@ -174,7 +162,7 @@ class RealtimeSession:
         user = RealtimeConversationItemUserMessage(type="message", role="user", id=item_id, object="realtime.item",
                                                    status="completed",
                                                    content=[UserContent(type="input_audio", transcript=None)])
-        await self._add(Item(item_id, Turn("user", (MediaPart("audio", path),)), files=(path,)), user)
+        await self._add(Item(item_id, user, Turn("user", (MediaPart("audio", path),)), files=(path,)))
 
     # -- conversation ------------------------------------------------------------------------------------------
 
@@ -186,18 +174,18 @@ class RealtimeSession:
         item_id = item.id or new_id("item")
         if any(i.id == item_id for i in self.items):
             raise Refusal("item_exists", f"An item {item_id} exists already.", param="item.id", event_id=eid)
+        echo = item.model_copy(update={"id": item_id, "object": "realtime.item", "status": "completed"})
         if item.role == "system":
-            text = "".join(part.text or "" for part in item.content)
-            added = Item(item_id, system_text=text)
+            added = Item(item_id, echo, system_text="".join(part.text or "" for part in item.content))
         elif item.role == "assistant":
-            added = Item(item_id, Turn.assistant("".join(part.text or part.transcript or "" for part in item.content)))
+            text = "".join(part.text or part.transcript or "" for part in item.content)
+            added = Item(item_id, echo, Turn.assistant(text))
         else:
             parts, files = await self._user_parts(item.content, item_id, eid)
-            added = Item(item_id, Turn("user", tuple(parts)), files=tuple(files))
-        echo = item.model_copy(update={"id": item_id, "object": "realtime.item", "status": "completed"})
-        if item.role == "user":  # the audio and images went to files: the echo doesn't send them back
+            # the audio and images went to files: the echo doesn't send them back (``retrieve`` does)
             echo.content = [part.model_copy(update={"audio": None, "image_url": None}) for part in item.content]
-        await self._add(added, echo)
+            added = Item(item_id, echo, Turn("user", tuple(parts)), files=tuple(files))
+        await self._add(added)
 
     async def _user_parts(self, content: list[Any], item_id: str, eid: str | None) -> tuple[list, list[str]]:
         parts, files = [], []
@@ -243,24 +231,37 @@ class RealtimeSession:
             raise Refusal("invalid_image", str(err.msg), param=param, event_id=eid) from None
         return path
 
-    async def _add(self, item: Item, echo: pydantic.BaseModel) -> None:
+    async def _add(self, item: Item) -> None:
         previous = self.items[-1].id if self.items else None
         self.items.append(item)
         while len(self.items) > self.limits.max_items:
             self._forget(self.items.pop(0))
         for kind in (ConversationItemAdded, ConversationItemDone):
             name = "conversation.item.added" if kind is ConversationItemAdded else "conversation.item.done"
-            await self.send(kind(type=name, event_id=new_id("event"), item=echo, previous_item_id=previous))
+            await self.send(kind(type=name, event_id=new_id("event"), item=item.view, previous_item_id=previous))
 
     def _forget(self, item: Item) -> None:
         for path in item.files:
             if os.path.exists(path):
                 os.remove(path)
 
-    async def _on_conversation_item_delete(self, event) -> None:
+    def _item(self, event) -> Item:
         item = next((i for i in self.items if i.id == event.item_id), None)
         if item is None:
             raise Refusal("item_not_found", f"No item {event.item_id}.", param="item_id", event_id=event.event_id)
+        return item
+
+    async def _on_conversation_item_retrieve(self, event) -> None:
+        speaking = self.response
+        if speaking is not None and speaking.item_id == event.item_id:  # the reply being made: its text so far
+            view = speaking.item(speaking.text)
+        else:
+            view = await asyncio.to_thread(retrieved, self._item(event), self.config.input_rate)
+        await self.send(ConversationItemRetrieved(type="conversation.item.retrieved", event_id=new_id("event"),
+                                                  item=view))
+
+    async def _on_conversation_item_delete(self, event) -> None:
+        item = self._item(event)
         self.items.remove(item)
         self._forget(item)
         await self.send(ConversationItemDeletedEvent(type="conversation.item.deleted", event_id=new_id("event"),
@@ -269,7 +270,7 @@ class RealtimeSession:
     async def _not_yet(self, event) -> None:
         raise Refusal("not_supported", f"{event.type} is not served yet.", param="type", event_id=event.event_id)
 
-    _on_conversation_item_retrieve = _on_output_audio_buffer_clear = _not_yet
+    _on_output_audio_buffer_clear = _not_yet
 
     async def _on_conversation_item_truncate(self, event) -> None:
         """The client played ``audio_end_ms`` of a spoken reply (the user talked over the rest): the conversation
@@ -295,10 +296,8 @@ class RealtimeSession:
             if not 0 <= event.audio_end_ms <= item.audio_ms:
                 raise Refusal("invalid_value", f"audio_end_ms {event.audio_end_ms} is outside the reply's "
                               f"{item.audio_ms} ms of audio.", param="audio_end_ms", event_id=eid)
-            heard = heard_text(item.turn.text, item.spoken_chars, event.audio_end_ms / item.audio_ms,
-                               event.audio_end_ms / 1000)
-            item.turn = Turn.assistant(heard) if heard else None  # nothing heard: nothing said, in the history
-            item.audio_ms, item.spoken_chars = event.audio_end_ms, len(heard)
+            item.truncate(heard_text(item.turn.text, item.spoken_chars, event.audio_end_ms / item.audio_ms,
+                                     event.audio_end_ms / 1000), event.audio_end_ms)
         await self.send(ConversationItemTruncatedEvent(
             type="conversation.item.truncated", event_id=new_id("event"), item_id=event.item_id, content_index=0,
             audio_end_ms=event.audio_end_ms))
@@ -349,7 +348,8 @@ class RealtimeSession:
             text = heard_text(text, spoken, 1.0, audio_ms / 1000)  # hadn't reached was never heard
             spoken = len(text)
         if text:  # what was said stays in the conversation (``conversation.item.truncate`` cuts it further)
-            self.items.append(Item(response.item_id, Turn.assistant(text), audio_ms=audio_ms, spoken_chars=spoken))
+            self.items.append(Item(response.item_id, response.item(text), Turn.assistant(text), audio_ms=audio_ms,
+                                   spoken_chars=spoken))
         if self.response is response:
             self.response, self._task = None, None
 
