@@ -267,7 +267,8 @@ def test_the_vote_log_and_the_board_export_with_every_setting_and_media_hash(app
     import zipfile
 
     files = exported(Client(app["url"], verbose=False), study)
-    assert sorted(files) == ["leaderboard.csv", "leaderboard.jsonl", "study.zip", "votes.csv", "votes.jsonl"]
+    assert sorted(files) == ["dataset.zip", "leaderboard.csv", "leaderboard.jsonl", "study.zip", "votes.csv",
+                            "votes.jsonl"]
     log = [json.loads(line) for line in files["votes.jsonl"].read_text().splitlines()]
     with files["votes.csv"].open(encoding="utf-8") as table:
         assert [row["pair_id"] for row in csv.DictReader(table)] == [v["pair_id"] for v in log]
@@ -384,8 +385,8 @@ def test_only_those_who_may_create_studies_export_them(tmp_path, instruct_backen
         export(study_id, LoggedIn("bob"))
     with pytest.raises(gr.Error, match="Only those who may create studies export them"):
         asyncio.run(study_export(study_id, http_request=LoggedIn("bob")))
-    assert len(export(study_id, LoggedIn("lead"))) == 5
-    assert len(asyncio.run(study_export(study_id, http_request=LoggedIn("lead")))) == 5
+    assert len(export(study_id, LoggedIn("lead"))) == 6
+    assert len(asyncio.run(study_export(study_id, http_request=LoggedIn("lead")))) == 6
 
 
 def test_an_export_replaces_the_studys_previous_one_in_the_apps_scratch_folder(tmp_path):

@@ -226,7 +226,8 @@ ZH.update({
     "Set-ups": "配置",
     "Create the study": "创建研究",
     "Studies": "研究列表",
-    "Votes and leaderboard (CSV, JSONL), the whole study (zip)": "投票与排行榜（CSV、JSONL），整个研究（zip）",
+    "Votes and leaderboard (CSV, JSONL), the whole study, a Parquet dataset (zip)":
+        "投票与排行榜（CSV、JSONL），整个研究，Parquet 数据集（zip）",
     "rank": "名次",
     "set-up": "配置",
     "score": "分数",

@@ -1,12 +1,11 @@
-"""A study's exports: the vote log and the leaderboard as CSV and JSONL, and the whole study as a zip.
+"""A study's exports: the vote log and the leaderboard as CSV and JSONL, the whole study as a zip, and a dataset.
 
 Like the Evaluate tab's export (``ui.evaluate.results``), a vote's record holds what is needed to judge and
 reproduce it: the prompt, its media's names and SHA-256, both answers and their speech's SHA-256, each set-up's
 label and every setting, the model and backend that answered, the rater, the choice, the comment, and the app's
-version. The zip adds every answer (``answers.jsonl``), their speech and the prompts' media.
-
-Not written: a Parquet copy that ``datasets.load_dataset`` reads with audio columns. It needs pyarrow, which no lock
-of this project holds (``datasets`` neither); adding a dependency of that size for one export waits for a decision.
+version. The zip adds every answer (``answers.jsonl``), their speech, the prompts' media and the dataset folder
+(``ui.evaluate.team_dataset``: the answers with their speech and the votes as Parquet, for ``datasets``), which
+``dataset.zip`` holds alone.
 """
 
 from __future__ import annotations
@@ -17,13 +16,17 @@ import time
 import zipfile
 from pathlib import Path
 
-from studies import Study, StudyAnswer, StudyPrompt, StudyStore, Vote
+from studies import Study, StudyAnswer, StudyPrompt, StudySetup, StudyStore, Vote
 from studies.ranking import Leaderboard
+from ui.evaluate.team_dataset import write_dataset
 
 VOTE_COLUMNS = ["vote", "pair_id", "voted_at", "rater", "prompt_id", "prompt", "media", "media_sha256", "system_prompt",
                 "reference", "setup_a", "setup_b", "choice", "winner", "comment", "answer_a", "answer_b",
                 "audio_a_sha256", "audio_b_sha256", "settings_a", "settings_b", "model_a", "backend_a", "model_b",
                 "backend_b", "study_id", "study_name", "app_version"]
+ANSWER_COLUMNS = ["prompt_id", "prompt", "media", "media_sha256", "system_prompt", "reference", "setup", "settings",
+                  "model", "backend", "text", "audio", "audio_sha256", "error", "finish_reason", "first_token_s",
+                  "first_audio_s", "tokens_per_s"]
 BOARD_COLUMNS = ["rank", "setup", "score", "ci_low", "ci_high", "votes", "wins", "losses", "ties", "both_bad",
                  "win_rate", "win_rates", "settings", "model", "backend", "study_id", "study_votes", "raters",
                  "agreement", "krippendorff_alpha"]
@@ -70,10 +73,11 @@ def answer_records(study: Study, answers: dict[tuple[int, int], StudyAnswer]) ->
     for (prompt_at, setup_at), answer in sorted(answers.items()):
         prompt, setup = study.prompts[prompt_at], study.setups[setup_at]
         records.append({"prompt_id": prompt.id, "prompt": prompt.text, "media": [m.name for m in prompt.media],
-                        "media_sha256": [m.sha256 for m in prompt.media], "setup": setup.label,
+                        "media_sha256": [m.sha256 for m in prompt.media], "system_prompt": prompt.system_prompt,
+                        "reference": prompt.reference, "setup": setup.label,
                         "settings": dict(setup.settings), "model": setup.engine.get("model"),
                         "backend": setup.engine.get("backend"), "text": answer.text,
-                        "audio": _audio_name(prompt, setup.label) if answer.audio else None,
+                        "audio": _audio_name(prompt, setup) if answer.audio else None,
                         "audio_sha256": answer.audio_sha256, "error": answer.error,
                         "finish_reason": answer.finish_reason, "first_token_s": answer.first_token_s,
                         "first_audio_s": answer.first_audio_s, "tokens_per_s": answer.tokens_per_s})
@@ -81,31 +85,46 @@ def answer_records(study: Study, answers: dict[tuple[int, int], StudyAnswer]) ->
 
 
 def write_exports(store: StudyStore, study: Study, board: Leaderboard, folder: Path) -> list[str]:
-    """votes.csv, votes.jsonl, leaderboard.csv, leaderboard.jsonl and study.zip (those, answers.jsonl, the speech
-    and the media) in ``folder``."""
+    """votes.csv, votes.jsonl, leaderboard.csv, leaderboard.jsonl, study.zip (those, answers.jsonl, the speech, the
+    media and the dataset folder) and dataset.zip (the dataset folder, which is left in ``folder`` too)."""
     folder.mkdir(parents=True, exist_ok=True)
     answers = store.answers(study.id)
+    votes, every_answer = vote_records(study, answers, store.votes(study.id)), answer_records(study, answers)
     written = []
-    for name, records, columns in (("votes", vote_records(study, answers, store.votes(study.id)), VOTE_COLUMNS),
+    for name, records, columns in (("votes", votes, VOTE_COLUMNS),
                                    ("leaderboard", board_records(study, board), BOARD_COLUMNS)):
         table, lines = folder / f"{name}.csv", folder / f"{name}.jsonl"
         _write_csv(table, records, columns)
         _write_jsonl(lines, records)
         written += [str(table), str(lines)]
-    every_answer = folder / "answers.jsonl"
-    _write_jsonl(every_answer, answer_records(study, answers))
+    answers_file = folder / "answers.jsonl"
+    _write_jsonl(answers_file, every_answer)
+    speech = {_audio_name(study.prompts[prompt_at], study.setups[setup_at]): store.file(answer.audio)
+              for (prompt_at, setup_at), answer in sorted(answers.items())
+              if answer.audio and store.file(answer.audio).is_file()}
+    dataset = folder / _dataset_name(study)
+    dataset_files = write_dataset(dataset, study, every_answer, ANSWER_COLUMNS, speech, votes, VOTE_COLUMNS)
     archive = folder / "study.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
-        for path in [*map(Path, written), every_answer]:
+        for path in [*map(Path, written), answers_file]:
             out.write(path, path.name)
-        for (prompt_at, setup_at), answer in sorted(answers.items()):
-            if answer.audio and store.file(answer.audio).is_file():
-                name = _audio_name(study.prompts[prompt_at], study.setups[setup_at].label)
-                out.write(store.file(answer.audio), name)
+        for name, path in speech.items():
+            out.write(path, name)
         for media in {m.file: m for p in study.prompts for m in p.media}.values():
             if store.file(media.file).is_file():
                 out.write(store.file(media.file), media.file)  # media/<sha256><suffix>
-    return [*written, str(archive)]
+        _add_dataset(out, dataset, dataset_files)
+    dataset_archive = folder / "dataset.zip"
+    with zipfile.ZipFile(dataset_archive, "w", zipfile.ZIP_DEFLATED) as out:
+        _add_dataset(out, dataset, dataset_files)
+    return [*written, str(archive), str(dataset_archive)]
+
+
+def _add_dataset(archive: zipfile.ZipFile, folder: Path, files: list[Path]) -> None:
+    """The dataset folder under its name; Parquet is compressed already (and WAV hardly compresses), so stored."""
+    for path in files:
+        archive.write(path, f"{folder.name}/{path.name}",
+                      zipfile.ZIP_STORED if path.suffix == ".parquet" else zipfile.ZIP_DEFLATED)
 
 
 def _write_csv(path: Path, records: list[dict], columns: list[str]) -> None:
@@ -129,10 +148,17 @@ def _cell(value):
     return value
 
 
-def _audio_name(prompt: StudyPrompt, label: str) -> str:
-    """An answer's speech in the zip: its prompt's row, id and set-up, readable (the vote is long cast)."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{prompt.id[:40]}-{label[:40]}")
-    return f"audio/{prompt.position + 1:04d}-{safe}.wav"
+def _audio_name(prompt: StudyPrompt, setup: StudySetup) -> str:
+    """An answer's speech in the zip: its prompt's row, id and set-up, readable (the vote is long cast). The rows'
+    and set-ups' numbers keep it unique where cut or replaced characters make two ids or labels alike."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{prompt.id[:40]}-{setup.label[:40]}")
+    return f"audio/{prompt.position + 1:04d}-{setup.position + 1}-{safe}.wav"
+
+
+def _dataset_name(study: Study) -> str:
+    """``<study-name>-dataset``, the name readable and safe in any file system (the id if nothing is left)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in study.name[:60]).strip("_") or study.id
+    return f"{safe}-dataset"
 
 
 def _time(seconds: float) -> str:

@@ -109,7 +109,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             create_button = gr.Button(t("Create the study"), variant="primary", elem_id="team-create")
             studies_table = gr.Dataframe(interactive=False, elem_id="team-studies", label=t("Studies"))
             export_button = gr.Button(t("⬇ Export"), elem_id="team-export")
-            exported = gr.File(label=t("Votes and leaderboard (CSV, JSONL), the whole study (zip)"),
+            exported = gr.File(label=t("Votes and leaderboard (CSV, JSONL), the whole study, a Parquet dataset (zip)"),
                                file_count="multiple", interactive=False, elem_id="team-exported")
 
     def opened(name: str, http_request: gr.Request):

@@ -121,11 +121,13 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
         study, board, _history = await call(http_request, teams.leaderboard, study_id)
         return json.dumps(board_record(study, board), ensure_ascii=False)
 
-    async def study_export(study_id: str, http_request: gr.Request = None) -> tuple[File, File, File, File, File]:
+    async def study_export(study_id: str, http_request: gr.Request = None) -> tuple[File, File, File, File, File, File]:
         """Export a study: the vote log and the leaderboard, each as CSV and JSONL (every vote with its prompt, media
         names and SHA-256, both answers, both set-ups' labels and settings, model and backend, rater, choice and
-        comment), and the whole study as a zip (those, every answer, their speech and the prompts' media). Only those
-        who may create studies may export one: it names the set-up behind every answer.
+        comment), the whole study as a zip (those, every answer, their speech, the prompts' media and the dataset),
+        and the dataset alone: a folder that datasets.load_dataset reads (answers with their speech as an audio
+        column, and votes, as Parquet), zipped. Only those who may create studies may export one: it names the
+        set-up behind every answer.
 
         Args:
             study_id: the study's id
@@ -135,6 +137,7 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
             leaderboard_csv: the URL of leaderboard.csv
             leaderboard_jsonl: the URL of leaderboard.jsonl
             study_zip: the URL of study.zip
+            dataset_zip: the URL of dataset.zip
         """
         return tuple(file_out(p) for p in await call(http_request, teams.export, study_id, login_of(http_request)))
 
