@@ -122,6 +122,9 @@ LIVE_PAGE_TEXTS = {
     "socket_closed": ("The connection to the app closed ({reason}). Press ▶ Start talking to talk again.",
                       "与应用的连接已关闭（{reason}）。点击 ▶ 开始对话即可继续。"),
     "server_error": ("The server said: {message}", "服务器提示：{message}"),
+    "audio_paused": ("🔇 The browser paused the sound (another app took it, or the page was in the background). "
+                     "Tap or click anywhere on the page to go on.",
+                     "🔇 浏览器暂停了声音（其他应用占用了它，或页面曾在后台）。点按或点击页面任意位置即可继续。"),
     "failed": ("Something went wrong: {message}", "出错了：{message}"),
 }
 

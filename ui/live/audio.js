@@ -39,6 +39,15 @@ function liveNeedsSecurePage() {
   return !(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
 }
 
+function liveAudioContext(options) {
+  // An AudioContext made and resumed at once. Call it in the click that starts the talk, before anything is
+  // awaited: Safari (iOS too) lets a context run only if it is made or resumed within a user's gesture, and the
+  // first await ends the gesture (the microphone's permission prompt can take seconds).
+  const context = new AudioContext(options);
+  context.resume().catch(() => {}); // a refusal leaves it suspended: LiveClient.audioStateChanged says so
+  return context;
+}
+
 class LiveMic {
   // The microphone with the browser's echo cancellation, noise suppression and gain control on, framed into
   // PCM16 at `rate` by the "live-mic" worklet, `frameMs` a frame; `onFrame(Int16Array)` gets each frame.
@@ -49,8 +58,16 @@ class LiveMic {
     this.onFrame = onFrame;
   }
 
+  open() {
+    // The audio context, made in the user's click (liveAudioContext), before the microphone is asked for. Its
+    // rate is the browser's default, the device's: some browsers can't connect a microphone to a context at
+    // another rate.
+    this.context = this.context || liveAudioContext({ latencyHint: "interactive" });
+  }
+
   async start() {
     if (liveNeedsSecurePage()) throw new LiveError("insecure");
+    this.open();
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
@@ -59,8 +76,6 @@ class LiveMic {
       throw liveMediaError(err, "mic");
     }
     this.startedAt = Date.now() / 1000;
-    // The device's own rate: some browsers can't connect a microphone to a context of another rate.
-    this.context = new AudioContext({ latencyHint: "interactive" });
     await this.context.audioWorklet.addModule(this.workletUrl);
     const source = this.context.createMediaStreamSource(this.stream);
     this.node = new AudioWorkletNode(this.context, "live-mic", {
@@ -79,6 +94,59 @@ class LiveMic {
   }
 }
 
+const LIVE_GESTURES = ["pointerdown", "pointerup", "touchend", "keydown", "click"];
+// The events that give a page the user's activation (HTML's activation-triggering input events, and click).
+const LIVE_RESUME_WAIT_MS = 500; // a paused context that resumes by itself this soon needs no word to the user
+
+class LiveAudioKeeper {
+  // Keeps the talk's audio contexts running. A browser may suspend one: iOS when a call or another app takes the
+  // audio ("interrupted"), Safari when the page was in the background, any browser when the device changes. The
+  // microphone then sends nothing and replies play silently, with no error anywhere. So a paused context is
+  // resumed at once; if the browser wants a user's gesture for that, `onPaused()` tells the user, and the next tap
+  // or key anywhere on the page resumes it; `onRunning()` when all run again.
+  constructor(onPaused, onRunning) {
+    this.onPaused = onPaused;
+    this.onRunning = onRunning;
+    this.contexts = [];
+    this.onGesture = () => this.paused().forEach((context) => context.resume().catch(() => {}));
+  }
+
+  keep(contexts) {
+    this.contexts = contexts.filter(Boolean);
+    for (const context of this.contexts) context.onstatechange = () => this.check();
+    this.check(); // one the browser refused to start waits for a gesture too
+  }
+
+  paused() {
+    return this.contexts.filter((context) => context.state === "suspended" || context.state === "interrupted");
+  }
+
+  check() {
+    const paused = this.paused();
+    if (!paused.length) return this.settle();
+    paused.forEach((context) => context.resume().catch(() => {}));
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (!this.paused().length) return;
+      this.onPaused();
+      LIVE_GESTURES.forEach((type) => document.addEventListener(type, this.onGesture, true));
+    }, LIVE_RESUME_WAIT_MS);
+  }
+
+  settle() {
+    clearTimeout(this.timer);
+    LIVE_GESTURES.forEach((type) => document.removeEventListener(type, this.onGesture, true));
+    this.onRunning();
+  }
+
+  stop() {
+    // The talk stopped (its contexts are closed): nothing to wait for.
+    for (const context of this.contexts) context.onstatechange = null;
+    this.contexts = [];
+    this.settle();
+  }
+}
+
 class LivePlayer {
   // The reply's speech through the "live-player" worklet, in a context at the server's output rate (24 kHz), so
   // the PCM plays as it comes and the browser resamples it for the device. `onReport(message)` gets the
@@ -89,8 +157,13 @@ class LivePlayer {
     this.onReport = onReport;
   }
 
+  open() {
+    // In the user's click, as the microphone's (LiveMic.open).
+    this.context = this.context || liveAudioContext({ sampleRate: this.rate, latencyHint: "interactive" });
+  }
+
   async start() {
-    this.context = new AudioContext({ sampleRate: this.rate, latencyHint: "interactive" });
+    this.open();
     await this.context.audioWorklet.addModule(this.workletUrl);
     this.node = new AudioWorkletNode(this.context, "live-player", { numberOfInputs: 0, outputChannelCount: [1] });
     this.node.port.onmessage = (event) => this.onReport(event.data);

@@ -31,6 +31,9 @@ class LiveClient {
     this.byItem = new Map();
     // What tests and benchmarks/live_latency.py read (window.qwenLive.stats); the page itself doesn't need it.
     this.stats = { session: null, responses: [], turns: [], truncates: [], errors: [], framesSent: 0, images: 0 };
+    this.audio = new LiveAudioKeeper(() => this.view.showError(new LiveError("audio_paused")), () => {
+      if (this.view.error && this.view.error.key === "audio_paused") this.view.clearError();
+    });
     this.view.start.addEventListener("click", () => (this.running ? this.stop() : this.start()));
     this.view.fresh.addEventListener("click", () => this.newConversation());
     this.view.camera.addEventListener("change", () => this.toggleCamera(this.view.camera.checked));
@@ -61,7 +64,10 @@ class LiveClient {
     const mic = (this.mic = new LiveMic(this.worklets, this.inputRate, this.frameMs, (f) => this.sendAudio(f)));
     const player = (this.player = this.settings.speaks ?
       new LivePlayer(this.worklets, this.outputRate, (m) => this.heard(m)) : null);
-    // The player's context is made first, inside the click: browsers let audio start from a user's gesture.
+    // Both audio contexts are made now, inside the click, before the first await: browsers let audio start only
+    // from a user's gesture, and Safari's gesture ends at the first await (audio.js liveAudioContext).
+    mic.open();
+    if (player) player.open();
     const results = await Promise.allSettled([player && player.start(), mic.start(), this.connect()]);
     if (this.mic !== mic) { // Stop was pressed meanwhile: what started since goes too
       mic.stop();
@@ -76,6 +82,7 @@ class LiveClient {
     }
     this.stats.micStartedAt = this.mic.startedAt;
     this.stats.outputRate = this.player ? this.player.context.sampleRate : null;
+    this.audio.keep([mic.context, player && player.context]);
     this.connecting = false;
     if (this.view.camera.checked && !this.camera) this.toggleCamera(true);
     this.render();
@@ -86,11 +93,19 @@ class LiveClient {
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close(); // the server cancels a reply in progress, and the engine's work with it
+    this.audio.stop();
     for (const device of [this.mic, this.player]) if (device) device.stop();
     this.mic = this.player = null;
     for (const r of this.responses.values()) r.sounding = false;
     this.toggleCamera(false);
     this.render();
+  }
+
+  dispose() {
+    // This client's page is replaced (qwenLive): it lets go of its devices, socket and listeners on the document.
+    clearTimeout(this.configTimer);
+    this.stop();
+    this.view.dispose();
   }
 
   async newConversation() {
@@ -371,7 +386,7 @@ class LiveClient {
 }
 
 function qwenLive(element, props) {
-  // One client per page: a re-mounted tab replaces the old one (its devices and socket are let go).
-  if (window.qwenLive) window.qwenLive.stop();
+  // One client per page: a re-mounted tab replaces the old one (its devices, socket and observer are let go).
+  if (window.qwenLive) window.qwenLive.dispose();
   window.qwenLive = new LiveClient(element, props);
 }

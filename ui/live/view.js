@@ -16,9 +16,16 @@ class LiveView {
     this.bubbles = new Map();
     this.error = null;
     this.shown = { running: false, phase: "idle" };
-    // Gradio's language picker sets <html lang>: follow it.
-    new MutationObserver(() => this.show(this.shown)).observe(document.documentElement, { attributes: true,
-      attributeFilter: ["lang"] });
+    // Gradio's language picker sets <html lang>: follow it. The observer is the document's, so it would keep this
+    // view (and its client) alive after the page is replaced: dispose() lets go of it.
+    this.langObserver = new MutationObserver(() => this.show(this.shown));
+    this.langObserver.observe(document.documentElement, { attributes: true, attributeFilter: ["lang"] });
+  }
+
+  dispose() {
+    this.langObserver.disconnect();
+    clearTimeout(this.errorTimer);
+    cancelAnimationFrame(this.scrolling);
   }
 
   text(key, detail = {}) {
