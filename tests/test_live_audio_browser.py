@@ -32,7 +32,8 @@ NEEDS_A_GESTURE = """() => {
   // From now on the contexts resume only in a click, as Safari's do; then the browser pauses the player.
   for (const context of [window.qwenLive.mic.context, window.qwenLive.player.context]) {
     const resume = context.resume.bind(context);
-    context.resume = () => window.clicking ? resume() : Promise.reject(new DOMException("no gesture", "NotAllowedError"));
+    const refused = () => Promise.reject(new DOMException("no gesture", "NotAllowedError"));
+    context.resume = () => (window.clicking ? resume() : refused());
   }
   return window.qwenLive.player.context.suspend();
 }"""
