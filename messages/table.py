@@ -294,7 +294,17 @@ TABLE: dict[str, tuple[str, str]] = {
                              "up to {known}): update the app, or give it another --data-dir.",
                              "{file} 由更新版本的应用写入（结构版本 {version}；本应用最高支持 {known}）：请更新应用，"
                              "或换一个 --data-dir。"),
-    "studies.no_study": ("No study {id}.", "没有研究 {id}。"),
+    "studies.no_study": ("No study {id}: it was deleted, or the id is wrong. Pick a study from the list.",
+                         "没有研究 {id}：它已被删除，或编号有误。请从列表中选择一个研究。"),
+    "studies.closed": ("Study {name} is closed: it takes no more votes (its leaderboard stays). Pick another study, or "
+                       "ask its creator to reopen it.",
+                       "研究 {name} 已关闭：不再接受投票（排行榜仍保留）。请选择其他研究，或请研究的创建者重新开放。"),
+    "studies.closed_before_vote": ("Study {name} was closed before your vote: it was not counted. If the study is "
+                                   "reopened, this pair comes back to you.",
+                                   "研究 {name} 在你投票前已关闭：这一票没有计入。如果研究重新开放，这组对比会再次交给你。"),
+    "studies.media_gone": ("The files {files} were removed while the study was created (a study using them was "
+                           "deleted): create it again.",
+                           "创建研究时文件 {files} 被移除了（使用它们的一个研究被删除）：请重新创建。"),
     "studies.no_engine": ("Set-up {setup} answers with the engine '{engine}', which this server lacks: its answers "
                           "wait (start the app with that engine, e.g. --compare-api-base).",
                           "配置 {setup} 使用引擎“{engine}”回答，而此服务器没有该引擎：其回答将等待"
@@ -319,6 +329,12 @@ TABLE: dict[str, tuple[str, str]] = {
                       "are.",
                       "本应用不允许任何人创建或导出研究：其他人可以访问它，而它没有指定管理员。请用 --auth 和 --admin USER "
                       "启动，让该登录名可以这样做；你可以为已有的研究评分。"),
+    "team.manage_not_admin": ("Only those who may create studies close, reopen or delete them and see every rater's "
+                              "progress.",
+                              "只有可以创建研究的人才能关闭、重新开放或删除研究，以及查看每位评分人的进度。"),
+    "team.delete_confirm": ("To delete study {name}, type its name exactly in the box first: its answers, votes and "
+                            "files are removed for good.",
+                            "要删除研究 {name}，请先在输入框中准确输入它的名称：它的回答、投票和文件将被永久删除。"),
     "team.export_not_admin": ("Only those who may create studies export them: an export names the set-up behind "
                               "every answer, which would unblind the pairs still to rate.",
                               "只有可以创建研究的人才能导出：导出文件写明每个回答出自哪种配置，会让尚未评分的对比不再是盲评。"),

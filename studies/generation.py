@@ -14,6 +14,10 @@ reached) is not kept: it is tried again after ``RETRY_AFTER_S``, its set-up's ot
 after the last attempt it waits until the app restarts; ``Generator.waiting`` says which set-up fails and why. As in
 the Evaluate tab, an answer keeps its error when the text is whole (stage "speech": speaking it failed) or when the
 engine refused the request itself (stage "input": the same prompt would be refused again).
+
+A closed study gets no new answer (``missing_answers`` leaves it out; the one under way is kept, for a reopening).
+A deleted study's answer under way is dropped (``drop``: its engine request closed at the next event), and one that
+comes back while the study is deleted is not kept: the store refuses it, and its speech file is removed.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from backends.base import Backend
 from backends.events import AudioChunk, Done, Error, Metrics, TextDelta
 from backends.request import ChatRequest
 from messages import Message, joined
-from studies.records import StudyAnswer, StudyPrompt, StudySetup
+from studies.records import StudyAnswer, StudyError, StudyPrompt, StudySetup
 from studies.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,8 @@ class Generator:
         self._no_engine: dict[tuple[str, int], Message] = {}
         """(study, set-up) → why its answers can't be made on this server (an engine it lacks), until woken."""
         self._failures: dict[tuple[str, int, int], _Failure] = {}
+        self._dropped: set[str] = set()
+        """Studies deleted: an answer under way for one stops (set from any thread: a set's add is one step)."""
         self._task: asyncio.Task | None = None
         self._resting = False
         self._more: asyncio.Event | None = None
@@ -117,9 +123,13 @@ class Generator:
         any thread: the task changes what it reads, so it reads copies, each taken in one step.)"""
         now, why = time.monotonic(), {}
         for (study_id, _setup), message in list(self._no_engine.items()):
+            if study_id in self._dropped:
+                continue
             why.setdefault(study_id, []).append(message)
         by_setup: dict[tuple[str, int], list[_Failure]] = {}
         for (study_id, _prompt, setup), failure in list(self._failures.items()):
+            if study_id in self._dropped:
+                continue
             by_setup.setdefault((study_id, setup), []).append(failure)
         for (study_id, _setup), failures in by_setup.items():
             last = failures[-1]
@@ -140,6 +150,10 @@ class Generator:
             self._more = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._work(), name="study-answers")
         self._more.set()
+
+    def drop(self, study_id: str) -> None:
+        """The study is deleted: stop its answer under way, forget its failures. (Any thread may call it.)"""
+        self._dropped.add(study_id)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -168,6 +182,10 @@ class Generator:
     async def _next(self) -> None:
         """Make the next answer due, or wait until one is (woken, or a failed answer's next attempt)."""
         now = time.monotonic()
+        for job in [job for job in self._failures if job[0] in self._dropped]:
+            del self._failures[job]  # a deleted study's failed answer is never tried again
+        for key in [key for key in self._no_engine if key[0] in self._dropped]:
+            del self._no_engine[key]
         held = self._held_back(now)
         missing = await asyncio.to_thread(self.store.missing_answers)  # the store's calls never block the loop
         jobs = [job for job in missing if (job[0], job[2]) not in held and self._due(job, now)]
@@ -207,8 +225,11 @@ class Generator:
 
     async def answer(self, study_id: str, prompt: int, setup: int) -> StudyAnswer | None:
         """Make and keep one answer; None when this server lacks the set-up's engine or the engine failed
-        (``waiting`` says so)."""
-        study = await asyncio.to_thread(self.store.study, study_id)
+        (``waiting`` says so), or when the study is deleted meanwhile."""
+        try:
+            study = await asyncio.to_thread(self.store.study, study_id)
+        except StudyError:  # deleted since missing_answers listed it
+            return None
         the_setup, the_prompt = study.setups[setup], study.prompts[prompt]
         engine = str(the_setup.settings.get("engine", "app"))
         backend = self.engines.get(engine)
@@ -225,6 +246,8 @@ class Generator:
             stream = backend.stream(self.request_for(the_setup, the_prompt, paths, backend))
             try:
                 async for event in stream:
+                    if study_id in self._dropped:
+                        break  # deleted: the engine's time goes to what is still wanted
                     reply.handle(event)
             finally:
                 await stream.aclose()
@@ -234,11 +257,17 @@ class Generator:
             log.exception("answering %s prompt %s set-up %s failed", study_id, prompt, setup)
             reply.errors.append(Error(Message("engine.generation_failed", {"cause": str(err)})))
             reply.finish_reason = "error"
+        if study_id in self._dropped:
+            log.info("study %s was deleted: its answer under way is dropped", study_id)
+            return None
         if (cause := reply.engine_failed) is not None:
             self._failed((study_id, prompt, setup), the_setup.label, cause)
             return None
         try:
             answer = await asyncio.to_thread(self._keep, study_id, prompt, setup, reply)
+        except StudyError:  # deleted while the answer was made: nothing to keep it for, nothing to try again
+            log.info("study %s was deleted: its answer to prompt %s by set-up %s is not kept", study_id, prompt, setup)
+            return None
         except Exception as err:  # not kept (the disk, the database): made again later, as an engine's failure
             log.exception("study %s: keeping prompt %s's answer by set-up %s failed", study_id, prompt, setup)
             self._failed((study_id, prompt, setup), the_setup.label, Message("studies.not_kept", {"cause": str(err)}))
@@ -259,7 +288,12 @@ class Generator:
         answer = StudyAnswer(prompt, setup, reply.text, audio, sha,
                              error=str(joined(e.msg for e in reply.errors)) if reply.errors else "",
                              finish_reason=reply.finish_reason, **timings(reply.metrics))
-        self.store.save_answer(study_id, answer)
+        try:
+            self.store.save_answer(study_id, answer)
+        except BaseException:  # not kept (the study deleted meanwhile, the database): its speech goes too
+            if audio:
+                self.store.file(audio).unlink(missing_ok=True)
+            raise
         return answer
 
 

@@ -1,13 +1,25 @@
-"""What a study holds, as the store reads it back: plain frozen values, no database handles."""
+"""What a study holds, as the store reads it back: plain frozen values, no database handles; and the one refusal
+that the store and the rules above it raise."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from messages import Message
+
 Choice = Literal["A", "B", "tie", "both_bad"]
 CHOICES: tuple[Choice, ...] = ("A", "B", "tie", "both_bad")
 """A: the answer shown first (left) is better; B: the second; tie: as good; both_bad: neither is acceptable."""
+
+
+class StudyError(ValueError):
+    """A request about a study that is refused, by the store (an unknown study or pair, a bad choice…) or by the
+    rules above it (``ui.evaluate.team``: who may create, the set-ups); ``msg`` says why to the user."""
+
+    def __init__(self, msg: Message):
+        super().__init__(str(msg))
+        self.msg = msg
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,12 @@ class Study:
     app_version: str
     setups: tuple[StudySetup, ...]
     prompts: tuple[StudyPrompt, ...]
+    closed_at: float | None = None
+    """When its creator closed it (``time.time()``): no more pairs or votes until it is reopened; None while open."""
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -118,3 +136,15 @@ class Vote:
         if self.winner is None:
             return low, high, self.choice
         return low, high, "low" if self.winner == low else "high"
+
+
+@dataclass(frozen=True)
+class RaterProgress:
+    """One rater's place in a study, for its creators: votes given, pairs still to judge among those ready now
+    (every pair of the prompts every set-up has answered), and when they last voted."""
+
+    rater: str
+    votes: int
+    left: int
+    last_vote_at: float | None
+    """``time.time()`` of their last vote; None for a rater shown a pair who hasn't voted yet."""

@@ -4,7 +4,8 @@ The database runs in WAL mode (readers never wait for a writer) and every change
 transaction on its own connection, so raters voting at the same moment from many threads (or several app
 processes on one folder) queue for a few milliseconds and never lose or double a vote: a vote is keyed by the pair
 it answers, and a pair by its rater, prompt and two set-ups. ``schema_version`` says which layout the file has; a
-newer app migrates an older file on open, an older app refuses a newer file rather than misread it.
+newer app migrates an older file on open, an older app refuses a newer file rather than misread it. What a study's
+creators do once it runs (close, reopen, delete, every rater's progress) is ``studies.admin``'s part of the store.
 
 Files sit beside the database: a prompt's media under ``media/<sha256><suffix>`` (kept, since uploads are deleted
 after a day), spoken answers under ``audio/<random>.wav`` (a name that says nothing about the set-up).
@@ -26,9 +27,10 @@ from typing import Iterator, Sequence
 
 from messages import Message
 from studies import schedule
-from studies.records import CHOICES, MediaFile, Pair, Study, StudyAnswer, StudyPrompt, StudySetup, Vote
+from studies.admin import StudyAdmin, ready_prompts
+from studies.records import CHOICES, MediaFile, Pair, Study, StudyAnswer, StudyError, StudyPrompt, StudySetup, Vote
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATABASE = "studies.sqlite3"
 FRESH_S = 600.0
 """A pair shown and not voted on counts towards its cell this long (a rater who left doesn't hold it forever)."""
@@ -55,20 +57,15 @@ CREATE TABLE votes (seq INTEGER PRIMARY KEY AUTOINCREMENT, pair_id TEXT NOT NULL
                     voted_at REAL NOT NULL);
 CREATE INDEX pairs_by_rater ON pairs (study_id, rater);
 """
-MIGRATIONS = {1: _V1}
+_V2 = """
+ALTER TABLE studies ADD COLUMN closed_at REAL;
+"""
+"""A study can be closed (studies.admin): when, or NULL while it is open."""
+MIGRATIONS = {1: _V1, 2: _V2}
 """version → the SQL that brings the version before it to this one."""
 
 
-class StudyError(ValueError):
-    """A request about a study that is refused, by the store (an unknown study or pair, a bad choice…) or by the
-    rules above it (``ui.evaluate.team``: who may create, the set-ups); ``msg`` says why to the user."""
-
-    def __init__(self, msg: Message):
-        super().__init__(str(msg))
-        self.msg = msg
-
-
-class StudyStore:
+class StudyStore(StudyAdmin):
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         (self.folder / "media").mkdir(parents=True, exist_ok=True)
@@ -135,7 +132,11 @@ class StudyStore:
         """A new study of ``setups`` ((label, settings) each) over ``prompts`` (their media kept already)."""
         study_id = f"s-{secrets.token_hex(4)}"
         with self._connect(write=True) as db:
-            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?, ?)",
+            # The media were kept before this lock was taken: a study deleted meanwhile may have removed one it
+            # alone used (studies.admin removes them under this lock, so what is here now stays).
+            if gone := sorted({m.name for p in prompts for m in p.media if not (self.folder / m.file).is_file()}):
+                raise StudyError(Message("studies.media_gone", {"files": ", ".join(gone)}))
+            db.execute("INSERT INTO studies (id, name, created_at, created_by, app_version) VALUES (?, ?, ?, ?, ?)",
                        (study_id, name, time.time(), created_by, app_version))
             db.executemany("INSERT INTO setups (study_id, position, label, settings) VALUES (?, ?, ?, ?)",
                            [(study_id, k, label, json.dumps(settings)) for k, (label, settings) in enumerate(setups)])
@@ -145,10 +146,23 @@ class StudyStore:
         return self.study(study_id)
 
     def studies(self) -> list[Study]:
-        """Every study, newest first."""
+        """Every study, newest first (one deleted while they are read is left out)."""
         with self._connect() as db:
             ids = [row[0] for row in db.execute("SELECT id FROM studies ORDER BY created_at DESC, id")]
-        return [self.study(study_id) for study_id in ids]
+        found = []
+        for study_id in ids:
+            try:
+                found.append(self.study(study_id))
+            except StudyError:
+                continue
+        return found
+
+    def catalog(self) -> list[tuple[str, str, bool]]:
+        """(id, name, closed) of every study, newest first, in one query: what open pages look at every few seconds
+        to keep their list of studies current."""
+        with self._connect() as db:
+            return [(row[0], row[1], row[2] is not None) for row in db.execute(
+                "SELECT id, name, closed_at FROM studies ORDER BY created_at DESC, id")]
 
     def study(self, study_id: str) -> Study:
         with self._connect() as db:
@@ -164,7 +178,7 @@ class StudyStore:
                             for r in db.execute("SELECT * FROM prompts WHERE study_id = ? ORDER BY position",
                                                 (study_id,)))
         return Study(row["id"], row["name"], row["created_at"], row["created_by"], row["app_version"], setups,
-                     prompts)
+                     prompts, row["closed_at"])
 
     def set_engine(self, study_id: str, setup: int, engine: dict) -> None:
         """What model and backend answer for ``setup`` (known once its first answer is made)."""
@@ -174,17 +188,20 @@ class StudyStore:
 
     def missing_answers(self) -> list[tuple[str, int, int]]:
         """(study, prompt, set-up) of every answer still to make, oldest study first, prompt by prompt (so a
-        study's first prompts can be rated while the rest are answered)."""
+        study's first prompts can be rated while the rest are answered); none of a closed study."""
         with self._connect() as db:
             return [tuple(row) for row in db.execute(
                 "SELECT p.study_id, p.position, s.position FROM prompts p JOIN setups s ON s.study_id = p.study_id "
-                "JOIN studies st ON st.id = p.study_id WHERE p.problem = '' AND NOT EXISTS (SELECT 1 FROM answers a "
-                "WHERE a.study_id = p.study_id AND a.prompt = p.position AND a.setup = s.position) "
+                "JOIN studies st ON st.id = p.study_id WHERE p.problem = '' AND st.closed_at IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM answers a WHERE a.study_id = p.study_id AND a.prompt = p.position "
+                "AND a.setup = s.position) "
                 "ORDER BY st.created_at, st.id, p.position, s.position")]
 
     def save_answer(self, study_id: str, answer: StudyAnswer) -> None:
-        """Keep ``answer``; an answer is made once (a second one for the same prompt and set-up is ignored)."""
+        """Keep ``answer``; an answer is made once (a second one for the same prompt and set-up is ignored).
+        ``StudyError`` when the study was deleted while the answer was made: nothing of it is kept."""
         with self._connect(write=True) as db:
+            _check_study(db, study_id)
             db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (study_id, answer.prompt, answer.setup, answer.text, answer.audio, answer.audio_sha256,
                         answer.error, answer.finish_reason, answer.first_token_s, answer.first_audio_s,
@@ -207,9 +224,11 @@ class StudyStore:
         rng = rng or random.SystemRandom()  # sides no one can predict
         study = self.study(study_id)
         with self._connect(write=True) as db:
+            if _check_study(db, study_id)["closed_at"] is not None:  # closed now, maybe after ``study`` was read
+                raise StudyError(Message("studies.closed", {"name": study.name}))
             if (open_pair := self._open_pair(db, study_id, rater)) is not None:
                 return open_pair
-            ready = _ready_prompts(db, study_id, len(study.setups))
+            ready = ready_prompts(db, study_id, len(study.setups))
             counts = {(r[0], r[1], r[2]): r[3] for r in db.execute(
                 "SELECT p.prompt, p.low, p.high, COUNT(*) FROM pairs p LEFT JOIN votes v ON v.pair_id = p.id "
                 "WHERE p.study_id = ? AND (v.seq IS NOT NULL OR p.shown_at > ?) GROUP BY p.prompt, p.low, p.high",
@@ -251,6 +270,10 @@ class StudyStore:
             if row is None or row["rater"] != rater:  # someone else's pair is as unknown as no pair
                 raise StudyError(Message("studies.no_pair", {"id": pair_id}))
             existed = db.execute("SELECT 1 FROM votes WHERE pair_id = ?", (pair_id,)).fetchone() is not None
+            if not existed and (study := _check_study(db, row["study_id"]))["closed_at"] is not None:
+                # Closed while the pair was shown: refused, so a closed study's board and exports are final. The
+                # pair stays the rater's, and comes back to be voted on if the study is reopened.
+                raise StudyError(Message("studies.closed_before_vote", {"name": study["name"]}))
             if not existed:
                 db.execute("INSERT INTO votes (pair_id, choice, comment, voted_at) VALUES (?, ?, ?, ?)",
                            (pair_id, choice, comment or "", time.time()))
@@ -267,14 +290,16 @@ class StudyStore:
         rater = check_rater(rater)
         study = self.study(study_id)
         with self._connect() as db:
-            ready = _ready_prompts(db, study_id, len(study.setups))
+            ready = ready_prompts(db, study_id, len(study.setups))
             voted = db.execute("SELECT COUNT(*) FROM pairs p JOIN votes v ON v.pair_id = p.id WHERE p.study_id = ? "
                                "AND p.rater = ?", (study_id, rater)).fetchone()[0]
         return voted, len(ready) * len(study.pairs)
 
     def counts(self, study_id: str) -> tuple[int, int, int]:
-        """(answers made, votes, raters who voted), counted in the database (a list of studies asks often)."""
+        """(answers made, votes, raters who voted), counted in the database (a list of studies asks often);
+        ``StudyError`` for a study that is no more (the app's cached boards must not outlive it)."""
         with self._connect() as db:
+            _check_study(db, study_id)
             answers = db.execute("SELECT COUNT(*) FROM answers WHERE study_id = ?", (study_id,)).fetchone()[0]
             votes, raters = db.execute("SELECT COUNT(*), COUNT(DISTINCT p.rater) FROM votes v JOIN pairs p ON "
                                        "p.id = v.pair_id WHERE p.study_id = ?", (study_id,)).fetchone()
@@ -309,11 +334,12 @@ def check_rater(name: str) -> str:
     return name
 
 
-def _ready_prompts(db: sqlite3.Connection, study_id: str, setups: int) -> list[int]:
-    """The prompts every set-up has answered."""
-    return [row[0] for row in db.execute(
-        "SELECT prompt FROM answers WHERE study_id = ? GROUP BY prompt HAVING COUNT(*) = ? ORDER BY prompt",
-        (study_id, setups))]
+def _check_study(db: sqlite3.Connection, study_id: str) -> sqlite3.Row:
+    """The study's row; ``StudyError`` when there is none (deleted, or never made)."""
+    row = db.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+    if row is None:
+        raise StudyError(Message("studies.no_study", {"id": study_id}))
+    return row
 
 
 def _pair(row: sqlite3.Row, voted: bool) -> Pair:

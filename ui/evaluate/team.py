@@ -1,6 +1,7 @@
 """Team studies as the page and the API use them: create a study, show a rater their next pair (blind), take
-their vote and reveal it, the leaderboard. The data lives in ``studies`` (SQLite in the data folder); this module
-adds who may do what, the Evaluate tab's sheet and set-ups, and files the page can serve.
+their vote and reveal it, the leaderboard; for its creators, close, reopen or delete it, and every rater's progress.
+The data lives in ``studies`` (SQLite in the data folder); this module adds who may do what, the Evaluate tab's
+sheet and set-ups, and files the page can serve.
 
 Blindness: a pair reaches the page as its prompt, two answers called A and B, and their speech copied to files
 named ``answer-a.wav`` and ``answer-b.wav`` in a folder named by the pair's random id; the set-ups' labels and
@@ -16,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 from backends.base import Backend
 from backends.request import ChatRequest
 from messages import Message
-from studies import CHOICES, Pair, Study, StudyError, StudyPrompt, StudySetup, StudyStore
+from studies import CHOICES, Pair, RaterProgress, Study, StudyError, StudyPrompt, StudySetup, StudyStore
 from studies.generation import Generator
 from studies.ranking import Leaderboard, leaderboard, score_history
 from studies.store import check_rater, copy_whole
@@ -185,16 +187,51 @@ class TeamStudies:
         return checked
 
     def summaries(self) -> list[dict]:
-        """Every study, newest first: its id, name, set-ups, prompts, answers made and votes."""
+        """Every study, newest first: its id, name, set-ups, prompts, answers made and votes, whether it is closed."""
         out, waiting = [], self.generator.waiting
         for study in self.store.studies():
             answerable = sum(1 for p in study.prompts if not p.problem) * len(study.setups)
-            answers, votes, raters = self.store.counts(study.id)
+            try:
+                answers, votes, raters = self.store.counts(study.id)
+            except StudyError:  # deleted while the list was read
+                continue
             out.append({"study_id": study.id, "name": study.name, "setups": [s.label for s in study.setups],
                         "prompts": len(study.prompts), "answers": answers, "answers_total": answerable,
                         "votes": votes, "raters": raters,
-                        "waiting": str(waiting[study.id]) if study.id in waiting else ""})
+                        "waiting": str(waiting[study.id]) if study.id in waiting else "",
+                        "closed": study.closed, "closed_at": None if study.closed_at is None else utc(study.closed_at)})
         return out
+
+    # Managing a study (its creators: those who may create studies)
+
+    def close_study(self, study_id: str, login: str | None, closed: bool = True) -> Study:
+        """Close the study (raters get no more pairs, a vote on a pair shown before is refused; the leaderboard and
+        exports stay) or reopen it (``closed`` False: ``wake`` the generator for the answers it still lacks)."""
+        self._check_creator(login, "team.manage_not_admin")
+        return self.store.close_study(study_id, closed)
+
+    def delete_study(self, study_id: str, confirm_name: str, login: str | None) -> Study:
+        """Remove the study for good: its rows, its files, the copies of its pairs and its export here; its answer
+        under way is dropped. ``confirm_name`` must be the study's name (the page's and the API's safety catch)."""
+        self._check_creator(login, "team.manage_not_admin")
+        study = self.store.study(study_id)
+        if " ".join(str(confirm_name or "").split()) != study.name:
+            raise StudyError(Message("team.delete_confirm", {"name": study.name}))
+        self.generator.drop(study_id)
+        for pair_id in self.store.delete_study(study_id):
+            shutil.rmtree(self._pair_folder(pair_id, make=False), ignore_errors=True)
+        shutil.rmtree(Path(self._exports_folder) / study_id, ignore_errors=True)
+        self._boards.pop(study_id, None)
+        with self._locks_lock:
+            self._board_locks.pop(study_id, None)
+        return study
+
+    def rater_progress(self, study_id: str, login: str | None) -> tuple[Study, int, list[RaterProgress]]:
+        """(the study, the pairs ready for each rater, every rater's progress), for its creators only: it names who
+        rates and how much."""
+        self._check_creator(login, "team.manage_not_admin")
+        ready, raters = self.store.rater_progress(study_id)
+        return self.store.study(study_id), ready, raters
 
     # Rating
 
@@ -207,6 +244,13 @@ class TeamStudies:
         return self._shown(pair)
 
     def _shown(self, pair: Pair) -> Shown:
+        try:
+            return self._copied(pair)
+        except (KeyError, FileNotFoundError):  # its study deleted while the pair was read: StudyError says so
+            self.store.study(pair.study_id)
+            raise
+
+    def _copied(self, pair: Pair) -> Shown:
         study = self.store.study(pair.study_id)
         answers = self.store.answers(pair.study_id)
         prompt = study.prompts[pair.prompt]
@@ -293,6 +337,17 @@ class TeamStudies:
         await self.generator.close()
 
 
+def progress_record(study: Study, ready: int, raters: list[RaterProgress]) -> dict:
+    """Every rater's progress as JSON (``study_progress``), times in UTC."""
+    return {"study_id": study.id, "name": study.name, "closed": study.closed, "pairs_ready": ready,
+            "raters": [{"rater": r.rater, "votes": r.votes, "left": r.left,
+                        "last_vote_at": None if r.last_vote_at is None else utc(r.last_vote_at)} for r in raters]}
+
+
+def utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def board_record(study: Study, board: Leaderboard) -> dict:
     """The leaderboard as JSON: standings best first, the win-rate matrix by label, agreement."""
     labels = [s.label for s in study.setups]
@@ -319,4 +374,5 @@ async def in_thread(function, *args) -> Any:
     return await asyncio.get_running_loop().run_in_executor(STORE_THREADS, functools.partial(function, *args))
 
 
-__all__ = ["CHOICES", "CHOICE_LABELS", "Creators", "Revealed", "Shown", "TeamStudies", "board_record", "in_thread"]
+__all__ = ["CHOICES", "CHOICE_LABELS", "Creators", "Revealed", "Shown", "TeamStudies", "board_record", "in_thread",
+           "progress_record", "utc"]
