@@ -335,6 +335,20 @@ TABLE: dict[str, tuple[str, str]] = {
     "team.delete_confirm": ("To delete study {name}, type its name exactly in the box first: its answers, votes and "
                             "files are removed for good.",
                             "要删除研究 {name}，请先在输入框中准确输入它的名称：它的回答、投票和文件将被永久删除。"),
+    "team.closed": ("Study {name} is closed: raters get no more pairs, and its leaderboard and exports stay as they "
+                    "are. Reopen it to go on.",
+                    "研究 {name} 已关闭：评分人不会再收到对比，排行榜和导出保持不变。重新开放即可继续。"),
+    "team.reopened": ("Study {name} is open again: raters go on where they were.",
+                      "研究 {name} 已重新开放：评分人从原来的位置继续。"),
+    "team.deleted": ("Study {name} ({id}) is deleted, with its answers, votes and files.",
+                     "研究 {name}（{id}）已删除，包括它的回答、投票和文件。"),
+    "team.study_gone": ("This study was deleted: your vote was not kept. Pick another study.",
+                        "这个研究已被删除：你的投票没有保存。请选择其他研究。"),
+    "team.manage_status": ("**{name}** ({id}): {state}. {votes} votes from {raters} raters; {ready} pairs ready for "
+                           "each rater.", "**{name}**（{id}）：{state}。{raters} 位评分人共 {votes} 票；"
+                           "每位评分人有 {ready} 组对比已就绪。"),
+    "team.state.open": ("open", "开放中"),
+    "team.state.closed": ("closed since {when}", "自 {when} 起已关闭"),
     "team.export_not_admin": ("Only those who may create studies export them: an export names the set-up behind "
                               "every answer, which would unblind the pairs still to rate.",
                               "只有可以创建研究的人才能导出：导出文件写明每个回答出自哪种配置，会让尚未评分的对比不再是盲评。"),

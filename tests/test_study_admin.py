@@ -1,9 +1,11 @@
 """A study's creators manage it (issue 34): close it and reopen it, delete it with its rows and files while the
-generator and raters are busy with it, read every rater's progress; the store's schema 1 migrated."""
+generator and raters are busy with it, read every rater's progress; the store's schema 1 migrated; and the API's
+endpoints for it, refused to those who may not create studies."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file
 
 from backends.base import Backend
 from backends.events import AudioChunk, Done, TextDelta
@@ -19,7 +22,10 @@ from studies import StudyAnswer, StudyError, StudyPrompt, StudyStore
 from studies.generation import Generator
 from studies.store import MIGRATIONS, SCHEMA_VERSION
 from tests.test_studies import SETUPS, Flaky, answered_study, short_request, until
+from tests.test_team_study import FakeRequest
+from ui import build_demo, queue_settings
 from ui.evaluate.team import Creators, TeamStudies
+from ui.i18n import I18N
 
 TABLES = ("studies", "setups", "prompts", "answers", "pairs")
 
@@ -341,3 +347,130 @@ def test_a_database_of_schema_1_opens_migrated_with_every_study_open(tmp_path):
     ready, (ana,) = store.rater_progress("s-old")
     assert (ready, ana.rater, ana.votes, ana.left, ana.last_vote_at) == (1, "ana", 1, 0, 3.0)
     assert store.close_study("s-old").closed and StudyStore(tmp_path).study("s-old").closed  # opened again: as is
+
+
+# The API: creators only, in the caller's language
+
+
+def launch_with_logins(backend: Backend, data_dir: Path):
+    demo = build_demo(backend, data_dir=str(data_dir), creators=Creators(logins=("lead",)))
+    demo.queue(**queue_settings(backend.info)).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                                                      show_error=True, i18n=I18N,
+                                                      auth=[("lead", "lead-pw"), ("bob", "bob-pw"), ("kim", "kim-pw")])
+    return demo
+
+
+@pytest.fixture(scope="module")
+def app(instruct_backend, tmp_path_factory):
+    demo = launch_with_logins(instruct_backend, tmp_path_factory.mktemp("data"))
+    sheet = tmp_path_factory.mktemp("sheet") / "two.csv"
+    sheet.write_text("id,prompt,media\nhello,Say hello.,\ncount,Count to three.,\n", encoding="utf-8")
+    lead = Client(demo.local_url, auth=("lead", "lead-pw"), verbose=False)
+    setups = [{"label": "Warm", "temperature": 0.7, "seed": 1, "max_new_tokens": 4, "speech": False},
+              {"label": "Cold", "temperature": 0.0, "max_new_tokens": 4, "speech": False}]
+    made = {}
+    for name in ("Admin study", "Doomed study"):
+        made[name], _ = lead.predict([handle_file(str(sheet))], json.dumps(setups), name, api_name="/mcp_study_create")
+    deadline = time.monotonic() + 120
+    while sum(s["answers"] for s in json.loads(lead.predict(api_name="/mcp_study_list"))) < 8:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    yield {"demo": demo, "url": demo.local_url, "lead": lead, **made}
+    demo.close()
+
+
+def as_user(app, name: str, **kwargs) -> Client:
+    return Client(app["url"], auth=(name, f"{name}-pw"), verbose=False, **kwargs)
+
+
+def pair_for(client: Client, study_id: str) -> dict:
+    return json.loads(client.predict(study_id, "", api_name="/mcp_study_next_pair")[0])
+
+
+def test_only_those_who_may_create_studies_manage_them_through_the_api(app):
+    bob = as_user(app, "bob")
+    study = app["Admin study"]
+    for api_name, args in (("/mcp_study_progress", (study,)), ("/mcp_study_close", (study,)),
+                           ("/mcp_study_reopen", (study,)), ("/mcp_study_delete", (study, "Admin study"))):
+        with pytest.raises(Exception, match="Only those who may create studies close, reopen or delete them"):
+            bob.predict(*args, api_name=api_name)
+    with pytest.raises(Exception, match="只有可以创建研究的人才能关闭"):
+        as_user(app, "bob", headers={"Accept-Language": "zh-CN"}).predict(study, api_name="/mcp_study_progress")
+    assert len(json.loads(bob.predict(api_name="/mcp_study_list"))) == 2  # nothing was closed or deleted
+    assert not any(s["closed"] for s in json.loads(bob.predict(api_name="/mcp_study_list")))
+
+
+def test_a_creator_closes_reopens_and_reads_each_raters_progress_through_the_api(app):
+    lead, bob, kim = app["lead"], as_user(app, "bob"), as_user(app, "kim")
+    study = app["Admin study"]
+    for client, votes in ((bob, 2), (kim, 1)):
+        for _ in range(votes):
+            client.predict(pair_for(client, study)["pair_id"], "A", "", "", api_name="/mcp_study_vote")
+    open_pair = pair_for(kim, study)
+    closed = json.loads(lead.predict(study, api_name="/mcp_study_close"))
+    assert closed["closed"] and closed["closed_at"].endswith("Z") and closed["votes"] == 3
+    with pytest.raises(Exception, match="Study Admin study is closed"):
+        pair_for(bob, study)
+    with pytest.raises(Exception, match="was closed before your vote"):
+        kim.predict(open_pair["pair_id"], "B", "", "", api_name="/mcp_study_vote")
+    progress = json.loads(lead.predict(study, api_name="/mcp_study_progress"))
+    assert progress["closed"] and progress["pairs_ready"] == 2
+    assert [(r["rater"], r["votes"], r["left"]) for r in progress["raters"]] == [("bob", 2, 0), ("kim", 1, 1)]
+    assert all(r["last_vote_at"].endswith("Z") for r in progress["raters"])
+    board = json.loads(bob.predict(study, api_name="/mcp_study_leaderboard"))  # the board stays for everyone
+    assert board["votes"] == 3
+    assert not json.loads(lead.predict(study, api_name="/mcp_study_reopen"))["closed"]
+    assert pair_for(kim, study) == open_pair | {"done": 1}  # the same pair comes back
+    assert json.loads(kim.predict(open_pair["pair_id"], "B", "", "", api_name="/mcp_study_vote"))["done"] == 2
+
+
+def test_a_creator_deletes_a_study_and_its_raters_next_step_says_so(app):
+    lead, bob = app["lead"], as_user(app, "bob")
+    study = app["Doomed study"]
+    shown = pair_for(bob, study)
+    with pytest.raises(Exception, match="type its name exactly"):
+        lead.predict(study, "Doomed", api_name="/mcp_study_delete")
+    assert json.loads(lead.predict(study, "Doomed study", api_name="/mcp_study_delete")) == \
+        {"study_id": study, "name": "Doomed study", "deleted": True}
+    assert [s["study_id"] for s in json.loads(bob.predict(api_name="/mcp_study_list"))] == [app["Admin study"]]
+    with pytest.raises(Exception, match="it was deleted, or the id is wrong"):
+        pair_for(bob, study)
+    with pytest.raises(Exception, match="No pair"):
+        bob.predict(shown["pair_id"], "A", "", "", api_name="/mcp_study_vote")
+    # On the page: the rater's vote on the pair they still see, and their next pair, are refused in words.
+    import gradio as gr
+
+    handlers = {fn.fn.__name__: fn.fn for fn in app["demo"].fns.values()
+                if fn.fn is not None and fn.fn.__module__ == "ui.evaluate.team_tab"}
+    with pytest.raises(gr.Error, match="This study was deleted: your vote was not kept"):
+        handlers["cast"](shown["pair_id"], "bob", "", study, FakeRequest())
+    with pytest.raises(gr.Error, match="it was deleted"):
+        handlers["show"](study, "bob", FakeRequest())
+    board = handlers["board"](study, "", FakeRequest())
+    assert board == ("", "", None, None, None, None)  # the open leaderboard empties, no traceback
+
+
+def test_the_manage_sub_tab_is_shown_to_creators_only_and_its_actions_refuse_the_others(app):
+    import gradio as gr
+
+    from tests.test_team_study import LoggedIn
+
+    handlers: dict[str, list] = {}
+    for fn in app["demo"].fns.values():
+        if fn.fn is not None and fn.fn.__module__ in ("ui.evaluate.team_tab", "ui.evaluate.team_manage"):
+            handlers.setdefault(fn.fn.__name__, []).append(fn.fn)
+    (opened,) = handlers["opened"]
+    for login, shown in (("bob", False), ("lead", True)):
+        tab = opened("", LoggedIn(login))[5]
+        assert tab.constructor_args["visible"] is shown, login
+    study = app["Admin study"]
+    assert len(handlers["close"]) == 2  # Close and Reopen
+    for action in [*(lambda close=close: close(study, LoggedIn("bob")) for close in handlers["close"]),
+                   lambda: handlers["delete"][0](study, "Admin study", LoggedIn("bob"))]:
+        with pytest.raises(gr.Error, match="Only those who may create studies close, reopen or delete them"):
+            asyncio.run(action())
+    manage = handlers["manage"][0]  # wired to several events
+    assert "Only those who may create studies" in manage(study, LoggedIn("bob"))[0]  # said, not a table
+    status, table, *_ = manage(study, LoggedIn("lead"))
+    assert "Admin study" in status and table["headers"] == ["rater", "votes", "pairs left", "last vote"]
+    assert not json.loads(app["lead"].predict(api_name="/mcp_study_list"))[0]["closed"]  # nothing was changed

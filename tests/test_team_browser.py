@@ -121,3 +121,65 @@ def test_a_rater_votes_on_three_pairs_blind_and_sees_the_leaderboard_move(browse
         expect(other.locator("#team-vote-A")).to_be_enabled()
     finally:
         context.close()
+
+
+def test_a_creator_reads_each_raters_progress_and_closes_the_study_and_a_rater_is_told(browser, app, output_dir):
+    """The Manage sub-tab: two raters' votes (through the API) in its table, Close, and a rater's page that says the
+    study is closed, in its list of studies and when they ask for a pair; Reopen lets them go on."""
+    from playwright.sync_api import expect
+
+    client = Client(app, verbose=False)
+    study = next(s["study_id"] for s in json.loads(client.predict(api_name="/mcp_study_list"))
+                 if s["name"] == "Browser study")
+    for rater, votes in (("Ana", 2), ("Ben", 1)):
+        for _ in range(votes):
+            pair = json.loads(client.predict(study, rater, api_name="/mcp_study_next_pair")[0])
+            client.predict(pair["pair_id"], "A", rater, "", api_name="/mcp_study_vote")
+
+    def opened(page):
+        page.goto(app)
+        page.get_by_role("tab", name="Team study").click()
+        expect(page.locator("#team-study input")).to_have_value(re.compile(r"\(s-"), timeout=20_000)
+        page.locator("#team-study input").click()
+        page.get_by_role("option", name=re.compile("Browser study")).click()
+        expect(page.locator("#team-study input")).to_have_value(re.compile("Browser study"))
+
+    creator = browser.new_page(viewport={"width": 1280, "height": 1000})
+    rater = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    errors = []
+    for page in (creator, rater):
+        page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        opened(rater)
+        rater.locator("#team-rater input").fill("Cai")
+        opened(creator)
+        creator.get_by_role("tab", name="Manage").click()
+        table = creator.locator("#team-raters")
+        expect(table).to_contain_text("Ana", timeout=20_000)
+        texts = [line.strip() for line in table.inner_text().splitlines() if line.strip()]
+        values = texts[texts.index("last vote") + 1:]  # the cells, row by row, after the label and the headers
+        rows = {values[k]: values[k + 1:k + 4] for k in range(0, len(values), 4)}
+        assert rows["Ana"][:2] == ["2", "7"] and rows["Ben"][:2] == ["1", "8"], rows  # votes, pairs left of 9
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows["Ana"][2]), rows
+        expect(creator.locator("#team-manage-status")).to_contain_text("open")
+        creator.locator("#team-close").click()
+        expect(creator.locator("#team-manage-status")).to_contain_text("closed since", timeout=20_000)
+        expect(creator.locator("#team-study input")).to_have_value(re.compile("Browser study .*· closed"))
+        expect(creator.locator("#team-reopen")).to_be_enabled()
+        expect(creator.locator("#team-close")).to_be_disabled()
+        creator.screenshot(path=str(output_dir / "team-study-manage.png"), full_page=True)
+        # The rater's open page: its list says so within a few seconds, and so does asking for a pair.
+        expect(rater.locator("#team-study input")).to_have_value(re.compile("· closed"), timeout=20_000)
+        rater.locator("#team-start").click()
+        expect(rater.get_by_text(re.compile("Browser study is closed: it takes no more votes"))).to_be_visible(
+            timeout=20_000)
+        expect(rater.locator("#team-vote-A")).to_be_disabled()
+        creator.locator("#team-reopen").click()
+        expect(creator.locator("#team-manage-status")).to_contain_text(": open", timeout=20_000)
+        expect(rater.locator("#team-study input")).not_to_have_value(re.compile("closed"), timeout=20_000)
+        rater.locator("#team-start").click()
+        expect(rater.locator("#team-vote-A")).to_be_enabled(timeout=20_000)
+        assert not errors, errors
+    finally:
+        creator.close()
+        rater.context.close()

@@ -34,7 +34,8 @@ SETUPS = [{"label": "Warm Ethan", "speaker": "ethan", "temperature": 0.7, "seed"
            "seed": 3, "speech": False}]
 SECRETS = ["Warm Ethan", "Cold Chelsie", "Pirate Aiden", "ethan", "chelsie", "aiden", "pirate"]
 """What would tell a rater which set-up made an answer (labels and the settings that differ), case-insensitively."""
-TOOLS = ["study_create", "study_list", "study_next_pair", "study_vote", "study_leaderboard", "study_export"]
+TOOLS = ["study_create", "study_list", "study_next_pair", "study_vote", "study_leaderboard", "study_export",
+         "study_progress", "study_close", "study_reopen", "study_delete"]
 
 
 class Holding(Backend):

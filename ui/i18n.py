@@ -248,6 +248,27 @@ ZH.update({
     "answers": "回答",
     "raters": "评分人",
     "waiting": "等待",
+    # The Manage sub-tab (ui/evaluate/team_manage.py).
+    "Manage": "管理",
+    "For the study picked above: each rater's votes, the pairs left for them and their last vote (UTC). **Close** it "
+    "and raters get no more pairs (a vote on a pair already shown is refused), no more answers are made, and its "
+    "leaderboard and exports stay; **Reopen** undoes that. **Delete** removes it with its answers, votes and files "
+    "for good: export it first to keep them.":
+        "针对上方选中的研究：每位评分人的票数、剩余的对比数和最后一次投票时间（UTC）。**关闭**后评分人不会再收到对比"
+        "（对已显示对比的投票会被拒绝），也不再生成回答，排行榜和导出保持不变；**重新开放**可撤销关闭。**删除**会永久移除"
+        "研究及其回答、投票和文件：如需保留，请先导出。",
+    "Raters": "评分人",
+    "↻ Refresh": "↻ 刷新",
+    "Close the study": "关闭研究",
+    "Reopen the study": "重新开放研究",
+    "To delete the study, type its name": "要删除研究，请输入它的名称",
+    "Delete the study": "删除研究",
+    "rater": "评分人",
+    "pairs left": "剩余对比",
+    "last vote": "最后投票",
+    "state": "状态",
+    "open": "开放中",
+    "closed": "已关闭",
 })
 
 I18N = gr.I18n(en={key: key for key in ZH}, zh=ZH)

@@ -1,9 +1,10 @@
-"""The Team study tab: raters judge pairs of answers blind, the leaderboard pools their votes, admins create studies.
+"""The Team study tab: raters judge pairs of answers blind, the leaderboard pools their votes, admins create studies
+and manage them (``ui.evaluate.team_manage``: close, reopen, delete, every rater's progress).
 
-Layout first (the study and the rater's name above three sub-tabs: Rate, Leaderboard, New study), then the
-handlers, then the wiring. The page's events are private: scripts and agents use the typed ``study_*`` endpoints
-and MCP tools (``ui.tools.team``), which do the same through ``ui.evaluate.team``. The pair shown is kept on the
-server (``gr.State``), so the page holds nothing about its set-ups until the vote.
+Layout first (the study and the rater's name above four sub-tabs: Rate, Leaderboard, New study, and Manage for those
+who may create studies), then the handlers, then the wiring. The page's events are private: scripts and agents use
+the typed ``study_*`` endpoints and MCP tools (``ui.tools.team``), which do the same through ``ui.evaluate.team``.
+The pair shown is kept on the server (``gr.State``), so the page holds nothing about its set-ups until the vote.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from messages import Message
 from studies import StudyError
+from ui.evaluate import team_manage
 from ui.evaluate.setup import RANGES
 from ui.evaluate.sheet import SheetError
 from ui.evaluate.team import CHOICE_LABELS, Revealed, Shown, TeamStudies, board_record, in_thread
@@ -64,6 +66,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
     remembered = gr.BrowserState("", storage_key="qwen3-omni-team-rater")
     shown_pair = gr.State("")  # the pair's id; the page gets its answers only, never its set-ups
     board_shown = gr.State("")  # which study's board, at how many votes, the page shows
+    listed = team_manage.list_parts()  # keeps the list of studies current
     with gr.Tabs():
         with gr.Tab(t("Rate"), id="team-rate"):
             progress = gr.Markdown("", elem_id="team-progress")
@@ -111,14 +114,17 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             export_button = gr.Button(t("⬇ Export"), elem_id="team-export")
             exported = gr.File(label=t("Votes and leaderboard (CSV, JSONL), the whole study, a Parquet dataset (zip)"),
                                file_count="multiple", interactive=False, elem_id="team-exported")
+        manage_tab = team_manage.build(teams, study, studies_table, listed)
 
     def opened(name: str, http_request: gr.Request):
         """A page opens: the studies, the rater's name (their login, or the one this browser remembers), and
-        Create and Export for those who may."""
+        Create, Export and Manage for those who may."""
         login = getattr(http_request, "username", None)
         allowed = teams.may_create(login)
-        return (_study_choices(teams), gr.Textbox(value=login or name, interactive=not login),
-                _studies_table(teams, http_request), gr.Button(interactive=allowed), gr.Button(interactive=allowed))
+        return (team_manage.study_choices(teams, language=language_of(http_request)),
+                gr.Textbox(value=login or name, interactive=not login), team_manage.studies_table(teams, http_request),
+                gr.Button(interactive=allowed), gr.Button(interactive=allowed), gr.Tab(visible=allowed),
+                team_manage.fingerprint(teams))
 
     def show(study_id: str | None, name: str, http_request: gr.Request):
         """The rater's pair to judge now (the same one until they vote, in any browser)."""
@@ -142,7 +148,7 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
                 "", *_voting(True), gr.Button(visible=False))
 
     def voter(choice: str):
-        def cast(pair_id: str, name: str, comment_text: str, http_request: gr.Request):
+        def cast(pair_id: str, name: str, comment_text: str, study_id: str | None, http_request: gr.Request):
             say = translator(http_request)
             if not pair_id:
                 raise gr.Error(say(Message("team.no_pair_shown")))
@@ -150,6 +156,8 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
                 revealed = teams.vote(pair_id, teams.rater(name, getattr(http_request, "username", None)), choice,
                                       comment_text or "")
             except StudyError as err:
+                if study_id and study_id not in [study for study, _name, _closed in teams.store.catalog()]:
+                    raise gr.Error(say(Message("team.study_gone"))) from err  # its pair went with it
                 raise gr.Error(say(err.msg)) from err
             return ("", _progress(revealed.done, revealed.total, say), _reveal(revealed, say), "",
                     *_voting(False), gr.Button(visible=True))
@@ -194,7 +202,8 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
             raise gr.Error(say(err.msg)) from err
         await teams.wake()
         gr.Info(say(Message("team.created", {"name": made.name, "id": made.id})))
-        return _study_choices(teams, made.id), _studies_table(teams, http_request)
+        return (team_manage.study_choices(teams, made.id, language_of(http_request)),
+                team_manage.studies_table(teams, http_request), team_manage.fingerprint(teams))
 
     def export(study_id: str | None, http_request: gr.Request):
         say = translator(http_request)
@@ -216,30 +225,17 @@ def build(teams: TeamStudies, speakers: tuple[str, ...], random_weights: bool) -
     gr.on([start_button.click, next_button.click], show, [study, rater_name], pair_view, **private,
           concurrency_limit=None).then(board, [study, board_shown], board_view, **private, concurrency_limit=None)
     for choice, button in vote_buttons.items():
-        button.click(voter(choice), [shown_pair, rater_name, comment], [shown_pair, progress, reveal, comment,
-                                                                         *vote_buttons.values(), next_button],
+        button.click(voter(choice), [shown_pair, rater_name, comment, study], [shown_pair, progress, reveal, comment,
+                                                                                *vote_buttons.values(), next_button],
                      **private, concurrency_limit=None).then(board, [study, board_shown], board_view, **private,
                                                              concurrency_limit=None)
     study.change(board, [study, board_shown], board_view, **private, concurrency_limit=None)
     timer.tick(board, [study, board_shown], board_view, **private, concurrency_limit=None, show_progress="hidden")
-    create_button.click(create, [new_name, new_files, new_setups], [study, studies_table], **private,
-                        concurrency_limit=None)
+    create_button.click(create, [new_name, new_files, new_setups], [study, studies_table, listed.seen],
+                        **private, concurrency_limit=None)
     export_button.click(export, study, exported, **private, concurrency_limit=None)
-    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table, create_button, export_button])
-
-
-def _study_choices(teams: TeamStudies, value: str | None = None) -> gr.Dropdown:
-    """Every study, ``value`` picked (None: the newest)."""
-    choices = [(f"{s['name']} ({s['study_id']})", s["study_id"]) for s in teams.summaries()]
-    return gr.Dropdown(choices=choices, value=value or (choices[0][1] if choices else None))
-
-
-def _studies_table(teams: TeamStudies, http_request: gr.Request | None) -> dict:
-    language = language_of(http_request)
-    columns = ["study", "name", "set-ups", "prompts", "answers", "votes", "raters", "waiting"]
-    rows = [[s["study_id"], s["name"], ", ".join(s["setups"]), s["prompts"], f"{s['answers']} / {s['answers_total']}",
-             s["votes"], s["raters"], s["waiting"]] for s in teams.summaries()]
-    return {"headers": [fixed_text(c, language) for c in columns], "data": rows}
+    return TeamParts(opened, wake, [remembered], [study, rater_name, studies_table, create_button, export_button,
+                                                  manage_tab, listed.seen])
 
 
 def _default_setups(speakers: tuple[str, ...], random_weights: bool) -> list[list]:

@@ -1,5 +1,6 @@
-"""The team-study tools: create a study, judge pairs blind, read the leaderboard, export; through ``ui.evaluate.team``,
-as the Team study tab does. A study, a rater and a pair are named by ids and names, so nothing is kept per call."""
+"""The team-study tools: create a study, judge pairs blind, read the leaderboard, export; close, reopen or delete a
+study and read every rater's progress (its creators); through ``ui.evaluate.team``, as the Team study tab does. A
+study, a rater and a pair are named by ids and names, so nothing is kept per call."""
 
 # No `from __future__ import annotations`: gr.api reads a tool's outputs from its return annotation as it
 # stands (a string would be one output).
@@ -11,7 +12,7 @@ import gradio as gr
 
 from studies import StudyError
 from ui.evaluate.sheet import SheetError
-from ui.evaluate.team import TeamStudies, board_record, in_thread
+from ui.evaluate.team import TeamStudies, board_record, in_thread, progress_record
 from ui.messages import translator
 from ui.tools.common import File, ToolSet, file_out, path_of
 
@@ -60,7 +61,7 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
 
     async def study_list(http_request: gr.Request = None) -> str:
         """List the team studies, newest first: each study's id, name, set-up labels, prompts, answers made (and how
-        many there will be), votes and raters.
+        many there will be), votes and raters, and whether it is closed (closed, closed_at in UTC).
 
         Returns:
             studies: JSON, one object per study
@@ -141,7 +142,61 @@ def register(tools: ToolSet, teams: TeamStudies) -> None:
         """
         return tuple(file_out(p) for p in await call(http_request, teams.export, study_id, login_of(http_request)))
 
-    for tool in (study_create, study_list, study_next_pair, study_vote, study_leaderboard, study_export):
+    async def study_progress(study_id: str, http_request: gr.Request = None) -> str:
+        """Every rater's progress in a study: votes given, pairs left for them among those ready, and the time of
+        their last vote. Only those who may create studies may read it.
+
+        Args:
+            study_id: the study's id
+        Returns:
+            progress: JSON with study_id, name, closed, pairs_ready (per rater), and raters: one object per rater
+                (rater, votes, left, last_vote_at in UTC or null), by name
+        """
+        study, ready, raters = await call(http_request, teams.rater_progress, study_id, login_of(http_request))
+        return json.dumps(progress_record(study, ready, raters), ensure_ascii=False)
+
+    async def study_close(study_id: str, http_request: gr.Request = None) -> str:
+        """Close a study: raters get no more pairs and a vote on a pair shown before is refused (it comes back if the
+        study is reopened); no more answers are made for it; its leaderboard and exports stay. Only those who may
+        create studies may close one.
+
+        Args:
+            study_id: the study's id
+        Returns:
+            study: the study as study_list gives it (closed: true, closed_at)
+        """
+        study = await call(http_request, teams.close_study, study_id, login_of(http_request), True)
+        return json.dumps(_summary(teams, study.id), ensure_ascii=False)
+
+    async def study_reopen(study_id: str, http_request: gr.Request = None) -> str:
+        """Reopen a closed study: raters go on where they were, and its missing answers are made. Only those who
+        may create studies may reopen one.
+
+        Args:
+            study_id: the study's id
+        Returns:
+            study: the study as study_list gives it (closed: false)
+        """
+        study = await call(http_request, teams.close_study, study_id, login_of(http_request), False)
+        await teams.wake()  # the answers it still lacks
+        return json.dumps(_summary(teams, study.id), ensure_ascii=False)
+
+    async def study_delete(study_id: str, confirm_name: str, http_request: gr.Request = None) -> str:
+        """Delete a study for good: its prompts, answers, pairs, votes and files (speech, and the media no other study
+        uses); it leaves every rater's list, and their next call about it says it is gone. Export it first to keep
+        its votes. Only those who may create studies may delete one.
+
+        Args:
+            study_id: the study's id
+            confirm_name: the study's name exactly, as study_list gives it (a check that the id is the one meant)
+        Returns:
+            deleted: JSON with the study_id and name deleted
+        """
+        study = await call(http_request, teams.delete_study, study_id, confirm_name, login_of(http_request))
+        return json.dumps({"study_id": study.id, "name": study.name, "deleted": True}, ensure_ascii=False)
+
+    for tool in (study_create, study_list, study_next_pair, study_vote, study_leaderboard, study_export,
+                 study_progress, study_close, study_reopen, study_delete):
         tools.add(tool, concurrency_limit=None)  # quick store calls: raters never wait behind one another
 
 
