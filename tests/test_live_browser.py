@@ -245,6 +245,8 @@ def test_a_spoken_question_is_answered_aloud_and_a_question_spoken_over_the_repl
         page.locator("#live-settings").get_by_text("Settings").click()
         page.locator("#live-pause input[type=number]").fill("500")
         page.locator("#live-pause input[type=number]").press("Enter")
+        # Each Setting's change sends all three as they are then: the prompt's must not go with the pause's old value
+        page.wait_for_function("() => window.qwenLive.settings.silence_ms === 500", timeout=10_000)
         page.locator("#live-prompt textarea").fill("Answer briefly.")
         page.locator("#live .live-camera input").check()
         page.locator("#live .live-start").click()
