@@ -20,10 +20,13 @@ engine batches them). Event flow:
   ``conversation.item.truncate`` (a spoken reply keeps the text of the part the client played),
   ``conversation.item.retrieve`` (the item with its audio and images; ``items.py``).
 - ``response.create`` → ``response.created`` … deltas … ``response.done`` (``response.py``); ``response.cancel``.
+- With ``audio.input.transcription`` set, each user audio part is transcribed by the same engine once its reply has
+  begun: ``conversation.item.input_audio_transcription.delta`` … ``.completed`` or ``.failed``
+  (``transcription.py``).
 - Anything refused → an ``error`` event with a code (``protocol.Refusal``), and the session goes on.
 
 Not served yet: ``output_audio_buffer.clear``, ``semantic_vad``,
-out-of-band responses, tools, input transcription. Who may connect: ``api.access`` (a key or the page's login).
+out-of-band responses, tools. Who may connect: ``api.access`` (a key or the page's login).
 """
 
 from api.realtime.server import PATH, realtime_route

@@ -28,6 +28,7 @@ from openai.types.realtime import (ConversationItemCreateEvent, ConversationItem
                                    RealtimeResponseCreateParams, RealtimeSessionCreateRequest, ResponseCancelEvent,
                                    ResponseCreateEvent,
                                    SessionUpdateEvent)
+from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_audio_config import RealtimeAudioConfig
 from openai.types.realtime.realtime_audio_config_input import RealtimeAudioConfigInput
 from openai.types.realtime.realtime_audio_config_output import RealtimeAudioConfigOutput
@@ -39,6 +40,13 @@ from openai.types.realtime.realtime_error_event import RealtimeErrorEvent
 import media
 from backends.events import OUTPUT_SAMPLE_RATE
 from turns.voice import VOICE_ASSISTANT_PROMPT, default_speaker
+
+SPEECH_LANGUAGES = {"en": "English", "zh": "Chinese", "ko": "Korean", "ja": "Japanese", "de": "German",
+                    "ru": "Russian", "it": "Italian", "fr": "French", "es": "Spanish", "pt": "Portuguese",
+                    "ms": "Malay", "nl": "Dutch", "id": "Indonesian", "tr": "Turkish", "vi": "Vietnamese",
+                    "ar": "Arabic", "ur": "Urdu"}
+"""The speech Qwen3-Omni understands (its model card's list; Cantonese has no ISO-639-1 code): a transcription's
+``language`` names one of these, by its ISO-639-1 code."""
 
 INPUT_RATES = (24_000, 16_000)
 """PCM16 rates we take in: OpenAI's (the default), and SGLang-Omni's (what the model hears, no resampling)."""
@@ -130,6 +138,8 @@ class SessionConfig:
         create_response=True, interrupt_response=True))
     max_output_tokens: int | None = None
     """None: the app's default for one spoken reply."""
+    transcription: AudioTranscription | None = None
+    """Input transcription (``transcription.py``): off unless a client asks."""
 
     @classmethod
     def default(cls, speakers: tuple[str, ...]) -> SessionConfig:
@@ -195,6 +205,8 @@ class SessionConfig:
                                   "end-of-turn model ships offline); use server_vad or null.",
                                   param="session.audio.input.turn_detection.type", event_id=eid)
                 config = replace(config, turn_detection=_checked_vad(detection, self.turn_detection, eid))
+            if "transcription" in fields:
+                config = replace(config, transcription=_checked_transcription(audio.input.transcription, eid))
         if audio.output is not None:
             fields = audio.output.model_fields_set
             if "format" in fields and audio.output.format is not None and audio.output.format.type not in (
@@ -220,7 +232,8 @@ class SessionConfig:
             output_modalities=["audio" if self.speaks else "text"],
             max_output_tokens=self.max_output_tokens if self.max_output_tokens is not None else "inf",
             audio=RealtimeAudioConfig(
-                input=RealtimeAudioConfigInput(format=input_format, turn_detection=self.turn_detection),
+                input=RealtimeAudioConfigInput(format=input_format, turn_detection=self.turn_detection,
+                                               transcription=self.transcription),
                 output=RealtimeAudioConfigOutput(format=AudioPCM(type="audio/pcm", rate=OUTPUT_SAMPLE_RATE),
                                                  voice=self.voice)))
 
@@ -244,6 +257,26 @@ def _checked_vad(update: ServerVad | None, current: ServerVad | None, eid: str |
         raise Refusal("unsupported_value", "idle_timeout_ms is not supported here.", param=f"{param}.idle_timeout_ms",
                       event_id=eid)
     return merged
+
+
+def _checked_transcription(update: AudioTranscription | None, eid: str | None) -> AudioTranscription | None:
+    """The transcription settings as sent (a new object replaces the old whole), if we can serve them: any model
+    name (Qwen3-Omni transcribes, whatever it is called), a language it hears, and a prompt."""
+    if update is None:
+        return None
+    param = "session.audio.input.transcription"
+    for name in ("delay", "keywords", "languages"):
+        if getattr(update, name) is not None:
+            raise Refusal("unsupported_value", f"{name} is not supported here; a transcription takes model, language "
+                          "and prompt.", param=f"{param}.{name}", event_id=eid)
+    if update.language is not None:
+        code = update.language.strip().lower()
+        if code not in SPEECH_LANGUAGES:
+            raise Refusal("invalid_value", f"Qwen3-Omni understands speech in {', '.join(SPEECH_LANGUAGES)} (ISO-639-1 "
+                          f"codes), not {update.language!r}; leave language out to let it tell.",
+                          param=f"{param}.language", event_id=eid)
+        update = update.model_copy(update={"language": code})
+    return update
 
 
 def decode_pcm16(data: str, *, param: str, event_id: str | None) -> np.ndarray:

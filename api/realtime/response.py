@@ -67,6 +67,9 @@ class Response:
         self.error: str | None = None
         self.usage = RealtimeResponseUsage(input_tokens=0, output_tokens=0, total_tokens=0)
         self.first_audio_at: float | None = None
+        self.begun = asyncio.Event()
+        """Set at its first audio delta (its first text delta when it writes) or at its end: an input transcription
+        waits for it (``transcription.py``), so the engine starts the reply's speech before the transcription."""
 
     async def run(self, backend: Backend, request: ChatRequest) -> None:
         """Stream the reply; returns when it is done, failed or cancelled (the task's cancel is taken here)."""
@@ -123,6 +126,7 @@ class Response:
         return finish
 
     def _end(self) -> None:
+        self.begun.set()
         if not self.ended:
             self.ended = True
             self.on_end(self)
@@ -133,6 +137,8 @@ class Response:
                       content_index=0, delta=text)
         await self._send(ResponseAudioTranscriptDeltaEvent(type="response.output_audio_transcript.delta", **common)
                          if self.speaks else ResponseTextDeltaEvent(type="response.output_text.delta", **common))
+        if not self.speaks:
+            self.begun.set()
 
     async def _audio(self, chunk: AudioChunk) -> None:
         samples = resample(chunk.samples, chunk.sample_rate, OUTPUT_SAMPLE_RATE)
@@ -144,6 +150,7 @@ class Response:
         await self._send(ResponseAudioDeltaEvent(
             type="response.output_audio.delta", event_id=new_id("event"), response_id=self.id, item_id=self.item_id,
             output_index=0, content_index=0, delta=encode_pcm16(samples)))
+        self.begun.set()
 
     async def _finish(self) -> None:
         common = dict(response_id=self.id, item_id=self.item_id, output_index=0, content_index=0)

@@ -33,6 +33,7 @@ from api.realtime.items import Item, retrieved
 from api.realtime.listening import Heard, InputAudio
 from api.realtime.protocol import Refusal, SessionConfig, decode_pcm16, new_id, parse_client_event
 from api.realtime.response import Response, Send
+from api.realtime.transcription import Job, Transcriber
 from backends.base import Backend
 from backends.events import OUTPUT_SAMPLE_RATE
 from backends.request import ChatRequest, MediaPart, Sampling, TextPart, Turn
@@ -74,6 +75,7 @@ class RealtimeSession:
         self.refusals = 0
         self.closed = False
         self.folder = tempfile.mkdtemp(prefix="omni-realtime-")
+        self.transcriber = Transcriber(backend, self.send, lambda: self.response, self._transcribed)
 
     async def send(self, event: pydantic.BaseModel) -> None:
         if not self.closed:
@@ -100,6 +102,7 @@ class RealtimeSession:
         """The connection is gone: stop the response (the engine's work with it) and free the files."""
         self.closed = True
         await self.cancel_response("client_cancelled")
+        await self.transcriber.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- session and input audio ------------------------------------------------------------------------------
@@ -163,6 +166,24 @@ class RealtimeSession:
                                                    status="completed",
                                                    content=[UserContent(type="input_audio", transcript=None)])
         await self._add(Item(item_id, user, Turn("user", (MediaPart("audio", path),)), files=(path,)))
+        self._transcribe(item_id, [(0, path, len(audio) / media.INPUT_SAMPLE_RATE)])
+
+    # -- input transcription (``transcription.py``) -------------------------------------------------------------
+
+    def _transcribe(self, item_id: str, audios: list[tuple[int, str, float]]) -> None:
+        if self.config.transcription is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for index, path, seconds in audios:
+            self.transcriber.add(Job(item_id, index, path, seconds, self.config.transcription, now))
+
+    def _transcribed(self, item_id: str, index: int, text: str) -> None:
+        """The transcript goes into the item as the client is shown it, not into the turn the model is given."""
+        item = next((i for i in self.items if i.id == item_id), None)
+        if item is not None:
+            content = list(item.view.content)
+            content[index] = content[index].model_copy(update={"transcript": text})
+            item.view = item.view.model_copy(update={"content": content})
 
     # -- conversation ------------------------------------------------------------------------------------------
 
@@ -175,20 +196,23 @@ class RealtimeSession:
         if any(i.id == item_id for i in self.items):
             raise Refusal("item_exists", f"An item {item_id} exists already.", param="item.id", event_id=eid)
         echo = item.model_copy(update={"id": item_id, "object": "realtime.item", "status": "completed"})
+        audios = []
         if item.role == "system":
             added = Item(item_id, echo, system_text="".join(part.text or "" for part in item.content))
         elif item.role == "assistant":
             text = "".join(part.text or part.transcript or "" for part in item.content)
             added = Item(item_id, echo, Turn.assistant(text))
         else:
-            parts, files = await self._user_parts(item.content, item_id, eid)
+            parts, files, audios = await self._user_parts(item.content, item_id, eid)
             # the audio and images went to files: the echo doesn't send them back (``retrieve`` does)
             echo.content = [part.model_copy(update={"audio": None, "image_url": None}) for part in item.content]
             added = Item(item_id, echo, Turn("user", tuple(parts)), files=tuple(files))
         await self._add(added)
+        self._transcribe(item_id, audios)
 
-    async def _user_parts(self, content: list[Any], item_id: str, eid: str | None) -> tuple[list, list[str]]:
-        parts, files = [], []
+    async def _user_parts(self, content: list[Any], item_id: str, eid: str | None) -> tuple[list, list[str], list]:
+        """The turn's parts, the files they were written to, and each audio part's (index, file, seconds)."""
+        parts, files, audios = [], [], []
         for index, part in enumerate(content):
             param = f"item.content[{index}]"
             if part.type == "input_text":
@@ -203,6 +227,7 @@ class RealtimeSession:
                 await asyncio.to_thread(soundfile.write, path, audio, media.INPUT_SAMPLE_RATE, "PCM_16")
                 parts.append(MediaPart("audio", path))
                 files.append(path)
+                audios.append((index, path, len(audio) / media.INPUT_SAMPLE_RATE))
             elif part.type == "input_image":
                 path = await self._image_file(part.image_url or "", f"{item_id}-{index}", f"{param}.image_url", eid)
                 parts.insert(0, MediaPart("image", path))  # images first, as the tabs send them
@@ -212,7 +237,7 @@ class RealtimeSession:
                               f"not {part.type!r}.", param=f"{param}.type", event_id=eid)
         if not parts:
             raise Refusal("invalid_value", "The message is empty.", param="item.content", event_id=eid)
-        return parts, files
+        return parts, files, audios
 
     async def _image_file(self, url: str, name: str, param: str, eid: str | None) -> str:
         """A data: URL's image (the types the chat API takes), written to the session's folder and checked as the
@@ -241,6 +266,7 @@ class RealtimeSession:
             await self.send(kind(type=name, event_id=new_id("event"), item=item.view, previous_item_id=previous))
 
     def _forget(self, item: Item) -> None:
+        self.transcriber.forget(item.id)
         for path in item.files:
             if os.path.exists(path):
                 os.remove(path)
@@ -336,6 +362,7 @@ class RealtimeSession:
         self.response = Response(self.send, speaks=config.speaks, voice=config.voice, max_output_tokens=tokens,
                                  on_end=self._ended)
         self._task = asyncio.create_task(self.response.run(self.backend, request), name=f"realtime {self.response.id}")
+        self.transcriber.reply_asked()
         # A send that failed (the client left) ends the task with that error: the read loop closes the session.
         self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
 
