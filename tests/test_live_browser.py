@@ -254,6 +254,9 @@ def test_a_spoken_question_is_answered_aloud_and_a_question_spoken_over_the_repl
 
         page.wait_for_function("() => window.qwenLive.stats.responses.length == 2 && window.qwenLive.stats"
                                ".responses[1].drained", timeout=90_000)
+        # each spoken turn is transcribed once its reply has begun: its words replace the bubble's placeholder
+        page.wait_for_function("() => window.qwenLive.stats.turns.length == 2 && window.qwenLive.stats.turns"
+                               ".every((t) => t.transcription === 'completed')", timeout=30_000)
         time.sleep(0.3)  # the last reports of the worklets
         page.locator("#live-settings").get_by_text("Settings").click()  # closed again for the picture
         page.screenshot(path=str(output_dir / "live-turn.png"), full_page=True)
@@ -262,6 +265,16 @@ def test_a_spoken_question_is_answered_aloud_and_a_question_spoken_over_the_repl
         user_said = transcript.locator(".live-user").all_inner_texts()
         replies = transcript.locator(".live-assistant").all_inner_texts()
         pictures = transcript.locator(".live-user img").count()
+        page.evaluate("() => { document.documentElement.lang = 'zh'; }")  # the page's texts follow; their words not
+        page.wait_for_function("() => document.querySelector('.live-note').textContent !== '✋ Interrupted.'")
+        user_said_zh = transcript.locator(".live-user").all_inner_texts()
+        # A failed transcription leaves the placeholder; words for a turn the page doesn't show make no bubble.
+        page.evaluate("""() => { const turn = window.qwenLive.stats.turns[0], kind = "conversation.item"
+          + ".input_audio_transcription.";
+          window.qwenLive.handle({ type: kind + "failed", item_id: turn.item_id, content_index: 0, error: {} });
+          window.qwenLive.handle({ type: kind + "delta", item_id: "item_elsewhere", content_index: 0, delta: "x" });
+        }""")
+        failed_said = transcript.locator(".live-user").all_inner_texts()
     finally:
         context.close()
         demo.close()
@@ -270,6 +283,7 @@ def test_a_spoken_question_is_answered_aloud_and_a_question_spoken_over_the_repl
     assert session["instructions"] == "Answer briefly." and session["audio"]["output"]["voice"] == "ethan"
     assert session["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 500
     assert session["audio"]["input"]["format"]["rate"] == 16_000
+    assert session["audio"]["input"]["transcription"]["model"] == "qwen3-omni"
     assert session["audio"]["output"]["format"]["rate"] == stats["outputRate"] == 24_000
     first, second = stats["responses"]
     # The first reply played without a gap until the user spoke over it; then it stopped at once.
@@ -285,9 +299,20 @@ def test_a_spoken_question_is_answered_aloud_and_a_question_spoken_over_the_repl
     assert second["status"] in ("completed", "incomplete") and second["received"] > 0
     assert second["played"] == second["received"] == second["workletReceived"]
     assert len(stats["turns"]) == 2 and stats["images"] == 2 and pictures == 2
-    assert user_said == ["🎤 (spoken)", "🎤 (spoken)"] and len(replies) == 2 and "✋ Interrupted." in replies[0]
+    # The user's bubbles hold their words (the tiny model's are random), the webcam's picture above them.
+    words = [turn["transcript"] for turn in stats["turns"]]
+    assert all(w.strip() for w in words) and [said.strip() for said in user_said] == [w.strip() for w in words]
+    assert user_said_zh == user_said and "🎤" not in "".join(user_said)
+    assert [said.strip() for said in failed_said] == ["🎤（语音）", user_said[1].strip()]
+    assert len(replies) == 2 and "✋ Interrupted." in replies[0]
     # What the model was asked: the webcam's picture and the spoken turn, the interrupted reply, the picture and turn.
-    asked = backend.requests[1].turns
+    # (Each spoken turn's transcription is a request of its own, without speech, after its reply's.)
+    replies_asked = [r for r in backend.requests if r.return_audio]
+    transcribed = [r for r in backend.requests if not r.return_audio]
+    assert len(replies_asked) == 2 and len(transcribed) == 2
+    assert backend.requests.index(transcribed[0]) > 0 and backend.requests.index(transcribed[1]) > \
+        backend.requests.index(replies_asked[1])
+    asked = replies_asked[1].turns
     assert [t.role for t in asked] == ["user", "user", "assistant", "user", "user"]
     assert [p.kind for t in asked if t.role == "user" for p in t.media] == ["image", "audio", "image", "audio"]
     assert not errors

@@ -29,6 +29,7 @@ class LiveClient {
     this.ws = this.mic = this.player = this.camera = this.pendingImage = null;
     this.responses = new Map(); // by response id; byItem: by its output item (what the player and truncate name)
     this.byItem = new Map();
+    this.words = new Map(); // a spoken turn's transcript so far, by its item id
     // What tests and benchmarks/live_latency.py read (window.qwenLive.stats); the page itself doesn't need it.
     this.stats = { session: null, responses: [], turns: [], truncates: [], errors: [], framesSent: 0, images: 0 };
     this.audio = new LiveAudioKeeper(() => this.view.showError(new LiveError("audio_paused")), () => {
@@ -113,6 +114,7 @@ class LiveClient {
     if (this.connecting) return;
     this.responses.clear();
     this.byItem.clear();
+    this.words.clear();
     this.view.clearTranscript();
     this.pendingImage = null;
     this.userSpeaking = this.awaiting = false;
@@ -215,7 +217,9 @@ class LiveClient {
       type: "realtime", instructions: s.instructions || "", output_modalities: [s.speaks ? "audio" : "text"],
       audio: { input: { format: { type: "audio/pcm", rate: this.inputRate }, turn_detection: {
         type: "server_vad", silence_duration_ms: Math.round(s.silence_ms), create_response: true,
-        interrupt_response: true } } },
+        interrupt_response: true },
+        // The user's words for their bubble: the same model transcribes each turn once its reply has begun.
+        transcription: { model: "qwen3-omni" } } },
     };
     if (s.speaks && s.voice) session.audio.output = { voice: s.voice };
     this.send({ type: "session.update", session });
@@ -250,8 +254,14 @@ class LiveClient {
         if (this.pendingImage) this.view.picture(event.item_id, this.pendingImage.url);
         this.pendingImage = null;
         break;
+      case "conversation.item.input_audio_transcription.delta":
+        this.heardWords(event.item_id, (this.words.get(event.item_id) || "") + (event.delta || ""));
+        break;
       case "conversation.item.input_audio_transcription.completed":
-        if (event.transcript) this.view.say(event.item_id, "user", event.transcript);
+        this.heardWords(event.item_id, event.transcript || "", "completed");
+        break;
+      case "conversation.item.input_audio_transcription.failed":
+        this.heardWords(event.item_id, "", "failed");
         break;
       case "response.created":
         this.awaiting = false;
@@ -297,6 +307,18 @@ class LiveClient {
 
   turn() {
     return this.stats.turns[this.stats.turns.length - 1] || {};
+  }
+
+  heardWords(itemId, text, ended = null) {
+    // A spoken turn's transcript so far, in its bubble in place of the placeholder; without words (none yet, or
+    // the transcription failed) the placeholder stays, or comes back.
+    if (!this.view.bubbles.has(itemId)) return; // a turn of a conversation the page has left
+    if (ended) this.words.delete(itemId);
+    else this.words.set(itemId, text);
+    if (text.trim()) this.view.say(itemId, "user", text);
+    else this.view.say(itemId, "user", null, "spoken");
+    const turn = this.stats.turns.find((t) => t.item_id === itemId);
+    if (turn) Object.assign(turn, { transcript: text, transcription: ended || "in_progress" });
   }
 
   track(r) {
