@@ -51,6 +51,10 @@ class Stamped(Backend):
         self.first_audio: list[float] = []
 
     async def stream(self, request):
+        if not request.return_audio:  # the page's transcription of the turn, asked after the reply's first audio
+            async for event in self.inner.stream(request):
+                yield event
+            return
         self.asked.append(time.time())
         first = True
         async for event in self.inner.stream(request):
