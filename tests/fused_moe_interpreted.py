@@ -28,7 +28,7 @@ def layer_matches_stock() -> None:
     layer = Qwen3OmniMoeThinkerTextSparseMoeBlock(config).to(torch.bfloat16)
     for param in layer.parameters():
         param.data.normal_(0, 0.05)
-    inputs = [torch.randn((1, tokens, 96), dtype=torch.bfloat16) for tokens in (1, 1, 3, 8)]
+    inputs = [torch.randn((1, tokens, 96), dtype=torch.bfloat16) for tokens in (1, 3, 8)]
     with torch.inference_mode():
         stock = [layer(x) for x in inputs]
         assert fused_moe.use_fused_decode_experts(layer)
@@ -36,7 +36,7 @@ def layer_matches_stock() -> None:
         experts = layer.experts
         for blocks in ({**fused_moe.BLOCKS, "down_split": True, "down_rows": 4, "down_k": 16},  # several k steps
                        {**fused_moe.BLOCKS, "down_split": False, "gate_up_rows": 2, "gate_up_k": 32}):
-            for x, f in zip(inputs[1:], fused[1:]):  # other tiles, with or without a program per expert: alike
+            for x, f in zip(inputs[:2], fused[:2]):  # other tiles, with or without a program per expert: alike
                 _, weights, ids = layer.gate(x.view(-1, 96))
                 routed = fused_moe.fused_decode_experts(x.view(-1, 96), ids, weights, experts.gate_up_proj,
                                                         experts.down_proj, blocks)
@@ -51,12 +51,12 @@ def layer_matches_stock() -> None:
         fused_moe.fused_decode_experts = lambda x, *args, **kwargs: calls.append(x.shape[0]) or original(x, *args,
                                                                                                       **kwargs)
         try:
-            step = torch.randn((1, 12, 96), dtype=torch.bfloat16)
+            step = torch.randn((1, 9, 96), dtype=torch.bfloat16)
             torch.testing.assert_close(layer(step), _with(layer, "grouped_mm", step), rtol=2 ** -7, atol=1e-4)
         finally:
             fused_moe.fused_decode_experts = original
             restore()
-        assert calls == [12], calls
+        assert calls == [9], calls
     for s, f in zip(stock, fused):
         # fp32 sums in another order: at most a bf16 rounding step apart, and mostly the same bits.
         torch.testing.assert_close(f, s, rtol=2 ** -7, atol=1e-4)
@@ -105,8 +105,8 @@ def _with(layer, implementation: str, x):
 
 
 def thinker_replies_alike() -> None:
-    """The tiny thinker in bf16, greedy through ThinkerDecoder: the same 12 tokens with the fused experts, and
-    every decode step went through them."""
+    """The tiny thinker in bf16, greedy through ThinkerDecoder: the same 6 tokens with the fused experts, and
+    every decode step went through them (each step costs seconds in Triton's interpreter)."""
     from backends.checkpoints import resolve_checkpoint
     from backends.conversation import build_prompt_inputs
     from backends.transformers.thinker_decoder import ThinkerDecoder
@@ -120,7 +120,7 @@ def thinker_replies_alike() -> None:
     inputs = backend.encode(build_prompt_inputs(ChatRequest(turns=(Turn.user("Tell me something."),))))
 
     def reply() -> list[int]:
-        return decoded_tokens(ThinkerDecoder(thinker, 64), inputs)
+        return decoded_tokens(ThinkerDecoder(thinker, 64), inputs, max_new_tokens=6)
 
     stock = reply()
     calls = []
@@ -133,10 +133,10 @@ def thinker_replies_alike() -> None:
         fused_moe.fused_decode_experts = original
         backend.close()
     layers = thinker.config.text_config.num_hidden_layers
-    assert len(stock) == 12 and fused == stock, (stock, fused)
-    # 11 decode steps, and the one the decoder's constructor runs to allocate its cache.
-    assert len(calls) == 12 * layers, f"{len(calls)} fused calls for 12 steps x {layers} layers"
-    print("thinker: the same 12 greedy tokens;", len(calls), "fused expert calls")
+    assert len(stock) == 6 and fused == stock, (stock, fused)
+    # 5 decode steps, and the one the decoder's constructor runs to allocate its cache.
+    assert len(calls) == 6 * layers, f"{len(calls)} fused calls for 6 steps x {layers} layers"
+    print("thinker: the same 6 greedy tokens;", len(calls), "fused expert calls")
 
 
 def batched_thinker_replies_alike() -> None:
@@ -161,14 +161,14 @@ def batched_thinker_replies_alike() -> None:
     original = fused_moe.fused_decode_experts
     fused_moe.fused_decode_experts = lambda x, *args, **kwargs: calls.append(x.shape[0]) or original(x, *args, **kwargs)
     try:
-        alone = [decoded_tokens(ThinkerDecoder(thinker, 256), inputs, max_new_tokens=5) for inputs in prompts]
+        alone = [decoded_tokens(ThinkerDecoder(thinker, 256), inputs, max_new_tokens=3) for inputs in prompts]
         batch = ThinkerBatch(thinker, ThinkerDecoder(thinker, 256), slots=4, batch_sizes=(4,))
         replies = {}
         for inputs in prompts:
-            row, first = batch.admit(inputs, ThinkerSampling(0.0, 20, 1.0, 5, -1))
+            row, first = batch.admit(inputs, ThinkerSampling(0.0, 20, 1.0, 3, -1))
             replies[row.slot] = [first]
         calls.clear()
-        for _ in range(4):
+        for _ in range(2):
             for slot, token in batch.step().items():
                 replies[slot].append(token)
     finally:
@@ -177,7 +177,7 @@ def batched_thinker_replies_alike() -> None:
         backend.close()
     assert [replies[slot] for slot in sorted(replies)] == alone, (replies, alone)
     layers = thinker.config.text_config.num_hidden_layers
-    assert calls == [4] * (4 * layers), f"{calls}: every batched MoE layer should take the kernels, 4 rows at once"
+    assert calls == [4] * (2 * layers), f"{calls}: every batched MoE layer should take the kernels, 4 rows at once"
     print("batched thinker: each of three rows as alone;", len(calls), "fused expert calls of 4 tokens")
 
 
