@@ -10,24 +10,10 @@ import base64
 import numpy as np
 import pytest
 
-import api
-from tests.streams import RecordingBackend
-from tests.test_app import launch
-from tests.test_realtime import OUTPUT_RATE, as_pcm16, ask, connect, manual_turns, pcm, text_turn, until
+from tests.test_realtime import (OUTPUT_RATE, as_pcm16, ask, base_url, connect, manual_turns, pcm,  # noqa: F401
+                                 recorder, text_turn, until)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def recorder(instruct_backend):
-    return RecordingBackend(instruct_backend)
-
-
-@pytest.fixture(scope="module")
-def base_url(recorder):
-    demo = launch(recorder, app_kwargs=api.app_kwargs(recorder))
-    yield demo.local_url + "v1"
-    demo.close()
 
 
 async def retrieve(connection, item_id: str, passed: list | None = None):

@@ -12,7 +12,6 @@ import base64
 import numpy as np
 import pytest
 
-import api
 from api.realtime.protocol import SPEECH_LANGUAGES
 from api.realtime.transcription import CHINESE, GRACE_S, RANDOM_WEIGHTS_TOKENS, instruction
 from backends.base import Backend
@@ -20,8 +19,8 @@ from backends.events import Done, Error, Metrics, TextDelta
 from backends.request import MediaPart, TextPart
 from messages import verbatim
 from tests.streams import RecordingBackend
-from tests.test_app import launch
-from tests.test_realtime import OUTPUT_RATE, as_pcm16, connect, speak, speech, types, until  # noqa: F401 (fixture)
+from tests.test_realtime import (OUTPUT_RATE, as_pcm16, base_url, connect, speak, speech, types,  # noqa: F401
+                                 until)
 from tests.test_realtime_items import retrieve
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -80,13 +79,6 @@ def scripted(instruct_backend):
 @pytest.fixture(scope="module")
 def recorder(scripted):
     return RecordingBackend(scripted)
-
-
-@pytest.fixture(scope="module")
-def base_url(recorder):
-    demo = launch(recorder, app_kwargs=api.app_kwargs(recorder))
-    yield demo.local_url + "v1"
-    demo.close()
 
 
 def transcriptions(recorder) -> list:
